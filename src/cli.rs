@@ -1,0 +1,340 @@
+//! The command line: the original mcpport 0.1.4's subcommands and flags (same names, same
+//! defaults), plus ours. Parsed with lexopt into validated configs; every mistake is a message
+//! that names the flag, and `main` turns it into exit status 2.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use lexopt::prelude::*;
+use log::LevelFilter;
+
+use crate::{gateway, logger, register, sample_server, sys, ws::Heartbeat};
+
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const HELP: &str = "\
+mcpport — reach MCP servers that run where nobody can dial in
+
+Usage: mcpport <COMMAND> [OPTIONS]
+
+Commands:
+  gateway, g        Run the gateway: serve MCP clients over HTTP, accept edge registrations
+  register, r       Run a stdio MCP server here and register it with a gateway
+  demo              Start a gateway on 127.0.0.1:8765 with the built-in sample server registered
+  sample-server     Speak MCP on stdin/stdout with a few sample tools (echo, system_info, sleep)
+
+Options:
+  -h, --help        Print help (also: mcpport <COMMAND> --help)
+  -V, -v, --version Print the version
+
+Quick start:
+  mcpport gateway --port 8765
+  mcpport register --stdio \"mcpport sample-server\" \\
+      --gateway-url ws://127.0.0.1:8765/mcp/register --server-name pi
+  then point an MCP client at http://127.0.0.1:8765/sse
+";
+
+const GATEWAY_HELP: &str = "\
+Usage: mcpport gateway [OPTIONS]
+
+Serves MCP clients over HTTP (legacy SSE at --sse-path, messages at --message-path) and accepts
+edge registrations on ws://HOST:PORT/mcp/register, all on one port. Registered servers' tools are
+listed as {server}_{tool}, plus the gateway's own list_servers.
+
+Options:
+      --host <HOST>              Address to bind [default: 0.0.0.0]
+      --port <PORT>              Port to bind; 0 takes a free port and logs it [default: 8765]
+      --sse-path <PATH>          Legacy SSE endpoint [default: /sse]
+      --message-path <PATH>      Legacy message endpoint (alias --messages-path) [default: /messages/]
+      --timeout-rpc <SECS>       Timeout of upstream requests other than tool calls [default: 10]
+      --timeout-run-tool <SECS>  Timeout of a tool call; progress restarts it [default: 120]
+      --auth-token <TOKEN>       Require 'Authorization: Bearer TOKEN' (repeatable; also from
+                                 MCP_GATEWAY_AUTH_TOKENS, comma-separated). /health stays open.
+      --max-connections <N>      Open connections before new ones get 503 [default: 1024]
+      --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
+      --debug, --ipv6            Accepted for compatibility with the original (no effect)
+  -h, --help                     Print this help
+";
+
+const REGISTER_HELP: &str = "\
+Usage: mcpport register --stdio <CMD> [OPTIONS]
+
+Starts CMD with 'sh -c' as a stdio MCP server, dials out to the gateway, registers it under
+--server-name and relays JSON-RPC both ways. Exits when the server exits (non-zero status), when
+the gateway link ends (status 1), or on SIGINT/SIGTERM (status 0), always stopping the server's
+whole process group first.
+
+Options:
+      --stdio <CMD>              Command that starts the stdio MCP server (required)
+      --gateway-url <URL>        Gateway registration URL [default: ws://localhost:8765/mcp/register]
+      --server-name <NAME>       Name to register under: 1-64 of A-Z a-z 0-9 _ - [default: local]
+      --server-id <ID>           Identity kept across reconnects [default: a random UUID]
+      --header <'Key: Value'>    Extra header for the WebSocket upgrade (repeatable), e.g.
+                                 --header 'Authorization: Bearer TOKEN'
+      --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
+      --require-gateway          Exit if the gateway cannot be reached at start (the default now)
+      --port <PORT>              Local health server port; 0 = off [default: 0] (only 0 for now)
+      --enable-cors, --health-endpoint <PATH>, --no-ssl-verify, --ssl-ca-cert <FILE>
+                                 Accepted for compatibility with the original
+  -h, --help                     Print this help
+";
+
+const DEMO_HELP: &str = "\
+Usage: mcpport demo [--host HOST] [--port PORT] [--log-level LEVEL]
+
+Starts a gateway (default 127.0.0.1:8765) and registers the built-in sample server with it
+through the real WebSocket path, then prints the URLs and a way to try it. Ctrl-C stops both.
+";
+
+const SAMPLE_HELP: &str = "\
+Usage: mcpport sample-server [--protocol-version V] [--test-tools]
+
+A stdio MCP server with the tools echo, system_info and sleep. --protocol-version pins the
+version answered to initialize (for old peers); --test-tools adds fail, image and add_tool.
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Gateway(gateway::Config),
+    Register(register::Config),
+    Demo {
+        host: String,
+        port: u16,
+    },
+    SampleServer(sample_server::Config),
+    /// Print this text and exit 0.
+    Help(&'static str),
+    Version,
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub command: Command,
+    pub log_level: LevelFilter,
+}
+
+/// Parses `args` (without the program name). `env_tokens` is MCP_GATEWAY_AUTH_TOKENS.
+pub(crate) fn parse_from(args: Vec<OsString>, env_tokens: Option<String>) -> Result<Parsed, String> {
+    let mut p = lexopt::Parser::from_args(args);
+    let mut log_level = LevelFilter::Info;
+    let command = match p.next().map_err(|e| e.to_string())? {
+        Some(Short('h') | Long("help")) => Command::Help(HELP),
+        Some(Short('V') | Short('v') | Long("version")) => Command::Version,
+        Some(Value(cmd)) => {
+            match cmd.string().map_err(|_| "the command is not valid UTF-8".to_string())?.as_str() {
+                "gateway" | "g" => gateway_args(&mut p, &mut log_level, env_tokens)?,
+                "register" | "r" => register_args(&mut p, &mut log_level)?,
+                "demo" => demo_args(&mut p, &mut log_level)?,
+                "sample-server" => sample_args(&mut p)?,
+                other => return Err(format!("unknown command {other:?}")),
+            }
+        }
+        Some(arg) => return Err(arg.unexpected().to_string()),
+        None => return Err("a command is needed: gateway, register, demo or sample-server".into()),
+    };
+    Ok(Parsed { command, log_level })
+}
+
+fn gateway_args(
+    p: &mut lexopt::Parser,
+    level: &mut LevelFilter,
+    env_tokens: Option<String>,
+) -> Result<Command, String> {
+    let mut cfg = gateway::Config::default();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(GATEWAY_HELP)),
+            Long("host") => cfg.host = string(p)?,
+            Long("port") => cfg.port = number(p, "--port")?,
+            Long("sse-path") => cfg.sse_path = path(p, "--sse-path")?,
+            Long("message-path") | Long("messages-path") => cfg.messages_path = path(p, "--message-path")?,
+            Long("timeout-rpc") => cfg.timeout_rpc = seconds(p, "--timeout-rpc")?,
+            Long("timeout-run-tool") => cfg.timeout_run_tool = seconds(p, "--timeout-run-tool")?,
+            Long("auth-token") => cfg.auth_tokens.push(string(p)?),
+            Long("max-connections") => cfg.max_connections = number(p, "--max-connections")?,
+            Long("log-level") => *level = log_level(p)?,
+            Long("debug") | Long("ipv6") => {}
+            Long(tls @ ("ssl-enabled" | "ssl-keyfile" | "ssl-certfile" | "ssl-ca-certs" | "ssl-ca-cert")) => {
+                return Err(format!(
+                    "--{tls}: TLS is not available in this build yet; put a TLS proxy in front"
+                ))
+            }
+            arg => return Err(arg.unexpected().to_string()),
+        }
+    }
+    let from_env = env_tokens.unwrap_or_default();
+    cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
+    if cfg.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
+    Ok(Command::Gateway(cfg))
+}
+
+fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Command, String> {
+    let mut stdio = None;
+    let mut cfg = register::Config {
+        stdio: String::new(),
+        gateway_url: "ws://localhost:8765/mcp/register".into(),
+        server_name: "local".into(),
+        server_id: String::new(),
+        headers: Vec::new(),
+        heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(40) },
+        max_ws_message: 16 * 1024 * 1024,
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(REGISTER_HELP)),
+            Long("stdio") => stdio = Some(string(p)?),
+            Long("gateway-url") => cfg.gateway_url = string(p)?,
+            Long("server-name") => cfg.server_name = string(p)?,
+            Long("server-id") => cfg.server_id = string(p)?,
+            Long("header") => cfg.headers.push(header(&string(p)?)?),
+            Long("log-level") => *level = log_level(p)?,
+            Long("port") => {
+                if number::<u16>(p, "--port")? != 0 {
+                    return Err("--port: the local health server is not available in this build yet".into());
+                }
+            }
+            Long("health-endpoint") | Long("ssl-ca-cert") => drop(string(p)?),
+            Long("require-gateway") | Long("enable-cors") | Long("no-ssl-verify") => {}
+            arg => return Err(arg.unexpected().to_string()),
+        }
+    }
+    cfg.stdio = stdio.filter(|s| !s.trim().is_empty()).ok_or("--stdio CMD is required")?;
+    if !gateway::upstream::valid_server_name(&cfg.server_name) {
+        return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));
+    }
+    if !cfg.gateway_url.starts_with("ws://") && !cfg.gateway_url.starts_with("wss://") {
+        return Err(format!("--gateway-url {:?}: must start with ws:// or wss://", cfg.gateway_url));
+    }
+    if cfg.server_id.is_empty() {
+        cfg.server_id = sys::random_uuid();
+    }
+    Ok(Command::Register(cfg))
+}
+
+fn demo_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Command, String> {
+    let (mut host, mut port) = ("127.0.0.1".to_string(), 8765);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(DEMO_HELP)),
+            Long("host") => host = string(p)?,
+            Long("port") => port = number(p, "--port")?,
+            Long("log-level") => *level = log_level(p)?,
+            arg => return Err(arg.unexpected().to_string()),
+        }
+    }
+    Ok(Command::Demo { host, port })
+}
+
+fn sample_args(p: &mut lexopt::Parser) -> Result<Command, String> {
+    let mut cfg = sample_server::Config::default();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(SAMPLE_HELP)),
+            Long("protocol-version") => cfg.protocol_version = Some(string(p)?),
+            Long("test-tools") => cfg.test_tools = true,
+            arg => return Err(arg.unexpected().to_string()),
+        }
+    }
+    Ok(Command::SampleServer(cfg))
+}
+
+fn string(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value().map_err(|e| e.to_string())?.string().map_err(|_| "a value is not valid UTF-8".to_string())
+}
+
+fn number<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T, String> {
+    let v = string(p)?;
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+}
+
+fn seconds(p: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
+    let v = string(p)?;
+    match v.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{flag}: {v:?} is not a number of seconds between 0 and 86400")),
+    }
+}
+
+fn path(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    let v = string(p)?;
+    if v.starts_with('/') && !v.contains(['?', '#', ' ']) {
+        Ok(v)
+    } else {
+        Err(format!("{flag}: {v:?} must be a path starting with / (no query)"))
+    }
+}
+
+fn header(v: &str) -> Result<(String, String), String> {
+    match v.split_once(':') {
+        Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.trim().to_string())),
+        _ => Err(format!("--header {v:?}: expected 'Key: Value'")),
+    }
+}
+
+fn log_level(p: &mut lexopt::Parser) -> Result<LevelFilter, String> {
+    let v = string(p)?;
+    logger::parse_level(&v)
+        .ok_or_else(|| format!("--log-level {v:?}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, String> {
+        parse_from(args.iter().map(OsString::from).collect(), None)
+    }
+
+    #[test]
+    fn gateway_defaults_match_the_original() {
+        let Command::Gateway(cfg) = parse(&["gateway"]).unwrap().command else { panic!() };
+        assert_eq!((cfg.host.as_str(), cfg.port), ("0.0.0.0", 8765));
+        assert_eq!((cfg.sse_path.as_str(), cfg.messages_path.as_str()), ("/sse", "/messages/"));
+        assert_eq!((cfg.timeout_rpc.as_secs(), cfg.timeout_run_tool.as_secs()), (10, 120));
+    }
+
+    #[test]
+    fn gateway_flags_and_env_tokens() {
+        let args = ["g", "--port", "0", "--auth-token", "a", "--messages-path", "/m", "--log-level", "DEBUG"];
+        let parsed = parse_from(args.iter().map(OsString::from).collect(), Some(" b, ,c".into())).unwrap();
+        let Command::Gateway(cfg) = parsed.command else { panic!() };
+        assert_eq!(cfg.port, 0);
+        assert_eq!(cfg.auth_tokens, ["a", "b", "c"]);
+        assert_eq!(cfg.messages_path, "/m");
+        assert_eq!(parsed.log_level, LevelFilter::Debug);
+    }
+
+    #[test]
+    fn register_needs_stdio_and_a_valid_name() {
+        assert!(parse(&["register"]).unwrap_err().contains("--stdio"));
+        assert!(parse(&["register", "--stdio", "x", "--server-name", "a b"])
+            .unwrap_err()
+            .contains("server-name"));
+        let Command::Register(cfg) =
+            parse(&["r", "--stdio", "cat", "--header", "Authorization: Bearer t"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(cfg.headers, [("Authorization".to_string(), "Bearer t".to_string())]);
+        assert_eq!(cfg.server_id.len(), 36);
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        for bad in [
+            &["gateway", "--port", "x"][..],
+            &["gateway", "--bogus"],
+            &["gateway", "--timeout-rpc", "-1"],
+            &["gateway", "--sse-path", "sse"],
+            &["register", "--stdio", "x", "--header", "novalue"],
+            &["nope"],
+            &[],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `mcpport demo`: a gateway and the built-in sample server registered with it through the real
+//! WebSocket path, in one command, with the URLs and a way to try it printed once it is ready.
+
+use std::time::{Duration, Instant};
+
+use crate::ws::Heartbeat;
+use crate::{gateway, register, sys, thread};
+
+/// The name the sample server registers under.
+const NAME: &str = "sample";
+
+/// Runs the demo until Ctrl-C; returns the exit status.
+pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
+    let cfg = gateway::Config { host: host.to_string(), port, ..gateway::Config::default() };
+    let listener = gateway::bind(host, port)?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let gw = gateway::start(cfg, listener)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let reg = register::Config {
+        stdio: format!("exec {} sample-server", shell_quote(&exe.to_string_lossy())),
+        gateway_url: format!("ws://{addr}/mcp/register"),
+        server_name: NAME.into(),
+        server_id: sys::random_uuid(),
+        headers: Vec::new(),
+        heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(40) },
+        max_ws_message: 16 * 1024 * 1024,
+    };
+    let base = format!("http://{addr}");
+    thread::spawn("demo-banner", move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gw.registry.server(NAME).and_then(|s| s.tools()).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!("{}", banner(&base, &gw.registry.catalog().exposed_for(NAME)));
+    })
+    .map_err(|e| e.to_string())?;
+    register::run(&reg)
+}
+
+fn banner(base: &str, tools: &[String]) -> String {
+    format!(
+        "\n\
+         mcpport demo is running: a gateway with the built-in sample server registered as {NAME:?}.\n\
+         \n  MCP endpoint (legacy SSE):  {base}/sse\
+         \n  edge registration:         {ws}/mcp/register\
+         \n  health:                    {base}/health\
+         \n  tools:                     list_servers, {tools}\n\
+         \nTry it with the MCP Inspector's CLI (needs Node):\
+         \n  npx @modelcontextprotocol/inspector --cli {base}/sse --transport sse --method tools/call --tool-name {NAME}_system_info\n\
+         \nRegister another server from any machine that can reach this one:\
+         \n  mcpport register --stdio \"mcpport sample-server\" --gateway-url {ws}/mcp/register --server-name pi\n\
+         \nPress Ctrl-C to stop.\n",
+        ws = base.replacen("http://", "ws://", 1),
+        tools = tools.join(", "),
+    )
+}
+
+/// Quotes a path for `sh -c`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+}

@@ -1,0 +1,71 @@
+//! The legacy HTTP+SSE transport (protocol 2024-11-05), as the reference SDKs implement it.
+//!
+//! `GET /sse` opens a session: the first event is `endpoint` with the relative URL to POST to
+//! (`/messages/?session_id=<32 hex>`), and every message for the client follows as a `message`
+//! event. `POST /messages/?session_id=…` takes one JSON-RPC message and answers `202 Accepted`;
+//! the reply travels on the stream. Missing session id → 400; unknown session → 404; a body that
+//! is not JSON → 400 with a -32700 error; not JSON-RPC → 400 with -32600. The session ends when
+//! its stream does.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+
+use super::registry::Session;
+use super::{mcp, Gateway};
+use crate::http::sse::SseWriter;
+use crate::http::{Conn, Request, Response, Transport};
+use crate::{jsonrpc, sys};
+
+/// Turns the connection into a session's event stream and writes until the session ends.
+pub(crate) fn open_stream(gw: &Arc<Gateway>, conn: Conn<Box<dyn Transport>>, peer: SocketAddr) {
+    let id = sys::random_hex(16);
+    let (session, rx) = Session::new(id.clone());
+    let _guard = gw.registry.add_session(session);
+    let endpoint = format!("{}?session_id={id}", gw.cfg.messages_path);
+    let mut sse = match SseWriter::start(conn.stream, &[]) {
+        Ok(sse) => sse,
+        Err(e) => return log::debug!("{peer}: SSE stream failed before it started: {e}"),
+    };
+    if sse.event(Some("endpoint"), &endpoint).is_err() {
+        return;
+    }
+    log::info!("session {id}: opened (legacy SSE) by {peer}");
+    let why = loop {
+        let written = match rx.recv_timeout(gw.cfg.keepalive) {
+            Ok(msg) => sse.event(Some("message"), &msg.to_string()),
+            Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = sse.finish();
+                break "closed by the gateway";
+            }
+        };
+        if written.is_err() {
+            break "client went away";
+        }
+    };
+    log::info!("session {id}: ended ({why})");
+}
+
+/// Accepts one client message for a session and hands it to the MCP layer.
+pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request) -> Response {
+    if req.method != "POST" {
+        return Response::error(405, "the message endpoint takes POST").header("Allow", "POST");
+    }
+    let Some(id) = req.query_param("session_id").or_else(|| req.query_param("sessionId")) else {
+        return Response::error(400, "missing session_id in the query string");
+    };
+    let Some(session) = gw.registry.session(&id) else {
+        return Response::error(404, "Could not find session (it ended, or never existed)");
+    };
+    match jsonrpc::parse(&req.body).and_then(jsonrpc::classify) {
+        Ok(msg) => {
+            mcp::handle_message(gw, &session, msg);
+            Response::text(202, "Accepted")
+        }
+        Err(invalid) => {
+            log::warn!("session {id}: rejected a message: {invalid:?}");
+            Response::json(400, &invalid.to_response())
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `mcpport gateway`: binds one port, accepts connections, and gives each its own thread.
+//!
+//! The acceptor enforces the connection cap (503 past it) and spawns a named thread per
+//! connection through `thread::spawn`. What a connection becomes (plain requests, an SSE stream,
+//! a registered edge server's WebSocket) is decided in `routes.rs`. All shared state is in
+//! `registry.rs`.
+
+pub(crate) mod catalog;
+pub(crate) mod legacy;
+pub(crate) mod mcp;
+pub(crate) mod registry;
+pub(crate) mod routes;
+pub(crate) mod upstream;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::{Limits, Response};
+use crate::thread;
+use crate::ws::Heartbeat;
+use registry::Registry;
+
+/// Everything `mcpport gateway` was told on its command line, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub host: String,
+    pub port: u16,
+    /// Path of the legacy SSE stream (`GET`).
+    pub sse_path: String,
+    /// Path of the legacy message endpoint (`POST ?session_id=`), as advertised to clients.
+    pub messages_path: String,
+    /// Timeout for upstream requests other than tool calls.
+    pub timeout_rpc: Duration,
+    /// Timeout for a tool call (restarted by progress notifications).
+    pub timeout_run_tool: Duration,
+    /// Bearer tokens; empty means no authentication.
+    pub auth_tokens: Vec<String>,
+    pub limits: Limits,
+    pub max_connections: usize,
+    /// Interval of SSE keep-alive comments.
+    pub keepalive: Duration,
+    /// Pings to registered servers, and how long one may stay silent.
+    pub heartbeat: Heartbeat,
+    /// Largest WebSocket message accepted from an edge.
+    pub max_ws_message: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "0.0.0.0".into(),
+            port: 8765,
+            sse_path: "/sse".into(),
+            messages_path: "/messages/".into(),
+            timeout_rpc: Duration::from_secs(10),
+            timeout_run_tool: Duration::from_secs(120),
+            auth_tokens: Vec::new(),
+            limits: Limits::default(),
+            max_connections: 1024,
+            keepalive: Duration::from_secs(15),
+            heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(60) },
+            max_ws_message: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One running gateway: its configuration and its shared state.
+pub(crate) struct Gateway {
+    pub cfg: Config,
+    pub registry: Arc<Registry>,
+    connections: AtomicUsize,
+}
+
+/// Binds the listening socket, reporting a clear error (address in use, permission, bad host).
+pub(crate) fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve --host {host:?}: {e}"))?.collect();
+    TcpListener::bind(&addrs[..]).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))
+}
+
+/// Starts the gateway on an already bound listener: the acceptor runs on its own thread.
+pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    log::info!("mcpport gateway {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    log::info!(
+        "endpoints: legacy SSE GET {} + POST {}; edge registration ws://{addr}/mcp/register; health GET /health",
+        cfg.sse_path,
+        cfg.messages_path
+    );
+    if cfg.auth_tokens.is_empty() {
+        log::warn!("no --auth-token set: anyone who can reach this port can register servers and call tools");
+    }
+    let gw = Arc::new(Gateway { cfg, registry: Arc::new(Registry::new()), connections: AtomicUsize::new(0) });
+    let gw2 = gw.clone();
+    thread::spawn("acceptor", move || accept_loop(&gw2, &listener)).map_err(|e| e.to_string())?;
+    Ok(gw)
+}
+
+/// Binds and serves until the process ends: the whole of `mcpport gateway`.
+pub(crate) fn run(cfg: Config) -> Result<(), String> {
+    let listener = bind(&cfg.host, cfg.port)?;
+    start(cfg, listener)?;
+    loop {
+        std::thread::park();
+    }
+}
+
+fn accept_loop(gw: &Arc<Gateway>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => admit(gw, stream),
+            // Out of descriptors and the like: wait a moment instead of spinning.
+            Err(e) => {
+                log::error!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Gives a new connection its thread, or answers 503 when the gateway is full.
+fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let n = gw.connections.fetch_add(1, Ordering::SeqCst);
+    let guard = ConnectionGuard(gw.clone());
+    if n >= gw.cfg.max_connections {
+        log::warn!("refusing {peer}: {n} connections open (--max-connections)");
+        refuse_busy(stream);
+        return;
+    }
+    let gw2 = gw.clone();
+    let spawned = thread::spawn(format!("conn-{peer}"), move || {
+        let _guard = guard;
+        routes::serve_connection(&gw2, stream, peer);
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread for {peer}: {e}");
+    }
+}
+
+fn refuse_busy(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let resp = Response::error(503, "the gateway has too many open connections; try again later")
+        .header("Retry-After", "1");
+    let _ = resp.write_to(&mut stream, false);
+    let _ = stream.flush();
+}
+
+/// Counts a connection until its thread ends (or it is refused).
+struct ConnectionGuard(Arc<Gateway>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}

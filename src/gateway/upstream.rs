@@ -1,0 +1,320 @@
+//! A registered edge server, from the gateway's side of its WebSocket (DESIGN.md §4).
+//!
+//! The connection thread becomes the socket's owner: it reads the `register` frame, claims the
+//! name, answers `{"status":"received"}`, and runs the owner loop (`ws::pump`), routing every
+//! frame from the edge: responses to the thread waiting for them, progress to the client that
+//! asked, `list_changed` to a refresh. A helper thread does the MCP handshake through the same
+//! request path clients use (`initialize`, `notifications/initialized`, `tools/list` following
+//! `nextCursor`), then sends `{"status":"registered"}` and makes the tools visible. No sleeps:
+//! tools appear as soon as the server has listed them, and vanish when its link ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+use super::mcp::{LATEST_VERSION, SUPPORTED_VERSIONS};
+use super::registry::{Failure, Upstream};
+use super::Gateway;
+use crate::http::Transport;
+use crate::jsonrpc::{self, Message, METHOD_NOT_FOUND};
+use crate::thread;
+use crate::ws::{self, End, Event, Flow, Out};
+
+/// Frames that may wait for one edge's socket.
+const QUEUE: usize = 1024;
+/// How long an edge has to send its `register` frame after the upgrade.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pages of a `*/list` result the gateway follows before it stops (a server looping on cursors).
+const MAX_PAGES: usize = 100;
+
+/// What the edge's first frame said.
+struct Registration {
+    name: String,
+    id: String,
+}
+
+/// Serves one edge connection until it ends.
+pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, remote: SocketAddr) {
+    let reg = match read_registration(&mut ws) {
+        Ok(reg) => reg,
+        Err(why) => return refuse(&mut ws, remote, &why),
+    };
+    let (outbox, inbox) = match ws::channel(QUEUE) {
+        Ok(pair) => pair,
+        Err(e) => return refuse(&mut ws, remote, &format!("gateway out of resources: {e}")),
+    };
+    let up = Arc::new(Upstream::new(reg.name, reg.id, remote, outbox));
+    match gw.registry.claim_name(&up) {
+        Err(holder) => {
+            let why = format!("server name {:?} is already held by a live server with id {holder}", up.name);
+            return refuse(&mut ws, remote, &why);
+        }
+        Ok(Some(old)) => {
+            log::info!("server {} ({}): reconnected from {remote}; dropping its old link", up.name, up.id);
+            let _ = old
+                .outbox
+                .send(Out::Close(1000, "replaced by a new connection of the same server id".into()));
+            old.fail_all("the server reconnected; its old connection was replaced");
+        }
+        Ok(None) => {}
+    }
+    let received =
+        status_frame("received", &up.id, &format!("Registration request received, server ID: {}", up.id));
+    if ws.send(WsMessage::text(received.to_string())).is_err() {
+        return release(gw, &up, "link failed during registration");
+    }
+    log::info!("server {} ({}): registering from {remote}", up.name, up.id);
+    let (gw2, up2) = (gw.clone(), up.clone());
+    if let Err(e) = thread::spawn(format!("handshake-{}", up.name), move || handshake(&gw2, &up2)) {
+        log::error!("server {}: cannot start its handshake thread: {e}", up.name);
+        return release(gw, &up, "gateway out of resources");
+    }
+    let end = ws::pump(&mut ws, &inbox, &[], Some(gw.cfg.heartbeat), |ev| match ev {
+        Event::Text(text) => on_frame(gw, &up, &text),
+        Event::Fd => Flow::Continue,
+    });
+    release(gw, &up, &describe(&end));
+}
+
+/// Reads and checks the `register` frame (the original's JSON-RPC form, or its older
+/// `{"name": …}` form).
+fn read_registration(ws: &mut WebSocket<Box<dyn Transport>>) -> Result<Registration, String> {
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let text = loop {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        ws.get_ref().socket().set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        match ws.read() {
+            Ok(WsMessage::Text(t)) => break t.as_str().to_owned(),
+            Ok(WsMessage::Binary(b)) => break String::from_utf8_lossy(&b).into_owned(),
+            Ok(_) if Instant::now() < deadline => continue,
+            Ok(_) => return Err("no registration frame within 10 s".into()),
+            Err(e) => return Err(format!("no registration frame: {e}")),
+        }
+    };
+    let info: Value =
+        serde_json::from_str(&text).map_err(|e| format!("the registration frame is not JSON: {e}"))?;
+    let name = if info["method"] == "register" { &info["params"]["name"] } else { &info["name"] };
+    let name = name.as_str().ok_or("the registration frame has no server name (params.name)")?;
+    if !valid_server_name(name) {
+        return Err(format!("invalid server name {name:?}: use 1 to 64 of A-Z a-z 0-9 _ -"));
+    }
+    let id = match &info["id"] {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => crate::sys::random_uuid(),
+    };
+    Ok(Registration { name: name.to_string(), id })
+}
+
+/// Server names become tool-name prefixes and URL path segments: `^[A-Za-z0-9_-]{1,64}$`.
+pub(crate) fn valid_server_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Reports a failed registration to the edge (an error frame, then close 1008) and logs it.
+fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, why: &str) {
+    log::warn!("{remote}: registration refused: {why}");
+    let _ = ws.get_ref().socket().set_write_timeout(Some(Duration::from_secs(2)));
+    let _ = ws.send(WsMessage::text(json!({"status": "error", "message": why}).to_string()));
+    let frame =
+        tungstenite::protocol::CloseFrame { code: 1008.into(), reason: "registration refused".into() };
+    let _ = ws.close(Some(frame));
+    let _ = ws.flush();
+}
+
+fn status_frame(status: &str, id: &str, message: &str) -> Value {
+    json!({"status": status, "id": id, "message": message})
+}
+
+/// The MCP handshake with a newly registered server, then its tools go live.
+fn handshake(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
+    let started = Instant::now();
+    match initialize_and_list(gw, up) {
+        Ok(count) => {
+            let msg = format!("Registration successful, loaded {count} tools");
+            let _ = up.outbox.send(Out::Text(status_frame("registered", &up.id, &msg).to_string()));
+            log::info!(
+                "server {} ({}): registered from {}: {count} tools in {} ms",
+                up.name,
+                up.id,
+                up.remote,
+                started.elapsed().as_millis()
+            );
+            publish_tools(gw);
+        }
+        Err(why) => {
+            log::warn!("server {} ({}): registration failed: {why}", up.name, up.id);
+            let frame =
+                json!({"status": "error", "id": up.id, "message": format!("registration failed: {why}")});
+            let _ = up.outbox.send(Out::Text(frame.to_string()));
+            let _ = up.outbox.send(Out::Close(1011, "registration failed".into()));
+        }
+    }
+}
+
+fn initialize_and_list(gw: &Gateway, up: &Upstream) -> Result<usize, String> {
+    let params = json!({
+        "protocolVersion": LATEST_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "mcpport-gateway", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let init = up
+        .request(&gw.registry, "initialize", params, gw.cfg.timeout_rpc, None)
+        .map_err(|f| format!("initialize: {}", describe_failure(&f)))?;
+    let version = init["protocolVersion"].as_str().unwrap_or("none");
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        log::warn!(
+            "server {}: answered protocol version {version:?}, which the gateway does not know",
+            up.name
+        );
+    }
+    up.set_initialize(init.clone());
+    let note = jsonrpc::notification("notifications/initialized", json!({}));
+    up.outbox.send(Out::Text(note.to_string())).map_err(|e| format!("link lost: {e:?}"))?;
+    let tools = if init["capabilities"].get("tools").is_some() { list_tools(gw, up)? } else { Vec::new() };
+    let count = tools.len();
+    up.set_tools(tools);
+    Ok(count)
+}
+
+/// `tools/list`, following `nextCursor` to the end.
+fn list_tools(gw: &Gateway, up: &Upstream) -> Result<Vec<Value>, String> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<Value> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.take().map_or(json!({}), |c| json!({"cursor": c}));
+        let page = up
+            .request(&gw.registry, "tools/list", params, gw.cfg.timeout_rpc, None)
+            .map_err(|f| format!("tools/list: {}", describe_failure(&f)))?;
+        let Some(items) = page["tools"].as_array() else {
+            return Err("tools/list: the result has no \"tools\" array".into());
+        };
+        tools.extend(items.iter().cloned());
+        match &page["nextCursor"] {
+            Value::String(c) if !c.is_empty() => cursor = Some(Value::String(c.clone())),
+            _ => return Ok(tools),
+        }
+    }
+    log::warn!(
+        "server {}: tools/list still had more pages after {MAX_PAGES}; keeping what was listed",
+        up.name
+    );
+    Ok(tools)
+}
+
+/// Rebuilds the catalog and tells every client when the tool list changed.
+fn publish_tools(gw: &Gateway) {
+    if gw.registry.rebuild_catalog() {
+        gw.registry.broadcast(&jsonrpc::notification("notifications/tools/list_changed", json!({})));
+    }
+}
+
+/// Routes one frame from the edge.
+fn on_frame(gw: &Arc<Gateway>, up: &Arc<Upstream>, text: &str) -> Flow {
+    let msg = match jsonrpc::parse(text.as_bytes()).and_then(jsonrpc::classify) {
+        Ok(msg) => msg,
+        Err(e) => {
+            log::warn!("server {}: ignoring a frame that is not JSON-RPC: {e:?}", up.name);
+            return Flow::Continue;
+        }
+    };
+    match msg {
+        Message::Response { id, outcome } => {
+            if !up.complete(&id, outcome) {
+                log::debug!("server {}: response to unknown or expired request {id}", up.name);
+            }
+        }
+        Message::Notification { method, params } => on_notification(gw, up, &method, params),
+        Message::Request { id, method, .. } => {
+            let reply = if method == "ping" {
+                jsonrpc::result_response(&id, json!({}))
+            } else {
+                let why = format!("mcpport gateway: {method} cannot be routed to a client");
+                jsonrpc::error_response(&id, METHOD_NOT_FOUND, &why)
+            };
+            let _ = up.outbox.send(Out::Text(reply.to_string()));
+        }
+    }
+    Flow::Continue
+}
+
+fn on_notification(gw: &Arc<Gateway>, up: &Arc<Upstream>, method: &str, params: Option<Value>) {
+    match method {
+        "notifications/tools/list_changed" => refresh_tools(gw, up),
+        "notifications/progress" => {
+            let mut params = params.unwrap_or_default();
+            let Some(origin) = up.progress(&params["progressToken"]) else { return };
+            if let Some(token) = origin.progress_token {
+                params["progressToken"] = token;
+                origin.session.send(jsonrpc::notification(method, params));
+            }
+        }
+        "notifications/message" => log::debug!("server {} logs: {}", up.name, params.unwrap_or_default()),
+        _ => log::debug!("server {}: ignoring notification {method}", up.name),
+    }
+}
+
+/// Lists the server's tools again (on its own thread: the owner must keep routing the answer).
+fn refresh_tools(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
+    let name = up.name.clone();
+    let (gw, up) = (gw.clone(), up.clone());
+    let spawned = thread::spawn(format!("refresh-{name}"), move || match list_tools(&gw, &up) {
+        Ok(tools) => {
+            log::info!("server {}: tool list changed ({} tools)", up.name, tools.len());
+            up.set_tools(tools);
+            publish_tools(&gw);
+        }
+        Err(why) => log::warn!("server {}: cannot refresh its tools: {why}", up.name),
+    });
+    if let Err(e) = spawned {
+        log::error!("server {name}: cannot start a refresh thread: {e}");
+    }
+}
+
+/// The server's link is over: fail what waits on it, remove its tools, tell the clients.
+fn release(gw: &Gateway, up: &Arc<Upstream>, why: &str) {
+    let failed = up.fail_all(why);
+    if gw.registry.release_name(up) {
+        publish_tools(gw);
+    }
+    log::info!("server {} ({}): disconnected: {why}; {failed} pending requests failed", up.name, up.id);
+}
+
+fn describe(end: &End) -> String {
+    match end {
+        End::PeerClosed(Some((code, reason))) => format!("the edge closed the link ({code} {reason})"),
+        End::PeerClosed(None) => "the edge closed the link".into(),
+        End::Closed => "the gateway closed the link".into(),
+        End::Silent(d) => format!("no answer to pings for {} s", d.as_secs()),
+        End::Failed(e) => format!("link failed: {e}"),
+    }
+}
+
+fn describe_failure(f: &Failure) -> String {
+    match f {
+        Failure::Error(e) => format!("the server answered with an error: {e}"),
+        Failure::Timeout(t) => format!("no answer within {} s", t.as_secs()),
+        Failure::Gone(why) => why.clone(),
+        Failure::Busy => "the server's queue is full".into(),
+        Failure::Cancelled => "cancelled".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_follow_the_pattern() {
+        for ok in ["pi", "my-router_2", &"a".repeat(64)] {
+            assert!(valid_server_name(ok), "{ok}");
+        }
+        for bad in ["", "has space", "dot.ted", "ü", &"a".repeat(65)] {
+            assert!(!valid_server_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Our HTTP/1.1 server side over any `Read + Write` stream: requests read with hard limits and
+//! deadlines, keep-alive, and the pieces other modules build on (responses, SSE, WebSocket upgrade).
+//!
+//! Why our own and not a crate: DESIGN.md §2. What this file owns is reading: the idle wait for a
+//! request's first byte, a deadline for the whole header block (slowloris), caps on header bytes
+//! and count (431), on the body (413), `Content-Length` and `chunked` bodies. Every failure is a
+//! status a client can act on, never a hang or an unbounded buffer.
+
+pub(crate) mod response;
+pub(crate) mod sse;
+pub(crate) mod upgrade;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+pub(crate) use response::Response;
+
+/// A byte stream that also exposes its TCP socket (for deadlines, `poll` and addresses).
+/// Plain TCP now; TLS streams implement it too.
+pub(crate) trait Transport: Read + Write + Send {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Transport for Box<dyn Transport> {
+    fn socket(&self) -> &TcpStream {
+        (**self).socket()
+    }
+}
+
+/// Limits that protect the gateway from slow, huge or endless requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Bytes of the request line and headers together (431 past it).
+    pub max_header_bytes: usize,
+    /// Number of header fields (431 past it).
+    pub max_headers: usize,
+    /// Bytes of a request body (413 past it).
+    pub max_body: usize,
+    /// Time from a request's first byte to the end of its headers (408 past it).
+    pub header_timeout: Duration,
+    /// Time to read a body once the headers are in (408 past it).
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body: 4 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One parsed request with its whole body.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub method: String,
+    /// The path, percent-encoding kept, without the query.
+    pub path: String,
+    /// The raw query string (after `?`), empty when there is none.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// HTTP/1.0 (false) or 1.1 (true).
+    pub http11: bool,
+}
+
+impl Request {
+    /// The first value of a header, by case-insensitive name.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header (e.g. `Connection`) lists `token`, case-insensitively.
+    pub(crate) fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// A query parameter's percent-decoded value.
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    /// Whether the client wants the connection kept open after this request.
+    pub(crate) fn keep_alive(&self) -> bool {
+        if self.http11 {
+            !self.header_has_token("connection", "close")
+        } else {
+            self.header_has_token("connection", "keep-alive")
+        }
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (as in query strings); invalid escapes stay as they are.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why no request could be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed, or stayed idle past the keep-alive timeout, before sending a byte.
+    Closed,
+    /// A request the client got wrong: answer with this status and reason, then close.
+    Status(u16, String),
+    /// The socket failed mid-request.
+    Io(io::Error),
+}
+
+/// A connection being served: the stream and the bytes read from it but not yet consumed.
+pub(crate) struct Conn<S> {
+    pub stream: S,
+    pub buf: Vec<u8>,
+}
+
+impl<S: Transport> Conn<S> {
+    pub(crate) fn new(stream: S) -> Self {
+        Conn { stream, buf: Vec::new() }
+    }
+
+    /// Reads the next request: waits up to the idle timeout for its first byte, then enforces
+    /// the header deadline and every size limit.
+    pub(crate) fn read_request(&mut self, limits: &Limits) -> Result<Request, ReadError> {
+        if self.buf.is_empty() && self.fill(Instant::now() + limits.idle_timeout).map_err(ReadError::Io)? == 0
+        {
+            return Err(ReadError::Closed);
+        }
+        let deadline = Instant::now() + limits.header_timeout;
+        loop {
+            match parse_head(&self.buf, limits)? {
+                Some((head_len, mut req, framing)) => {
+                    self.buf.drain(..head_len);
+                    req.body = self.read_body(framing, limits)?;
+                    return Ok(req);
+                }
+                None if self.buf.len() >= limits.max_header_bytes => {
+                    return Err(status(431, "request headers too large"))
+                }
+                None => {
+                    if self.fill(deadline).map_err(|e| timeout_as_408(e, "headers"))? == 0 {
+                        return Err(ReadError::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_body(&mut self, framing: Framing, limits: &Limits) -> Result<Vec<u8>, ReadError> {
+        let deadline = Instant::now() + limits.body_timeout;
+        match framing {
+            Framing::Length(n) if n > limits.max_body => Err(status(413, "request body too large")),
+            Framing::Length(n) => self.take_exact(n, deadline),
+            Framing::Chunked => self.read_chunked(limits.max_body, deadline),
+        }
+    }
+
+    fn take_exact(&mut self, n: usize, deadline: Instant) -> Result<Vec<u8>, ReadError> {
+        while self.buf.len() < n {
+            if self.fill(deadline).map_err(|e| timeout_as_408(e, "body"))? == 0 {
+                return Err(status(400, "connection closed in the middle of the body"));
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    fn read_chunked(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, ReadError> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.take_line(deadline)?;
+            let size_text = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| status(400, &format!("bad chunk size {size_text:?}")))?;
+            if size == 0 {
+                // Trailer fields, if any, end with an empty line; they are read and ignored.
+                while !self.take_line(deadline)?.is_empty() {}
+                return Ok(body);
+            }
+            if body.len() + size > max {
+                return Err(status(413, "request body too large"));
+            }
+            body.extend(self.take_exact(size, deadline)?);
+            if !self.take_line(deadline)?.is_empty() {
+                return Err(status(400, "chunk data longer than its size"));
+            }
+        }
+    }
+
+    fn take_line(&mut self, deadline: Instant) -> Result<String, ReadError> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
+                self.buf.drain(..pos + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > 4096 {
+                return Err(status(400, "chunk header line too long"));
+            }
+            if self.fill(deadline).map_err(|e| timeout_as_408(e, "body"))? == 0 {
+                return Err(status(400, "connection closed in the middle of the body"));
+            }
+        }
+    }
+
+    /// Reads what is available into the buffer, waiting at most until `deadline`.
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.socket().set_read_timeout(Some(left))?;
+        let mut chunk = [0u8; 8192];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, PartialEq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// Parses the request head if the buffer holds all of it. Returns the head's length, the
+/// request (without body) and how to read the body.
+fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Request, Framing)>, ReadError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(status(431, "too many request headers")),
+        Err(e) => return Err(status(400, &format!("malformed request: {e}"))),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(status(431, "request headers too large"));
+    }
+    let target = parsed.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let req = Request {
+        method: parsed.method.unwrap_or("").to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+            .collect(),
+        body: Vec::new(),
+        http11: parsed.version == Some(1),
+    };
+    let framing = framing(&req)?;
+    Ok(Some((head_len, req, framing)))
+}
+
+fn framing(req: &Request) -> Result<Framing, ReadError> {
+    let chunked = req.header_has_token("transfer-encoding", "chunked");
+    match (req.header("content-length"), chunked) {
+        (Some(_), true) => Err(status(400, "both Content-Length and chunked encoding")),
+        (None, true) => Ok(Framing::Chunked),
+        (None, false) if req.header("transfer-encoding").is_some() => {
+            Err(status(501, "unsupported Transfer-Encoding"))
+        }
+        (None, false) => Ok(Framing::Length(0)),
+        (Some(v), false) => {
+            v.parse().map(Framing::Length).map_err(|_| status(400, &format!("bad Content-Length {v:?}")))
+        }
+    }
+}
+
+fn status(code: u16, why: &str) -> ReadError {
+    ReadError::Status(code, why.to_string())
+}
+
+fn timeout_as_408(e: io::Error, what: &str) -> ReadError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        status(408, &format!("timed out waiting for the request {what}"))
+    } else {
+        ReadError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<(usize, Request, Framing)>, ReadError> {
+        parse_head(text.as_bytes(), &Limits::default())
+    }
+
+    fn status_of(r: Result<Option<(usize, Request, Framing)>, ReadError>) -> u16 {
+        match r {
+            Err(ReadError::Status(code, _)) => code,
+            other => panic!("expected an error status, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_complete_head() {
+        let (len, req, framing) =
+            head("POST /messages/?session_id=ab%20c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap()
+                .unwrap();
+        assert_eq!(len, 74);
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/messages/"));
+        assert_eq!(req.query_param("session_id").as_deref(), Some("ab c"));
+        assert_eq!(req.header("HOST"), Some("x"));
+        assert_eq!(framing, Framing::Length(5));
+        assert!(req.keep_alive());
+    }
+
+    #[test]
+    fn partial_head_waits_for_more() {
+        assert!(head("GET / HTTP/1.1\r\nHost:").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_heads_get_the_right_status() {
+        assert_eq!(status_of(head("GET / HTTP/1.1\r\nBad Header\r\n\r\n")), 400);
+        assert_eq!(status_of(head("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")), 400);
+        assert_eq!(
+            status_of(head("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")),
+            400
+        );
+        assert_eq!(status_of(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")), 501);
+        let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(status_of(head(&format!("GET / HTTP/1.1\r\n{many}\r\n"))), 431);
+    }
+
+    #[test]
+    fn connection_semantics_follow_the_version() {
+        let (_, req, _) = head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!req.keep_alive());
+        let (_, req, _) = head("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap().unwrap();
+        assert!(!req.keep_alive());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb+c%zz%4"), "a/b c%zz%4");
+    }
+}

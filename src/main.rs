@@ -1,0 +1,55 @@
+//! mcpport: one binary, two roles. `gateway` serves MCP clients and accepts edge registrations;
+//! `register` runs a stdio MCP server on an edge device and dials out to a gateway. This file
+//! only parses the command line, starts the logger, dispatches, and maps the outcome to an exit
+//! status (2 for a bad command line, as is customary).
+#![deny(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod cli;
+mod demo;
+mod gateway;
+mod http;
+mod jsonrpc;
+mod logger;
+mod register;
+mod sample_server;
+mod sys;
+mod thread;
+mod ws;
+
+use std::process::ExitCode;
+
+use cli::Command;
+
+fn main() -> ExitCode {
+    let env_tokens = std::env::var("MCP_GATEWAY_AUTH_TOKENS").ok();
+    let parsed = match cli::parse_from(std::env::args_os().skip(1).collect(), env_tokens) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            eprintln!("mcpport: {msg}\nTry 'mcpport --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    logger::init(parsed.log_level);
+    let outcome = match parsed.command {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(0)
+        }
+        Command::Version => {
+            println!("mcpport {}", cli::VERSION);
+            Ok(0)
+        }
+        Command::Gateway(cfg) => gateway::run(cfg).map(|()| 0),
+        Command::Register(cfg) => register::run(&cfg),
+        Command::Demo { host, port } => demo::run(&host, port),
+        Command::SampleServer(cfg) => sample_server::run(cfg).map(|()| 0),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(msg) => {
+            log::error!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The local stdio MCP server: started with `sh -c CMD` in a process group of its own, its
+//! three pipes each owned by one thread, and stopped (group and all) when the guard drops.
+//!
+//! stdout: a reader thread queues each line for the gateway link (blocking when the link is
+//! backed up, which slows the child down instead of growing memory) and queues a close when the
+//! child's stdout ends. stdin: a writer thread takes lines from a bounded queue. stderr: each line
+//! goes to our log, prefixed with the server name.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+use crate::thread;
+use crate::ws::{Out, Outbox};
+
+/// Lines that may wait for the child's stdin.
+const STDIN_QUEUE: usize = 256;
+/// Longest line accepted from the child's stdout (one JSON-RPC message).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// How long the child gets to exit after SIGTERM before SIGKILL.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The running child. Dropping it stops the child's whole process group.
+pub(crate) struct ChildGuard {
+    child: Child,
+    name: String,
+    stdin: SyncSender<String>,
+}
+
+impl ChildGuard {
+    /// Starts `sh -c command`, wiring stdout to `to_gateway` and stderr to the log.
+    pub(crate) fn spawn(command: &str, name: &str, to_gateway: Outbox) -> io::Result<ChildGuard> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.process_group(0);
+        sys::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let (stdin_tx, stdin_rx) = mpsc::sync_channel(STDIN_QUEUE);
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        thread::spawn(format!("stdin-{pid}"), move || write_stdin(stdin, stdin_rx))?;
+        let n = name.to_string();
+        thread::spawn(format!("stdout-{pid}"), move || read_stdout(stdout, &n, to_gateway))?;
+        let n = name.to_string();
+        thread::spawn(format!("stderr-{pid}"), move || log_stderr(stderr, &n))?;
+        log::info!("started MCP server {name:?} (pid {pid}): sh -c {command:?}");
+        Ok(ChildGuard { child, name: name.to_string(), stdin: stdin_tx })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Queues one JSON-RPC message for the child's stdin, waiting while the queue is full.
+    /// Returns false once the child's stdin is closed.
+    pub(crate) fn send(&self, line: String) -> bool {
+        self.stdin.send(line).is_ok()
+    }
+
+    /// Whether the child has exited, and how.
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the child to exit on its own.
+    pub(crate) fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the group, SIGKILL after `grace`; reaps the child. Returns its exit status.
+    pub(crate) fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let pgid = self.child.id();
+        if let Some(status) = self.try_wait() {
+            let _ = sys::kill_group(pgid, sys::SIGKILL); // stragglers the server left behind
+            return Some(status);
+        }
+        let _ = sys::kill_group(pgid, sys::SIGTERM);
+        let status = self.wait_for(grace).or_else(|| {
+            log::warn!("MCP server {:?} (pid {pgid}) ignored SIGTERM for {grace:?}; killing it", self.name);
+            let _ = sys::kill_group(pgid, sys::SIGKILL);
+            self.child.wait().ok()
+        });
+        let _ = sys::kill_group(pgid, sys::SIGKILL);
+        status
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop(STOP_GRACE);
+    }
+}
+
+/// Describes an exit status for a person: `exit status 3` or `killed by signal 9`.
+pub(crate) fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// The exit code register reports for a child that ended on its own: never 0, since the bridge
+/// has nothing left to serve (the child's code when non-zero, 128+N for signal N, else 1).
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code != 0 => code,
+        (None, Some(sig)) => 128 + sig,
+        _ => 1,
+    }
+}
+
+fn write_stdin(mut stdin: ChildStdin, rx: Receiver<String>) {
+    for mut line in rx {
+        line.push('\n');
+        if stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush()).is_err() {
+            return; // the child closed its stdin or exited; stdout's EOF reports it
+        }
+    }
+}
+
+fn read_stdout(stdout: impl Read, name: &str, to_gateway: Outbox) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) if line.len() > MAX_LINE => {
+                log::error!("MCP server {name:?} wrote a line over {MAX_LINE} bytes; stopping");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("reading the stdout of MCP server {name:?} failed: {e}");
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if !text.starts_with('{') && !text.starts_with('[') {
+            log::warn!("MCP server {name:?} printed a non-JSON line on stdout (ignored): {text}");
+            continue;
+        }
+        if to_gateway.send_wait(Out::Text(text.to_string())).is_err() {
+            return;
+        }
+    }
+    let _ = to_gateway.send_wait(Out::Close(1000, "the MCP server process exited".into()));
+}
+
+fn log_stderr(stderr: impl Read, name: &str) {
+    for line in BufReader::new(stderr).lines() {
+        match line {
+            Ok(line) => log::info!("[{name}] {line}"),
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! `mcpport sample-server`: a small stdio MCP server built into the binary, so anyone can try
+//! mcpport (and tests and benchmarks can run) without Node or Python.
+//!
+//! Tools: `echo`, `system_info` (uptime, load and memory from /proc, with structured output) and
+//! `sleep` (waits, reporting progress, and honours cancellation). `--test-tools` adds tools that
+//! exercise the gateway: `fail` (a tool error), `image` (image and audio content) and `add_tool`
+//! (adds a tool and announces `notifications/tools/list_changed`). Each call runs on its own
+//! thread, so a slow call never blocks a quick one.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::gateway::registry::lock;
+use crate::jsonrpc::{self, Message, INVALID_PARAMS, METHOD_NOT_FOUND};
+use crate::thread;
+
+const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// How the sample server was started.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Config {
+    /// Answer `initialize` with this version whatever the client asks (for old peers).
+    pub protocol_version: Option<String>,
+    pub test_tools: bool,
+}
+
+struct Server {
+    cfg: Config,
+    out: Mutex<io::Stdout>,
+    cancelled: Mutex<HashSet<String>>,
+    dynamic_tools: Mutex<usize>,
+}
+
+/// Serves MCP on stdin/stdout until stdin ends.
+pub(crate) fn run(cfg: Config) -> Result<(), String> {
+    let server = Arc::new(Server {
+        cfg,
+        out: Mutex::new(io::stdout()),
+        cancelled: Mutex::new(HashSet::new()),
+        dynamic_tools: Mutex::new(0),
+    });
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match jsonrpc::parse(line.as_bytes()).and_then(jsonrpc::classify) {
+            Ok(msg) => server.dispatch(msg),
+            Err(e) => {
+                eprintln!("sample-server: ignoring a line that is not JSON-RPC: {line}");
+                if matches!(e, jsonrpc::Invalid::Parse(_)) {
+                    server.write(&e.to_response());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Server {
+    fn dispatch(self: &Arc<Self>, msg: Message) {
+        match msg {
+            Message::Request { id, method, params } => {
+                let me = self.clone();
+                let work = move || {
+                    let reply = match me.answer(&id, &method, params.unwrap_or(json!({}))) {
+                        Ok(result) => jsonrpc::result_response(&id, result),
+                        Err((code, message)) => jsonrpc::error_response(&id, code, &message),
+                    };
+                    me.write(&reply);
+                };
+                if thread::spawn("sample-call", work).is_err() {
+                    eprintln!("sample-server: cannot start a thread");
+                }
+            }
+            Message::Notification { method, params } if method == "notifications/cancelled" => {
+                let id = params.map(|p| p["requestId"].to_string()).unwrap_or_default();
+                lock(&self.cancelled).insert(id);
+            }
+            Message::Notification { .. } | Message::Response { .. } => {}
+        }
+    }
+
+    fn write(&self, msg: &Value) {
+        let mut out = lock(&self.out);
+        let _ = writeln!(out, "{msg}").and_then(|_| out.flush());
+    }
+
+    fn answer(&self, id: &Value, method: &str, params: Value) -> Result<Value, (i64, String)> {
+        match method {
+            "initialize" => Ok(self.initialize(&params)),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(json!({"tools": self.tools()})),
+            "tools/call" => self.call(id, &params),
+            _ => Err((METHOD_NOT_FOUND, format!("method not found: {method}"))),
+        }
+    }
+
+    fn initialize(&self, params: &Value) -> Value {
+        let asked = params["protocolVersion"].as_str().unwrap_or_default();
+        let version = match &self.cfg.protocol_version {
+            Some(v) => v.as_str(),
+            None if VERSIONS.contains(&asked) => asked,
+            None => VERSIONS[VERSIONS.len() - 1],
+        };
+        json!({
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "mcpport-sample", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": "Sample tools of mcpport: echo text, read this machine's uptime, load and memory, or sleep.",
+        })
+    }
+
+    fn tools(&self) -> Vec<Value> {
+        let mut tools = vec![
+            tool(
+                "echo",
+                "Echo the given text back.",
+                json!({"text": {"type": "string", "description": "Text to echo"}}),
+                &["text"],
+            ),
+            tool(
+                "system_info",
+                "Uptime, load averages and memory of the machine this server runs on.",
+                json!({}),
+                &[],
+            ),
+            tool(
+                "sleep",
+                "Wait the given number of seconds (at most 600), reporting progress each second.",
+                json!({"seconds": {"type": "number", "description": "How long to wait"}}),
+                &["seconds"],
+            ),
+        ];
+        tools[1]["outputSchema"] = json!({"type": "object", "properties": {
+            "uptime_seconds": {"type": "number"}, "load": {"type": "array", "items": {"type": "number"}},
+            "memory_total_kb": {"type": "integer"}, "memory_available_kb": {"type": "integer"}, "pid": {"type": "integer"}}});
+        tools[1]["annotations"] = json!({"readOnlyHint": true});
+        if self.cfg.test_tools {
+            tools.push(tool(
+                "fail",
+                "Return a tool error with the given message.",
+                json!({"message": {"type": "string"}}),
+                &[],
+            ));
+            tools.push(tool("image", "Return a 1x1 PNG image and a short WAV sound.", json!({}), &[]));
+            tools.push(tool(
+                "add_tool",
+                "Add a tool named dynamic_N and announce the change.",
+                json!({}),
+                &[],
+            ));
+            for n in 1..=*lock(&self.dynamic_tools) {
+                tools.push(tool(&format!("dynamic_{n}"), "A tool added at run time.", json!({}), &[]));
+            }
+        }
+        tools
+    }
+
+    fn call(&self, id: &Value, params: &Value) -> Result<Value, (i64, String)> {
+        let args = &params["arguments"];
+        let name = params["name"].as_str().unwrap_or_default();
+        match name {
+            "echo" => Ok(text_result(args["text"].as_str().unwrap_or_default(), false)),
+            "system_info" => Ok(system_info()),
+            "sleep" => {
+                Ok(self.sleep(id, args["seconds"].as_f64().unwrap_or(1.0), &params["_meta"]["progressToken"]))
+            }
+            "fail" if self.cfg.test_tools => {
+                Ok(text_result(args["message"].as_str().unwrap_or("failed on purpose"), true))
+            }
+            "image" if self.cfg.test_tools => Ok(media()),
+            "add_tool" if self.cfg.test_tools => {
+                let n = {
+                    let mut count = lock(&self.dynamic_tools);
+                    *count += 1;
+                    *count
+                };
+                self.write(&jsonrpc::notification("notifications/tools/list_changed", json!({})));
+                Ok(text_result(&format!("added dynamic_{n}"), false))
+            }
+            n if self.cfg.test_tools && n.starts_with("dynamic_") => Ok(text_result(n, false)),
+            _ => Err((INVALID_PARAMS, format!("Unknown tool: {name}"))),
+        }
+    }
+
+    fn sleep(&self, id: &Value, seconds: f64, token: &Value) -> Value {
+        let total = Duration::from_secs_f64(seconds.clamp(0.0, 600.0));
+        let started = Instant::now();
+        let key = id.to_string();
+        let mut next_report = Duration::from_secs(1);
+        while started.elapsed() < total {
+            if lock(&self.cancelled).remove(&key) {
+                return text_result("cancelled", true);
+            }
+            if !token.is_null() && started.elapsed() >= next_report {
+                let p = json!({"progressToken": token, "progress": next_report.as_secs(), "total": total.as_secs_f64()});
+                self.write(&jsonrpc::notification("notifications/progress", p));
+                next_report += Duration::from_secs(1);
+            }
+            std::thread::sleep(Duration::from_millis(20).min(total.saturating_sub(started.elapsed())));
+        }
+        text_result(&format!("slept {seconds} s"), false)
+    }
+}
+
+fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
+    json!({"name": name, "description": description,
+           "inputSchema": {"type": "object", "properties": properties, "required": required}})
+}
+
+fn text_result(text: &str, is_error: bool) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "isError": is_error})
+}
+
+/// Reads /proc; on systems without it the fields are null rather than made up.
+fn system_info() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let uptime: Option<f64> = read("/proc/uptime").split_whitespace().next().and_then(|s| s.parse().ok());
+    let load: Vec<f64> =
+        read("/proc/loadavg").split_whitespace().take(3).filter_map(|s| s.parse().ok()).collect();
+    let meminfo = read("/proc/meminfo");
+    let mem = |key: &str| -> Option<u64> {
+        meminfo.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    let info = json!({
+        "uptime_seconds": uptime, "load": load,
+        "memory_total_kb": mem("MemTotal:"), "memory_available_kb": mem("MemAvailable:"),
+        "pid": std::process::id(),
+    });
+    json!({"content": [{"type": "text", "text": info.to_string()}], "structuredContent": info})
+}
+
+/// A 1x1 PNG and a tiny WAV, to check that binary content passes through untouched.
+fn media() -> Value {
+    const PNG: &str =
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+    const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA=";
+    json!({"content": [
+        {"type": "image", "data": PNG, "mimeType": "image/png"},
+        {"type": "audio", "data": WAV, "mimeType": "audio/wav"},
+    ]})
+}

@@ -1,0 +1,159 @@
+//! The only file with `unsafe`: thin, checked wrappers over the few libc calls std does not offer.
+//!
+//! `poll(2)` for the socket owners, a self-pipe for SIGINT/SIGTERM, `getrandom(2)` for ids and
+//! tokens, and signals to whole process groups. Each wrapper turns the C convention into an
+//! `io::Result` and says in one line why its `unsafe` block is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// What `poll` saw on one descriptor.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ready {
+    pub readable: bool,
+    /// Hang-up or error: reading will tell the details.
+    pub hangup: bool,
+}
+
+/// Waits until one of `fds` (descriptor, want-writable) is ready or `timeout` passes.
+/// Returns one `Ready` per descriptor; all false on timeout. `EINTR` counts as a timeout.
+pub(crate) fn poll(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> io::Result<Vec<Ready>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, want_write)| libc::pollfd {
+            fd,
+            events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().clamp(0, i32::MAX as u128) as i32);
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd structs.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| Ready {
+            readable: p.revents & libc::POLLIN != 0,
+            hangup: p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+        })
+        .collect())
+}
+
+/// Fills `buf` with random bytes from the kernel's CSPRNG.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            panic!("getrandom failed: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// `len` random bytes as lowercase hex.
+pub(crate) fn random_hex(len: usize) -> String {
+    let mut buf = vec![0u8; len];
+    random_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random (version 4) UUID in its usual text form.
+pub(crate) fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    random_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Sends `signal` to every process in the group `pgid`. A group already gone is not an error.
+pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers; a negative pid addresses the process group.
+    let rc = unsafe { libc::kill(-(pgid as libc::pid_t), signal) };
+    if rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(crate) use libc::{SIGKILL, SIGTERM};
+
+/// Makes a command's child ask for SIGKILL when the thread that spawned it dies, so a register
+/// killed with SIGKILL leaves no orphan behind (SIGTERM and SIGINT are handled more gently).
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+    // async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Empties the signal pipe; returns whether a signal had arrived.
+pub(crate) fn take_signal() -> bool {
+    let Some(mut pipe) = SIGNAL_PIPE_READ.get() else { return false };
+    let mut buf = [0u8; 64];
+    let mut got = false;
+    while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        got = true;
+    }
+    got
+}
+
+static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+static SIGNAL_PIPE_READ: OnceLock<UnixStream> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let fd = SIGNAL_PIPE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is one valid byte. A full pipe is fine.
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+/// Routes SIGINT and SIGTERM to a self-pipe and returns its read end's descriptor, to be polled
+/// next to sockets. Idempotent. (SIGPIPE needs nothing: Rust's runtime already ignores it.)
+pub(crate) fn signal_pipe() -> io::Result<RawFd> {
+    if let Some(r) = SIGNAL_PIPE_READ.get() {
+        return Ok(r.as_raw_fd());
+    }
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    write.set_nonblocking(true)?;
+    SIGNAL_PIPE_WRITE.store(std::os::fd::IntoRawFd::into_raw_fd(write), Ordering::Relaxed);
+    let fd = read.as_raw_fd();
+    let _ = SIGNAL_PIPE_READ.set(read);
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only performs an async-signal-safe write(2).
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    Ok(fd)
+}
