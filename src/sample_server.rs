@@ -195,6 +195,7 @@ impl Server {
         let mut next_report = Duration::from_secs(1);
         while started.elapsed() < total {
             if lock(&self.cancelled).remove(&key) {
+                eprintln!("sample-server: request {key} cancelled after {:?}", started.elapsed());
                 return text_result("cancelled", true);
             }
             if !token.is_null() && started.elapsed() >= next_report {

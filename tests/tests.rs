@@ -1,1 +1,16 @@
-//! placeholder
+//! The one integration test binary: every test starts the real `mcpport` executable on
+//! 127.0.0.1:0, talks to it over loopback, and kills what it started by PID.
+//!
+//! - `cli`: --help, --version, bad flags (exit status 2).
+//! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
+//! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
+//! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
+//! - `concurrency`: many sessions calling at once, every answer reaching the caller that asked.
+
+mod util;
+
+mod cli;
+mod concurrency;
+mod end_to_end;
+mod http;
+mod registration;

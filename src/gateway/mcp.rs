@@ -140,7 +140,7 @@ fn call_tool(
             Failure::Timeout(t) => {
                 format!(
                     "tool {name}: server {server} did not answer within {} s; the call was cancelled",
-                    t.as_secs()
+                    t.as_secs_f64()
                 )
             }
             Failure::Gone(why) => format!("tool {name}: server {server} went away during the call ({why})"),

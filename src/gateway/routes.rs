@@ -34,7 +34,7 @@ pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: TcpStream, peer: Socke
             Err(ReadError::Status(code, why)) => {
                 log::warn!("{peer}: bad request ({code}): {why}");
                 let _ = Response::error(code, &why).write_to(&mut conn.stream, false);
-                return;
+                return conn.linger_close();
             }
             Err(ReadError::Io(e)) => {
                 log::debug!("{peer}: connection failed: {e}");

@@ -297,7 +297,7 @@ fn describe(end: &End) -> String {
 fn describe_failure(f: &Failure) -> String {
     match f {
         Failure::Error(e) => format!("the server answered with an error: {e}"),
-        Failure::Timeout(t) => format!("no answer within {} s", t.as_secs()),
+        Failure::Timeout(t) => format!("no answer within {} s", t.as_secs_f64()),
         Failure::Gone(why) => why.clone(),
         Failure::Busy => "the server's queue is full".into(),
         Failure::Cancelled => "cancelled".into(),

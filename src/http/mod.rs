@@ -240,6 +240,23 @@ impl<S: Transport> Conn<S> {
         }
     }
 
+    /// Closes after an error response without losing it: a close with unread input makes the
+    /// kernel send a reset, which can destroy the response before the client reads it. So stop
+    /// sending, then read and discard what the client is still sending, for a bounded time.
+    pub(crate) fn linger_close(mut self) {
+        let _ = self.stream.flush();
+        let _ = self.stream.socket().shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut discarded = 0;
+        while discarded < 256 * 1024 {
+            self.buf.clear();
+            match self.fill(deadline) {
+                Ok(n) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
+    }
+
     /// Reads what is available into the buffer, waiting at most until `deadline`.
     fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
         let left = deadline.saturating_duration_since(Instant::now());

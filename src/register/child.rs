@@ -105,12 +105,12 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Describes an exit status for a person: `exit status 3` or `killed by signal 9`.
+/// Describes how a process ended, for a person: `exited with status 3`, `was killed by signal 9`.
 pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => "unknown status".into(),
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
     }
 }
 

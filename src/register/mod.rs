@@ -54,19 +54,14 @@ fn finish(ended: Ended, child: &mut ChildGuard) -> i32 {
     match ended {
         Ended::Signal => {
             let status = child.stop(child::STOP_GRACE);
-            log::info!(
-                "stopped MCP server (pid {pid}, {}); bye",
-                status.map_or("gone".into(), child::describe)
-            );
+            let how = status.map_or("is gone".into(), child::describe);
+            log::info!("stopped the MCP server (pid {pid}, it {how}); bye");
             0
         }
         Ended::Link(why) => {
             // The child's stdout closing ends the link too: give the exit a moment to land.
             if let Some(status) = child.wait_for(Duration::from_millis(500)) {
-                log::error!(
-                    "the MCP server (pid {pid}) exited with {}; register exits",
-                    child::describe(status)
-                );
+                log::error!("the MCP server (pid {pid}) {}; register exits", child::describe(status));
                 let _ = child.stop(Duration::ZERO);
                 return child::exit_code(status);
             }

@@ -1,0 +1,432 @@
+//! Test support: start the real `mcpport` binary (gateway, register) on 127.0.0.1:0 and kill it by
+//! PID when done, read its log, and talk to it as a client would: raw HTTP, and a minimal legacy
+//! SSE MCP client. Every wait here is bounded; a watchdog ends a test that hangs.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcpport");
+
+/// How long any single expectation may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Ends the whole test binary if a test runs past its limit (after killing what tests started).
+pub struct Watchdog(Arc<AtomicBool>);
+
+static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+impl Watchdog {
+    pub fn new(name: &'static str, limit: Duration) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("watchdog: test {name} ran past {limit:?}; killing its processes and aborting");
+            for pid in STARTED.lock().unwrap().iter() {
+                signal(*pid, libc::SIGKILL);
+            }
+            std::process::exit(101);
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with plain integers; only PIDs of processes this test binary started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// A started `mcpport` process: its stderr log is collected; it is killed by PID on drop.
+pub struct Proc {
+    pub child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+    /// Closed when the log reader has seen the end of stderr.
+    log_done: Receiver<()>,
+}
+
+impl Proc {
+    pub fn start(args: &[&str]) -> Proc {
+        Proc::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start mcpport");
+        STARTED.lock().unwrap().push(child.id());
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let (done_tx, log_done) = mpsc::channel::<()>();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let _done = done_tx;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, log, lines, log_done }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line containing `needle` (lines seen before are searched too).
+    pub fn wait_log(&self, needle: &str) -> String {
+        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("no log line with {needle:?} within {WAIT:?}; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader take in the last lines the process wrote.
+                let _ = self.log_done.recv_timeout(Duration::from_secs(2));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(self.child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A gateway on 127.0.0.1 with a free port.
+pub struct Gateway {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Gateway {
+    pub fn start(extra: &[&str]) -> Gateway {
+        Gateway::start_env(extra, &[])
+    }
+
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut args = vec!["gateway", "--host", "127.0.0.1", "--port", "0"];
+        args.extend_from_slice(extra);
+        let proc = Proc::start_env(&args, env);
+        let line = proc.wait_log("listening on http://");
+        let port = line.rsplit(':').next().unwrap().trim().parse().expect("port in the log line");
+        Gateway { proc, port }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/mcp/register", self.port)
+    }
+
+    /// Starts `mcpport register` with the sample server (test tools on) under `name`.
+    pub fn register(&self, name: &str, extra: &[&str]) -> Proc {
+        let stdio = format!("{BIN} sample-server --test-tools");
+        let url = self.ws_url();
+        let mut args = vec!["register", "--stdio", &stdio, "--gateway-url", &url, "--server-name", name];
+        args.extend_from_slice(extra);
+        Proc::start(&args)
+    }
+
+    /// Registers `name` and waits until the gateway lists it.
+    pub fn register_ready(&self, name: &str) -> Proc {
+        let p = self.register(name, &[]);
+        p.wait_log("registered as");
+        p
+    }
+
+    pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        http(self.port, method, path, headers, body)
+    }
+
+    pub fn client(&self) -> SseClient {
+        SseClient::connect(self.port, "/sse", &[])
+    }
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s)
+}
+
+/// Reads a response that ends with the connection (or a Content-Length).
+pub fn read_response(s: &mut TcpStream) -> HttpResponse {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP head in {text:?}"));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    HttpResponse { status, head: head.to_string(), body: body.to_string() }
+}
+
+/// A minimal MCP client over the legacy SSE transport, as the SDKs implement it.
+pub struct SseClient {
+    port: u16,
+    pub endpoint: String,
+    events: Receiver<Value>,
+    /// Notifications and unmatched messages seen while waiting for responses.
+    pub backlog: Vec<Value>,
+    next_id: AtomicU64,
+    headers: Vec<(String, String)>,
+    _stream: TcpStream,
+}
+
+impl SseClient {
+    pub fn connect(port: u16, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
+        let reader = s.try_clone().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || read_sse(reader, tx, etx));
+        let endpoint = erx.recv_timeout(WAIT).expect("endpoint event");
+        SseClient {
+            port,
+            endpoint,
+            events: rx,
+            backlog: Vec::new(),
+            next_id: AtomicU64::new(1),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            _stream: s,
+        }
+    }
+
+    /// POSTs one message to the endpoint; returns the HTTP response.
+    pub fn post(&self, msg: &Value) -> HttpResponse {
+        let mut headers: Vec<(&str, &str)> =
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        headers.push(("Content-Type", "application/json"));
+        http(self.port, "POST", &self.endpoint, &headers, msg.to_string().as_bytes())
+    }
+
+    /// Sends a request and returns its id (the answer comes on the stream).
+    pub fn send(&self, method: &str, params: Value) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let resp = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        assert_eq!(resp.status, 202, "POST {method}: {resp:?}");
+        id
+    }
+
+    pub fn notify(&self, method: &str, params: Value) {
+        let resp = self.post(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+        assert_eq!(resp.status, 202, "POST {method}: {resp:?}");
+    }
+
+    /// Waits for the response with `id`; other messages go to the backlog.
+    pub fn response(&mut self, id: u64) -> Value {
+        if let Some(pos) = self.backlog.iter().position(|m| m["id"] == json!(id)) {
+            return self.backlog.remove(pos);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg =
+                self.events.recv_timeout(left).unwrap_or_else(|_| panic!("no response to request {id}"));
+            if msg["id"] == json!(id) && msg.get("method").is_none() {
+                return msg;
+            }
+            self.backlog.push(msg);
+        }
+    }
+
+    /// A request and its response.
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
+        self.response(id)
+    }
+
+    /// `tools/call`, returning the whole response message.
+    pub fn tool(&mut self, name: &str, args: Value) -> Value {
+        self.call("tools/call", json!({"name": name, "arguments": args}))
+    }
+
+    /// Initializes with `version` and sends `notifications/initialized`.
+    pub fn initialize(&mut self, version: &str) -> Value {
+        let params = json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "tests", "version": "0"}});
+        let resp = self.call("initialize", params);
+        self.notify("notifications/initialized", json!({}));
+        resp
+    }
+
+    pub fn tool_names(&mut self) -> Vec<String> {
+        let resp = self.call("tools/list", json!({}));
+        resp["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Waits for a notification with `method` (looking at the backlog first).
+    pub fn notification(&mut self, method: &str, limit: Duration) -> Option<Value> {
+        if let Some(pos) = self.backlog.iter().position(|m| m["method"] == method) {
+            return Some(self.backlog.remove(pos));
+        }
+        let deadline = Instant::now() + limit;
+        while let Ok(msg) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if msg["method"] == method {
+                return Some(msg);
+            }
+            self.backlog.push(msg);
+        }
+        None
+    }
+
+    /// Waits until the stream ends; returns whether it did within `limit`.
+    pub fn wait_closed(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(msg) => self.backlog.push(msg),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+}
+
+/// Decodes the chunked SSE body: the `endpoint` event goes to `endpoint`, messages to `tx`.
+fn read_sse(stream: TcpStream, tx: mpsc::Sender<Value>, endpoint: mpsc::Sender<String>) {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    // Head: status line must be 200.
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if line.starts_with("HTTP/1.1 ") && !line.starts_with("HTTP/1.1 200") {
+            return;
+        }
+    }
+    let mut text = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let Ok(size) = usize::from_str_radix(line.trim(), 16) else { return };
+        if size == 0 {
+            return;
+        }
+        let mut chunk = vec![0u8; size + 2];
+        if r.read_exact(&mut chunk).is_err() {
+            return;
+        }
+        text.push_str(&String::from_utf8_lossy(&chunk[..size]));
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let name = event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("message");
+            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            if data.is_empty() {
+                continue;
+            }
+            let data = data.join("\n");
+            if name == "endpoint" {
+                let _ = endpoint.send(data);
+            } else if let Ok(v) = serde_json::from_str(&data) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
