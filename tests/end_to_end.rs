@@ -187,3 +187,44 @@ fn register_fails_fast_when_the_gateway_is_unreachable() {
     assert_eq!(p.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(p.log_text().contains("cannot reach the gateway"), "{}", p.log_text());
 }
+
+#[test]
+fn demo_serves_the_sample_server_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let _w = Watchdog::new("demo", Duration::from_secs(30));
+    let child = Command::new(crate::util::BIN)
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut demo = crate::util::KillOnDrop::new(child.unwrap());
+    let mut url = None;
+    for line in BufReader::new(demo.0.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        if let Some(u) = line.trim().strip_prefix("MCP endpoint (legacy SSE):") {
+            url = Some(u.trim().to_string());
+        }
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    let url = url.expect("the demo printed its SSE URL");
+    let port: u16 = url.trim_end_matches("/sse").rsplit(':').next().unwrap().parse().unwrap();
+    let mut c = crate::util::SseClient::connect(port, "/sse", &[]);
+    c.initialize("2025-06-18");
+    let echo = c.tool("sample_echo", json!({"text": "demo"}));
+    assert_eq!(echo["result"]["content"][0]["text"], "demo");
+    let pid = c.tool("sample_system_info", json!({}))["result"]["structuredContent"]["pid"].as_u64().unwrap()
+        as u32;
+    signal(demo.0.id(), libc::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = demo.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!alive(pid), "the sample server outlived the demo");
+}

@@ -52,6 +52,26 @@ impl Drop for Watchdog {
     }
 }
 
+/// Kills a child by PID when dropped, unless it was already reaped (for processes started
+/// without `Proc`).
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        STARTED.lock().unwrap().push(child.id());
+        KillOnDrop(child)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with plain integers; only PIDs of processes this test binary started.
     unsafe { libc::kill(pid as i32, sig) };

@@ -132,6 +132,12 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         lock(&self.registry.sessions).remove(&self.session.id);
         self.session.close();
+        // Nobody is left to read the answers: the servers may stop working on them.
+        let cancelled: usize =
+            self.registry.servers().iter().map(|up| up.cancel_session(&self.session)).sum();
+        if cancelled > 0 {
+            log::info!("session {}: cancelled {cancelled} requests still in flight", self.session.id);
+        }
     }
 }
 
@@ -375,18 +381,31 @@ impl Upstream {
     /// Cancels the pending request that `client_id` of `session` is waiting on, if it is one of
     /// this server's: the server is told, and the waiting thread sends no answer.
     pub(crate) fn cancel_for(&self, session: &Session, client_id: &Value) -> bool {
-        let found = {
+        let reason = "cancelled by the client";
+        self.cancel_where(|o| o.session.id == session.id && &o.client_id == client_id, reason) > 0
+    }
+
+    /// Cancels every pending request of a session that ended. Returns how many there were.
+    pub(crate) fn cancel_session(&self, session: &Session) -> usize {
+        self.cancel_where(|o| o.session.id == session.id, "the client's session ended")
+    }
+
+    fn cancel_where(&self, matches: impl Fn(&Origin) -> bool, reason: &str) -> usize {
+        let slots: Vec<(u64, Slot)> = {
             let mut pending = lock(&self.pending);
-            let id = pending.slots.iter().find_map(|(id, slot)| {
-                let o = slot.origin.as_ref()?;
-                (o.session.id == session.id && &o.client_id == client_id).then_some(*id)
-            });
-            id.and_then(|id| pending.slots.remove(&id).map(|slot| (id, slot)))
+            let ids: Vec<u64> = pending
+                .slots
+                .iter()
+                .filter(|(_, slot)| slot.origin.as_ref().is_some_and(&matches))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| pending.slots.remove(&id).map(|s| (id, s))).collect()
         };
-        let Some((id, slot)) = found else { return false };
-        let _ = slot.reply.send(Reply::Cancelled);
-        self.cancel(id, "cancelled by the client");
-        true
+        for (id, slot) in &slots {
+            let _ = slot.reply.send(Reply::Cancelled);
+            self.cancel(*id, reason);
+        }
+        slots.len()
     }
 
     /// Marks the link closed and fails every pending request at once with `why`.
