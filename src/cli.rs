@@ -37,20 +37,25 @@ Quick start:
 const GATEWAY_HELP: &str = "\
 Usage: mcpport gateway [OPTIONS]
 
-Serves MCP clients over HTTP (legacy SSE at --sse-path, messages at --message-path) and accepts
-edge registrations on ws://HOST:PORT/mcp/register, all on one port. Registered servers' tools are
-listed as {server}_{tool}, plus the gateway's own list_servers.
+Serves MCP clients over HTTP (Streamable HTTP at --mcp-path; legacy SSE at --sse-path, messages at
+--message-path) and accepts edge registrations on ws://HOST:PORT/mcp/register, all on one port.
+Registered servers' tools are listed as {server}_{tool}, plus the gateway's own list_servers; each
+server is also reachable as itself at /servers/NAME/mcp and /servers/NAME/sse.
 
 Options:
       --host <HOST>              Address to bind [default: 0.0.0.0]
       --port <PORT>              Port to bind; 0 takes a free port and logs it [default: 8765]
       --sse-path <PATH>          Legacy SSE endpoint [default: /sse]
       --message-path <PATH>      Legacy message endpoint (alias --messages-path) [default: /messages/]
+      --mcp-path <PATH>          Streamable HTTP endpoint [default: /mcp]
       --timeout-rpc <SECS>       Timeout of upstream requests other than tool calls [default: 10]
       --timeout-run-tool <SECS>  Timeout of a tool call; progress restarts it [default: 120]
       --auth-token <TOKEN>       Require 'Authorization: Bearer TOKEN' (repeatable; also from
                                  MCP_GATEWAY_AUTH_TOKENS, comma-separated). /health stays open.
       --max-connections <N>      Open connections before new ones get 503 [default: 1024]
+      --allow-origin <ORIGIN>    Allow browser pages from ORIGIN (repeatable; * for any). Loopback
+                                 origins and the gateway's own address are always allowed
+      --session-timeout <SECS>   End Streamable HTTP sessions idle this long [default: 1800]
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
       --debug, --ipv6            Accepted for compatibility with the original (no effect)
   -h, --help                     Print this help
@@ -154,6 +159,9 @@ fn gateway_args(
             Long("timeout-run-tool") => cfg.timeout_run_tool = seconds(p, "--timeout-run-tool")?,
             Long("auth-token") => cfg.auth_tokens.push(string(p)?),
             Long("max-connections") => cfg.max_connections = number(p, "--max-connections")?,
+            Long("mcp-path") => cfg.mcp_path = path(p, "--mcp-path")?,
+            Long("allow-origin") => cfg.allow_origins.push(string(p)?),
+            Long("session-timeout") => cfg.session_timeout = seconds(p, "--session-timeout")?,
             Long("log-level") => *level = log_level(p)?,
             Long("debug") | Long("ipv6") => {}
             Long(tls @ ("ssl-enabled" | "ssl-keyfile" | "ssl-certfile" | "ssl-ca-certs" | "ssl-ca-cert")) => {

@@ -11,18 +11,26 @@ use std::net::SocketAddr;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 
-use super::registry::Session;
+use super::session::{Kind, Scope, Session};
 use super::{mcp, Gateway};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::{jsonrpc, sys};
 
 /// Turns the connection into a session's event stream and writes until the session ends.
-pub(crate) fn open_stream(gw: &Arc<Gateway>, conn: Conn<Box<dyn Transport>>, peer: SocketAddr) {
+/// `messages_path` is where this stream's client must POST (it differs per scope).
+pub(crate) fn open_stream(
+    gw: &Arc<Gateway>,
+    conn: Conn<Box<dyn Transport>>,
+    peer: SocketAddr,
+    scope: Scope,
+    messages_path: &str,
+) {
     let id = sys::random_hex(16);
-    let (session, rx) = Session::new(id.clone());
+    let session = Arc::new(Session::new(id.clone(), Kind::LegacySse, scope));
+    let rx = session.attach_stream().expect("a new session has no stream");
     let _guard = gw.registry.add_session(session);
-    let endpoint = format!("{}?session_id={id}", gw.cfg.messages_path);
+    let endpoint = format!("{messages_path}?session_id={id}");
     let mut sse = match SseWriter::start(conn.stream, &[]) {
         Ok(sse) => sse,
         Err(e) => return log::debug!("{peer}: SSE stream failed before it started: {e}"),
@@ -48,19 +56,20 @@ pub(crate) fn open_stream(gw: &Arc<Gateway>, conn: Conn<Box<dyn Transport>>, pee
 }
 
 /// Accepts one client message for a session and hands it to the MCP layer.
-pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request) -> Response {
+pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope) -> Response {
     if req.method != "POST" {
         return Response::error(405, "the message endpoint takes POST").header("Allow", "POST");
     }
     let Some(id) = req.query_param("session_id").or_else(|| req.query_param("sessionId")) else {
         return Response::error(400, "missing session_id in the query string");
     };
-    let Some(session) = gw.registry.session(&id) else {
+    let Some(session) = gw.registry.session(&id).filter(|s| s.kind == Kind::LegacySse && &s.scope == scope)
+    else {
         return Response::error(404, "Could not find session (it ended, or never existed)");
     };
     match jsonrpc::parse(&req.body).and_then(jsonrpc::classify) {
         Ok(msg) => {
-            mcp::handle_message(gw, &session, msg);
+            mcp::handle_message(gw, &session, msg, None);
             Response::text(202, "Accepted")
         }
         Err(invalid) => {

@@ -1,16 +1,21 @@
-//! The gateway as an MCP server for its clients: the lifecycle (`initialize`, `ping`), the
-//! aggregated tool list, and tool calls routed to the server that owns the tool.
+//! The gateway as an MCP server for its clients, whatever the transport: the lifecycle
+//! (`initialize`, `ping`), the aggregated view (every server's tools, prefixed, plus
+//! `list_servers`), and the per-server view (one server as itself: everything but the lifecycle
+//! is forwarded with rewritten ids).
 //!
-//! Transport-independent: a transport hands in classified messages for a session and the
-//! answers go to the session's queue. Requests that go upstream run on their own thread, so one
-//! slow tool never holds up the rest of a session's traffic.
+//! A transport hands in classified messages for a session, with an optional `reply_to` channel
+//! (a Streamable HTTP POST's stream); answers and related messages go there, or to the session's
+//! stream. Requests that go upstream run on their own thread, so one slow tool never holds up
+//! the rest of a session's traffic.
 
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::catalog::LIST_SERVERS;
-use super::registry::{Failure, Origin, Session};
+use super::registry::{Failure, Origin};
+use super::session::{Scope, Session};
 use super::Gateway;
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 use crate::thread;
@@ -20,29 +25,61 @@ pub(crate) const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2
 /// What the gateway answers when a client asks for a version it does not know.
 pub(crate) const LATEST_VERSION: &str = "2025-11-25";
 
-/// Handles one message from a client. Replies, if any, go to the session's queue.
-pub(crate) fn handle_message(gw: &Arc<Gateway>, session: &Arc<Session>, msg: Message) {
+/// What a request thread sends to `reply_to` when the request ends without an answer
+/// (the client cancelled it).
+pub(crate) const NO_ANSWER: Value = Value::Null;
+
+/// Handles one message from a client.
+pub(crate) fn handle_message(
+    gw: &Arc<Gateway>,
+    session: &Arc<Session>,
+    msg: Message,
+    reply_to: Option<Sender<Value>>,
+) {
+    session.touch();
     match msg {
-        Message::Request { id, method, params } if method == "tools/call" => {
-            let (gw2, session2) = (gw.clone(), session.clone());
-            let spawned = thread::spawn("tool-call", move || {
-                if let Some(reply) = respond(&gw2, &session2, &id, &method, params) {
-                    session2.send(reply);
-                }
-            });
-            if let Err(e) = spawned {
-                log::error!("session {}: cannot start a thread for a tool call: {e}", session.id);
-            }
+        Message::Request { id, method, params } if answered_locally(&session.scope, &method) => {
+            let answer = respond(gw, session, &id, &method, params, None).unwrap_or(NO_ANSWER);
+            deliver(session, reply_to.as_ref(), answer);
         }
         Message::Request { id, method, params } => {
-            if let Some(reply) = respond(gw, session, &id, &method, params) {
-                session.send(reply);
+            let (gw2, session2, reply2) = (gw.clone(), session.clone(), reply_to.clone());
+            let spawned = thread::spawn("request", move || {
+                let answer =
+                    respond(&gw2, &session2, &id, &method, params, reply2.clone()).unwrap_or(NO_ANSWER);
+                deliver(&session2, reply2.as_ref(), answer);
+            });
+            if let Err(e) = spawned {
+                log::error!("session {}: cannot start a thread for a request: {e}", session.id);
+                deliver(session, reply_to.as_ref(), NO_ANSWER);
             }
         }
         Message::Notification { method, params } => on_notification(gw, session, &method, params),
-        Message::Response { id, .. } => {
-            log::debug!("session {}: ignoring a response (id {id}) to no request of ours", session.id)
+        Message::Response { id, outcome } => {
+            if !gw.registry.answer_from_client(session, &id, outcome) {
+                log::debug!("session {}: ignoring a response (id {id}) to no request of ours", session.id)
+            }
         }
+    }
+}
+
+/// Requests answered on the caller's thread: quick, and never waiting on a server.
+fn answered_locally(scope: &Scope, method: &str) -> bool {
+    match scope {
+        Scope::All => matches!(method, "initialize" | "ping" | "tools/list"),
+        Scope::Server(_) => matches!(method, "initialize" | "ping"),
+    }
+}
+
+fn deliver(session: &Session, reply_to: Option<&Sender<Value>>, answer: Value) {
+    match reply_to {
+        Some(tx) => {
+            let _ = tx.send(answer);
+        }
+        None if !answer.is_null() => {
+            session.send(answer);
+        }
+        None => {}
     }
 }
 
@@ -53,14 +90,22 @@ pub(crate) fn respond(
     id: &Value,
     method: &str,
     params: Option<Value>,
+    reply_to: Option<Sender<Value>>,
 ) -> Option<Value> {
     let params = params.unwrap_or(json!({}));
-    let outcome = match method {
-        "initialize" => Ok(initialize(gw, session, &params)),
-        "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": gw.registry.catalog().tools})),
-        "tools/call" => call_tool(gw, session, id, params),
-        _ => Err(Some(jsonrpc::error_object(METHOD_NOT_FOUND, &format!("method not found: {method}")))),
+    let outcome = match (&session.scope, method) {
+        (_, "initialize") => initialize(gw, session, &params),
+        (_, "ping") => Ok(json!({})),
+        (Scope::All, "tools/list") => Ok(json!({"tools": gw.registry.catalog().tools})),
+        (Scope::All, "tools/call") => call_tool(gw, session, id, params, reply_to),
+        (Scope::All, _) => {
+            Err(Some(jsonrpc::error_object(METHOD_NOT_FOUND, &format!("method not found: {method}"))))
+        }
+        (Scope::Server(name), _) => {
+            let origin =
+                Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
+            forward(gw, name, method, params, origin)
+        }
     };
     match outcome {
         Ok(result) => Some(jsonrpc::result_response(id, result)),
@@ -69,10 +114,26 @@ pub(crate) fn respond(
     }
 }
 
-/// Negotiates the protocol version as the spec says: the client's if we speak it, else our latest.
-fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Value {
+/// Negotiates the protocol version as the spec says: the client's if we speak it, else our
+/// latest. The aggregated view describes the gateway; the per-server view, the server.
+fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, Option<Value>> {
     let requested = params["protocolVersion"].as_str().unwrap_or_default();
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { LATEST_VERSION };
+    let mut result = match &session.scope {
+        Scope::All => json!({
+            "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "mcpport", "title": "mcpport gateway", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": instructions(gw),
+        }),
+        Scope::Server(name) => match gw.registry.server(name) {
+            Some(up) if up.tools().is_some() => up.initialize_result(),
+            _ => {
+                let msg = format!("server {name} is not connected to this gateway");
+                return Err(Some(jsonrpc::error_object(INTERNAL_ERROR, &msg)));
+            }
+        },
+    };
+    result["protocolVersion"] = json!(version);
     session.update(|s| {
         s.protocol_version = Some(version.to_string());
         s.client_capabilities = params["capabilities"].clone();
@@ -82,12 +143,7 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Value {
         session.id,
         params["clientInfo"]["name"].as_str().unwrap_or("an unnamed client")
     );
-    json!({
-        "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": true}},
-        "serverInfo": {"name": "mcpport", "title": "mcpport gateway", "version": env!("CARGO_PKG_VERSION")},
-        "instructions": instructions(gw),
-    })
+    Ok(result)
 }
 
 /// The gateway's own instructions, then each server's, marked with its name.
@@ -105,48 +161,61 @@ fn instructions(gw: &Gateway) -> String {
     text
 }
 
-/// Routes a tool call to its server under the tool's original name, and passes the result
-/// through untouched.
+/// Routes a tool call to its server under the tool's original name; the result comes back
+/// untouched.
 fn call_tool(
     gw: &Gateway,
     session: &Arc<Session>,
     id: &Value,
     mut params: Value,
+    reply_to: Option<Sender<Value>>,
 ) -> Result<Value, Option<Value>> {
-    let invalid = |m: String| Some(jsonrpc::error_object(INVALID_PARAMS, &m));
     let Some(name) = params["name"].as_str().map(str::to_string) else {
-        return Err(invalid("tools/call needs a string \"name\"".into()));
+        return Err(Some(jsonrpc::error_object(INVALID_PARAMS, "tools/call needs a string \"name\"")));
     };
     if name == LIST_SERVERS {
         return Ok(list_servers(gw));
     }
     let catalog = gw.registry.catalog();
     let Some((server, original)) = catalog.route(&name) else {
-        return Err(invalid(format!("Unknown tool: {name}")));
-    };
-    let Some(up) = gw.registry.server(server) else {
-        return Err(Some(jsonrpc::error_object(
-            INTERNAL_ERROR,
-            &format!("server {server} is not connected"),
-        )));
+        return Err(Some(jsonrpc::error_object(INVALID_PARAMS, &format!("Unknown tool: {name}"))));
     };
     params["name"] = Value::String(original.to_string());
-    let origin = Origin { session: session.clone(), client_id: id.clone(), progress_token: None };
-    let outcome = up.request(&gw.registry, "tools/call", params, gw.cfg.timeout_run_tool, Some(origin));
-    outcome.map_err(|failure| {
+    let origin = Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
+    forward(gw, server, "tools/call", params, origin)
+}
+
+/// Sends a request to a server and waits for its answer; failures become JSON-RPC errors a
+/// person can act on. `Err(None)`: the client cancelled, nothing is sent back.
+fn forward(
+    gw: &Gateway,
+    server: &str,
+    method: &str,
+    params: Value,
+    origin: Origin,
+) -> Result<Value, Option<Value>> {
+    let Some(up) = gw.registry.server(server) else {
+        let msg = format!("{method}: server {server} is not connected to this gateway");
+        return Err(Some(jsonrpc::error_object(INTERNAL_ERROR, &msg)));
+    };
+    let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
+    let what = match params["name"].as_str() {
+        Some(name) if method == "tools/call" => format!("tool {name}"),
+        _ => method.to_string(),
+    };
+    let session_id = origin.session.id.clone();
+    up.request(&gw.registry, method, params, timeout, Some(origin)).map_err(|failure| {
         let message = match failure {
             Failure::Error(error) => return Some(error),
             Failure::Cancelled => return None,
-            Failure::Timeout(t) => {
-                format!(
-                    "tool {name}: server {server} did not answer within {} s; the call was cancelled",
-                    t.as_secs_f64()
-                )
-            }
-            Failure::Gone(why) => format!("tool {name}: server {server} went away during the call ({why})"),
-            Failure::Busy => format!("tool {name}: server {server} has too many requests queued; try again"),
+            Failure::Timeout(t) => format!(
+                "{what}: server {server} did not answer within {} s; the request was cancelled",
+                t.as_secs_f64()
+            ),
+            Failure::Gone(why) => format!("{what}: server {server} went away during the call ({why})"),
+            Failure::Busy => format!("{what}: server {server} has too many requests queued; try again"),
         };
-        log::warn!("session {}: {message}", session.id);
+        log::warn!("session {session_id}: {message}");
         Some(jsonrpc::error_object(INTERNAL_ERROR, &message))
     })
 }
@@ -188,6 +257,14 @@ fn on_notification(gw: &Gateway, session: &Session, method: &str, params: Option
                 }
             }
         }
-        _ => log::debug!("session {}: ignoring notification {method}", session.id),
+        _ => match &session.scope {
+            // The per-server view is the server itself: its client's notifications reach it.
+            Scope::Server(name) => {
+                if let Some(up) = gw.registry.server(name) {
+                    up.notify(method, params);
+                }
+            }
+            Scope::All => log::debug!("session {}: ignoring notification {method}", session.id),
+        },
     }
 }

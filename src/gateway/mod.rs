@@ -10,6 +10,8 @@ pub(crate) mod legacy;
 pub(crate) mod mcp;
 pub(crate) mod registry;
 pub(crate) mod routes;
+pub(crate) mod session;
+pub(crate) mod streamable;
 pub(crate) mod upstream;
 
 use std::io::Write;
@@ -28,6 +30,12 @@ use registry::Registry;
 pub(crate) struct Config {
     pub host: String,
     pub port: u16,
+    /// Path of the Streamable HTTP endpoint.
+    pub mcp_path: String,
+    /// Origins allowed besides loopback and the gateway's own address (`*` for any).
+    pub allow_origins: Vec<String>,
+    /// Streamable HTTP sessions idle this long are ended.
+    pub session_timeout: Duration,
     /// Path of the legacy SSE stream (`GET`).
     pub sse_path: String,
     /// Path of the legacy message endpoint (`POST ?session_id=`), as advertised to clients.
@@ -53,6 +61,9 @@ impl Default for Config {
         Config {
             host: "0.0.0.0".into(),
             port: 8765,
+            mcp_path: "/mcp".into(),
+            allow_origins: Vec::new(),
+            session_timeout: Duration::from_secs(30 * 60),
             sse_path: "/sse".into(),
             messages_path: "/messages/".into(),
             timeout_rpc: Duration::from_secs(10),
@@ -86,7 +97,9 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     log::info!("mcpport gateway {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     log::info!(
-        "endpoints: legacy SSE GET {} + POST {}; edge registration ws://{addr}/mcp/register; health GET /health",
+        "endpoints: Streamable HTTP {}; legacy SSE GET {} + POST {}; per server /servers/NAME/{{mcp,sse}}; \
+         edge registration ws://{addr}/mcp/register; health GET /health",
+        cfg.mcp_path,
         cfg.sse_path,
         cfg.messages_path
     );
@@ -96,7 +109,22 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     let gw = Arc::new(Gateway { cfg, registry: Arc::new(Registry::new()), connections: AtomicUsize::new(0) });
     let gw2 = gw.clone();
     thread::spawn("acceptor", move || accept_loop(&gw2, &listener)).map_err(|e| e.to_string())?;
+    let gw3 = gw.clone();
+    thread::spawn("session-reaper", move || expire_sessions(&gw3)).map_err(|e| e.to_string())?;
     Ok(gw)
+}
+
+/// Ends Streamable HTTP sessions nobody used for `--session-timeout` (clients often vanish
+/// without DELETE). Wakes a few times per timeout; the work is a scan of the session table.
+fn expire_sessions(gw: &Gateway) {
+    let every = (gw.cfg.session_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        std::thread::sleep(every);
+        let n = gw.registry.expire_sessions(gw.cfg.session_timeout);
+        if n > 0 {
+            log::info!("ended {n} Streamable HTTP sessions idle for over {:?}", gw.cfg.session_timeout);
+        }
+    }
 }
 
 /// Binds and serves until the process ends: the whole of `mcpport gateway`.

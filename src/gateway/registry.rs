@@ -9,14 +9,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use super::catalog::Catalog;
-use crate::jsonrpc;
+use super::session::{Kind, Scope, Session};
+use crate::jsonrpc::{self, INTERNAL_ERROR};
 use crate::ws::{Out, Outbox, SendError};
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it: one bad
@@ -30,7 +31,16 @@ pub(crate) struct Registry {
     servers: Mutex<BTreeMap<String, Arc<Upstream>>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     catalog: Mutex<Arc<Catalog>>,
+    /// Requests from servers to clients, by the id the gateway gave them.
+    to_clients: Mutex<HashMap<u64, ToClient>>,
     next_id: AtomicU64,
+}
+
+/// A server's request forwarded to a client, waiting for the client's answer.
+struct ToClient {
+    upstream: Arc<Upstream>,
+    edge_id: Value,
+    session_id: String,
 }
 
 impl Registry {
@@ -39,6 +49,7 @@ impl Registry {
             servers: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(HashMap::new()),
             catalog: Mutex::new(Arc::new(Catalog::build(&[]))),
+            to_clients: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -101,8 +112,46 @@ impl Registry {
 
     /// Adds a session; dropping the returned guard removes it again.
     pub(crate) fn add_session(self: &Arc<Self>, session: Arc<Session>) -> SessionGuard {
-        lock(&self.sessions).insert(session.id.clone(), session.clone());
+        self.insert_session(session.clone());
         SessionGuard { registry: self.clone(), session }
+    }
+
+    /// Adds a session that lives until `remove_session` (Streamable HTTP: DELETE or expiry).
+    pub(crate) fn insert_session(&self, session: Arc<Session>) {
+        lock(&self.sessions).insert(session.id.clone(), session);
+    }
+
+    /// Ends a session: its stream closes and the servers stop working on its requests.
+    pub(crate) fn remove_session(&self, id: &str) -> bool {
+        let Some(session) = lock(&self.sessions).remove(id) else { return false };
+        session.detach_stream();
+        let orphans: Vec<ToClient> = {
+            let mut to_clients = lock(&self.to_clients);
+            let ids: Vec<u64> =
+                to_clients.iter().filter(|(_, t)| t.session_id == id).map(|(k, _)| *k).collect();
+            ids.iter().filter_map(|k| to_clients.remove(k)).collect()
+        };
+        for t in orphans {
+            let error =
+                jsonrpc::error_object(INTERNAL_ERROR, "the client's session ended before it answered");
+            t.upstream.answer(&t.edge_id, Err(error));
+        }
+        // Nobody is left to read the answers: the servers may stop working on them.
+        let cancelled: usize = self.servers().iter().map(|up| up.cancel_session(&session)).sum();
+        if cancelled > 0 {
+            log::info!("session {id}: cancelled {cancelled} requests still in flight");
+        }
+        true
+    }
+
+    /// Ends Streamable HTTP sessions idle for longer than `max_idle`; returns how many.
+    pub(crate) fn expire_sessions(&self, max_idle: std::time::Duration) -> usize {
+        let idle: Vec<String> = lock(&self.sessions)
+            .values()
+            .filter(|s| s.kind == Kind::Streamable && s.idle_since().elapsed() > max_idle)
+            .map(|s| s.id.clone())
+            .collect();
+        idle.iter().filter(|id| self.remove_session(id)).count()
     }
 
     pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
@@ -113,10 +162,64 @@ impl Registry {
         lock(&self.sessions).len()
     }
 
-    /// Sends a notification to every initialized session.
-    pub(crate) fn broadcast(&self, msg: &Value) {
+    /// Forwards a server's request (sampling, elicitation, roots) to the client whose request
+    /// caused it, under a gateway-minted id, if that client declared the capability.
+    pub(crate) fn request_client(
+        &self,
+        up: &Arc<Upstream>,
+        edge_id: Value,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<(), String> {
+        let capability = match method {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            _ => return Err(format!("{method} cannot be routed to a client")),
+        };
+        let Some(origin) = up.latest_origin() else {
+            return Err(format!("{method}: no client request of this server is in flight to send it to"));
+        };
+        if origin.session.state().client_capabilities.get(capability).is_none() {
+            return Err(format!("{method}: the client did not declare the {capability} capability"));
+        }
+        let id = self.mint_id();
+        let entry = ToClient { upstream: up.clone(), edge_id, session_id: origin.session.id.clone() };
+        lock(&self.to_clients).insert(id, entry);
+        let mut request = jsonrpc::request(id, method, params.unwrap_or_else(|| serde_json::json!({})));
+        if request["params"].is_null() {
+            request["params"] = serde_json::json!({});
+        }
+        origin.send(request);
+        Ok(())
+    }
+
+    /// Routes a client's answer to a server's request back to the server. False when the id is
+    /// not one the gateway gave to this session.
+    pub(crate) fn answer_from_client(
+        &self,
+        session: &Session,
+        id: &Value,
+        outcome: Result<Value, Value>,
+    ) -> bool {
+        let entry = {
+            let mut to_clients = lock(&self.to_clients);
+            match id.as_u64() {
+                Some(k) if to_clients.get(&k).is_some_and(|t| t.session_id == session.id) => {
+                    to_clients.remove(&k)
+                }
+                _ => None,
+            }
+        };
+        let Some(t) = entry else { return false };
+        t.upstream.answer(&t.edge_id, outcome);
+        true
+    }
+
+    /// Sends a notification to every initialized session with this scope.
+    pub(crate) fn broadcast(&self, scope: &Scope, msg: &Value) {
         let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
-        for s in sessions.iter().filter(|s| s.is_initialized()) {
+        for s in sessions.iter().filter(|s| &s.scope == scope && s.is_initialized()) {
             s.send(msg.clone());
         }
     }
@@ -130,72 +233,7 @@ pub(crate) struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        lock(&self.registry.sessions).remove(&self.session.id);
-        self.session.close();
-        // Nobody is left to read the answers: the servers may stop working on them.
-        let cancelled: usize =
-            self.registry.servers().iter().map(|up| up.cancel_session(&self.session)).sum();
-        if cancelled > 0 {
-            log::info!("session {}: cancelled {cancelled} requests still in flight", self.session.id);
-        }
-    }
-}
-
-/// A client session: where the gateway's messages to one client go, and what it negotiated.
-pub(crate) struct Session {
-    pub id: String,
-    queue: Mutex<Option<SyncSender<Value>>>,
-    state: Mutex<SessionState>,
-}
-
-#[derive(Default, Clone)]
-pub(crate) struct SessionState {
-    pub protocol_version: Option<String>,
-    pub initialized: bool,
-    pub client_capabilities: Value,
-}
-
-/// How many messages may wait for a slow client before its session is dropped.
-pub(crate) const SESSION_QUEUE: usize = 1024;
-
-impl Session {
-    /// A session and the receiving end of its message queue (read by its stream writer).
-    pub(crate) fn new(id: String) -> (Arc<Session>, Receiver<Value>) {
-        let (tx, rx) = mpsc::sync_channel(SESSION_QUEUE);
-        let s = Session { id, queue: Mutex::new(Some(tx)), state: Mutex::new(SessionState::default()) };
-        (Arc::new(s), rx)
-    }
-
-    /// Queues a message for the client. A client too slow to keep up loses its session (its
-    /// stream ends), never the gateway's memory. Returns whether the message was queued.
-    pub(crate) fn send(&self, msg: Value) -> bool {
-        let mut queue = lock(&self.queue);
-        let Some(tx) = queue.as_ref() else { return false };
-        match tx.try_send(msg) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                log::warn!("session {}: client is not reading its stream; closing the session", self.id);
-                *queue = None;
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                *queue = None;
-                false
-            }
-        }
-    }
-
-    /// Ends the session's stream: its writer sees the queue close.
-    pub(crate) fn close(&self) {
-        *lock(&self.queue) = None;
-    }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut SessionState)) {
-        f(&mut lock(&self.state));
-    }
-
-    pub(crate) fn is_initialized(&self) -> bool {
-        lock(&self.state).initialized
+        self.registry.remove_session(&self.session.id);
     }
 }
 
@@ -239,6 +277,23 @@ pub(crate) struct Origin {
     pub client_id: Value,
     /// The client's own progress token, restored on progress notifications.
     pub progress_token: Option<Value>,
+    /// Where messages related to the request go (a Streamable HTTP POST's stream); the
+    /// session's stream when `None`.
+    pub reply_to: Option<Sender<Value>>,
+}
+
+impl Origin {
+    /// Sends a message related to the request to the client.
+    pub(crate) fn send(&self, msg: Value) {
+        match &self.reply_to {
+            Some(tx) => {
+                let _ = tx.send(msg);
+            }
+            None => {
+                self.session.send(msg);
+            }
+        }
+    }
 }
 
 /// What a waiting request thread receives.
@@ -351,6 +406,32 @@ impl Upstream {
 
     fn take_slot(&self, id: u64) -> Option<Slot> {
         lock(&self.pending).slots.remove(&id)
+    }
+
+    /// Sends a notification to the server.
+    pub(crate) fn notify(&self, method: &str, params: Option<Value>) {
+        let mut note = serde_json::json!({"jsonrpc": "2.0", "method": method});
+        if let Some(p) = params {
+            note["params"] = p;
+        }
+        let _ = self.outbox.send(Out::Text(note.to_string()));
+    }
+
+    /// Answers a request the server made (to the gateway or, through it, to a client).
+    pub(crate) fn answer(&self, edge_id: &Value, outcome: Result<Value, Value>) {
+        let msg = match outcome {
+            Ok(result) => jsonrpc::result_response(edge_id, result),
+            Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": edge_id, "error": error}),
+        };
+        let _ = self.outbox.send(Out::Text(msg.to_string()));
+    }
+
+    /// The client request most recently sent to this server that is still in flight: where a
+    /// server-to-client request is routed (over stdio the server cannot say which request
+    /// caused it; the newest is the best guess, and the only one when calls do not overlap).
+    pub(crate) fn latest_origin(&self) -> Option<Origin> {
+        let pending = lock(&self.pending);
+        pending.slots.iter().filter(|(_, s)| s.origin.is_some()).max_by_key(|(id, _)| **id)?.1.origin.clone()
     }
 
     /// Tells the server to stop working on request `id`.

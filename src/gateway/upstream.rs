@@ -17,6 +17,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::mcp::{LATEST_VERSION, SUPPORTED_VERSIONS};
 use super::registry::{Failure, Upstream};
+use super::session::Scope;
 use super::Gateway;
 use crate::http::Transport;
 use crate::jsonrpc::{self, Message, METHOD_NOT_FOUND};
@@ -206,10 +207,11 @@ fn list_tools(gw: &Gateway, up: &Upstream) -> Result<Vec<Value>, String> {
     Ok(tools)
 }
 
-/// Rebuilds the catalog and tells every client when the tool list changed.
+/// Rebuilds the catalog and tells every client of the aggregated view when the tool list changed.
 fn publish_tools(gw: &Gateway) {
     if gw.registry.rebuild_catalog() {
-        gw.registry.broadcast(&jsonrpc::notification("notifications/tools/list_changed", json!({})));
+        gw.registry
+            .broadcast(&Scope::All, &jsonrpc::notification("notifications/tools/list_changed", json!({})));
     }
 }
 
@@ -229,32 +231,37 @@ fn on_frame(gw: &Arc<Gateway>, up: &Arc<Upstream>, text: &str) -> Flow {
             }
         }
         Message::Notification { method, params } => on_notification(gw, up, &method, params),
-        Message::Request { id, method, .. } => {
-            let reply = if method == "ping" {
-                jsonrpc::result_response(&id, json!({}))
-            } else {
-                let why = format!("mcpport gateway: {method} cannot be routed to a client");
-                jsonrpc::error_response(&id, METHOD_NOT_FOUND, &why)
-            };
-            let _ = up.outbox.send(Out::Text(reply.to_string()));
+        Message::Request { id, method, .. } if method == "ping" => up.answer(&id, Ok(json!({}))),
+        Message::Request { id, method, params } => {
+            if let Err(why) = gw.registry.request_client(up, id.clone(), &method, params) {
+                log::info!("server {}: {why}", up.name);
+                up.answer(&id, Err(jsonrpc::error_object(METHOD_NOT_FOUND, &why)));
+            }
         }
     }
     Flow::Continue
 }
 
+/// Routes a notification from the server: progress to the request it belongs to, everything
+/// else to the sessions of its own endpoint (a tool list change also refreshes the aggregate).
 fn on_notification(gw: &Arc<Gateway>, up: &Arc<Upstream>, method: &str, params: Option<Value>) {
+    let own = Scope::Server(up.name.clone());
     match method {
-        "notifications/tools/list_changed" => refresh_tools(gw, up),
         "notifications/progress" => {
             let mut params = params.unwrap_or_default();
             let Some(origin) = up.progress(&params["progressToken"]) else { return };
-            if let Some(token) = origin.progress_token {
+            if let Some(token) = origin.progress_token.clone() {
                 params["progressToken"] = token;
-                origin.session.send(jsonrpc::notification(method, params));
+                origin.send(jsonrpc::notification(method, params));
             }
         }
-        "notifications/message" => log::debug!("server {} logs: {}", up.name, params.unwrap_or_default()),
-        _ => log::debug!("server {}: ignoring notification {method}", up.name),
+        _ => {
+            if method == "notifications/tools/list_changed" {
+                refresh_tools(gw, up);
+            }
+            let note = jsonrpc::notification(method, params.unwrap_or_else(|| json!({})));
+            gw.registry.broadcast(&own, &note);
+        }
     }
 }
 

@@ -1,0 +1,359 @@
+//! Streamable HTTP (protocol 2025-03-26, 2025-06-18, 2025-11-25) on one MCP endpoint.
+//!
+//! `POST` carries client messages: notifications and responses get 202; requests get their
+//! answer as `application/json` when only the result comes back, or as `text/event-stream` when
+//! the server sends related messages first (progress, logging, its own requests) or the answer
+//! takes longer than a keep-alive interval. `initialize` mints the session (`Mcp-Session-Id`, 32
+//! hex digits from the kernel's CSPRNG); later requests must carry it ("servers that require a
+//! session ID SHOULD respond to requests without an Mcp-Session-Id header … with HTTP 400", and
+//! "MUST respond to requests containing [a terminated] session ID with HTTP 404"). `GET` opens the
+//! session's stream for messages unrelated to any request (one per session: 409 for a second);
+//! `DELETE` ends the session. JSON-RPC batches are accepted for sessions that negotiated
+//! 2025-03-26, the only version that has them.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::mcp::{self, SUPPORTED_VERSIONS};
+use super::session::{Kind, Scope, Session};
+use super::Gateway;
+use crate::http::sse::SseWriter;
+use crate::http::{Conn, Request, Response, Transport};
+use crate::jsonrpc::{self, Message, INVALID_REQUEST};
+use crate::sys;
+
+/// What became of a request the handler answered itself.
+pub(crate) enum Outcome {
+    /// Write this response; the connection may be kept alive.
+    Respond(Response),
+    /// The handler wrote its answer (a stream); the connection may serve the next request.
+    Streamed,
+    /// The handler wrote its answer; close the connection.
+    Close,
+}
+
+/// Serves one request on the MCP endpoint of `scope`.
+pub(crate) fn serve(
+    gw: &Arc<Gateway>,
+    conn: &mut Conn<Box<dyn Transport>>,
+    req: &Request,
+    scope: Scope,
+    peer: SocketAddr,
+) -> Outcome {
+    match req.method.as_str() {
+        "POST" => post(gw, conn, req, scope),
+        "GET" => get(gw, conn, req, &scope, peer),
+        "DELETE" => Outcome::Respond(delete(gw, req, &scope)),
+        _ => Outcome::Respond(
+            Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
+                .header("Allow", "GET, POST, DELETE"),
+        ),
+    }
+}
+
+fn post(gw: &Arc<Gateway>, conn: &mut Conn<Box<dyn Transport>>, req: &Request, scope: Scope) -> Outcome {
+    let content_type = req.header("content-type").map(media_type);
+    if content_type.as_deref() != Some("application/json") {
+        return respond(Response::error(415, "POST bodies must be Content-Type: application/json"));
+    }
+    if !(accepts(req, "application/json") && accepts(req, "text/event-stream")) {
+        return respond(Response::error(
+            406,
+            "the client must accept both application/json and text/event-stream",
+        ));
+    }
+    let (messages, batch) = match parse_body(&req.body) {
+        Ok(parsed) => parsed,
+        Err(resp) => return respond(resp),
+    };
+    let initializing =
+        messages.iter().any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
+    let (session, minted) = if initializing {
+        if batch {
+            return respond(rpc_error(400, INVALID_REQUEST, "initialize must not be part of a batch"));
+        }
+        match open_session(gw, scope) {
+            Ok(s) => (s, true),
+            Err(resp) => return respond(resp),
+        }
+    } else {
+        match find_session(gw, req, &scope) {
+            Ok(s) => (s, false),
+            Err(resp) => return respond(resp),
+        }
+    };
+    if batch && session.state().protocol_version.as_deref() != Some("2025-03-26") {
+        return respond(rpc_error(
+            400,
+            INVALID_REQUEST,
+            "JSON-RPC batches are only part of protocol 2025-03-26",
+        ));
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut requests = 0;
+    for msg in messages {
+        let is_request = matches!(msg, Message::Request { .. });
+        requests += usize::from(is_request);
+        mcp::handle_message(gw, &session, msg, is_request.then(|| tx.clone()));
+    }
+    drop(tx);
+    if requests == 0 {
+        return respond(Response::empty(202));
+    }
+    let session_header = minted.then(|| session.id.clone());
+    answer(gw, conn, rx, requests, batch, session_header)
+}
+
+/// Sends the answers to a POST's requests: one JSON body when nothing else comes first and the
+/// answer is quick, else an SSE stream of related messages that ends with the answers.
+fn answer(
+    gw: &Gateway,
+    conn: &mut Conn<Box<dyn Transport>>,
+    rx: Receiver<Value>,
+    mut left: usize,
+    batch: bool,
+    session_header: Option<String>,
+) -> Outcome {
+    let mut headers = Vec::new();
+    if let Some(id) = &session_header {
+        headers.push(("Mcp-Session-Id", id.clone()));
+    }
+    let first = match rx.recv_timeout(gw.cfg.keepalive) {
+        Ok(msg) => Some(msg),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return respond(Response::empty(202)),
+    };
+    if let Some(msg) = &first {
+        if !batch && is_final(msg) && !msg.is_null() {
+            let mut resp = Response::json(200, msg);
+            for (k, v) in headers {
+                resp = resp.header(k, v);
+            }
+            return respond(resp);
+        }
+    }
+    let Ok(mut sse) = SseWriter::start(&mut conn.stream, &headers) else { return Outcome::Close };
+    let mut next = first;
+    while left > 0 {
+        let written = match next.take() {
+            Some(msg) => {
+                left -= usize::from(is_final(&msg));
+                if msg.is_null() {
+                    Ok(())
+                } else {
+                    sse.event(Some("message"), &msg.to_string())
+                }
+            }
+            None => sse.comment("keep-alive"),
+        };
+        if written.is_err() {
+            return Outcome::Close; // the client went away; the requests run on to their end
+        }
+        if left > 0 {
+            next = match rx.recv_timeout(gw.cfg.keepalive) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+        }
+    }
+    if sse.finish().is_err() {
+        return Outcome::Close;
+    }
+    Outcome::Streamed
+}
+
+/// A request's answer (or the no-answer marker), as opposed to a related message.
+fn is_final(msg: &Value) -> bool {
+    msg.is_null() || msg.get("method").is_none()
+}
+
+/// Opens the session's stream for messages unrelated to any request.
+fn get(
+    gw: &Arc<Gateway>,
+    conn: &mut Conn<Box<dyn Transport>>,
+    req: &Request,
+    scope: &Scope,
+    peer: SocketAddr,
+) -> Outcome {
+    if !accepts(req, "text/event-stream") {
+        return respond(Response::error(
+            406,
+            "GET on the MCP endpoint opens an SSE stream: accept text/event-stream",
+        ));
+    }
+    let session = match find_session(gw, req, scope) {
+        Ok(s) => s,
+        Err(resp) => return respond(resp),
+    };
+    let Some(rx) = session.attach_stream() else {
+        return respond(Response::error(409, "this session already has a stream open"));
+    };
+    log::info!("session {}: stream opened by {peer}", session.id);
+    let why = match SseWriter::start(&mut conn.stream, &[]) {
+        Ok(mut sse) => loop {
+            let written = match rx.recv_timeout(gw.cfg.keepalive) {
+                Ok(msg) => sse.event(Some("message"), &msg.to_string()),
+                Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = sse.finish();
+                    break "closed by the gateway";
+                }
+            };
+            if written.is_err() {
+                session.detach_stream();
+                break "client went away";
+            }
+        },
+        Err(_) => "client went away",
+    };
+    log::info!("session {}: stream ended ({why})", session.id);
+    Outcome::Close
+}
+
+fn delete(gw: &Gateway, req: &Request, scope: &Scope) -> Response {
+    match find_session(gw, req, scope) {
+        Ok(session) => {
+            gw.registry.remove_session(&session.id);
+            log::info!("session {}: ended by the client", session.id);
+            Response::empty(200)
+        }
+        Err(resp) => resp,
+    }
+}
+
+fn open_session(gw: &Gateway, scope: Scope) -> Result<Arc<Session>, Response> {
+    if let Scope::Server(name) = &scope {
+        if gw.registry.server(name).is_none() {
+            return Err(Response::error(
+                404,
+                &format!("no server named {name:?} is registered with this gateway"),
+            ));
+        }
+    }
+    let session = Arc::new(Session::new(sys::random_hex(16), Kind::Streamable, scope));
+    gw.registry.insert_session(session.clone());
+    Ok(session)
+}
+
+/// The session named by `Mcp-Session-Id`, checked against the endpoint and the protocol
+/// version header ("If the server receives a request with an invalid or unsupported
+/// MCP-Protocol-Version, it MUST respond with 400 Bad Request").
+fn find_session(gw: &Gateway, req: &Request, scope: &Scope) -> Result<Arc<Session>, Response> {
+    let Some(id) = req.header("mcp-session-id") else {
+        return Err(rpc_error(400, INVALID_REQUEST, "Bad Request: missing Mcp-Session-Id header"));
+    };
+    let session = gw.registry.session(id).filter(|s| s.kind == Kind::Streamable && &s.scope == scope);
+    let Some(session) = session else {
+        return Err(rpc_error(
+            404,
+            INVALID_REQUEST,
+            "session not found: it ended or never existed; initialize again",
+        ));
+    };
+    if let Some(v) = req.header("mcp-protocol-version") {
+        if !SUPPORTED_VERSIONS.contains(&v) {
+            let msg = format!(
+                "unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            );
+            return Err(rpc_error(400, INVALID_REQUEST, &msg));
+        }
+    }
+    session.touch();
+    Ok(session)
+}
+
+/// One message or a batch, classified; a bad body is a 400 with the JSON-RPC error.
+fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Response> {
+    let value = jsonrpc::parse(body).map_err(|e| Response::json(400, &e.to_response()))?;
+    let (items, batch) = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Err(rpc_error(400, INVALID_REQUEST, "an empty batch is not a message"));
+        }
+        Value::Array(items) => (items, true),
+        v => (vec![v], false),
+    };
+    let messages = items
+        .into_iter()
+        .map(jsonrpc::classify)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Response::json(400, &e.to_response()))?;
+    Ok((messages, batch))
+}
+
+/// An HTTP error whose body is a JSON-RPC error without an id, as the spec allows.
+fn rpc_error(status: u16, code: i64, message: &str) -> Response {
+    Response::json(status, &jsonrpc::error_response(&Value::Null, code, message))
+}
+
+fn respond(resp: Response) -> Outcome {
+    Outcome::Respond(resp)
+}
+
+/// The media type of a Content-Type value, without parameters, lowercased.
+fn media_type(v: &str) -> String {
+    v.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// Whether the Accept header admits `media` (exactly, by `type/*`, or by `*/*`).
+fn accepts(req: &Request, media: &str) -> bool {
+    let Some(accept) = req.header("accept") else { return false };
+    let kind = media.split('/').next().unwrap_or("");
+    accept.split(',').map(media_type).any(|m| m == media || m == "*/*" || m == format!("{kind}/*"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/mcp".into(),
+            query: String::new(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: Vec::new(),
+            http11: true,
+        }
+    }
+
+    #[test]
+    fn accept_header_matching() {
+        let both = request(&[("Accept", "application/json, text/event-stream")]);
+        assert!(accepts(&both, "application/json") && accepts(&both, "text/event-stream"));
+        let star = request(&[("accept", "*/*")]);
+        assert!(accepts(&star, "text/event-stream"));
+        let json_only = request(&[("Accept", "application/json;q=0.9")]);
+        assert!(accepts(&json_only, "application/json") && !accepts(&json_only, "text/event-stream"));
+        assert!(!accepts(&request(&[]), "application/json"));
+    }
+
+    #[test]
+    fn bodies_are_one_message_or_a_batch() {
+        let (msgs, batch) = parse_body(br#"{"jsonrpc":"2.0","method":"x"}"#).unwrap();
+        assert_eq!((msgs.len(), batch), (1, false));
+        let (msgs, batch) =
+            parse_body(br#"[{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":1,"method":"y"}]"#).unwrap();
+        assert_eq!((msgs.len(), batch), (2, true));
+        for (bad, status, code) in [(&b"{"[..], 400, -32700), (b"[]", 400, -32600), (b"[1]", 400, -32600)] {
+            let resp = parse_body(bad).unwrap_err();
+            assert_eq!(resp.status, status);
+            let body: Value = serde_json::from_slice(&resp.body).unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn finals_are_answers_or_the_no_answer_marker() {
+        assert!(is_final(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {}})));
+        assert!(is_final(&Value::Null));
+        assert!(!is_final(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/progress"})));
+        assert!(!is_final(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage"})
+        ));
+    }
+}
