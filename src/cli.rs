@@ -95,7 +95,8 @@ const SAMPLE_HELP: &str = "\
 Usage: mcpport sample-server [--protocol-version V] [--test-tools]
 
 A stdio MCP server with the tools echo, system_info and sleep. --protocol-version pins the
-version answered to initialize (for old peers); --test-tools adds fail, image and add_tool.
+version answered to initialize (for old peers); --test-tools adds fail, image, add_tool and
+ask_client.
 ";
 
 /// What the command line asks for.

@@ -4,11 +4,13 @@
 //! Tools: `echo`, `system_info` (uptime, load and memory from /proc, with structured output) and
 //! `sleep` (waits, reporting progress, and honours cancellation). `--test-tools` adds tools that
 //! exercise the gateway: `fail` (a tool error), `image` (image and audio content) and `add_tool`
-//! (adds a tool and announces `notifications/tools/list_changed`). Each call runs on its own
+//! (adds a tool and announces `notifications/tools/list_changed`) and `ask_client` (sends the
+//! client sampling, elicitation or roots requests through the gateway). Each call runs on its own
 //! thread, so a slow call never blocks a quick one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, Write};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,8 @@ struct Server {
     out: Mutex<io::Stdout>,
     cancelled: Mutex<HashSet<String>>,
     dynamic_tools: Mutex<usize>,
+    /// Our own requests to the client, waiting for answers, by id.
+    asked: Mutex<HashMap<String, mpsc::Sender<Value>>>,
 }
 
 /// Serves MCP on stdin/stdout until stdin ends.
@@ -42,6 +46,7 @@ pub(crate) fn run(cfg: Config) -> Result<(), String> {
         out: Mutex::new(io::stdout()),
         cancelled: Mutex::new(HashSet::new()),
         dynamic_tools: Mutex::new(0),
+        asked: Mutex::new(HashMap::new()),
     });
     for line in io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
@@ -81,7 +86,12 @@ impl Server {
                 let id = params.map(|p| p["requestId"].to_string()).unwrap_or_default();
                 lock(&self.cancelled).insert(id);
             }
-            Message::Notification { .. } | Message::Response { .. } => {}
+            Message::Response { id, outcome } => {
+                if let Some(tx) = lock(&self.asked).remove(&id.to_string()) {
+                    let _ = tx.send(outcome.unwrap_or_else(|e| json!({"error": e})));
+                }
+            }
+            Message::Notification { .. } => {}
         }
     }
 
@@ -154,6 +164,9 @@ impl Server {
                 json!({}),
                 &[],
             ));
+            let method = json!({"method": {"type": "string"}});
+            let about = "Send sampling/createMessage, elicitation/create or roots/list to the client.";
+            tools.push(tool("ask_client", about, method, &["method"]));
             for n in 1..=*lock(&self.dynamic_tools) {
                 tools.push(tool(&format!("dynamic_{n}"), "A tool added at run time.", json!({}), &[]));
             }
@@ -183,8 +196,35 @@ impl Server {
                 self.write(&jsonrpc::notification("notifications/tools/list_changed", json!({})));
                 Ok(text_result(&format!("added dynamic_{n}"), false))
             }
+            "ask_client" if self.cfg.test_tools => {
+                Ok(self.ask_client(args["method"].as_str().unwrap_or_default()))
+            }
             n if self.cfg.test_tools && n.starts_with("dynamic_") => Ok(text_result(n, false)),
             _ => Err((INVALID_PARAMS, format!("Unknown tool: {name}"))),
+        }
+    }
+
+    /// Sends a request to the client and returns its answer (or error) as the tool's text.
+    fn ask_client(&self, method: &str) -> Value {
+        let params = match method {
+            "sampling/createMessage" => {
+                json!({"messages": [{"role": "user", "content": {"type": "text", "text": "Say hi"}}], "maxTokens": 10})
+            }
+            "elicitation/create" => {
+                json!({"message": "Your name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}})
+            }
+            _ => json!({}),
+        };
+        let id = format!("sample-{}", crate::sys::random_hex(4));
+        let (tx, rx) = mpsc::channel();
+        lock(&self.asked).insert(Value::String(id.clone()).to_string(), tx);
+        self.write(&jsonrpc::request(id.clone(), method, params));
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(answer) => text_result(&answer.to_string(), answer.get("error").is_some()),
+            Err(_) => {
+                lock(&self.asked).remove(&Value::String(id).to_string());
+                text_result("the client did not answer within 30 s", true)
+            }
         }
     }
 

@@ -405,48 +405,73 @@ impl SseClient {
 
 /// Decodes the chunked SSE body: the `endpoint` event goes to `endpoint`, messages to `tx`.
 fn read_sse(stream: TcpStream, tx: mpsc::Sender<Value>, endpoint: mpsc::Sender<String>) {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    // Head: status line must be 200.
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if line.starts_with("HTTP/1.1 ") && !line.starts_with("HTTP/1.1 200") {
-            return;
+    let mut events = SseReader::new(stream);
+    if events.head().status != 200 {
+        return;
+    }
+    while let Some((name, data)) = events.next_event() {
+        if name == "endpoint" {
+            let _ = endpoint.send(data);
+        } else if let Ok(v) = serde_json::from_str(&data) {
+            if tx.send(v).is_err() {
+                return;
+            }
         }
     }
-    let mut text = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let Ok(size) = usize::from_str_radix(line.trim(), 16) else { return };
-        if size == 0 {
-            return;
-        }
-        let mut chunk = vec![0u8; size + 2];
-        if r.read_exact(&mut chunk).is_err() {
-            return;
-        }
-        text.push_str(&String::from_utf8_lossy(&chunk[..size]));
-        while let Some(end) = text.find("\n\n") {
-            let event: String = text.drain(..end + 2).collect();
-            let name = event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("message");
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            if data.is_empty() {
-                continue;
+}
+
+/// Reads an HTTP response whose body is a chunked SSE stream, event by event.
+pub struct SseReader {
+    r: BufReader<TcpStream>,
+    text: String,
+}
+
+impl SseReader {
+    pub fn new(stream: TcpStream) -> SseReader {
+        SseReader { r: BufReader::new(stream), text: String::new() }
+    }
+
+    /// Reads the response head.
+    pub fn head(&mut self) -> HttpResponse {
+        let mut head = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
             }
-            let data = data.join("\n");
-            if name == "endpoint" {
-                let _ = endpoint.send(data);
-            } else if let Ok(v) = serde_json::from_str(&data) {
-                if tx.send(v).is_err() {
-                    return;
+            head.push_str(&line);
+        }
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        HttpResponse { status, head, body: String::new() }
+    }
+
+    /// The next event as (name, data); `None` at the end of the stream.
+    pub fn next_event(&mut self) -> Option<(String, String)> {
+        loop {
+            while let Some(end) = self.text.find("\n\n") {
+                let event: String = self.text.drain(..end + 2).collect();
+                let name =
+                    event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("message").to_string();
+                let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                if !data.is_empty() {
+                    return Some((name, data.join("\n")));
                 }
             }
+            let mut line = String::new();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            let size = usize::from_str_radix(line.trim(), 16).ok().filter(|n| *n > 0)?;
+            let mut chunk = vec![0u8; size + 2];
+            self.r.read_exact(&mut chunk).ok()?;
+            self.text.push_str(&String::from_utf8_lossy(&chunk[..size]));
         }
+    }
+
+    /// The next JSON-RPC message on the stream.
+    pub fn next_message(&mut self) -> Option<Value> {
+        let (_, data) = self.next_event()?;
+        serde_json::from_str(&data).ok()
     }
 }
