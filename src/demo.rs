@@ -28,7 +28,7 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
     let base = format!("http://{addr}");
     thread::spawn("demo-banner", move || {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while gw.registry.server(NAME).and_then(|s| s.tools()).is_none() && Instant::now() < deadline {
+        while !gw.registry.server(NAME).is_some_and(|s| s.is_ready()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         println!("{}", banner(&base, &gw.registry.catalog().exposed_for(NAME)));

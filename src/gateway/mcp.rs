@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::catalog::LIST_SERVERS;
 use super::registry::{Failure, Origin};
 use super::session::{Scope, Session};
-use super::Gateway;
-use crate::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
+use super::{aggregate, Gateway};
+use crate::jsonrpc::{self, Message, INTERNAL_ERROR};
 use crate::thread;
 
 /// Protocol versions the gateway speaks with clients, oldest first.
@@ -66,7 +65,9 @@ pub(crate) fn handle_message(
 /// Requests answered on the caller's thread: quick, and never waiting on a server.
 fn answered_locally(scope: &Scope, method: &str) -> bool {
     match scope {
-        Scope::All => matches!(method, "initialize" | "ping" | "tools/list"),
+        Scope::All => {
+            matches!(method, "initialize" | "ping" | "logging/setLevel") || method.ends_with("/list")
+        }
         Scope::Server(_) => matches!(method, "initialize" | "ping"),
     }
 }
@@ -96,11 +97,7 @@ pub(crate) fn respond(
     let outcome = match (&session.scope, method) {
         (_, "initialize") => initialize(gw, session, &params),
         (_, "ping") => Ok(json!({})),
-        (Scope::All, "tools/list") => Ok(json!({"tools": gw.registry.catalog().tools})),
-        (Scope::All, "tools/call") => call_tool(gw, session, id, params, reply_to),
-        (Scope::All, _) => {
-            Err(Some(jsonrpc::error_object(METHOD_NOT_FOUND, &format!("method not found: {method}"))))
-        }
+        (Scope::All, _) => aggregate::respond(gw, session, id, method, params, reply_to),
         (Scope::Server(name), _) => {
             let origin =
                 Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
@@ -116,17 +113,13 @@ pub(crate) fn respond(
 
 /// Negotiates the protocol version as the spec says: the client's if we speak it, else our
 /// latest. The aggregated view describes the gateway; the per-server view, the server.
-fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, Option<Value>> {
+fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Outcome {
     let requested = params["protocolVersion"].as_str().unwrap_or_default();
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { LATEST_VERSION };
     let mut result = match &session.scope {
-        Scope::All => json!({
-            "capabilities": {"tools": {"listChanged": true}},
-            "serverInfo": {"name": "mcpport", "title": "mcpport gateway", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": instructions(gw),
-        }),
+        Scope::All => aggregate::initialize_result(gw),
         Scope::Server(name) => match gw.registry.server(name) {
-            Some(up) if up.tools().is_some() => up.initialize_result(),
+            Some(up) if up.is_ready() => up.initialize_result(),
             _ => {
                 let msg = format!("server {name} is not connected to this gateway");
                 return Err(Some(jsonrpc::error_object(INTERNAL_ERROR, &msg)));
@@ -146,54 +139,13 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
     Ok(result)
 }
 
-/// The gateway's own instructions, then each server's, marked with its name.
-fn instructions(gw: &Gateway) -> String {
-    let mut text = String::from(
-        "This mcpport gateway exposes the tools of the MCP servers registered with it, each named \
-         {server}_{tool}. Call list_servers to see which servers are connected.",
-    );
-    for up in gw.registry.servers() {
-        if let Some(theirs) = up.initialize_result()["instructions"].as_str().filter(|s| !s.trim().is_empty())
-        {
-            text.push_str(&format!("\n\n[{}] {}", up.name, theirs.trim()));
-        }
-    }
-    text
-}
-
-/// Routes a tool call to its server under the tool's original name; the result comes back
-/// untouched.
-fn call_tool(
-    gw: &Gateway,
-    session: &Arc<Session>,
-    id: &Value,
-    mut params: Value,
-    reply_to: Option<Sender<Value>>,
-) -> Result<Value, Option<Value>> {
-    let Some(name) = params["name"].as_str().map(str::to_string) else {
-        return Err(Some(jsonrpc::error_object(INVALID_PARAMS, "tools/call needs a string \"name\"")));
-    };
-    if name == LIST_SERVERS {
-        return Ok(list_servers(gw));
-    }
-    let catalog = gw.registry.catalog();
-    let Some((server, original)) = catalog.route(&name) else {
-        return Err(Some(jsonrpc::error_object(INVALID_PARAMS, &format!("Unknown tool: {name}"))));
-    };
-    params["name"] = Value::String(original.to_string());
-    let origin = Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
-    forward(gw, server, "tools/call", params, origin)
-}
+/// What a request handler produces: a result, an error object, or (`Err(None)`) nothing, when
+/// the client cancelled the request.
+pub(crate) type Outcome = Result<Value, Option<Value>>;
 
 /// Sends a request to a server and waits for its answer; failures become JSON-RPC errors a
 /// person can act on. `Err(None)`: the client cancelled, nothing is sent back.
-fn forward(
-    gw: &Gateway,
-    server: &str,
-    method: &str,
-    params: Value,
-    origin: Origin,
-) -> Result<Value, Option<Value>> {
+pub(crate) fn forward(gw: &Gateway, server: &str, method: &str, params: Value, origin: Origin) -> Outcome {
     let Some(up) = gw.registry.server(server) else {
         let msg = format!("{method}: server {server} is not connected to this gateway");
         return Err(Some(jsonrpc::error_object(INTERNAL_ERROR, &msg)));
@@ -220,35 +172,15 @@ fn forward(
     })
 }
 
-fn list_servers(gw: &Gateway) -> Value {
-    let catalog = gw.registry.catalog();
-    let servers: Vec<Value> = gw
-        .registry
-        .servers()
-        .iter()
-        .map(|up| {
-            let since = up.since.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            json!({
-                "name": up.name,
-                "id": up.id,
-                "remote": up.remote.to_string(),
-                "connectedSince": since,
-                "ready": up.tools().is_some(),
-                "serverInfo": up.initialize_result()["serverInfo"],
-                "tools": catalog.exposed_for(&up.name),
-            })
-        })
-        .collect();
-    let structured = json!({"servers": servers});
-    json!({
-        "content": [{"type": "text", "text": serde_json::to_string_pretty(&structured).unwrap_or_default()}],
-        "structuredContent": structured,
-    })
-}
-
 fn on_notification(gw: &Gateway, session: &Session, method: &str, params: Option<Value>) {
     match method {
         "notifications/initialized" => session.update(|s| s.initialized = true),
+        // The client reports a change of its roots: every server it reaches may care.
+        "notifications/roots/list_changed" if session.scope == Scope::All => {
+            for up in gw.registry.servers() {
+                up.notify(method, params.clone());
+            }
+        }
         "notifications/cancelled" => {
             let client_id = params.as_ref().map(|p| p["requestId"].clone()).unwrap_or(Value::Null);
             for up in gw.registry.servers() {

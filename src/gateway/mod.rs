@@ -5,7 +5,9 @@
 //! a registered edge server's WebSocket) is decided in `routes.rs`. All shared state is in
 //! `registry.rs`.
 
+pub(crate) mod aggregate;
 pub(crate) mod catalog;
+pub(crate) mod handshake;
 pub(crate) mod legacy;
 pub(crate) mod mcp;
 pub(crate) mod registry;

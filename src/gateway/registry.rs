@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, ListKind, Lists};
 use super::session::{Kind, Scope, Session};
 use crate::jsonrpc::{self, INTERNAL_ERROR};
 use crate::ws::{Out, Outbox, SendError};
@@ -33,7 +33,16 @@ pub(crate) struct Registry {
     catalog: Mutex<Arc<Catalog>>,
     /// Requests from servers to clients, by the id the gateway gave them.
     to_clients: Mutex<HashMap<u64, ToClient>>,
+    /// Resource subscriptions: which session asked which server about which URI.
+    subscriptions: Mutex<Vec<Subscription>>,
     next_id: AtomicU64,
+}
+
+#[derive(Clone, PartialEq)]
+struct Subscription {
+    session_id: String,
+    server: String,
+    uri: String,
 }
 
 /// A server's request forwarded to a client, waiting for the client's answer.
@@ -50,6 +59,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             catalog: Mutex::new(Arc::new(Catalog::build(&[]))),
             to_clients: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -92,14 +102,15 @@ impl Registry {
         lock(&self.servers).get(name).cloned()
     }
 
-    /// Rebuilds the aggregated catalog from the ready servers. Returns whether the tool list
-    /// changed (so that clients are told).
-    pub(crate) fn rebuild_catalog(&self) -> bool {
-        let ready: Vec<(String, Vec<Value>)> =
-            self.servers().iter().filter_map(|s| s.tools().map(|t| (s.name.clone(), t))).collect();
+    /// Rebuilds the aggregated catalog from the ready servers. Returns the lists that changed
+    /// (so that clients are told).
+    pub(crate) fn rebuild_catalog(&self) -> Vec<ListKind> {
+        let ready: Vec<(String, Lists)> =
+            self.servers().iter().filter_map(|s| s.lists().map(|l| (s.name.clone(), l))).collect();
         let new = Arc::new(Catalog::build(&ready));
         let mut cur = lock(&self.catalog);
-        let changed = cur.tools != new.tools;
+        let changed =
+            ListKind::ALL.into_iter().filter(|k| k.items(&cur.lists) != k.items(&new.lists)).collect();
         *cur = new;
         changed
     }
@@ -135,6 +146,15 @@ impl Registry {
             let error =
                 jsonrpc::error_object(INTERNAL_ERROR, "the client's session ended before it answered");
             t.upstream.answer(&t.edge_id, Err(error));
+        }
+        let subs: Vec<Subscription> =
+            lock(&self.subscriptions).iter().filter(|s| s.session_id == id).cloned().collect();
+        for s in subs {
+            if self.unsubscribe(&session, &s.server, &s.uri) {
+                if let Some(up) = self.server(&s.server) {
+                    up.fire("resources/unsubscribe", serde_json::json!({"uri": s.uri}), self.mint_id());
+                }
+            }
         }
         // Nobody is left to read the answers: the servers may stop working on them.
         let cancelled: usize = self.servers().iter().map(|up| up.cancel_session(&session)).sum();
@@ -216,6 +236,64 @@ impl Registry {
         true
     }
 
+    /// Records that `session` subscribed to `uri` on `server`. True when it is the first such
+    /// subscription: only then does the server need to hear of it (it has one client, us).
+    pub(crate) fn subscribe(&self, session: &Session, server: &str, uri: &str) -> bool {
+        let mut subs = lock(&self.subscriptions);
+        let first = !subs.iter().any(|s| s.server == server && s.uri == uri);
+        let sub = Subscription { session_id: session.id.clone(), server: server.into(), uri: uri.into() };
+        if !subs.contains(&sub) {
+            subs.push(sub);
+        }
+        first
+    }
+
+    /// Removes a subscription. True when it was the last one for (server, uri): only then is
+    /// the server told to stop.
+    pub(crate) fn unsubscribe(&self, session: &Session, server: &str, uri: &str) -> bool {
+        let mut subs = lock(&self.subscriptions);
+        let before = subs.len();
+        subs.retain(|s| !(s.session_id == session.id && s.server == server && s.uri == uri));
+        before != subs.len() && !subs.iter().any(|s| s.server == server && s.uri == uri)
+    }
+
+    /// Sends a server's `notifications/resources/updated` to the sessions subscribed to the URI
+    /// (or to a URI it lies under: "the uri might be a sub-resource of the one that the client
+    /// actually subscribed to").
+    pub(crate) fn resource_updated(&self, up: &Upstream, params: Value) {
+        let uri = params["uri"].as_str().unwrap_or_default();
+        let mut targets: Vec<String> = lock(&self.subscriptions)
+            .iter()
+            .filter(|s| s.server == up.name && uri.starts_with(s.uri.as_str()))
+            .map(|s| s.session_id.clone())
+            .collect();
+        targets.dedup();
+        let note = jsonrpc::notification("notifications/resources/updated", params);
+        for id in targets {
+            if let Some(session) = self.session(&id) {
+                session.send(note.clone());
+            }
+        }
+    }
+
+    /// Forwards a server's log message to the aggregated sessions that asked for this level,
+    /// with the server's name in front of the logger's.
+    pub(crate) fn log_message(&self, up: &Upstream, params: &Value) {
+        let level = severity(params["level"].as_str().unwrap_or("info"));
+        let mut params = params.clone();
+        params["logger"] = match params["logger"].as_str() {
+            Some(logger) => Value::String(format!("{}/{logger}", up.name)),
+            None => Value::String(up.name.clone()),
+        };
+        let note = jsonrpc::notification("notifications/message", params);
+        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in sessions.iter().filter(|s| s.scope == Scope::All) {
+            if s.state().log_level.is_some_and(|min| level >= severity(&min)) {
+                s.send(note.clone());
+            }
+        }
+    }
+
     /// Sends a notification to every initialized session with this scope.
     pub(crate) fn broadcast(&self, scope: &Scope, msg: &Value) {
         let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
@@ -252,8 +330,8 @@ pub(crate) struct Upstream {
 /// What a server offers, filled in by the registration handshake.
 #[derive(Default)]
 struct Offer {
-    /// `None` until the handshake has listed the tools: the server is not visible before.
-    tools: Option<Vec<Value>>,
+    /// `None` until the handshake has listed everything: the server is not visible before.
+    lists: Option<Lists>,
     initialize: Value,
 }
 
@@ -337,13 +415,30 @@ impl Upstream {
         }
     }
 
-    /// The server's tools, once the handshake has listed them.
-    pub(crate) fn tools(&self) -> Option<Vec<Value>> {
-        lock(&self.offer).tools.clone()
+    /// What the server lists, once the handshake has read it.
+    pub(crate) fn lists(&self) -> Option<Lists> {
+        lock(&self.offer).lists.clone()
     }
 
-    pub(crate) fn set_tools(&self, tools: Vec<Value>) {
-        lock(&self.offer).tools = Some(tools);
+    /// Whether the handshake is done (the server is visible to clients).
+    pub(crate) fn is_ready(&self) -> bool {
+        lock(&self.offer).lists.is_some()
+    }
+
+    pub(crate) fn set_lists(&self, lists: Lists) {
+        lock(&self.offer).lists = Some(lists);
+    }
+
+    /// Replaces one list after a refresh (ignored before the handshake is done).
+    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) {
+        if let Some(lists) = lock(&self.offer).lists.as_mut() {
+            *kind.items_mut(lists) = items;
+        }
+    }
+
+    /// Whether the server declared a capability in its `initialize` result.
+    pub(crate) fn has_capability(&self, name: &str) -> bool {
+        lock(&self.offer).initialize["capabilities"].get(name).is_some()
     }
 
     pub(crate) fn set_initialize(&self, result: Value) {
@@ -434,6 +529,11 @@ impl Upstream {
         pending.slots.iter().filter(|(_, s)| s.origin.is_some()).max_by_key(|(id, _)| **id)?.1.origin.clone()
     }
 
+    /// Sends a request whose answer nobody waits for (the answer is dropped as unknown).
+    pub(crate) fn fire(&self, method: &str, params: Value, id: u64) {
+        let _ = self.outbox.send(Out::Text(jsonrpc::request(id, method, params).to_string()));
+    }
+
     /// Tells the server to stop working on request `id`.
     pub(crate) fn cancel(&self, id: u64, reason: &str) {
         let note = jsonrpc::notification(
@@ -513,4 +613,11 @@ fn rewrite_progress_token(id: u64, mut params: Value, origin: Option<Origin>) ->
         origin.progress_token = Some(std::mem::replace(token, Value::from(id)));
     }
     (params, Some(origin))
+}
+
+/// The syslog order of MCP log levels; unknown levels count as `info`.
+pub(crate) fn severity(level: &str) -> usize {
+    const LEVELS: [&str; 8] =
+        ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+    LEVELS.iter().position(|l| *l == level).unwrap_or(1)
 }

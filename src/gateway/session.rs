@@ -45,6 +45,9 @@ pub(crate) struct SessionState {
     pub protocol_version: Option<String>,
     pub initialized: bool,
     pub client_capabilities: Value,
+    /// The level set with `logging/setLevel` on the aggregated view: server log messages at
+    /// or above it are forwarded; none before it is set.
+    pub log_level: Option<String>,
 }
 
 impl Session {

@@ -1,12 +1,12 @@
 //! A registered edge server, from the gateway's side of its WebSocket (DESIGN.md §4).
 //!
 //! The connection thread becomes the socket's owner: it reads the `register` frame, claims the
-//! name, answers `{"status":"received"}`, and runs the owner loop (`ws::pump`), routing every
-//! frame from the edge: responses to the thread waiting for them, progress to the client that
-//! asked, `list_changed` to a refresh. A helper thread does the MCP handshake through the same
-//! request path clients use (`initialize`, `notifications/initialized`, `tools/list` following
-//! `nextCursor`), then sends `{"status":"registered"}` and makes the tools visible. No sleeps:
-//! tools appear as soon as the server has listed them, and vanish when its link ends.
+//! name, answers `{"status":"received"}`, starts the MCP handshake on a helper thread
+//! (`handshake.rs`), and runs the owner loop (`ws::pump`), routing every frame from the edge:
+//! responses to the thread waiting for them, progress to the request it belongs to, requests to
+//! the client that caused them, `list_changed` to a refresh, other notifications to the
+//! sessions that want them. When the link ends, pending requests fail at once and the server's
+//! tools vanish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use super::mcp::{LATEST_VERSION, SUPPORTED_VERSIONS};
+use super::catalog::ListKind;
+use super::handshake;
 use super::registry::{Failure, Upstream};
 use super::session::Scope;
 use super::Gateway;
@@ -28,8 +29,6 @@ use crate::ws::{self, End, Event, Flow, Out};
 const QUEUE: usize = 1024;
 /// How long an edge has to send its `register` frame after the upgrade.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pages of a `*/list` result the gateway follows before it stops (a server looping on cursors).
-const MAX_PAGES: usize = 100;
 
 /// What the edge's first frame said.
 struct Registration {
@@ -69,7 +68,7 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
     }
     log::info!("server {} ({}): registering from {remote}", up.name, up.id);
     let (gw2, up2) = (gw.clone(), up.clone());
-    if let Err(e) = thread::spawn(format!("handshake-{}", up.name), move || handshake(&gw2, &up2)) {
+    if let Err(e) = thread::spawn(format!("handshake-{}", up.name), move || handshake::run(&gw2, &up2)) {
         log::error!("server {}: cannot start its handshake thread: {e}", up.name);
         return release(gw, &up, "gateway out of resources");
     }
@@ -127,92 +126,8 @@ fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, why: &str)
     let _ = ws.flush();
 }
 
-fn status_frame(status: &str, id: &str, message: &str) -> Value {
+pub(crate) fn status_frame(status: &str, id: &str, message: &str) -> Value {
     json!({"status": status, "id": id, "message": message})
-}
-
-/// The MCP handshake with a newly registered server, then its tools go live.
-fn handshake(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
-    let started = Instant::now();
-    match initialize_and_list(gw, up) {
-        Ok(count) => {
-            let msg = format!("Registration successful, loaded {count} tools");
-            let _ = up.outbox.send(Out::Text(status_frame("registered", &up.id, &msg).to_string()));
-            log::info!(
-                "server {} ({}): registered from {}: {count} tools in {} ms",
-                up.name,
-                up.id,
-                up.remote,
-                started.elapsed().as_millis()
-            );
-            publish_tools(gw);
-        }
-        Err(why) => {
-            log::warn!("server {} ({}): registration failed: {why}", up.name, up.id);
-            let frame =
-                json!({"status": "error", "id": up.id, "message": format!("registration failed: {why}")});
-            let _ = up.outbox.send(Out::Text(frame.to_string()));
-            let _ = up.outbox.send(Out::Close(1011, "registration failed".into()));
-        }
-    }
-}
-
-fn initialize_and_list(gw: &Gateway, up: &Upstream) -> Result<usize, String> {
-    let params = json!({
-        "protocolVersion": LATEST_VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "mcpport-gateway", "version": env!("CARGO_PKG_VERSION")},
-    });
-    let init = up
-        .request(&gw.registry, "initialize", params, gw.cfg.timeout_rpc, None)
-        .map_err(|f| format!("initialize: {}", describe_failure(&f)))?;
-    let version = init["protocolVersion"].as_str().unwrap_or("none");
-    if !SUPPORTED_VERSIONS.contains(&version) {
-        log::warn!(
-            "server {}: answered protocol version {version:?}, which the gateway does not know",
-            up.name
-        );
-    }
-    up.set_initialize(init.clone());
-    let note = jsonrpc::notification("notifications/initialized", json!({}));
-    up.outbox.send(Out::Text(note.to_string())).map_err(|e| format!("link lost: {e:?}"))?;
-    let tools = if init["capabilities"].get("tools").is_some() { list_tools(gw, up)? } else { Vec::new() };
-    let count = tools.len();
-    up.set_tools(tools);
-    Ok(count)
-}
-
-/// `tools/list`, following `nextCursor` to the end.
-fn list_tools(gw: &Gateway, up: &Upstream) -> Result<Vec<Value>, String> {
-    let mut tools = Vec::new();
-    let mut cursor: Option<Value> = None;
-    for _ in 0..MAX_PAGES {
-        let params = cursor.take().map_or(json!({}), |c| json!({"cursor": c}));
-        let page = up
-            .request(&gw.registry, "tools/list", params, gw.cfg.timeout_rpc, None)
-            .map_err(|f| format!("tools/list: {}", describe_failure(&f)))?;
-        let Some(items) = page["tools"].as_array() else {
-            return Err("tools/list: the result has no \"tools\" array".into());
-        };
-        tools.extend(items.iter().cloned());
-        match &page["nextCursor"] {
-            Value::String(c) if !c.is_empty() => cursor = Some(Value::String(c.clone())),
-            _ => return Ok(tools),
-        }
-    }
-    log::warn!(
-        "server {}: tools/list still had more pages after {MAX_PAGES}; keeping what was listed",
-        up.name
-    );
-    Ok(tools)
-}
-
-/// Rebuilds the catalog and tells every client of the aggregated view when the tool list changed.
-fn publish_tools(gw: &Gateway) {
-    if gw.registry.rebuild_catalog() {
-        gw.registry
-            .broadcast(&Scope::All, &jsonrpc::notification("notifications/tools/list_changed", json!({})));
-    }
 }
 
 /// Routes one frame from the edge.
@@ -255,30 +170,21 @@ fn on_notification(gw: &Arc<Gateway>, up: &Arc<Upstream>, method: &str, params: 
                 origin.send(jsonrpc::notification(method, params));
             }
         }
+        "notifications/resources/updated" => {
+            gw.registry.resource_updated(up, params.unwrap_or_else(|| json!({})))
+        }
+        "notifications/message" => {
+            let params = params.unwrap_or_else(|| json!({}));
+            gw.registry.log_message(up, &params);
+            gw.registry.broadcast(&own, &jsonrpc::notification(method, params));
+        }
         _ => {
-            if method == "notifications/tools/list_changed" {
-                refresh_tools(gw, up);
+            let changed = ListKind::ALL.into_iter().filter(|k| k.changed_notification() == method);
+            for kind in changed {
+                handshake::refresh(gw, up, kind);
             }
-            let note = jsonrpc::notification(method, params.unwrap_or_else(|| json!({})));
-            gw.registry.broadcast(&own, &note);
+            gw.registry.broadcast(&own, &jsonrpc::notification(method, params.unwrap_or_else(|| json!({}))));
         }
-    }
-}
-
-/// Lists the server's tools again (on its own thread: the owner must keep routing the answer).
-fn refresh_tools(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
-    let name = up.name.clone();
-    let (gw, up) = (gw.clone(), up.clone());
-    let spawned = thread::spawn(format!("refresh-{name}"), move || match list_tools(&gw, &up) {
-        Ok(tools) => {
-            log::info!("server {}: tool list changed ({} tools)", up.name, tools.len());
-            up.set_tools(tools);
-            publish_tools(&gw);
-        }
-        Err(why) => log::warn!("server {}: cannot refresh its tools: {why}", up.name),
-    });
-    if let Err(e) = spawned {
-        log::error!("server {name}: cannot start a refresh thread: {e}");
     }
 }
 
@@ -286,7 +192,7 @@ fn refresh_tools(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
 fn release(gw: &Gateway, up: &Arc<Upstream>, why: &str) {
     let failed = up.fail_all(why);
     if gw.registry.release_name(up) {
-        publish_tools(gw);
+        handshake::publish(gw);
     }
     log::info!("server {} ({}): disconnected: {why}; {failed} pending requests failed", up.name, up.id);
 }
@@ -301,7 +207,7 @@ fn describe(end: &End) -> String {
     }
 }
 
-fn describe_failure(f: &Failure) -> String {
+pub(crate) fn describe_failure(f: &Failure) -> String {
     match f {
         Failure::Error(e) => format!("the server answered with an error: {e}"),
         Failure::Timeout(t) => format!("no answer within {} s", t.as_secs_f64()),
