@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 use super::catalog::{ListKind, LIST_SERVERS};
 use super::mcp::{forward, Outcome};
-use super::registry::{severity, Origin};
+use super::registry::severity;
+use super::server::Origin;
 use super::session::Session;
 use super::Gateway;
 use crate::jsonrpc::{self, INVALID_PARAMS, METHOD_NOT_FOUND};

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::catalog::{ListKind, Lists};
 use super::mcp::{LATEST_VERSION, SUPPORTED_VERSIONS};
-use super::registry::Upstream;
+use super::server::Upstream;
 use super::session::Scope;
 use super::upstream::{describe_failure, status_frame};
 use super::Gateway;

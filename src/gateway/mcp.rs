@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::registry::{Failure, Origin};
+use super::server::{Failure, Origin};
 use super::session::{Scope, Session};
 use super::{aggregate, Gateway};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR};

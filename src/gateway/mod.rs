@@ -12,6 +12,7 @@ pub(crate) mod legacy;
 pub(crate) mod mcp;
 pub(crate) mod registry;
 pub(crate) mod routes;
+pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod streamable;
 pub(crate) mod upstream;

@@ -17,7 +17,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::catalog::ListKind;
 use super::handshake;
-use super::registry::{Failure, Upstream};
+use super::server::{Failure, Upstream};
 use super::session::Scope;
 use super::Gateway;
 use crate::http::Transport;
