@@ -37,6 +37,8 @@ struct Server {
     dynamic_tools: Mutex<usize>,
     /// Our own requests to the client, waiting for answers, by id.
     asked: Mutex<HashMap<String, mpsc::Sender<Value>>>,
+    subscribed: Mutex<HashSet<String>>,
+    log_level: Mutex<Option<String>>,
 }
 
 /// Serves MCP on stdin/stdout until stdin ends.
@@ -47,6 +49,8 @@ pub(crate) fn run(cfg: Config) -> Result<(), String> {
         cancelled: Mutex::new(HashSet::new()),
         dynamic_tools: Mutex::new(0),
         asked: Mutex::new(HashMap::new()),
+        subscribed: Mutex::new(HashSet::new()),
+        log_level: Mutex::new(None),
     });
     for line in io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
@@ -106,6 +110,53 @@ impl Server {
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({"tools": self.tools()})),
             "tools/call" => self.call(id, &params),
+            _ if self.cfg.test_tools => self.answer_extra(method, &params),
+            _ => Err((METHOD_NOT_FOUND, format!("method not found: {method}"))),
+        }
+    }
+
+    /// Prompts, resources, completion and logging: the `--test-tools` surface beyond tools.
+    fn answer_extra(&self, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+        let uri = params["uri"].as_str().unwrap_or_default();
+        match method {
+            "prompts/list" => Ok(json!({"prompts": [{"name": "greet", "description": "Greet someone.",
+                "arguments": [{"name": "name", "description": "Who to greet", "required": true}]}]})),
+            "prompts/get" if params["name"] == "greet" => {
+                let who = params["arguments"]["name"].as_str().unwrap_or("world");
+                Ok(
+                    json!({"messages": [{"role": "user", "content": {"type": "text", "text": format!("Say hello to {who}.")}}]}),
+                )
+            }
+            "prompts/get" => Err((INVALID_PARAMS, format!("Unknown prompt: {}", params["name"]))),
+            "resources/list" => Ok(
+                json!({"resources": [{"uri": "sample://readme", "name": "readme", "mimeType": "text/plain"}]}),
+            ),
+            "resources/templates/list" => {
+                Ok(json!({"resourceTemplates": [{"uriTemplate": "sample://echo/{text}", "name": "echo"}]}))
+            }
+            "resources/read" => match uri.strip_prefix("sample://echo/") {
+                _ if uri == "sample://readme" => Ok(resource_text(uri, "This is the mcpport sample server.")),
+                Some(text) if !text.is_empty() => Ok(resource_text(uri, text)),
+                _ => Err((-32002, format!("Resource not found: {uri}"))),
+            },
+            "resources/subscribe" => {
+                lock(&self.subscribed).insert(uri.to_string());
+                Ok(json!({}))
+            }
+            "resources/unsubscribe" => {
+                lock(&self.subscribed).remove(uri);
+                Ok(json!({}))
+            }
+            "completion/complete" => {
+                let prefix = params["argument"]["value"].as_str().unwrap_or_default();
+                let values: Vec<&str> =
+                    ["alice", "bob", "carol"].into_iter().filter(|v| v.starts_with(prefix)).collect();
+                Ok(json!({"completion": {"values": values, "total": values.len(), "hasMore": false}}))
+            }
+            "logging/setLevel" => {
+                *lock(&self.log_level) = params["level"].as_str().map(String::from);
+                Ok(json!({}))
+            }
             _ => Err((METHOD_NOT_FOUND, format!("method not found: {method}"))),
         }
     }
@@ -117,9 +168,15 @@ impl Server {
             None if VERSIONS.contains(&asked) => asked,
             None => VERSIONS[VERSIONS.len() - 1],
         };
+        let capabilities = if self.cfg.test_tools {
+            json!({"tools": {"listChanged": true}, "prompts": {}, "resources": {"subscribe": true},
+                   "completions": {}, "logging": {}})
+        } else {
+            json!({"tools": {"listChanged": true}})
+        };
         json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": true}},
+            "capabilities": capabilities,
             "serverInfo": {"name": "mcpport-sample", "version": env!("CARGO_PKG_VERSION")},
             "instructions": "Sample tools of mcpport: echo text, read this machine's uptime, load and memory, or sleep.",
         })
@@ -166,6 +223,14 @@ impl Server {
             ));
             let method = json!({"method": {"type": "string"}});
             let about = "Send sampling/createMessage, elicitation/create or roots/list to the client.";
+            tools.push(tool(
+                "touch",
+                "Announce that a resource changed.",
+                json!({"uri": {"type": "string"}}),
+                &["uri"],
+            ));
+            let log_args = json!({"level": {"type": "string"}, "message": {"type": "string"}});
+            tools.push(tool("log", "Send a log message at the given level.", log_args, &["level"]));
             tools.push(tool("ask_client", about, method, &["method"]));
             for n in 1..=*lock(&self.dynamic_tools) {
                 tools.push(tool(&format!("dynamic_{n}"), "A tool added at run time.", json!({}), &[]));
@@ -195,6 +260,29 @@ impl Server {
                 };
                 self.write(&jsonrpc::notification("notifications/tools/list_changed", json!({})));
                 Ok(text_result(&format!("added dynamic_{n}"), false))
+            }
+            "touch" if self.cfg.test_tools => {
+                let uri = args["uri"].as_str().unwrap_or_default();
+                let subscribed = lock(&self.subscribed).contains(uri);
+                if subscribed {
+                    self.write(&jsonrpc::notification(
+                        "notifications/resources/updated",
+                        json!({"uri": uri}),
+                    ));
+                }
+                Ok(text_result(&format!("touched {uri} (subscribed: {subscribed})"), false))
+            }
+            "log" if self.cfg.test_tools => {
+                let level = args["level"].as_str().unwrap_or("info");
+                let min = lock(&self.log_level).clone();
+                let logged = min.is_some_and(|m| {
+                    crate::gateway::registry::severity(level) >= crate::gateway::registry::severity(&m)
+                });
+                if logged {
+                    let p = json!({"level": level, "logger": "sample", "data": args["message"]});
+                    self.write(&jsonrpc::notification("notifications/message", p));
+                }
+                Ok(text_result(&format!("logged: {logged}"), false))
             }
             "ask_client" if self.cfg.test_tools => {
                 Ok(self.ask_client(args["method"].as_str().unwrap_or_default()))
@@ -252,6 +340,10 @@ impl Server {
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
     json!({"name": name, "description": description,
            "inputSchema": {"type": "object", "properties": properties, "required": required}})
+}
+
+fn resource_text(uri: &str, text: &str) -> Value {
+    json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]})
 }
 
 fn text_result(text: &str, is_error: bool) -> Value {

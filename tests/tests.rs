@@ -1,6 +1,7 @@
 //! The one integration test binary: every test starts the real `mcpport` executable on
 //! 127.0.0.1:0, talks to it over loopback, and kills what it started by PID.
 //!
+//! - `aggregate`: prompts, resources, subscriptions, completions, logging, pagination.
 //! - `cli`: --help, --version, bad flags (exit status 2).
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
@@ -10,6 +11,7 @@
 
 mod util;
 
+mod aggregate;
 mod cli;
 mod concurrency;
 mod end_to_end;
