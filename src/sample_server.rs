@@ -3,10 +3,11 @@
 //!
 //! Tools: `echo`, `system_info` (uptime, load and memory from /proc, with structured output) and
 //! `sleep` (waits, reporting progress, and honours cancellation). `--test-tools` adds tools that
-//! exercise the gateway: `fail` (a tool error), `image` (image and audio content) and `add_tool`
-//! (adds a tool and announces `notifications/tools/list_changed`) and `ask_client` (sends the
-//! client sampling, elicitation or roots requests through the gateway). Each call runs on its own
-//! thread, so a slow call never blocks a quick one.
+//! exercise the gateway: `fail` (a tool error), `image` (image and audio content), `add_tool`
+//! (adds a tool and announces `notifications/tools/list_changed`), `ask_client` (sends the client
+//! sampling, elicitation or roots requests through the gateway), `touch` and `log`; and a prompt,
+//! a resource, a resource template, subscriptions, completions and logging. Each call runs on its
+//! own thread, so a slow call never blocks a quick one.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, Write};

@@ -189,8 +189,9 @@ fn per_server_endpoint_is_the_server_itself() {
     assert!(names.contains(&json!("echo")) && !names.contains(&json!("list_servers")), "{names:?}");
     let echo = c.call(2, "tools/call", json!({"name": "echo", "arguments": {"text": "direct"}}));
     assert_eq!(echo["result"]["content"][0]["text"], "direct");
-    // The server's own errors come back as they are.
-    assert_eq!(c.call(3, "prompts/list", json!({}))["error"]["code"], -32601);
+    // Everything else is the server's own, errors included.
+    assert_eq!(c.call(3, "prompts/list", json!({}))["result"]["prompts"][0]["name"], "greet");
+    assert_eq!(c.call(4, "no/such/method", json!({}))["error"]["code"], -32601);
 
     let nobody = http(
         gw.port,
