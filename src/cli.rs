@@ -8,7 +8,8 @@ use std::time::Duration;
 use lexopt::prelude::*;
 use log::LevelFilter;
 
-use crate::{gateway, logger, register, sample_server, sys, ws::Heartbeat};
+use crate::register::health;
+use crate::{gateway, logger, register, sample_server};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -65,9 +66,10 @@ const REGISTER_HELP: &str = "\
 Usage: mcpport register --stdio <CMD> [OPTIONS]
 
 Starts CMD with 'sh -c' as a stdio MCP server, dials out to the gateway, registers it under
---server-name and relays JSON-RPC both ways. Exits when the server exits (non-zero status), when
-the gateway link ends (status 1), or on SIGINT/SIGTERM (status 0), always stopping the server's
-whole process group first.
+--server-name and relays JSON-RPC both ways. When the link breaks it reconnects by itself (capped
+exponential backoff with jitter); the server keeps running across reconnects. Exits when the
+server exits and --restart says not to bring it back, or on SIGINT/SIGTERM (status 0), always
+stopping the server's whole process group first.
 
 Options:
       --stdio <CMD>              Command that starts the stdio MCP server (required)
@@ -76,11 +78,20 @@ Options:
       --server-id <ID>           Identity kept across reconnects [default: a random UUID]
       --header <'Key: Value'>    Extra header for the WebSocket upgrade (repeatable), e.g.
                                  --header 'Authorization: Bearer TOKEN'
+      --require-gateway          Exit with an error if the gateway cannot be reached at start-up
+                                 (without it, keep trying); health also requires the link
+      --reconnect-max <SECS>     Longest wait between reconnection attempts [default: 30]
+      --ping-interval <SECS>     WebSocket ping interval [default: 20]
+      --ping-timeout <SECS>      Link is dead after this long without traffic [default: 2x interval]
+      --restart <POLICY>         never (exit with the server's status), on-failure or always;
+                                 restarts back off against crash loops [default: never]
+      --port <PORT>              Local health server port; 0 = off [default: 0]
+      --health-host <HOST>       Address of the health server [default: 0.0.0.0]
+      --health-endpoint <PATH>   Health check path (repeatable) [default: /health]
+      --enable-cors              Add CORS headers to health responses
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
-      --require-gateway          Exit if the gateway cannot be reached at start (the default now)
-      --port <PORT>              Local health server port; 0 = off [default: 0] (only 0 for now)
-      --enable-cors, --health-endpoint <PATH>, --no-ssl-verify, --ssl-ca-cert <FILE>
-                                 Accepted for compatibility with the original
+      --no-ssl-verify, --ssl-ca-cert <FILE>
+                                 Accepted for compatibility with the original (wss:// comes later)
   -h, --help                     Print this help
 ";
 
@@ -182,46 +193,69 @@ fn gateway_args(
 }
 
 fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Command, String> {
-    let mut stdio = None;
-    let mut cfg = register::Config {
-        stdio: String::new(),
-        gateway_url: "ws://localhost:8765/mcp/register".into(),
-        server_name: "local".into(),
-        server_id: String::new(),
-        headers: Vec::new(),
-        heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(40) },
-        max_ws_message: 16 * 1024 * 1024,
+    let mut cfg =
+        register::Config::new(String::new(), "ws://localhost:8765/mcp/register".into(), "local".into());
+    let mut health = health::Config {
+        host: "0.0.0.0".into(),
+        port: 0,
+        endpoints: Vec::new(),
+        cors: false,
+        require_gateway: false,
     };
+    let mut ping_timeout = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(REGISTER_HELP)),
-            Long("stdio") => stdio = Some(string(p)?),
+            Long("stdio") => cfg.stdio = string(p)?,
             Long("gateway-url") => cfg.gateway_url = string(p)?,
             Long("server-name") => cfg.server_name = string(p)?,
             Long("server-id") => cfg.server_id = string(p)?,
             Long("header") => cfg.headers.push(header(&string(p)?)?),
             Long("log-level") => *level = log_level(p)?,
-            Long("port") => {
-                if number::<u16>(p, "--port")? != 0 {
-                    return Err("--port: the local health server is not available in this build yet".into());
-                }
-            }
-            Long("health-endpoint") | Long("ssl-ca-cert") => drop(string(p)?),
-            Long("require-gateway") | Long("enable-cors") | Long("no-ssl-verify") => {}
+            Long("require-gateway") => cfg.require_gateway = true,
+            Long("reconnect-max") => cfg.reconnect_max = seconds(p, "--reconnect-max")?,
+            Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
+            Long("ping-timeout") => ping_timeout = Some(seconds(p, "--ping-timeout")?),
+            Long("restart") => cfg.restart = restart(&string(p)?)?,
+            Long("port") => health.port = number(p, "--port")?,
+            Long("health-host") => health.host = string(p)?,
+            Long("health-endpoint") => health.endpoints.push(path(p, "--health-endpoint")?),
+            Long("enable-cors") => health.cors = true,
+            Long("ssl-ca-cert") => drop(string(p)?),
+            Long("no-ssl-verify") => {}
             arg => return Err(arg.unexpected().to_string()),
         }
     }
-    cfg.stdio = stdio.filter(|s| !s.trim().is_empty()).ok_or("--stdio CMD is required")?;
+    if cfg.stdio.trim().is_empty() {
+        return Err("--stdio CMD is required".into());
+    }
     if !gateway::upstream::valid_server_name(&cfg.server_name) {
         return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));
     }
     if !cfg.gateway_url.starts_with("ws://") && !cfg.gateway_url.starts_with("wss://") {
         return Err(format!("--gateway-url {:?}: must start with ws:// or wss://", cfg.gateway_url));
     }
-    if cfg.server_id.is_empty() {
-        cfg.server_id = sys::random_uuid();
+    cfg.heartbeat.timeout = ping_timeout.unwrap_or(cfg.heartbeat.interval * 2);
+    if cfg.heartbeat.timeout <= cfg.heartbeat.interval {
+        return Err("--ping-timeout must be longer than --ping-interval".into());
+    }
+    if health.port != 0 {
+        if health.endpoints.is_empty() {
+            health.endpoints.push("/health".into());
+        }
+        health.require_gateway = cfg.require_gateway;
+        cfg.health = Some(health);
     }
     Ok(Command::Register(cfg))
+}
+
+fn restart(v: &str) -> Result<register::Restart, String> {
+    match v {
+        "never" => Ok(register::Restart::Never),
+        "on-failure" => Ok(register::Restart::OnFailure),
+        "always" => Ok(register::Restart::Always),
+        _ => Err(format!("--restart {v:?}: use never, on-failure or always")),
+    }
 }
 
 fn demo_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Command, String> {

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::ws::Heartbeat;
-use crate::{gateway, register, sys, thread};
+use crate::{gateway, register, thread};
 
 /// The name the sample server registers under.
 const NAME: &str = "sample";
@@ -16,15 +15,8 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let gw = gateway::start(cfg, listener)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
-    let reg = register::Config {
-        stdio: format!("exec {} sample-server", shell_quote(&exe.to_string_lossy())),
-        gateway_url: format!("ws://{addr}/mcp/register"),
-        server_name: NAME.into(),
-        server_id: sys::random_uuid(),
-        headers: Vec::new(),
-        heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(40) },
-        max_ws_message: 16 * 1024 * 1024,
-    };
+    let stdio = format!("exec {} sample-server", shell_quote(&exe.to_string_lossy()));
+    let reg = register::Config::new(stdio, format!("ws://{addr}/mcp/register"), NAME.into());
     let base = format!("http://{addr}");
     thread::spawn("demo-banner", move || {
         let deadline = Instant::now() + Duration::from_secs(10);

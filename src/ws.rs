@@ -61,6 +61,13 @@ pub(crate) fn channel(capacity: usize) -> io::Result<(Outbox, Inbox)> {
     Ok((Outbox { tx, wake: Arc::new(wake_tx) }, Inbox { rx, wake: wake_rx }))
 }
 
+impl Inbox {
+    /// Drops every queued frame (what a dead child wrote for a link that no longer exists).
+    pub(crate) fn clear(&self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
 impl Outbox {
     /// Queues a frame without waiting.
     pub(crate) fn send(&self, out: Out) -> Result<(), SendError> {

@@ -93,7 +93,7 @@ fn bearer_tokens_guard_everything_but_health() {
     }
 
     // An edge without the token is refused before the upgrade; with it, it registers.
-    let mut refused = gw.register("pi", &[]);
+    let mut refused = gw.register("pi", &["--require-gateway"]);
     assert!(!refused.wait_exit(Duration::from_secs(10)).success());
     assert!(refused.log_text().contains("401"), "{}", refused.log_text());
     let ok = gw.register("pi", &["--header", "Authorization: Bearer s3cret"]);

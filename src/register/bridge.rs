@@ -1,5 +1,9 @@
 //! One link to the gateway: dial out, upgrade to WebSocket, send the `register` frame, then relay
 //! JSON-RPC both ways until one side ends. `{"status": …}` frames are for us, never the child.
+//!
+//! The child outlives links. A gateway initializes every new registration, but a stateful
+//! server must not be initialized twice: the answer to the first `initialize` is cached and
+//! given to every later one, and repeated `notifications/initialized` are swallowed.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -11,11 +15,14 @@ use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+use std::sync::Mutex;
+
 use super::child::ChildGuard;
 use super::Config;
+use crate::gateway::registry::lock;
 use crate::http::Transport;
-use crate::sys;
-use crate::ws::{self, End, Event, Flow, Inbox};
+use crate::ws::{self, End, Event, Flow, Inbox, Out, Outbox};
+use crate::{jsonrpc, sys};
 
 /// How long dialing and the WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,14 +107,13 @@ pub(crate) fn register(ws: &mut WebSocket<Box<dyn Transport>>, cfg: &Config) -> 
 /// stdin, lines from the child (queued in `inbox` by its stdout reader) go to the gateway.
 pub(crate) fn relay(
     ws: &mut WebSocket<Box<dyn Transport>>,
-    inbox: &Inbox,
-    child: &ChildGuard,
+    link: &Link<'_>,
     cfg: &Config,
     signal_fd: i32,
 ) -> Ended {
     let mut signalled = false;
-    let end = ws::pump(ws, inbox, &[signal_fd], Some(cfg.heartbeat), |ev| match ev {
-        Event::Text(text) => on_gateway_frame(text, child, cfg),
+    let end = ws::pump(ws, link.inbox, &[signal_fd], Some(cfg.heartbeat), |ev| match ev {
+        Event::Text(text) => on_gateway_frame(text, link, cfg),
         Event::Fd => {
             if sys::take_signal() {
                 signalled = true;
@@ -129,7 +135,16 @@ pub(crate) fn relay(
     })
 }
 
-fn on_gateway_frame(text: String, child: &ChildGuard, cfg: &Config) -> Flow {
+/// What a link relays between: the child, its `initialize` cache, and the queue both the child
+/// and the cache write to.
+pub(crate) struct Link<'a> {
+    pub inbox: &'a Inbox,
+    pub outbox: &'a Outbox,
+    pub child: &'a ChildGuard,
+    pub init: &'a InitCache,
+}
+
+fn on_gateway_frame(text: String, link: &Link<'_>, cfg: &Config) -> Flow {
     if let Some(status) = status_of(&text) {
         let message = status["message"].as_str().unwrap_or_default();
         match status["status"].as_str().unwrap_or_default() {
@@ -139,10 +154,81 @@ fn on_gateway_frame(text: String, child: &ChildGuard, cfg: &Config) -> Flow {
         }
         return Flow::Continue;
     }
-    if !child.send(text) {
+    match link.init.on_gateway_message(&text) {
+        Intercept::Forward => {}
+        Intercept::Swallow => return Flow::Continue,
+        Intercept::Answer(reply) => {
+            let _ = link.outbox.send(Out::Text(reply.to_string()));
+            return Flow::Continue;
+        }
+    }
+    if !link.child.send(text) {
         return Flow::Close(1011, "the MCP server's stdin is closed".into());
     }
     Flow::Continue
+}
+
+/// What to do with a message from the gateway.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Intercept {
+    Forward,
+    Swallow,
+    /// Answer the gateway with this instead of asking the child.
+    Answer(Value),
+}
+
+/// The child's answer to its first `initialize`, kept for the gateways that come after.
+#[derive(Default)]
+pub(crate) struct InitCache {
+    state: Mutex<InitState>,
+}
+
+#[derive(Default)]
+struct InitState {
+    /// The id of the `initialize` forwarded to the child, until it answers.
+    asked: Option<Value>,
+    result: Option<Value>,
+    initialized: bool,
+}
+
+impl InitCache {
+    /// Decides about one message from the gateway.
+    pub(crate) fn on_gateway_message(&self, text: &str) -> Intercept {
+        if !text.contains("initialize") {
+            return Intercept::Forward;
+        }
+        let Ok(msg) = serde_json::from_str::<Value>(text) else { return Intercept::Forward };
+        let mut state = lock(&self.state);
+        match msg["method"].as_str() {
+            Some("initialize") if msg.get("id").is_some() => match &state.result {
+                Some(result) => {
+                    log::info!("answered the gateway's initialize from the MCP server's first answer");
+                    Intercept::Answer(jsonrpc::result_response(&msg["id"], result.clone()))
+                }
+                None => {
+                    state.asked = Some(msg["id"].clone());
+                    Intercept::Forward
+                }
+            },
+            Some("notifications/initialized") if state.initialized => Intercept::Swallow,
+            Some("notifications/initialized") => {
+                state.initialized = true;
+                Intercept::Forward
+            }
+            _ => Intercept::Forward,
+        }
+    }
+
+    /// Watches the child's output for the answer to the forwarded `initialize`.
+    pub(crate) fn observe_child(&self, line: &str) {
+        let mut state = lock(&self.state);
+        let Some(asked) = state.asked.clone() else { return };
+        let Ok(msg) = serde_json::from_str::<Value>(line) else { return };
+        if msg.get("id") == Some(&asked) && msg.get("result").is_some() {
+            state.result = Some(msg["result"].clone());
+            state.asked = None;
+        }
+    }
 }
 
 /// A `{"status": …}` frame from the gateway (not JSON-RPC), if `text` is one.
@@ -157,6 +243,27 @@ fn status_of(text: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initialize_is_answered_from_the_first_answer_and_initialized_sent_once() {
+        let cache = InitCache::default();
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
+        let done = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        assert_eq!(cache.on_gateway_message(init), Intercept::Forward);
+        cache.observe_child(r#"{"jsonrpc":"2.0","id":99,"result":{"other":true}}"#);
+        cache.observe_child(r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#);
+        assert_eq!(cache.on_gateway_message(done), Intercept::Forward);
+        // A new gateway link: initialize again, with another id.
+        let again = r#"{"jsonrpc":"2.0","id":"g7","method":"initialize","params":{}}"#;
+        let expected =
+            serde_json::json!({"jsonrpc":"2.0","id":"g7","result":{"protocolVersion":"2025-06-18"}});
+        assert_eq!(cache.on_gateway_message(again), Intercept::Answer(expected));
+        assert_eq!(cache.on_gateway_message(done), Intercept::Swallow);
+        assert_eq!(
+            cache.on_gateway_message(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#),
+            Intercept::Forward
+        );
+    }
 
     #[test]
     fn status_frames_are_told_from_json_rpc() {

@@ -9,12 +9,25 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::bridge::InitCache;
+use super::health::Status;
 use crate::sys;
 use crate::thread;
 use crate::ws::{Out, Outbox};
+
+/// Where the child's output goes: the gateway link's queue, the `initialize` cache (which
+/// watches for the answer to the first `initialize`), and the status the health server reads.
+#[derive(Clone)]
+pub(crate) struct Wiring {
+    pub to_gateway: Outbox,
+    pub init: Arc<InitCache>,
+    pub status: Arc<Status>,
+}
 
 /// Lines that may wait for the child's stdin.
 const STDIN_QUEUE: usize = 256;
@@ -31,8 +44,8 @@ pub(crate) struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Starts `sh -c command`, wiring stdout to `to_gateway` and stderr to the log.
-    pub(crate) fn spawn(command: &str, name: &str, to_gateway: Outbox) -> io::Result<ChildGuard> {
+    /// Starts `sh -c command`, wiring stdout to the gateway link and stderr to the log.
+    pub(crate) fn spawn(command: &str, name: &str, wiring: Wiring) -> io::Result<ChildGuard> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0);
@@ -45,7 +58,8 @@ impl ChildGuard {
         let stderr = child.stderr.take().expect("stderr is piped");
         thread::spawn(format!("stdin-{pid}"), move || write_stdin(stdin, stdin_rx))?;
         let n = name.to_string();
-        thread::spawn(format!("stdout-{pid}"), move || read_stdout(stdout, &n, to_gateway))?;
+        wiring.status.child_running.store(true, Ordering::SeqCst);
+        thread::spawn(format!("stdout-{pid}"), move || read_stdout(stdout, &n, &wiring))?;
         let n = name.to_string();
         thread::spawn(format!("stderr-{pid}"), move || log_stderr(stderr, &n))?;
         log::info!("started MCP server {name:?} (pid {pid}): sh -c {command:?}");
@@ -133,7 +147,7 @@ fn write_stdin(mut stdin: ChildStdin, rx: Receiver<String>) {
     }
 }
 
-fn read_stdout(stdout: impl Read, name: &str, to_gateway: Outbox) {
+fn read_stdout(stdout: impl Read, name: &str, wiring: &Wiring) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
@@ -159,11 +173,13 @@ fn read_stdout(stdout: impl Read, name: &str, to_gateway: Outbox) {
             log::warn!("MCP server {name:?} printed a non-JSON line on stdout (ignored): {text}");
             continue;
         }
-        if to_gateway.send_wait(Out::Text(text.to_string())).is_err() {
+        wiring.init.observe_child(text);
+        if wiring.to_gateway.send_wait(Out::Text(text.to_string())).is_err() {
             return;
         }
     }
-    let _ = to_gateway.send_wait(Out::Close(1000, "the MCP server process exited".into()));
+    wiring.status.child_running.store(false, Ordering::SeqCst);
+    let _ = wiring.to_gateway.send_wait(Out::Close(1000, "the MCP server process exited".into()));
 }
 
 fn log_stderr(stderr: impl Read, name: &str) {

@@ -1,19 +1,27 @@
 //! `mcpport register`: start the local stdio MCP server, dial out to the gateway, register, and
-//! relay JSON-RPC both ways.
+//! relay JSON-RPC both ways; heal by itself when the link breaks.
 //!
-//! The process ends with the first of: the child exits (non-zero status, with a message saying
-//! how it exited), the gateway link ends (status 1), or SIGINT/SIGTERM (status 0). Whatever ends
-//! it, the child's whole process group is stopped first: no orphans, no zombies.
+//! The main loop: make sure the child runs (restarting it per `--restart`, with backoff against
+//! crash loops), dial the gateway, relay until the link ends, wait a capped, jittered backoff,
+//! and dial again. The child keeps running across links. The process ends when the child exits
+//! and `--restart` says not to bring it back (its status, never 0 for `never`), when the gateway
+//! cannot be reached at start-up with `--require-gateway` (status 1), or on SIGINT/SIGTERM
+//! (status 0). Whatever ends it, the child's whole process group is stopped first.
 
+pub(crate) mod backoff;
 pub(crate) mod bridge;
 pub(crate) mod child;
+pub(crate) mod health;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::sys;
-use crate::ws::{self, Heartbeat};
-use bridge::Ended;
-use child::ChildGuard;
+use crate::ws::{self, Heartbeat, Inbox};
+use backoff::{Backoff, STABLE};
+use bridge::{Ended, InitCache, Link};
+use child::{ChildGuard, Wiring};
+use health::Status;
 
 /// Everything `mcpport register` was told on its command line, validated.
 #[derive(Debug, Clone)]
@@ -28,6 +36,39 @@ pub(crate) struct Config {
     pub headers: Vec<(String, String)>,
     pub heartbeat: Heartbeat,
     pub max_ws_message: usize,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// Exit if the gateway cannot be reached at start-up (else keep trying).
+    pub require_gateway: bool,
+    pub restart: Restart,
+    pub health: Option<health::Config>,
+}
+
+impl Config {
+    /// A configuration with the defaults of every optional flag.
+    pub(crate) fn new(stdio: String, gateway_url: String, server_name: String) -> Config {
+        Config {
+            stdio,
+            gateway_url,
+            server_name,
+            server_id: sys::random_uuid(),
+            headers: Vec::new(),
+            heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(40) },
+            max_ws_message: 16 * 1024 * 1024,
+            reconnect_max: Duration::from_secs(30),
+            require_gateway: false,
+            restart: Restart::Never,
+            health: None,
+        }
+    }
+}
+
+/// When to bring the MCP server back after it exits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Restart {
+    Never,
+    OnFailure,
+    Always,
 }
 
 /// Lines from the child that may wait for the gateway link.
@@ -36,38 +77,165 @@ const LINK_QUEUE: usize = 256;
 /// Runs register to the end; returns the process exit status.
 pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let status = Arc::new(Status::default());
+    if let Some(h) = &cfg.health {
+        health::start(h.clone(), status.clone())?;
+    }
     let (outbox, inbox) = ws::channel(LINK_QUEUE).map_err(|e| e.to_string())?;
-    let mut ws = bridge::connect(cfg)?;
-    log::info!("connected to the gateway at {}", cfg.gateway_url);
-    let mut child = ChildGuard::spawn(&cfg.stdio, &cfg.server_name, outbox)
-        .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", cfg.stdio))?;
-    bridge::register(&mut ws, cfg)?;
-    log::info!("registering as {:?} (server id {})", cfg.server_name, cfg.server_id);
-    let ended = bridge::relay(&mut ws, &inbox, &child, cfg, signal_fd);
-    drop(ws);
-    Ok(finish(ended, &mut child))
+    let wiring = Wiring { to_gateway: outbox, init: Arc::new(InitCache::default()), status: status.clone() };
+    let mut sup = Supervisor {
+        cfg,
+        wiring,
+        child: None,
+        started: Instant::now(),
+        crashes: Backoff::new(cfg.reconnect_max),
+    };
+    let mut links = Backoff::new(cfg.reconnect_max);
+    let mut ever_connected = false;
+    loop {
+        if let Some(code) = sup.ensure_child(&inbox, signal_fd)? {
+            return Ok(code);
+        }
+        let mut ws = match bridge::connect(cfg).and_then(|mut ws| bridge::register(&mut ws, cfg).map(|()| ws))
+        {
+            Ok(ws) => ws,
+            Err(why) if !ever_connected && cfg.require_gateway => {
+                sup.stop("the gateway cannot be reached (--require-gateway)");
+                return Err(why);
+            }
+            Err(why) => {
+                status.set_link(false, &why);
+                if wait_or_signal(&why, "reconnecting", links.next_delay(), signal_fd) {
+                    sup.stop("signal received");
+                    return Ok(0);
+                }
+                continue;
+            }
+        };
+        ever_connected = true;
+        let since = Instant::now();
+        status.set_link(true, "");
+        log::info!(
+            "connected to {}; registering as {:?} (server id {})",
+            cfg.gateway_url,
+            cfg.server_name,
+            cfg.server_id
+        );
+        let child = sup.child.as_ref().expect("ensure_child started one");
+        let link = Link { inbox: &inbox, outbox: &sup.wiring.to_gateway, child, init: &sup.wiring.init };
+        let ended = bridge::relay(&mut ws, &link, cfg, signal_fd);
+        drop(ws);
+        match ended {
+            Ended::Signal => {
+                status.set_link(false, "shutting down");
+                sup.stop("signal received");
+                return Ok(0);
+            }
+            Ended::Link(why) => {
+                status.set_link(false, &why);
+                if since.elapsed() >= STABLE {
+                    links.reset();
+                }
+                if sup.child_exited(Duration::from_millis(500)) {
+                    continue; // ensure_child decides; the link closed because the child did
+                }
+                if wait_or_signal(&why, "reconnecting", links.next_delay(), signal_fd) {
+                    sup.stop("signal received");
+                    return Ok(0);
+                }
+            }
+        }
+    }
 }
 
-/// Stops the child as the ending requires and picks the exit status.
-fn finish(ended: Ended, child: &mut ChildGuard) -> i32 {
-    let pid = child.pid();
-    match ended {
-        Ended::Signal => {
-            let status = child.stop(child::STOP_GRACE);
-            let how = status.map_or("is gone".into(), child::describe);
-            log::info!("stopped the MCP server (pid {pid}, it {how}); bye");
-            0
+/// Logs why and what comes next, and waits `delay` for it. True if a signal came instead.
+fn wait_or_signal(why: &str, next: &str, delay: Duration, signal_fd: i32) -> bool {
+    log::warn!("{why}; {next} in {:.1} s", delay.as_secs_f64());
+    let ready = sys::poll(&[(signal_fd, false)], Some(delay)).unwrap_or_default();
+    ready.first().is_some_and(|r| r.readable) && sys::take_signal()
+}
+
+/// Keeps the MCP server running as `--restart` says.
+struct Supervisor<'a> {
+    cfg: &'a Config,
+    wiring: Wiring,
+    child: Option<ChildGuard>,
+    started: Instant,
+    crashes: Backoff,
+}
+
+impl Supervisor<'_> {
+    /// Starts the child if none runs yet, or brings it back after it exited if the policy says
+    /// so. `Some(status)`: register should exit with it.
+    fn ensure_child(&mut self, inbox: &Inbox, signal_fd: i32) -> Result<Option<i32>, String> {
+        let Some(child) = self.child.as_mut() else {
+            self.spawn()?;
+            return Ok(None);
+        };
+        let Some(status) = child.try_wait() else { return Ok(None) };
+        let pid = child.pid();
+        let (code, failed) = (child::exit_code(status), !status.success());
+        let restart = match self.cfg.restart {
+            Restart::Never => false,
+            Restart::OnFailure => failed,
+            Restart::Always => true,
+        };
+        log::error!("the MCP server (pid {pid}) {}", child::describe(status));
+        child.stop(Duration::ZERO);
+        if !restart {
+            log::error!("register exits (--restart {})", restart_name(self.cfg.restart));
+            return Ok(Some(if self.cfg.restart == Restart::Never {
+                code
+            } else {
+                status.code().unwrap_or(code)
+            }));
         }
-        Ended::Link(why) => {
-            // The child's stdout closing ends the link too: give the exit a moment to land.
-            if let Some(status) = child.wait_for(Duration::from_millis(500)) {
-                log::error!("the MCP server (pid {pid}) {}; register exits", child::describe(status));
-                let _ = child.stop(Duration::ZERO);
-                return child::exit_code(status);
-            }
-            log::error!("{why}; stopping the MCP server (pid {pid}) and exiting");
-            child.stop(child::STOP_GRACE);
-            1
+        if self.started.elapsed() >= STABLE {
+            self.crashes.reset();
         }
+        let delay = self.crashes.next_delay();
+        if wait_or_signal(
+            &format!("--restart {}", restart_name(self.cfg.restart)),
+            "restarting the MCP server",
+            delay,
+            signal_fd,
+        ) {
+            return Ok(Some(0));
+        }
+        // What the dead child wrote, and its initialize answer, belong to the past.
+        inbox.clear();
+        self.wiring.init = Arc::new(InitCache::default());
+        self.spawn()?;
+        Ok(None)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = ChildGuard::spawn(&self.cfg.stdio, &self.cfg.server_name, self.wiring.clone())
+            .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", self.cfg.stdio))?;
+        self.child = Some(child);
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    /// Whether the child has exited, waiting up to `grace` for the exit to land (its stdout
+    /// closing ends the link a moment before the kernel reports the exit).
+    fn child_exited(&mut self, grace: Duration) -> bool {
+        self.child.as_mut().is_some_and(|c| c.wait_for(grace).is_some())
+    }
+
+    fn stop(&mut self, why: &str) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.pid();
+            let how = child.stop(child::STOP_GRACE).map_or("is gone".into(), child::describe);
+            log::info!("{why}: stopped the MCP server (pid {pid}, it {how}); bye");
+        }
+    }
+}
+
+fn restart_name(r: Restart) -> &'static str {
+    match r {
+        Restart::Never => "never",
+        Restart::OnFailure => "on-failure",
+        Restart::Always => "always",
     }
 }
