@@ -57,6 +57,9 @@ Options:
       --allow-origin <ORIGIN>    Allow browser pages from ORIGIN (repeatable; * for any). Loopback
                                  origins and the gateway's own address are always allowed
       --session-timeout <SECS>   End Streamable HTTP sessions idle this long [default: 1800]
+      --ping-interval <SECS>     Ping registered servers this often [default: 20]
+      --ping-timeout <SECS>      Drop a server silent this long [default: 3x interval]
+      --shutdown-grace <SECS>    On SIGINT/SIGTERM, wait this long for requests in flight [default: 10]
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
       --debug, --ipv6            Accepted for compatibility with the original (no effect)
   -h, --help                     Print this help
@@ -160,6 +163,7 @@ fn gateway_args(
     env_tokens: Option<String>,
 ) -> Result<Command, String> {
     let mut cfg = gateway::Config::default();
+    let mut edge_timeout = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(GATEWAY_HELP)),
@@ -174,6 +178,9 @@ fn gateway_args(
             Long("mcp-path") => cfg.mcp_path = path(p, "--mcp-path")?,
             Long("allow-origin") => cfg.allow_origins.push(string(p)?),
             Long("session-timeout") => cfg.session_timeout = seconds(p, "--session-timeout")?,
+            Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
+            Long("ping-timeout") => edge_timeout = Some(seconds(p, "--ping-timeout")?),
+            Long("shutdown-grace") => cfg.shutdown_grace = seconds(p, "--shutdown-grace")?,
             Long("log-level") => *level = log_level(p)?,
             Long("debug") | Long("ipv6") => {}
             Long(tls @ ("ssl-enabled" | "ssl-keyfile" | "ssl-certfile" | "ssl-ca-certs" | "ssl-ca-cert")) => {
@@ -188,6 +195,10 @@ fn gateway_args(
     cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
     if cfg.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
+    }
+    cfg.heartbeat.timeout = edge_timeout.unwrap_or(cfg.heartbeat.interval * 3);
+    if cfg.heartbeat.timeout <= cfg.heartbeat.interval {
+        return Err("--ping-timeout must be longer than --ping-interval".into());
     }
     Ok(Command::Gateway(cfg))
 }

@@ -57,7 +57,7 @@ impl Log for Logger {
 }
 
 /// RFC 3339 UTC time with milliseconds, from the civil-from-days algorithm (no date crate).
-fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);

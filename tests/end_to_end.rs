@@ -165,7 +165,6 @@ fn register_stops_its_child_on_sigterm_and_when_the_gateway_is_gone() {
     signal(pi.pid(), libc::SIGTERM);
     assert_eq!(pi.wait_exit(Duration::from_secs(10)).code(), Some(0));
     assert!(!alive(pid), "the MCP server outlived register");
-
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
+//! - `resilience`: gateway restarts, silent links, crashing children, signals, health, storms.
 //! - `streamable`: Streamable HTTP: sessions, status codes, streams, per-server endpoints.
 //! - `concurrency`: many sessions calling at once, every answer reaching the caller that asked.
 
@@ -17,4 +18,5 @@ mod concurrency;
 mod end_to_end;
 mod http;
 mod registration;
+mod resilience;
 mod streamable;

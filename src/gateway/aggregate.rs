@@ -206,16 +206,9 @@ fn list_servers(gw: &Gateway) -> Value {
         .servers()
         .iter()
         .map(|up| {
-            let since = up.since.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            json!({
-                "name": up.name,
-                "id": up.id,
-                "remote": up.remote.to_string(),
-                "connectedSince": since,
-                "ready": up.is_ready(),
-                "serverInfo": up.initialize_result()["serverInfo"],
-                "tools": catalog.exposed_for(&up.name),
-            })
+            let mut summary = up.summary();
+            summary["tools"] = json!(catalog.exposed_for(&up.name));
+            summary
         })
         .collect();
     let structured = json!({"servers": servers});

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::server::{Failure, Origin};
 use super::session::{Scope, Session};
-use super::{aggregate, Gateway};
+use super::{aggregate, Gateway, InFlight};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR};
 use crate::thread;
 
@@ -43,7 +43,9 @@ pub(crate) fn handle_message(
         }
         Message::Request { id, method, params } => {
             let (gw2, session2, reply2) = (gw.clone(), session.clone(), reply_to.clone());
+            let in_flight = InFlight::new(gw);
             let spawned = thread::spawn("request", move || {
+                let _in_flight = in_flight;
                 let answer =
                     respond(&gw2, &session2, &id, &method, params, reply2.clone()).unwrap_or(NO_ANSWER);
                 deliver(&session2, reply2.as_ref(), answer);

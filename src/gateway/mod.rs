@@ -19,13 +19,13 @@ pub(crate) mod upstream;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::{Limits, Response};
-use crate::thread;
-use crate::ws::Heartbeat;
+use crate::ws::{Heartbeat, Out};
+use crate::{sys, thread};
 use registry::Registry;
 
 /// Everything `mcpport gateway` was told on its command line, validated.
@@ -57,6 +57,8 @@ pub(crate) struct Config {
     pub heartbeat: Heartbeat,
     /// Largest WebSocket message accepted from an edge.
     pub max_ws_message: usize,
+    /// How long a SIGINT/SIGTERM waits for requests in flight before closing everything.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             keepalive: Duration::from_secs(15),
             heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(60) },
             max_ws_message: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -86,6 +89,26 @@ pub(crate) struct Gateway {
     pub cfg: Config,
     pub registry: Arc<Registry>,
     connections: AtomicUsize,
+    /// Requests being worked on by their own threads (waited for at shutdown).
+    pub in_flight: AtomicUsize,
+    /// Set by SIGINT/SIGTERM: new connections and requests get 503.
+    pub shutting_down: AtomicBool,
+}
+
+/// Counts a request in flight until dropped.
+pub(crate) struct InFlight(Arc<Gateway>);
+
+impl InFlight {
+    pub(crate) fn new(gw: &Arc<Gateway>) -> InFlight {
+        gw.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(gw.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Binds the listening socket, reporting a clear error (address in use, permission, bad host).
@@ -109,7 +132,13 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     if cfg.auth_tokens.is_empty() {
         log::warn!("no --auth-token set: anyone who can reach this port can register servers and call tools");
     }
-    let gw = Arc::new(Gateway { cfg, registry: Arc::new(Registry::new()), connections: AtomicUsize::new(0) });
+    let gw = Arc::new(Gateway {
+        cfg,
+        registry: Arc::new(Registry::new()),
+        connections: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        shutting_down: AtomicBool::new(false),
+    });
     let gw2 = gw.clone();
     thread::spawn("acceptor", move || accept_loop(&gw2, &listener)).map_err(|e| e.to_string())?;
     let gw3 = gw.clone();
@@ -130,13 +159,41 @@ fn expire_sessions(gw: &Gateway) {
     }
 }
 
-/// Binds and serves until the process ends: the whole of `mcpport gateway`.
+/// Binds and serves until SIGINT or SIGTERM, then shuts down gracefully: the whole of
+/// `mcpport gateway`.
 pub(crate) fn run(cfg: Config) -> Result<(), String> {
+    let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = bind(&cfg.host, cfg.port)?;
-    start(cfg, listener)?;
+    let gw = start(cfg, listener)?;
     loop {
-        std::thread::park();
+        let ready = sys::poll(&[(signal_fd, false)], None).map_err(|e| e.to_string())?;
+        if ready[0].readable && sys::take_signal() {
+            break;
+        }
     }
+    shutdown(&gw);
+    Ok(())
+}
+
+/// Stops taking work, lets what is in flight finish (for `--shutdown-grace` at most), then
+/// tells edges (close 1001) and clients (their streams end) and returns.
+fn shutdown(gw: &Gateway) {
+    gw.shutting_down.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + gw.cfg.shutdown_grace;
+    let busy = gw.in_flight.load(Ordering::SeqCst);
+    log::info!("shutting down: {busy} requests in flight, waiting up to {:?}", gw.cfg.shutdown_grace);
+    while gw.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for up in gw.registry.servers() {
+        let _ = up.outbox.send(Out::Close(1001, "the gateway is shutting down".into()));
+    }
+    gw.registry.end_streams();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !gw.registry.servers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::info!("shut down; {} requests were still in flight", gw.in_flight.load(Ordering::SeqCst));
 }
 
 fn accept_loop(gw: &Arc<Gateway>, listener: &TcpListener) {
@@ -160,9 +217,13 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
     };
     let n = gw.connections.fetch_add(1, Ordering::SeqCst);
     let guard = ConnectionGuard(gw.clone());
+    if gw.shutting_down.load(Ordering::SeqCst) {
+        refuse_busy(stream, "the gateway is shutting down");
+        return;
+    }
     if n >= gw.cfg.max_connections {
         log::warn!("refusing {peer}: {n} connections open (--max-connections)");
-        refuse_busy(stream);
+        refuse_busy(stream, "the gateway has too many open connections; try again later");
         return;
     }
     let gw2 = gw.clone();
@@ -175,10 +236,9 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
     }
 }
 
-fn refuse_busy(mut stream: TcpStream) {
+fn refuse_busy(mut stream: TcpStream, why: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let resp = Response::error(503, "the gateway has too many open connections; try again later")
-        .header("Retry-After", "1");
+    let resp = Response::error(503, why).header("Retry-After", "1");
     let _ = resp.write_to(&mut stream, false);
     let _ = stream.flush();
 }

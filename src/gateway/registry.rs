@@ -162,6 +162,13 @@ impl Registry {
         true
     }
 
+    /// Ends every session's stream (at shutdown: SSE clients see their stream end).
+    pub(crate) fn end_streams(&self) {
+        for s in lock(&self.sessions).values() {
+            s.detach_stream();
+        }
+    }
+
     /// Ends Streamable HTTP sessions idle for longer than `max_idle`; returns how many.
     pub(crate) fn expire_sessions(&self, max_idle: std::time::Duration) -> usize {
         let idle: Vec<String> = lock(&self.sessions)

@@ -19,6 +19,8 @@ pub(crate) const REGISTER_PATH: &str = "/mcp/register";
 /// Where a request goes.
 enum Route {
     Health,
+    /// The registered servers, for operators.
+    Servers,
     Register,
     /// Streamable HTTP.
     Mcp(Scope),
@@ -51,6 +53,9 @@ pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: TcpStream, peer: Socke
         let route = route(gw, &req);
         let refusal = match &route {
             Route::Health | Route::NotFound(_) => None,
+            _ if gw.shutting_down.load(std::sync::atomic::Ordering::SeqCst) => {
+                Some(Response::error(503, "the gateway is shutting down").header("Retry-After", "1"))
+            }
             _ if !origin_allowed(gw, &req, local) => {
                 log::warn!(
                     "{peer}: {} {}: Origin {:?} is not allowed",
@@ -72,6 +77,11 @@ pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: TcpStream, peer: Socke
         let resp = match (refusal, route) {
             (Some(resp), _) => resp,
             (None, Route::Health) => health(gw),
+            (None, Route::Servers) => {
+                let servers: Vec<serde_json::Value> =
+                    gw.registry.servers().iter().map(|s| s.summary()).collect();
+                Response::json(200, &json!({"servers": servers}))
+            }
             (None, Route::Register) => return register(gw, conn, &req, peer),
             (None, Route::Mcp(scope)) => match streamable::serve(gw, &mut conn, &req, scope, peer) {
                 Outcome::Respond(resp) => resp,
@@ -107,6 +117,9 @@ fn route(gw: &Gateway, req: &Request) -> Route {
     }
     if path == REGISTER_PATH {
         return Route::Register;
+    }
+    if path == "/servers" || path == "/servers/" {
+        return Route::Servers;
     }
     if same_path(path, &gw.cfg.mcp_path) {
         return Route::Mcp(Scope::All);

@@ -27,6 +27,8 @@ pub(crate) struct Upstream {
     pub id: String,
     pub remote: SocketAddr,
     pub since: SystemTime,
+    /// When the server last sent a message.
+    last_seen: Mutex<SystemTime>,
     pub outbox: Outbox,
     offer: Mutex<Offer>,
     pending: Mutex<Pending>,
@@ -114,10 +116,32 @@ impl Upstream {
             id,
             remote,
             since: SystemTime::now(),
+            last_seen: Mutex::new(SystemTime::now()),
             outbox,
             offer: Mutex::new(Offer::default()),
             pending: Mutex::new(Pending::default()),
         }
+    }
+
+    /// Notes that the server just sent something.
+    pub(crate) fn seen(&self) {
+        *lock(&self.last_seen) = SystemTime::now();
+    }
+
+    /// What operators and `list_servers` see of the server.
+    pub(crate) fn summary(&self) -> Value {
+        let lists = self.lists().unwrap_or_default();
+        serde_json::json!({
+            "name": self.name,
+            "id": self.id,
+            "remote": self.remote.to_string(),
+            "connectedSince": crate::logger::timestamp(self.since),
+            "lastSeen": crate::logger::timestamp(*lock(&self.last_seen)),
+            "ready": self.is_ready(),
+            "serverInfo": self.initialize_result()["serverInfo"],
+            "counts": {"tools": lists.tools.len(), "prompts": lists.prompts.len(),
+                       "resources": lists.resources.len(), "resourceTemplates": lists.templates.len()},
+        })
     }
 
     /// What the server lists, once the handshake has read it.

@@ -132,6 +132,7 @@ pub(crate) fn status_frame(status: &str, id: &str, message: &str) -> Value {
 
 /// Routes one frame from the edge.
 fn on_frame(gw: &Arc<Gateway>, up: &Arc<Upstream>, text: &str) -> Flow {
+    up.seen();
     let msg = match jsonrpc::parse(text.as_bytes()).and_then(jsonrpc::classify) {
         Ok(msg) => msg,
         Err(e) => {
