@@ -61,6 +61,11 @@ Options:
       --ping-timeout <SECS>      Drop a server silent this long [default: 3x interval]
       --shutdown-grace <SECS>    On SIGINT/SIGTERM, wait this long for requests in flight [default: 10]
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
+      --ssl-enabled              Serve https:// and wss:// on the same port
+      --ssl-certfile <FILE>      Certificate chain (PEM)
+      --ssl-keyfile <FILE>       Private key (PEM: PKCS#8, RSA or EC)
+      --ssl-ca-certs <FILE>      Require client certificates signed by this CA (mTLS; alias
+                                 --ssl-ca-cert)
       --debug, --ipv6            Accepted for compatibility with the original (no effect)
   -h, --help                     Print this help
 ";
@@ -93,8 +98,10 @@ Options:
       --health-endpoint <PATH>   Health check path (repeatable) [default: /health]
       --enable-cors              Add CORS headers to health responses
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
-      --no-ssl-verify, --ssl-ca-cert <FILE>
-                                 Accepted for compatibility with the original (wss:// comes later)
+      --ssl-ca-cert <FILE>       Trust this CA for wss:// besides the bundled web roots
+      --no-ssl-verify            Accept any gateway certificate (encrypted, not authenticated!)
+      --ssl-certfile <FILE>      Client certificate (PEM chain) for a gateway that requires mTLS
+      --ssl-keyfile <FILE>       Its private key
   -h, --help                     Print this help
 ";
 
@@ -164,6 +171,7 @@ fn gateway_args(
 ) -> Result<Command, String> {
     let mut cfg = gateway::Config::default();
     let mut edge_timeout = None;
+    let (mut ssl_enabled, mut ssl) = (false, (None, None, None));
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(GATEWAY_HELP)),
@@ -183,11 +191,10 @@ fn gateway_args(
             Long("shutdown-grace") => cfg.shutdown_grace = seconds(p, "--shutdown-grace")?,
             Long("log-level") => *level = log_level(p)?,
             Long("debug") | Long("ipv6") => {}
-            Long(tls @ ("ssl-enabled" | "ssl-keyfile" | "ssl-certfile" | "ssl-ca-certs" | "ssl-ca-cert")) => {
-                return Err(format!(
-                    "--{tls}: TLS is not available in this build yet; put a TLS proxy in front"
-                ))
-            }
+            Long("ssl-enabled") => ssl_enabled = true,
+            Long("ssl-certfile") => ssl.0 = Some(string(p)?),
+            Long("ssl-keyfile") => ssl.1 = Some(string(p)?),
+            Long("ssl-ca-certs" | "ssl-ca-cert") => ssl.2 = Some(string(p)?),
             arg => return Err(arg.unexpected().to_string()),
         }
     }
@@ -196,6 +203,14 @@ fn gateway_args(
     if cfg.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
+    cfg.tls = match (ssl_enabled, ssl) {
+        (false, (None, None, None)) => None,
+        (true, (Some(cert), Some(key), client_ca)) => Some(gateway::TlsFiles { cert, key, client_ca }),
+        (true, _) => return Err("--ssl-enabled needs --ssl-certfile and --ssl-keyfile".into()),
+        (false, _) => {
+            return Err("--ssl-certfile, --ssl-keyfile and --ssl-ca-certs need --ssl-enabled".into())
+        }
+    };
     cfg.heartbeat.timeout = edge_timeout.unwrap_or(cfg.heartbeat.interval * 3);
     if cfg.heartbeat.timeout <= cfg.heartbeat.interval {
         return Err("--ping-timeout must be longer than --ping-interval".into());
@@ -214,6 +229,7 @@ fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Comm
         require_gateway: false,
     };
     let mut ping_timeout = None;
+    let (mut client_cert, mut client_key) = (None, None);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(REGISTER_HELP)),
@@ -232,8 +248,10 @@ fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Comm
             Long("health-host") => health.host = string(p)?,
             Long("health-endpoint") => health.endpoints.push(path(p, "--health-endpoint")?),
             Long("enable-cors") => health.cors = true,
-            Long("ssl-ca-cert") => drop(string(p)?),
-            Long("no-ssl-verify") => {}
+            Long("ssl-ca-cert") => cfg.tls.ca = Some(string(p)?),
+            Long("no-ssl-verify") => cfg.tls.no_verify = true,
+            Long("ssl-certfile") => client_cert = Some(string(p)?),
+            Long("ssl-keyfile") => client_key = Some(string(p)?),
             arg => return Err(arg.unexpected().to_string()),
         }
     }
@@ -246,6 +264,11 @@ fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Comm
     if !cfg.gateway_url.starts_with("ws://") && !cfg.gateway_url.starts_with("wss://") {
         return Err(format!("--gateway-url {:?}: must start with ws:// or wss://", cfg.gateway_url));
     }
+    cfg.tls.identity = match (client_cert, client_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("--ssl-certfile and --ssl-keyfile go together".into()),
+    };
     cfg.heartbeat.timeout = ping_timeout.unwrap_or(cfg.heartbeat.interval * 2);
     if cfg.heartbeat.timeout <= cfg.heartbeat.interval {
         return Err("--ping-timeout must be longer than --ping-interval".into());

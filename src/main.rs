@@ -15,6 +15,7 @@ mod register;
 mod sample_server;
 mod sys;
 mod thread;
+mod tls;
 mod ws;
 
 use std::process::ExitCode;

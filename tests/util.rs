@@ -192,7 +192,7 @@ impl Gateway {
         let mut args = vec!["gateway", "--host", "127.0.0.1", "--port", "0"];
         args.extend_from_slice(extra);
         let proc = Proc::start_env(&args, env);
-        let line = proc.wait_log("listening on http://");
+        let line = proc.wait_log("listening on http");
         let port = line.rsplit(':').next().unwrap().trim().parse().expect("port in the log line");
         Gateway { proc, port }
     }

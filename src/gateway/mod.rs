@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{Limits, Response};
+use crate::http::{Limits, Response, Transport};
 use crate::ws::{Heartbeat, Out};
 use crate::{sys, thread};
 use registry::Registry;
@@ -59,6 +59,17 @@ pub(crate) struct Config {
     pub max_ws_message: usize,
     /// How long a SIGINT/SIGTERM waits for requests in flight before closing everything.
     pub shutdown_grace: Duration,
+    /// Serve https:// and wss:// with these PEM files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The gateway's certificate chain and key, and the CA that client certificates must chain to
+/// (mTLS) when given.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
 }
 
 impl Default for Config {
@@ -80,6 +91,7 @@ impl Default for Config {
             heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(60) },
             max_ws_message: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -93,6 +105,7 @@ pub(crate) struct Gateway {
     pub in_flight: AtomicUsize,
     /// Set by SIGINT/SIGTERM: new connections and requests get 503.
     pub shutting_down: AtomicBool,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Counts a request in flight until dropped.
@@ -121,10 +134,18 @@ pub(crate) fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
 /// Starts the gateway on an already bound listener: the acceptor runs on its own thread.
 pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    log::info!("mcpport gateway {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    let tls = match &cfg.tls {
+        Some(f) => Some(crate::tls::server_config(&f.cert, &f.key, f.client_ca.as_deref())?),
+        None => None,
+    };
+    let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    log::info!("mcpport gateway {} listening on {http}://{addr}", env!("CARGO_PKG_VERSION"));
+    if let Some(TlsFiles { client_ca: Some(ca), .. }) = &cfg.tls {
+        log::info!("mTLS: clients and edges must present a certificate signed by {ca}");
+    }
     log::info!(
         "endpoints: Streamable HTTP {}; legacy SSE GET {} + POST {}; per server /servers/NAME/{{mcp,sse}}; \
-         edge registration ws://{addr}/mcp/register; health GET /health",
+         edge registration {ws}://{addr}/mcp/register; health GET /health",
         cfg.mcp_path,
         cfg.sse_path,
         cfg.messages_path
@@ -138,6 +159,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         connections: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
+        tls,
     });
     let gw2 = gw.clone();
     thread::spawn("acceptor", move || accept_loop(&gw2, &listener)).map_err(|e| e.to_string())?;
@@ -229,7 +251,16 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
     let gw2 = gw.clone();
     let spawned = thread::spawn(format!("conn-{peer}"), move || {
         let _guard = guard;
-        routes::serve_connection(&gw2, stream, peer);
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let transport: Box<dyn Transport> = match &gw2.tls {
+            None => Box::new(stream),
+            Some(config) => match crate::tls::accept(config.clone(), stream) {
+                Ok(tls) => Box::new(tls),
+                Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),
+            },
+        };
+        routes::serve_connection(&gw2, transport, peer, local);
     });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for {peer}: {e}");

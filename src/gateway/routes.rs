@@ -2,7 +2,7 @@
 //! and path. Most routes answer and loop; two take the connection over for good: the legacy SSE
 //! stream and the edge registration WebSocket.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -31,10 +31,13 @@ enum Route {
 }
 
 /// Serves one accepted connection until it closes, errs, or becomes a long-lived stream.
-pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok();
-    let mut conn = Conn::new(Box::new(stream) as Box<dyn Transport>);
+pub(crate) fn serve_connection(
+    gw: &Arc<Gateway>,
+    stream: Box<dyn Transport>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) {
+    let mut conn = Conn::new(stream);
     loop {
         let req = match conn.read_request(&gw.cfg.limits) {
             Ok(req) => req,

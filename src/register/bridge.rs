@@ -41,18 +41,29 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
     let url = &cfg.gateway_url;
     let request = build_request(cfg)?;
     let uri = request.uri().clone();
-    if uri.scheme_str() != Some("ws") {
-        return Err(format!("{url}: only ws:// URLs are supported by this build (wss:// comes with TLS)"));
-    }
+    let secure = uri.scheme_str() == Some("wss");
     let host =
         uri.host().ok_or_else(|| format!("{url}: no host"))?.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let stream = dial(host, port).map_err(|e| format!("cannot reach the gateway at {host}:{port}: {e}"))?;
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| e.to_string())?;
     let config = WebSocketConfig::default().max_message_size(Some(cfg.max_ws_message));
-    let boxed: Box<dyn Transport> = Box::new(stream);
+    let boxed: Box<dyn Transport> = if secure {
+        let tls = crate::tls::client_config(&cfg.tls)?;
+        let stream = crate::tls::connect(tls, host, stream).map_err(|e| {
+            let hint = if e.to_string().contains("certificate") {
+                " (a private CA? pass it with --ssl-ca-cert)"
+            } else {
+                ""
+            };
+            format!("TLS with {host}:{port} failed: {e}{hint}")
+        })?;
+        Box::new(stream)
+    } else {
+        Box::new(stream)
+    };
     match tungstenite::client::client_with_config(request, boxed, Some(config)) {
         Ok((ws, _response)) => {
             let _ = ws.get_ref().socket().set_write_timeout(None);

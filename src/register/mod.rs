@@ -42,6 +42,8 @@ pub(crate) struct Config {
     pub require_gateway: bool,
     pub restart: Restart,
     pub health: Option<health::Config>,
+    /// What wss:// trusts and presents.
+    pub tls: crate::tls::ClientOptions,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             require_gateway: false,
             restart: Restart::Never,
             health: None,
+            tls: crate::tls::ClientOptions::default(),
         }
     }
 }
@@ -77,6 +80,11 @@ const LINK_QUEUE: usize = 256;
 /// Runs register to the end; returns the process exit status.
 pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    if cfg.tls.no_verify {
+        log::warn!(
+            "--no-ssl-verify: the gateway's certificate is NOT checked; anyone in the path can pose as it"
+        );
+    }
     let status = Arc::new(Status::default());
     if let Some(h) = &cfg.health {
         health::start(h.clone(), status.clone())?;
@@ -96,8 +104,14 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
         if let Some(code) = sup.ensure_child(&inbox, signal_fd)? {
             return Ok(code);
         }
-        let mut ws = match bridge::connect(cfg).and_then(|mut ws| bridge::register(&mut ws, cfg).map(|()| ws))
-        {
+        let connected = bridge::connect(cfg).and_then(|mut ws| {
+            // The first child starts once the gateway answers: its initialize comes next.
+            if sup.child.is_none() {
+                sup.spawn()?;
+            }
+            bridge::register(&mut ws, cfg).map(|()| ws)
+        });
+        let mut ws = match connected {
             Ok(ws) => ws,
             Err(why) if !ever_connected && cfg.require_gateway => {
                 sup.stop("the gateway cannot be reached (--require-gateway)");
@@ -121,7 +135,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
             cfg.server_name,
             cfg.server_id
         );
-        let child = sup.child.as_ref().expect("ensure_child started one");
+        let child = sup.child.as_ref().expect("started before registering");
         let link = Link { inbox: &inbox, outbox: &sup.wiring.to_gateway, child, init: &sup.wiring.init };
         let ended = bridge::relay(&mut ws, &link, cfg, signal_fd);
         drop(ws);
@@ -165,13 +179,10 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
-    /// Starts the child if none runs yet, or brings it back after it exited if the policy says
-    /// so. `Some(status)`: register should exit with it.
+    /// Brings the child back after it exited, if the policy says so. `Some(status)`: register
+    /// should exit with it.
     fn ensure_child(&mut self, inbox: &Inbox, signal_fd: i32) -> Result<Option<i32>, String> {
-        let Some(child) = self.child.as_mut() else {
-            self.spawn()?;
-            return Ok(None);
-        };
+        let Some(child) = self.child.as_mut() else { return Ok(None) };
         let Some(status) = child.try_wait() else { return Ok(None) };
         let pid = child.pid();
         let (code, failed) = (child::exit_code(status), !status.success());

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Makes a private CA, a server certificate for the gateway and a client certificate for edges
+# (mTLS), the workflow of the original mcpport's README, with openssl.
+#
+#   scripts/generate-certs.sh --domain gateway.example.com [--ip 203.0.113.7] [--out certs]
+#                             [--days 825] [--key ec|rsa|rsa-pkcs1|ec-sec1]
+#
+# Writes into --out (default certs/): ca.crt ca.key, server.crt (server + CA chain) server.key,
+# client.crt (client + CA chain) client.key. The server certificate names --domain, localhost,
+# 127.0.0.1 and ::1 (plus --ip). Keys are PKCS#8 PEM (ec: P-256, rsa: 2048 bits), PKCS#1
+# ("BEGIN RSA PRIVATE KEY", rsa-pkcs1) or SEC1 ("BEGIN EC PRIVATE KEY", ec-sec1). Existing files
+# in --out are replaced.
+set -euo pipefail
+
+domain=localhost out=certs days=825 key=ec extra_ip=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --domain) domain=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --days) days=$2; shift 2 ;;
+        --key) key=$2; shift 2 ;;
+        --ip) extra_ip=$2; shift 2 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "generate-certs: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+command -v openssl >/dev/null || { echo "generate-certs: openssl is needed (apt-get install openssl)" >&2; exit 1; }
+mkdir -p "$out"
+cd "$out"
+
+new_key() { # FILE
+    case $key in
+        ec) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null ;;
+        rsa) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null ;;
+        rsa-pkcs1) openssl genrsa -traditional -out "$1" 2048 2>/dev/null ;;
+        ec-sec1) openssl ecparam -name prime256v1 -genkey -noout -out "$1" ;;
+        *) echo "generate-certs: --key must be ec, rsa, rsa-pkcs1 or ec-sec1" >&2; exit 2 ;;
+    esac
+    chmod 600 "$1"
+}
+
+sign() { # NAME SUBJECT EXTENSIONS
+    new_key "$1.key"
+    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
+    printf '%b' "$3" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" -sha256 \
+        -extfile "$1.ext" -out "$1.leaf.crt" 2>/dev/null
+    cat "$1.leaf.crt" ca.crt >"$1.crt"
+    rm -f "$1.csr" "$1.ext" "$1.leaf.crt"
+}
+
+new_key ca.key
+openssl req -x509 -new -key ca.key -sha256 -days "$days" -subj "/CN=mcpport private CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt
+
+san="DNS:$domain,DNS:localhost,IP:127.0.0.1,IP:::1${extra_ip:+,IP:$extra_ip}"
+sign server "/CN=$domain" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=$san\n"
+sign client "/CN=mcpport-edge" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+rm -f ca.srl
+
+echo "generate-certs: wrote $(pwd)/{ca,server,client}.{crt,key} for $domain ($key keys, $days days)"
+echo "  gateway:  mcpport gateway --ssl-enabled --ssl-certfile $out/server.crt --ssl-keyfile $out/server.key [--ssl-ca-certs $out/ca.crt]"
+echo "  register: mcpport register --gateway-url wss://$domain:8765/mcp/register --ssl-ca-cert $out/ca.crt [--ssl-certfile $out/client.crt --ssl-keyfile $out/client.key] ..."
