@@ -8,6 +8,7 @@
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
 //! - `resilience`: gateway restarts, silent links, crashing children, signals, health, storms.
 //! - `streamable`: Streamable HTTP: sessions, status codes, streams, per-server endpoints.
+//! - `tls`: https/wss, private CAs, mTLS, key formats, bad files.
 //! - `concurrency`: many sessions calling at once, every answer reaching the caller that asked.
 
 mod util;
@@ -20,3 +21,4 @@ mod http;
 mod registration;
 mod resilience;
 mod streamable;
+mod tls;

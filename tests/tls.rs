@@ -1,0 +1,183 @@
+//! TLS and mTLS with certificates made by scripts/generate-certs.sh: https:// and wss:// on the
+//! gateway's one port, register trusting a private CA (or not verifying), client certificates
+//! required and presented, every key format, and clear errors for bad files.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::util::{Gateway, Proc, Watchdog};
+
+/// A fresh directory of certificates with keys of `kind` (ec, rsa, rsa-pkcs1, ec-sec1).
+fn certs(kind: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "mcpport-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/generate-certs.sh");
+    let out =
+        Command::new("bash").args([script, "--out", dir.to_str().unwrap(), "--key", kind]).output().unwrap();
+    assert!(out.status.success(), "generate-certs: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn file(dir: &PathBuf, name: &str) -> String {
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+/// A gateway serving TLS with the certificates in `dir` (mTLS when `mtls`).
+fn tls_gateway(dir: &PathBuf, mtls: bool) -> Gateway {
+    let (cert, key, ca) = (file(dir, "server.crt"), file(dir, "server.key"), file(dir, "ca.crt"));
+    let mut args = vec!["--ssl-enabled", "--ssl-certfile", &cert, "--ssl-keyfile", &key];
+    if mtls {
+        args.extend(["--ssl-ca-certs", &ca]);
+    }
+    let gw = Gateway::start(&args);
+    gw.proc.wait_log("listening on https://");
+    gw
+}
+
+/// GET /health over TLS, trusting the CA of `dir`, presenting the client certificate if asked.
+fn https_health(port: u16, dir: &PathBuf, client_cert: bool) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join("ca.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if client_cert {
+        let chain =
+            CertificateDer::pem_file_iter(dir.join("client.crt")).unwrap().map(|c| c.unwrap()).collect();
+        builder
+            .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(dir.join("client.key")).unwrap())
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let req = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    match tls.read_to_string(&mut out) {
+        Ok(_) => Ok(out),
+        Err(_) if out.starts_with("HTTP/1.1") => Ok(out), // a close without close_notify
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn register(gw: &Gateway, name: &str, extra: &[&str]) -> Proc {
+    let url = format!("wss://localhost:{}/mcp/register", gw.port);
+    let stdio = format!("{} sample-server", crate::util::BIN);
+    let mut args = vec![
+        "register",
+        "--stdio",
+        &stdio,
+        "--gateway-url",
+        &url,
+        "--server-name",
+        name,
+        "--require-gateway",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+#[test]
+fn https_and_wss_on_one_port_with_a_private_ca() {
+    let _w = Watchdog::new("https_and_wss", Duration::from_secs(60));
+    let dir = certs("ec");
+    let gw = tls_gateway(&dir, false);
+    assert!(https_health(gw.port, &dir, false).unwrap().contains("\"status\":\"ok\""));
+
+    let ca = file(&dir, "ca.crt");
+    let pi = register(&gw, "pi", &["--ssl-ca-cert", &ca]);
+    pi.wait_log("registered as");
+
+    let mut untrusting = register(&gw, "nope", &[]);
+    assert_eq!(untrusting.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(untrusting.log_text().contains("--ssl-ca-cert"), "{}", untrusting.log_text());
+
+    let blind = register(&gw, "blind", &["--no-ssl-verify"]);
+    blind.wait_log("registered as");
+    assert!(blind.log_text().contains("NOT checked"));
+
+    // Plain HTTP on the TLS port is a failed handshake (a TLS alert, record type 21), and the
+    // gateway goes on serving.
+    let mut plain = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+    gw.proc.wait_log("TLS handshake failed");
+    assert!(https_health(gw.port, &dir, false).is_ok());
+}
+
+#[test]
+fn mtls_requires_a_client_certificate_from_the_ca() {
+    let _w = Watchdog::new("mtls", Duration::from_secs(60));
+    let dir = certs("ec");
+    let gw = tls_gateway(&dir, true);
+    assert!(https_health(gw.port, &dir, false).is_err(), "no client certificate, no service");
+    assert!(https_health(gw.port, &dir, true).unwrap().contains("\"status\":\"ok\""));
+
+    let ca = file(&dir, "ca.crt");
+    let mut anonymous = register(&gw, "anon", &["--ssl-ca-cert", &ca]);
+    assert_eq!(anonymous.wait_exit(Duration::from_secs(10)).code(), Some(1));
+
+    let (cert, key) = (file(&dir, "client.crt"), file(&dir, "client.key"));
+    let pi = register(&gw, "pi", &["--ssl-ca-cert", &ca, "--ssl-certfile", &cert, "--ssl-keyfile", &key]);
+    pi.wait_log("registered as");
+
+    // A certificate from another CA does not pass.
+    let other = certs("ec");
+    let (cert, key) = (file(&other, "client.crt"), file(&other, "client.key"));
+    let mut stranger =
+        register(&gw, "stranger", &["--ssl-ca-cert", &ca, "--ssl-certfile", &cert, "--ssl-keyfile", &key]);
+    assert_eq!(stranger.wait_exit(Duration::from_secs(10)).code(), Some(1));
+}
+
+#[test]
+fn every_key_format_loads() {
+    let _w = Watchdog::new("key_formats", Duration::from_secs(60));
+    for kind in ["rsa", "rsa-pkcs1", "ec-sec1"] {
+        let dir = certs(kind);
+        let gw = tls_gateway(&dir, false);
+        assert!(https_health(gw.port, &dir, false).unwrap().contains("\"status\":\"ok\""), "{kind}");
+    }
+}
+
+#[test]
+fn bad_tls_files_are_clear_errors() {
+    let _w = Watchdog::new("bad_tls_files", Duration::from_secs(60));
+    let (a, b) = (certs("ec"), certs("ec"));
+    let missing = file(&a, "nope.crt");
+    let (cert, key, other_key) = (file(&a, "server.crt"), file(&a, "server.key"), file(&b, "server.key"));
+    for (args, needle) in [
+        (vec!["--ssl-enabled", "--ssl-certfile", &missing, "--ssl-keyfile", &key], "nope.crt"),
+        (vec!["--ssl-enabled", "--ssl-certfile", &cert, "--ssl-keyfile", &other_key], "does the key belong"),
+        (vec!["--ssl-enabled", "--ssl-certfile", &key, "--ssl-keyfile", &key], "no PEM certificate"),
+    ] {
+        let mut all = vec!["gateway", "--host", "127.0.0.1", "--port", "0"];
+        all.extend(args);
+        let mut p = Proc::start(&all);
+        assert_eq!(p.wait_exit(Duration::from_secs(10)).code(), Some(1));
+        assert!(p.log_text().contains(needle), "{needle}: {}", p.log_text());
+    }
+}
