@@ -57,9 +57,12 @@ pub(crate) fn run(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
 }
 
 fn initialize_and_list(gw: &Gateway, up: &Upstream) -> Result<Lists, String> {
+    // The gateway routes these requests to the client whose call caused them (and answers the
+    // server with an error when that client lacks the capability), so it declares them all: a
+    // server that checks capabilities before asking would otherwise never ask.
     let params = json!({
         "protocolVersion": LATEST_VERSION,
-        "capabilities": {},
+        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
         "clientInfo": {"name": "mcpport-gateway", "version": env!("CARGO_PKG_VERSION")},
     });
     let init = up

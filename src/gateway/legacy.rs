@@ -12,7 +12,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 
 use super::session::{Kind, Scope, Session};
-use super::{mcp, Gateway};
+use super::{mcp, Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::{jsonrpc, sys};
@@ -26,6 +26,7 @@ pub(crate) fn open_stream(
     scope: Scope,
     messages_path: &str,
 ) {
+    let _stream = Tally::new(&gw.streams);
     let id = sys::random_hex(16);
     let session = Arc::new(Session::new(id.clone(), Kind::LegacySse, scope));
     let rx = session.attach_stream().expect("a new session has no stream");

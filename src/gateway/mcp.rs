@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::server::{Failure, Origin};
 use super::session::{Scope, Session};
-use super::{aggregate, Gateway, InFlight};
+use super::{aggregate, Gateway, Tally};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR};
 use crate::thread;
 
@@ -43,7 +43,7 @@ pub(crate) fn handle_message(
         }
         Message::Request { id, method, params } => {
             let (gw2, session2, reply2) = (gw.clone(), session.clone(), reply_to.clone());
-            let in_flight = InFlight::new(gw);
+            let in_flight = Tally::new(&gw.in_flight);
             let spawned = thread::spawn("request", move || {
                 let _in_flight = in_flight;
                 let answer =
@@ -101,6 +101,10 @@ pub(crate) fn respond(
         (_, "ping") => Ok(json!({})),
         (Scope::All, _) => aggregate::respond(gw, session, id, method, params, reply_to),
         (Scope::Server(name), _) => {
+            if method == "logging/setLevel" {
+                let level = params["level"].as_str().map(String::from);
+                session.update(|s| s.log_level = level);
+            }
             let origin =
                 Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
             forward(gw, name, method, params, origin)

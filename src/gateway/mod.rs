@@ -102,25 +102,34 @@ pub(crate) struct Gateway {
     pub registry: Arc<Registry>,
     connections: AtomicUsize,
     /// Requests being worked on by their own threads (waited for at shutdown).
-    pub in_flight: AtomicUsize,
+    pub in_flight: Arc<AtomicUsize>,
+    /// SSE streams being written (their last events are flushed before exit).
+    pub streams: Arc<AtomicUsize>,
     /// Set by SIGINT/SIGTERM: new connections and requests get 503.
     pub shutting_down: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Counts a request in flight until dropped.
-pub(crate) struct InFlight(Arc<Gateway>);
+/// Counts one unit of work (a request in flight, an open stream) until dropped.
+pub(crate) struct Tally(Arc<AtomicUsize>);
 
-impl InFlight {
-    pub(crate) fn new(gw: &Arc<Gateway>) -> InFlight {
-        gw.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(gw.clone())
+impl Tally {
+    pub(crate) fn new(counter: &Arc<AtomicUsize>) -> Tally {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Tally(counter.clone())
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Tally {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until `counter` is zero or `deadline` passes.
+fn drain(counter: &AtomicUsize, deadline: Instant) {
+    while counter.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -157,7 +166,8 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         cfg,
         registry: Arc::new(Registry::new()),
         connections: AtomicUsize::new(0),
-        in_flight: AtomicUsize::new(0),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        streams: Arc::new(AtomicUsize::new(0)),
         shutting_down: AtomicBool::new(false),
         tls,
     });
@@ -204,14 +214,14 @@ fn shutdown(gw: &Gateway) {
     let deadline = Instant::now() + gw.cfg.shutdown_grace;
     let busy = gw.in_flight.load(Ordering::SeqCst);
     log::info!("shutting down: {busy} requests in flight, waiting up to {:?}", gw.cfg.shutdown_grace);
-    while gw.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    drain(&gw.in_flight, deadline);
     for up in gw.registry.servers() {
         let _ = up.outbox.send(Out::Close(1001, "the gateway is shutting down".into()));
     }
     gw.registry.end_streams();
+    // Streams write what is queued and end; edges answer the close.
     let deadline = Instant::now() + Duration::from_secs(2);
+    drain(&gw.streams, deadline);
     while !gw.registry.servers().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -281,20 +281,36 @@ impl Registry {
         }
     }
 
-    /// Forwards a server's log message to the aggregated sessions that asked for this level,
-    /// with the server's name in front of the logger's.
+    /// Forwards a server's log message. While a client request is in flight at the server, the
+    /// message belongs to it (over stdio a server cannot say so; the newest request is the best
+    /// guess) and goes to that client, on the request's own stream when it has one. Otherwise
+    /// it goes to the sessions that asked for logs at this level with `logging/setLevel`. Never
+    /// to anyone else: one client's logs are not another's business. On the aggregated view the
+    /// server's name goes in front of the logger's.
     pub(crate) fn log_message(&self, up: &Upstream, params: &Value) {
         let level = severity(params["level"].as_str().unwrap_or("info"));
-        let mut params = params.clone();
-        params["logger"] = match params["logger"].as_str() {
-            Some(logger) => Value::String(format!("{}/{logger}", up.name)),
-            None => Value::String(up.name.clone()),
+        let wants = |s: &Session| s.state().log_level.is_none_or(|min| level >= severity(&min));
+        let note = |s: &Session| {
+            let mut p = params.clone();
+            if s.scope == Scope::All {
+                p["logger"] = match params["logger"].as_str() {
+                    Some(logger) => Value::String(format!("{}/{logger}", up.name)),
+                    None => Value::String(up.name.clone()),
+                };
+            }
+            jsonrpc::notification("notifications/message", p)
         };
-        let note = jsonrpc::notification("notifications/message", params);
+        if let Some(origin) = up.latest_origin() {
+            if wants(&origin.session) {
+                origin.send(note(&origin.session));
+            }
+            return;
+        }
+        let own = Scope::Server(up.name.clone());
         let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
-        for s in sessions.iter().filter(|s| s.scope == Scope::All) {
-            if s.state().log_level.is_some_and(|min| level >= severity(&min)) {
-                s.send(note.clone());
+        for s in sessions.iter().filter(|s| s.scope == Scope::All || s.scope == own) {
+            if s.state().log_level.is_some() && wants(s) {
+                s.send(note(s));
             }
         }
     }

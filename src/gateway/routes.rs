@@ -207,7 +207,7 @@ fn health(gw: &Gateway) -> Response {
         &json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
-            "servers": gw.registry.servers().len(),
+            "servers": gw.registry.servers().iter().filter(|s| s.is_ready()).count(),
             "sessions": gw.registry.session_count(),
         }),
     )

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::mcp::{self, SUPPORTED_VERSIONS};
 use super::session::{Kind, Scope, Session};
-use super::Gateway;
+use super::{Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::jsonrpc::{self, Message, INVALID_REQUEST};
@@ -135,6 +135,7 @@ fn answer(
             return respond(resp);
         }
     }
+    let _stream = Tally::new(&gw.streams);
     let Ok(mut sse) = SseWriter::start(&mut conn.stream, &headers) else { return Outcome::Close };
     let mut next = first;
     while left > 0 {
@@ -192,6 +193,7 @@ fn get(
     let Some(rx) = session.attach_stream() else {
         return respond(Response::error(409, "this session already has a stream open"));
     };
+    let _stream = Tally::new(&gw.streams);
     log::info!("session {}: stream opened by {peer}", session.id);
     let why = match SseWriter::start(&mut conn.stream, &[]) {
         Ok(mut sse) => loop {

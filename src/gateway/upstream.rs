@@ -174,11 +174,7 @@ fn on_notification(gw: &Arc<Gateway>, up: &Arc<Upstream>, method: &str, params: 
         "notifications/resources/updated" => {
             gw.registry.resource_updated(up, params.unwrap_or_else(|| json!({})))
         }
-        "notifications/message" => {
-            let params = params.unwrap_or_else(|| json!({}));
-            gw.registry.log_message(up, &params);
-            gw.registry.broadcast(&own, &jsonrpc::notification(method, params));
-        }
+        "notifications/message" => gw.registry.log_message(up, &params.unwrap_or_else(|| json!({}))),
         _ => {
             let changed = ListKind::ALL.into_iter().filter(|k| k.changed_notification() == method);
             for kind in changed {

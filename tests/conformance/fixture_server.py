@@ -1,0 +1,530 @@
+"""A stdio MCP server offering what the official MCP conformance suite's server scenarios ask for.
+
+Written for mcpport's conformance run (scripts/conformance.sh): mcpport registers it with a
+gateway, and the suite (`@modelcontextprotocol/conformance server`) tests it through the gateway's
+HTTP endpoints. It is built on the low-level `Server` of the official MCP Python SDK (`pip install
+mcp`, 2.x), so what goes on the wire is exactly what the handlers below return.
+
+What it offers follows the "Server Implementation Requirements" of the suite's scenarios for
+protocol 2025-11-25 (`src/scenarios/server/*.ts` in modelcontextprotocol/conformance):
+
+- tools: test_simple_text, test_image_content, test_audio_content, test_embedded_resource,
+  test_multiple_content_types, test_tool_with_logging, test_tool_with_progress,
+  test_error_handling, test_sampling, test_elicitation, test_elicitation_sep1034_defaults,
+  test_elicitation_sep1330_enums
+- resources: test://static-text, test://static-binary, test://watched-resource (subscribable);
+  template test://template/{id}/data
+- prompts: test_simple_prompt, test_prompt_with_arguments, test_prompt_with_embedded_resource,
+  test_prompt_with_image
+- logging/setLevel, completion/complete, ping
+
+`--prefix-free` drops the leading `test_` of every tool and prompt name. Registered with a gateway
+under the server name `test`, the aggregated endpoint (which exposes `{server}_{name}`) then shows
+the names the suite expects.
+
+Server-to-client requests (sampling, elicitation) are sent only when the client declared the
+capability, as the suite's scenarios and the spec require; otherwise the tool answers with
+`isError: true` and says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import struct
+import sys
+import warnings
+import wave
+import zlib
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
+
+# logging/setLevel, sampling and the handler-side logging helpers are deprecated as of protocol
+# 2026-07-28; this fixture speaks the dated versions, where they are current.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
+
+RESOURCE_NOT_FOUND = -32002  # 2024-11-05 … 2025-11-25
+LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+
+def png_1x1_red() -> str:
+    """A 1x1 red PNG, base64."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 8-bit RGB
+    pixels = zlib.compress(b"\x00\xff\x00\x00")  # filter byte, then R G B
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+def wav_silence() -> str:
+    """10 ms of 8 kHz mono 16-bit silence as a WAV file, base64."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 80)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+PNG = png_1x1_red()
+WAV = wav_silence()
+
+NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+class Fixture:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.log_level: str | None = None  # none set: everything is sent
+        self.subscriptions: set[str] = set()
+        self.tools = {
+            self.name("simple_text"): ("Returns a simple text response.", NO_ARGS, self.simple_text),
+            self.name("image_content"): ("Returns a 1x1 PNG image.", NO_ARGS, self.image_content),
+            self.name("audio_content"): ("Returns a short WAV clip.", NO_ARGS, self.audio_content),
+            self.name("embedded_resource"): (
+                "Returns an embedded text resource.",
+                NO_ARGS,
+                self.embedded_resource,
+            ),
+            self.name("multiple_content_types"): (
+                "Returns text, an image and an embedded resource.",
+                NO_ARGS,
+                self.multiple_content_types,
+            ),
+            self.name("tool_with_logging"): (
+                "Sends three log messages while it runs.",
+                NO_ARGS,
+                self.tool_with_logging,
+            ),
+            self.name("tool_with_progress"): (
+                "Reports progress 0, 50 and 100 of 100 while it runs.",
+                NO_ARGS,
+                self.tool_with_progress,
+            ),
+            self.name("error_handling"): ("Always fails with isError: true.", NO_ARGS, self.error_handling),
+            self.name("sampling"): (
+                "Asks the client's LLM to answer a prompt (sampling/createMessage).",
+                {
+                    "type": "object",
+                    "properties": {"prompt": {"type": "string", "description": "The prompt to send to the LLM"}},
+                    "required": ["prompt"],
+                },
+                self.sampling,
+            ),
+            self.name("elicitation"): (
+                "Asks the user for a username and an email address (elicitation/create).",
+                {
+                    "type": "object",
+                    "properties": {"message": {"type": "string", "description": "The message to show the user"}},
+                    "required": ["message"],
+                },
+                self.elicitation,
+            ),
+            self.name("elicitation_sep1034_defaults"): (
+                "Elicits a form whose fields all have default values (SEP-1034).",
+                NO_ARGS,
+                self.elicitation_defaults,
+            ),
+            self.name("elicitation_sep1330_enums"): (
+                "Elicits a form with every kind of enum field (SEP-1330).",
+                NO_ARGS,
+                self.elicitation_enums,
+            ),
+        }
+        self.prompts = {
+            self.name("simple_prompt"): ("A prompt without arguments.", [], self.simple_prompt),
+            self.name("prompt_with_arguments"): (
+                "A prompt with two required arguments.",
+                [
+                    {"name": "arg1", "description": "First test argument", "required": True},
+                    {"name": "arg2", "description": "Second test argument", "required": True},
+                ],
+                self.prompt_with_arguments,
+            ),
+            self.name("prompt_with_embedded_resource"): (
+                "A prompt that embeds a resource.",
+                [{"name": "resourceUri", "description": "URI of the resource to embed", "required": True}],
+                self.prompt_with_embedded_resource,
+            ),
+            self.name("prompt_with_image"): ("A prompt with an image.", [], self.prompt_with_image),
+        }
+
+    def name(self, base: str) -> str:
+        return self.prefix + base
+
+    # ---- tools ----
+
+    async def list_tools(self, ctx: Any, params: Any) -> dict[str, Any]:
+        return {
+            "tools": [
+                {"name": name, "description": description, "inputSchema": schema}
+                for name, (description, schema, _) in self.tools.items()
+            ]
+        }
+
+    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> dict[str, Any]:
+        entry = self.tools.get(params.name)
+        if entry is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
+        return await entry[2](ctx, params.arguments or {})
+
+    @staticmethod
+    def text(text: str, is_error: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
+        if is_error:
+            result["isError"] = True
+        return result
+
+    async def simple_text(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return self.text("This is a simple text response for testing.")
+
+    async def image_content(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return {"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}
+
+    async def audio_content(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return {"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}
+
+    async def embedded_resource(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        resource = {
+            "uri": "test://embedded-resource",
+            "mimeType": "text/plain",
+            "text": "This is an embedded resource content.",
+        }
+        return {"content": [{"type": "resource", "resource": resource}]}
+
+    async def multiple_content_types(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        resource = {
+            "uri": "test://mixed-content-resource",
+            "mimeType": "application/json",
+            "text": json.dumps({"test": "data", "value": 123}, separators=(",", ":")),
+        }
+        return {
+            "content": [
+                {"type": "text", "text": "Multiple content types test:"},
+                {"type": "image", "data": PNG, "mimeType": "image/png"},
+                {"type": "resource", "resource": resource},
+            ]
+        }
+
+    async def log(self, ctx: Any, level: str, data: Any) -> None:
+        """A log message related to the request being handled, if the level is enabled."""
+        if self.log_level is not None and LEVELS.index(level) < LEVELS.index(self.log_level):
+            return
+        await ctx.session.send_log_message(level, data, logger="fixture", related_request_id=ctx.request_id)
+
+    async def tool_with_logging(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        await self.log(ctx, "info", "Tool execution started")
+        await anyio.sleep(0.05)
+        await self.log(ctx, "info", "Tool processing data")
+        await anyio.sleep(0.05)
+        await self.log(ctx, "info", "Tool execution completed")
+        return self.text("Tool with logging executed successfully")
+
+    async def tool_with_progress(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        # report_progress uses the request's own progress token, and does nothing without one.
+        for i, progress in enumerate((0, 50, 100)):
+            if i:
+                await anyio.sleep(0.05)
+            await ctx.session.report_progress(progress, 100, f"step {i + 1} of 3")
+        return self.text("Tool with progress executed successfully")
+
+    async def error_handling(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return self.text("This tool intentionally returns an error for testing", is_error=True)
+
+    @staticmethod
+    def client_can(ctx: Any, capability: str) -> bool:
+        caps = ctx.session.client_capabilities
+        return caps is not None and getattr(caps, capability, None) is not None
+
+    async def sampling(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.client_can(ctx, "sampling"):
+            return self.text("Cannot sample: the client did not declare the sampling capability", is_error=True)
+        message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=str(args.get("prompt", ""))))
+        result = await ctx.session.create_message([message], max_tokens=100, related_request_id=ctx.request_id)
+        content = result.content
+        text = getattr(content, "text", None) if not isinstance(content, list) else None
+        return self.text(f"LLM response: {text if text is not None else content}")
+
+    async def elicit(self, ctx: Any, message: str, schema: dict[str, Any]) -> types.ElicitResult | None:
+        if not self.client_can(ctx, "elicitation"):
+            return None
+        return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+
+    NO_ELICITATION = "Cannot elicit: the client did not declare the elicitation capability"
+
+    async def elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        schema = {
+            "type": "object",
+            "properties": {
+                "username": {"type": "string", "description": "User's response"},
+                "email": {"type": "string", "description": "User's email address"},
+            },
+            "required": ["username", "email"],
+        }
+        result = await self.elicit(ctx, str(args.get("message", "")), schema)
+        if result is None:
+            return self.text(self.NO_ELICITATION, is_error=True)
+        return self.text(f"User response: action={result.action}, content={json.dumps(result.content)}")
+
+    async def elicitation_defaults(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                "age": {"type": "integer", "description": "User age", "default": 30},
+                "score": {"type": "number", "description": "User score", "default": 95.5},
+                "status": {
+                    "type": "string",
+                    "description": "User status",
+                    "enum": ["active", "inactive", "pending"],
+                    "default": "active",
+                },
+                "verified": {"type": "boolean", "description": "Verification status", "default": True},
+            },
+        }
+        result = await self.elicit(ctx, "Please review and update the form fields with defaults", schema)
+        if result is None:
+            return self.text(self.NO_ELICITATION, is_error=True)
+        return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
+
+    async def elicitation_enums(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        schema = {
+            "type": "object",
+            "properties": {
+                "untitledSingle": {
+                    "type": "string",
+                    "description": "Pick one option",
+                    "enum": ["option1", "option2", "option3"],
+                },
+                "titledSingle": {
+                    "type": "string",
+                    "description": "Pick one titled option",
+                    "oneOf": [
+                        {"const": "value1", "title": "First Option"},
+                        {"const": "value2", "title": "Second Option"},
+                        {"const": "value3", "title": "Third Option"},
+                    ],
+                },
+                "legacyEnum": {
+                    "type": "string",
+                    "description": "Pick one (legacy titled enum)",
+                    "enum": ["opt1", "opt2", "opt3"],
+                    "enumNames": ["Option One", "Option Two", "Option Three"],
+                },
+                "untitledMulti": {
+                    "type": "array",
+                    "description": "Pick several options",
+                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                },
+                "titledMulti": {
+                    "type": "array",
+                    "description": "Pick several titled options",
+                    "items": {
+                        "anyOf": [
+                            {"const": "value1", "title": "First Choice"},
+                            {"const": "value2", "title": "Second Choice"},
+                            {"const": "value3", "title": "Third Choice"},
+                        ]
+                    },
+                },
+            },
+        }
+        result = await self.elicit(ctx, "Please choose from the enum fields", schema)
+        if result is None:
+            return self.text(self.NO_ELICITATION, is_error=True)
+        return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
+
+    # ---- resources ----
+
+    STATIC = {
+        "test://static-text": {
+            "name": "static-text",
+            "description": "A static text resource",
+            "mimeType": "text/plain",
+            "text": "This is the content of the static text resource.",
+        },
+        "test://static-binary": {
+            "name": "static-binary",
+            "description": "A static binary resource (a 1x1 PNG)",
+            "mimeType": "image/png",
+            "blob": PNG,
+        },
+        "test://watched-resource": {
+            "name": "watched-resource",
+            "description": "A resource clients may subscribe to",
+            "mimeType": "text/plain",
+            "text": "This is a watched resource.",
+        },
+    }
+    TEMPLATE = "test://template/{id}/data"
+
+    async def list_resources(self, ctx: Any, params: Any) -> dict[str, Any]:
+        resources = [
+            {"uri": uri, "name": r["name"], "description": r["description"], "mimeType": r["mimeType"]}
+            for uri, r in self.STATIC.items()
+        ]
+        return {"resources": resources}
+
+    async def list_templates(self, ctx: Any, params: Any) -> dict[str, Any]:
+        template = {
+            "uriTemplate": self.TEMPLATE,
+            "name": "template-data",
+            "description": "Data for an id, substituted into the template",
+            "mimeType": "application/json",
+        }
+        return {"resourceTemplates": [template]}
+
+    async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> dict[str, Any]:
+        uri = str(params.uri)
+        if uri in self.STATIC:
+            r = self.STATIC[uri]
+            body = {k: r[k] for k in ("mimeType", "text", "blob") if k in r}
+            return {"contents": [{"uri": uri, **body}]}
+        prefix, suffix = "test://template/", "/data"
+        if uri.startswith(prefix) and uri.endswith(suffix) and len(uri) > len(prefix) + len(suffix):
+            item_id = uri[len(prefix) : -len(suffix)]
+            if "/" not in item_id:
+                data = {"id": item_id, "templateTest": True, "data": f"Data for ID: {item_id}"}
+                text = json.dumps(data, separators=(",", ":"))
+                return {"contents": [{"uri": uri, "mimeType": "application/json", "text": text}]}
+        raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+
+    async def subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> dict[str, Any]:
+        self.subscriptions.add(str(params.uri))
+        return {}
+
+    async def unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> dict[str, Any]:
+        self.subscriptions.discard(str(params.uri))
+        return {}
+
+    # ---- prompts ----
+
+    async def list_prompts(self, ctx: Any, params: Any) -> dict[str, Any]:
+        prompts = []
+        for name, (description, arguments, _) in self.prompts.items():
+            prompt: dict[str, Any] = {"name": name, "description": description}
+            if arguments:
+                prompt["arguments"] = arguments
+            prompts.append(prompt)
+        return {"prompts": prompts}
+
+    async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> dict[str, Any]:
+        entry = self.prompts.get(params.name)
+        if entry is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+        args = params.arguments or {}
+        missing = [a["name"] for a in entry[1] if a.get("required") and a["name"] not in args]
+        if missing:
+            raise MCPError(types.INVALID_PARAMS, f"Missing required arguments: {', '.join(missing)}")
+        return entry[2](args)
+
+    @staticmethod
+    def user(content: dict[str, Any]) -> dict[str, Any]:
+        return {"role": "user", "content": content}
+
+    def simple_prompt(self, args: dict[str, str]) -> dict[str, Any]:
+        return {"messages": [self.user({"type": "text", "text": "This is a simple prompt for testing."})]}
+
+    def prompt_with_arguments(self, args: dict[str, str]) -> dict[str, Any]:
+        text = f"Prompt with arguments: arg1='{args['arg1']}', arg2='{args['arg2']}'"
+        return {"messages": [self.user({"type": "text", "text": text})]}
+
+    def prompt_with_embedded_resource(self, args: dict[str, str]) -> dict[str, Any]:
+        resource = {
+            "uri": args["resourceUri"],
+            "mimeType": "text/plain",
+            "text": "Embedded resource content for testing.",
+        }
+        return {
+            "messages": [
+                self.user({"type": "resource", "resource": resource}),
+                self.user({"type": "text", "text": "Please process the embedded resource above."}),
+            ]
+        }
+
+    def prompt_with_image(self, args: dict[str, str]) -> dict[str, Any]:
+        return {
+            "messages": [
+                self.user({"type": "image", "data": PNG, "mimeType": "image/png"}),
+                self.user({"type": "text", "text": "Please analyze the image above."}),
+            ]
+        }
+
+    # ---- logging and completion ----
+
+    async def set_level(self, ctx: Any, params: types.SetLevelRequestParams) -> dict[str, Any]:
+        self.log_level = params.level
+        return {}
+
+    COMPLETIONS = {
+        "arg1": ["paris", "park", "party", "test-value", "testing"],
+        "arg2": ["world", "wonder", "test-value"],
+        "resourceUri": ["test://static-text", "test://static-binary", "test://watched-resource"],
+        "id": ["1", "2", "3", "123", "456"],
+    }
+
+    async def complete(self, ctx: Any, params: types.CompleteRequestParams) -> dict[str, Any]:
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            if ref.name not in self.prompts:
+                raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {ref.name}")
+        elif str(ref.uri) != self.TEMPLATE:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown resource template: {ref.uri}")
+        typed = params.argument.value
+        values = [v for v in self.COMPLETIONS.get(params.argument.name, []) if v.startswith(typed)]
+        return {"completion": {"values": values, "total": len(values), "hasMore": False}}
+
+
+def build_server(fixture: Fixture) -> Server[Any]:
+    return Server(
+        "mcpport-conformance-fixture",
+        version="1.0.0",
+        instructions="Conformance fixture for mcpport: the names and behaviour the official MCP "
+        "conformance suite's server scenarios expect.",
+        on_list_tools=fixture.list_tools,
+        on_call_tool=fixture.call_tool,
+        on_list_resources=fixture.list_resources,
+        on_list_resource_templates=fixture.list_templates,
+        on_read_resource=fixture.read_resource,
+        on_subscribe_resource=fixture.subscribe,
+        on_unsubscribe_resource=fixture.unsubscribe,
+        on_list_prompts=fixture.list_prompts,
+        on_get_prompt=fixture.get_prompt,
+        on_completion=fixture.complete,
+        on_set_logging_level=fixture.set_level,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--prefix-free",
+        action="store_true",
+        help="drop the leading test_ of tool and prompt names (for the gateway's aggregated endpoint, "
+        "with the server registered as 'test')",
+    )
+    args = parser.parse_args()
+    fixture = Fixture("" if args.prefix_free else "test_")
+    server = build_server(fixture)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

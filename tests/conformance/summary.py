@@ -1,0 +1,55 @@
+"""Summarizes one conformance run: a table of the scenarios the suite ran, from the checks.json
+files it wrote (`-o DIR`: DIR/server-<scenario>-<timestamp>/checks.json), and the failed checks.
+
+Usage: python3 summary.py RESULTS_DIR. Exit status 1 when a scenario failed or nothing ran.
+Standard library only; scripts/conformance.sh runs it with the system python3.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+TIMESTAMP = re.compile(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
+
+
+def main() -> int:
+    results = Path(sys.argv[1])
+    scenarios = []
+    for checks_file in sorted(results.glob("*/checks.json"), key=lambda p: p.stat().st_mtime):
+        name = TIMESTAMP.sub("", checks_file.parent.name).removeprefix("server-")
+        try:
+            checks = json.loads(checks_file.read_text())
+        except (OSError, ValueError) as e:
+            checks = [{"id": name, "status": "FAILURE", "errorMessage": f"unreadable checks.json: {e}"}]
+        scenarios.append((name, checks))
+    if not scenarios:
+        print(f"  no results in {results}: the suite did not run (see suite.log beside it)")
+        return 1
+
+    width = max(len(name) for name, _ in scenarios)
+    counts = {"PASS": 0, "FAIL": 0}
+    failures = []
+    for name, checks in scenarios:
+        by_status = {}
+        for c in checks:
+            by_status[c.get("status")] = by_status.get(c.get("status"), 0) + 1
+        failed = by_status.get("FAILURE", 0)
+        verdict = "FAIL" if failed or not checks else "PASS"
+        counts[verdict] += 1
+        extra = "".join(
+            f", {by_status[s]} {s.lower()}" for s in ("WARNING", "INFO", "SKIPPED") if by_status.get(s)
+        )
+        print(f"  {name:<{width}}  {verdict}  {by_status.get('SUCCESS', 0)} passed, {failed} failed{extra}")
+        failures += [(name, c) for c in checks if c.get("status") == "FAILURE"]
+    print(f"  -- {counts['PASS']} scenarios passed, {counts['FAIL']} failed")
+    for name, c in failures:
+        message = (c.get("errorMessage") or "").strip().replace("\n", " ")
+        if len(message) > 300:
+            message = message[:300] + "…"
+        print(f"  FAILED {name}: [{c.get('id')}] {message}")
+    return 1 if counts["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
