@@ -53,10 +53,21 @@ Options:
       --timeout-run-tool <SECS>  Timeout of a tool call; progress restarts it [default: 120]
       --auth-token <TOKEN>       Require 'Authorization: Bearer TOKEN' (repeatable; also from
                                  MCP_GATEWAY_AUTH_TOKENS, comma-separated). /health stays open.
+                                 Serves edges too, unless --register-token is given
+      --auth-token-file <FILE>   Read client tokens from FILE, one per line (keeps them out of ps)
+      --register-token <TOKEN>   Token for edges only: client tokens cannot register servers,
+                                 edge tokens cannot call tools (repeatable)
+      --register-token-file <FILE>  Read edge tokens from FILE, one per line
       --max-connections <N>      Open connections before new ones get 503 [default: 1024]
       --allow-origin <ORIGIN>    Allow browser pages from ORIGIN (repeatable; * for any). Loopback
                                  origins and the gateway's own address are always allowed
       --session-timeout <SECS>   End Streamable HTTP sessions idle this long [default: 1800]
+      --max-sessions <N>         Client sessions open at once before new ones get 503 [default: 1024]
+      --max-header-bytes <N>     Request line and headers, 431 past it [default: 16384]
+      --max-body-bytes <N>       Request body, 413 past it [default: 4194304]
+      --max-ws-message-bytes <N> WebSocket message from an edge, close 1009 past it [default: 16777216]
+      --header-timeout <SECS>    Time to send a request's headers, 408 past it [default: 10]
+      --idle-timeout <SECS>      Keep-alive connection idle time before it is closed [default: 60]
       --ping-interval <SECS>     Ping registered servers this often [default: 20]
       --ping-timeout <SECS>      Drop a server silent this long [default: 3x interval]
       --shutdown-grace <SECS>    On SIGINT/SIGTERM, wait this long for requests in flight [default: 10]
@@ -86,6 +97,7 @@ Options:
       --server-id <ID>           Identity kept across reconnects [default: a random UUID]
       --header <'Key: Value'>    Extra header for the WebSocket upgrade (repeatable), e.g.
                                  --header 'Authorization: Bearer TOKEN'
+      --header-file <FILE>       Read such headers from FILE, one per line (keeps tokens out of ps)
       --require-gateway          Exit with an error if the gateway cannot be reached at start-up
                                  (without it, keep trying); health also requires the link
       --reconnect-max <SECS>     Longest wait between reconnection attempts [default: 30]
@@ -182,6 +194,15 @@ fn gateway_args(
             Long("timeout-rpc") => cfg.timeout_rpc = seconds(p, "--timeout-rpc")?,
             Long("timeout-run-tool") => cfg.timeout_run_tool = seconds(p, "--timeout-run-tool")?,
             Long("auth-token") => cfg.auth_tokens.push(string(p)?),
+            Long("auth-token-file") => cfg.auth_tokens.extend(token_file(&string(p)?)?),
+            Long("register-token") => cfg.register_tokens.push(string(p)?),
+            Long("register-token-file") => cfg.register_tokens.extend(token_file(&string(p)?)?),
+            Long("max-sessions") => cfg.max_sessions = number(p, "--max-sessions")?,
+            Long("max-header-bytes") => cfg.limits.max_header_bytes = number(p, "--max-header-bytes")?,
+            Long("max-body-bytes") => cfg.limits.max_body = number(p, "--max-body-bytes")?,
+            Long("max-ws-message-bytes") => cfg.max_ws_message = number(p, "--max-ws-message-bytes")?,
+            Long("header-timeout") => cfg.limits.header_timeout = seconds(p, "--header-timeout")?,
+            Long("idle-timeout") => cfg.limits.idle_timeout = seconds(p, "--idle-timeout")?,
             Long("max-connections") => cfg.max_connections = number(p, "--max-connections")?,
             Long("mcp-path") => cfg.mcp_path = path(p, "--mcp-path")?,
             Long("allow-origin") => cfg.allow_origins.push(string(p)?),
@@ -200,8 +221,11 @@ fn gateway_args(
     }
     let from_env = env_tokens.unwrap_or_default();
     cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
-    if cfg.max_connections == 0 {
-        return Err("--max-connections must be at least 1".into());
+    if cfg.max_connections == 0 || cfg.max_sessions == 0 {
+        return Err("--max-connections and --max-sessions must be at least 1".into());
+    }
+    if cfg.limits.max_header_bytes < 1024 || cfg.max_ws_message < 1024 {
+        return Err("--max-header-bytes and --max-ws-message-bytes must be at least 1024".into());
     }
     cfg.tls = match (ssl_enabled, ssl) {
         (false, (None, None, None)) => None,
@@ -238,6 +262,11 @@ fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Comm
             Long("server-name") => cfg.server_name = string(p)?,
             Long("server-id") => cfg.server_id = string(p)?,
             Long("header") => cfg.headers.push(header(&string(p)?)?),
+            Long("header-file") => {
+                for line in secret_lines(&string(p)?)? {
+                    cfg.headers.push(header(&line)?);
+                }
+            }
             Long("log-level") => *level = log_level(p)?,
             Long("require-gateway") => cfg.require_gateway = true,
             Long("reconnect-max") => cfg.reconnect_max = seconds(p, "--reconnect-max")?,
@@ -343,6 +372,26 @@ fn path(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
     } else {
         Err(format!("{flag}: {v:?} must be a path starting with / (no query)"))
     }
+}
+
+/// Reads tokens (or header lines) from a file: one per line, blank lines and `#` comments
+/// skipped. Keeps secrets off the command line, where `ps` shows them to every user.
+fn secret_lines(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+fn token_file(path: &str) -> Result<Vec<String>, String> {
+    let tokens = secret_lines(path)?;
+    if tokens.is_empty() {
+        return Err(format!("{path} holds no token"));
+    }
+    Ok(tokens)
 }
 
 fn header(v: &str) -> Result<(String, String), String> {

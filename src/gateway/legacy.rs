@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 
+use super::auth::Credential;
 use super::session::{Kind, Scope, Session};
 use super::{mcp, Gateway, Tally};
 use crate::http::sse::SseWriter;
@@ -24,11 +25,20 @@ pub(crate) fn open_stream(
     conn: Conn<Box<dyn Transport>>,
     peer: SocketAddr,
     scope: Scope,
+    owner: Credential,
     messages_path: &str,
 ) {
     let _stream = Tally::new(&gw.streams);
     let id = sys::random_hex(16);
-    let session = Arc::new(Session::new(id.clone(), Kind::LegacySse, scope));
+    let session = Arc::new(Session::new(id.clone(), Kind::LegacySse, scope, owner));
+    if gw.registry.session_count() >= gw.cfg.max_sessions {
+        log::warn!("{peer}: refusing a new session: {} open (--max-sessions)", gw.cfg.max_sessions);
+        let resp = Response::error(503, "the gateway has too many open sessions; try again later")
+            .header("Retry-After", "5");
+        let mut stream = conn.stream;
+        let _ = resp.write_to(&mut stream, false);
+        return;
+    }
     let rx = session.attach_stream().expect("a new session has no stream");
     let _guard = gw.registry.add_session(session);
     let endpoint = format!("{messages_path}?session_id={id}");
@@ -57,15 +67,19 @@ pub(crate) fn open_stream(
 }
 
 /// Accepts one client message for a session and hands it to the MCP layer.
-pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope) -> Response {
+pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope, owner: Credential) -> Response {
     if req.method != "POST" {
         return Response::error(405, "the message endpoint takes POST").header("Allow", "POST");
     }
     let Some(id) = req.query_param("session_id").or_else(|| req.query_param("sessionId")) else {
         return Response::error(400, "missing session_id in the query string");
     };
-    let Some(session) = gw.registry.session(&id).filter(|s| s.kind == Kind::LegacySse && &s.scope == scope)
-    else {
+    // Another credential presenting this id learns nothing: the session is not found.
+    let found = gw
+        .registry
+        .session(&id)
+        .filter(|s| s.kind == Kind::LegacySse && &s.scope == scope && s.owner == owner);
+    let Some(session) = found else {
         return Response::error(404, "Could not find session (it ended, or never existed)");
     };
     match jsonrpc::parse(&req.body).and_then(jsonrpc::classify) {

@@ -6,6 +6,7 @@
 //! `registry.rs`.
 
 pub(crate) mod aggregate;
+pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod handshake;
 pub(crate) mod legacy;
@@ -47,8 +48,12 @@ pub(crate) struct Config {
     pub timeout_rpc: Duration,
     /// Timeout for a tool call (restarted by progress notifications).
     pub timeout_run_tool: Duration,
-    /// Bearer tokens; empty means no authentication.
+    /// Bearer tokens for clients (and edges, unless `register_tokens`); empty: no authentication.
     pub auth_tokens: Vec<String>,
+    /// Bearer tokens for edges only.
+    pub register_tokens: Vec<String>,
+    /// Client sessions open at once before new ones get 503.
+    pub max_sessions: usize,
     pub limits: Limits,
     pub max_connections: usize,
     /// Interval of SSE keep-alive comments.
@@ -85,6 +90,8 @@ impl Default for Config {
             timeout_rpc: Duration::from_secs(10),
             timeout_run_tool: Duration::from_secs(120),
             auth_tokens: Vec::new(),
+            register_tokens: Vec::new(),
+            max_sessions: 1024,
             limits: Limits::default(),
             max_connections: 1024,
             keepalive: Duration::from_secs(15),
@@ -159,8 +166,12 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         cfg.sse_path,
         cfg.messages_path
     );
-    if cfg.auth_tokens.is_empty() {
-        log::warn!("no --auth-token set: anyone who can reach this port can register servers and call tools");
+    match (cfg.auth_tokens.is_empty(), cfg.register_tokens.is_empty()) {
+        (true, true) => log::warn!(
+            "NO AUTHENTICATION: no --auth-token set, so anyone who can reach this port can register servers and call tools"
+        ),
+        (true, false) => log::warn!("NO CLIENT AUTHENTICATION: no --auth-token set, so anyone who can reach this port can call tools"),
+        _ => {}
     }
     let gw = Arc::new(Gateway {
         cfg,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
+use super::auth::{self, Credential, Role};
 use super::session::Scope;
 use super::streamable::{self, Outcome};
 use super::{legacy, upstream, Gateway};
@@ -54,22 +55,21 @@ pub(crate) fn serve_connection(
         };
         log::debug!("{peer}: {} {}", req.method, req.path);
         let route = route(gw, &req);
+        let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
+        let credential = auth::check(&gw.cfg, &req, role);
         let refusal = match &route {
             Route::Health | Route::NotFound(_) => None,
             _ if gw.shutting_down.load(std::sync::atomic::Ordering::SeqCst) => {
                 Some(Response::error(503, "the gateway is shutting down").header("Retry-After", "1"))
             }
-            _ if !origin_allowed(gw, &req, local) => {
-                log::warn!(
-                    "{peer}: {} {}: Origin {:?} is not allowed",
-                    req.method,
-                    req.path,
-                    req.header("origin")
-                );
+            _ if !auth::origin_allowed(&gw.cfg, &req, local) => {
+                let origin = req.header("origin").unwrap_or_default();
+                log::warn!("{peer}: {} {}: Origin {origin:?} is not allowed", req.method, req.path);
                 Some(Response::error(403, "this Origin is not allowed (see --allow-origin)"))
             }
-            _ if !authorized(gw, &req) => {
-                log::warn!("{peer}: {} {}: missing or wrong bearer token", req.method, req.path);
+            _ if credential.is_none() => {
+                let whose = if role == Role::Edge { "an edge" } else { "a client" };
+                log::warn!("{peer}: {} {}: missing or wrong bearer token for {whose}", req.method, req.path);
                 Some(
                     Response::error(401, "a valid 'Authorization: Bearer <token>' header is required")
                         .header("WWW-Authenticate", "Bearer"),
@@ -77,6 +77,7 @@ pub(crate) fn serve_connection(
             }
             _ => None,
         };
+        let owner = credential.unwrap_or(Credential::Open);
         let resp = match (refusal, route) {
             (Some(resp), _) => resp,
             (None, Route::Health) => health(gw),
@@ -86,7 +87,7 @@ pub(crate) fn serve_connection(
                 Response::json(200, &json!({"servers": servers}))
             }
             (None, Route::Register) => return register(gw, conn, &req, peer),
-            (None, Route::Mcp(scope)) => match streamable::serve(gw, &mut conn, &req, scope, peer) {
+            (None, Route::Mcp(scope)) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => continue,
                 Outcome::Streamed | Outcome::Close => return,
@@ -99,12 +100,12 @@ pub(crate) fn serve_connection(
                         return;
                     }
                 }
-                return legacy::open_stream(gw, conn, peer, scope, &post_to);
+                return legacy::open_stream(gw, conn, peer, scope, owner, &post_to);
             }
             (None, Route::SseStream(..)) => {
                 Response::error(405, "the SSE endpoint takes GET").header("Allow", "GET")
             }
-            (None, Route::SseMessage(scope)) => legacy::post_message(gw, &req, &scope),
+            (None, Route::SseMessage(scope)) => legacy::post_message(gw, &req, &scope, owner),
             (None, Route::NotFound(why)) => Response::error(404, &why),
         };
         if resp.write_to(&mut conn.stream, req.keep_alive()).is_err() || !req.keep_alive() {
@@ -151,56 +152,6 @@ fn same_path(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-/// DNS-rebinding protection: a browser page on another site must not reach the gateway through
-/// a name that resolves to it ("If the Origin header is present and invalid, servers MUST
-/// respond with HTTP 403 Forbidden"). A request without `Origin` is not from a browser page and
-/// passes. Allowed: loopback origins, the address the connection arrived on, and
-/// `--allow-origin` values (`*` allows any).
-fn origin_allowed(gw: &Gateway, req: &Request, local: Option<SocketAddr>) -> bool {
-    let Some(origin) = req.header("origin") else { return true };
-    let origin = origin.trim_end_matches('/');
-    if gw.cfg.allow_origins.iter().any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let Some(host) = origin_host(origin) else { return false };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    loopback || local.is_some_and(|a| host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == a.ip()))
-}
-
-/// The host of an origin (`scheme://host[:port]`), without brackets or port.
-fn origin_host(origin: &str) -> Option<&str> {
-    let authority = origin.split_once("://")?.1;
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split_once(']').map(|(h, _)| h);
-    }
-    Some(authority.split(':').next().unwrap_or(authority))
-}
-
-/// Checks the bearer token when the gateway has any. Compares in constant time, so response
-/// timing tells an attacker nothing about how much of a guess was right.
-fn authorized(gw: &Gateway, req: &Request) -> bool {
-    if gw.cfg.auth_tokens.is_empty() {
-        return true;
-    }
-    let Some((scheme, token)) = req.header("authorization").and_then(|v| v.trim().split_once(' ')) else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("bearer")
-        && gw
-            .cfg
-            .auth_tokens
-            .iter()
-            .fold(false, |ok, t| ok | constant_time_eq(t.as_bytes(), token.trim().as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn health(gw: &Gateway) -> Response {
     Response::json(
         200,
@@ -235,21 +186,6 @@ fn register(gw: &Arc<Gateway>, mut conn: Conn<Box<dyn Transport>>, req: &Request
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_comparison_is_still_a_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-    }
-
-    #[test]
-    fn origin_hosts() {
-        assert_eq!(origin_host("http://localhost:6274"), Some("localhost"));
-        assert_eq!(origin_host("https://[::1]:8"), Some("::1"));
-        assert_eq!(origin_host("http://evil.example.com"), Some("evil.example.com"));
-        assert_eq!(origin_host("null"), None);
-    }
 
     #[test]
     fn trailing_slashes_do_not_matter() {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::auth::Credential;
 use super::registry::lock;
 
 /// How many messages may wait for a slow client before its stream is dropped.
@@ -35,6 +36,8 @@ pub(crate) struct Session {
     pub id: String,
     pub kind: Kind,
     pub scope: Scope,
+    /// The credential that opened the session: only it may use the session.
+    pub owner: Credential,
     stream: Mutex<Option<SyncSender<Value>>>,
     state: Mutex<SessionState>,
     last_seen: Mutex<Instant>,
@@ -51,11 +54,12 @@ pub(crate) struct SessionState {
 }
 
 impl Session {
-    pub(crate) fn new(id: String, kind: Kind, scope: Scope) -> Session {
+    pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential) -> Session {
         Session {
             id,
             kind,
             scope,
+            owner,
             stream: Mutex::new(None),
             state: Mutex::new(SessionState::default()),
             last_seen: Mutex::new(Instant::now()),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::auth::Credential;
 use super::mcp::{self, SUPPORTED_VERSIONS};
 use super::session::{Kind, Scope, Session};
 use super::{Gateway, Tally};
@@ -41,12 +42,13 @@ pub(crate) fn serve(
     conn: &mut Conn<Box<dyn Transport>>,
     req: &Request,
     scope: Scope,
+    owner: Credential,
     peer: SocketAddr,
 ) -> Outcome {
     match req.method.as_str() {
-        "POST" => post(gw, conn, req, scope),
-        "GET" => get(gw, conn, req, &scope, peer),
-        "DELETE" => Outcome::Respond(delete(gw, req, &scope)),
+        "POST" => post(gw, conn, req, scope, owner),
+        "GET" => get(gw, conn, req, &scope, owner, peer),
+        "DELETE" => Outcome::Respond(delete(gw, req, &scope, owner)),
         _ => Outcome::Respond(
             Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
                 .header("Allow", "GET, POST, DELETE"),
@@ -54,7 +56,13 @@ pub(crate) fn serve(
     }
 }
 
-fn post(gw: &Arc<Gateway>, conn: &mut Conn<Box<dyn Transport>>, req: &Request, scope: Scope) -> Outcome {
+fn post(
+    gw: &Arc<Gateway>,
+    conn: &mut Conn<Box<dyn Transport>>,
+    req: &Request,
+    scope: Scope,
+    owner: Credential,
+) -> Outcome {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
         return respond(Response::error(415, "POST bodies must be Content-Type: application/json"));
@@ -75,12 +83,12 @@ fn post(gw: &Arc<Gateway>, conn: &mut Conn<Box<dyn Transport>>, req: &Request, s
         if batch {
             return respond(rpc_error(400, INVALID_REQUEST, "initialize must not be part of a batch"));
         }
-        match open_session(gw, scope) {
+        match open_session(gw, scope, owner) {
             Ok(s) => (s, true),
             Err(resp) => return respond(resp),
         }
     } else {
-        match find_session(gw, req, &scope) {
+        match find_session(gw, req, &scope, owner) {
             Ok(s) => (s, false),
             Err(resp) => return respond(resp),
         }
@@ -178,6 +186,7 @@ fn get(
     conn: &mut Conn<Box<dyn Transport>>,
     req: &Request,
     scope: &Scope,
+    owner: Credential,
     peer: SocketAddr,
 ) -> Outcome {
     if !accepts(req, "text/event-stream") {
@@ -186,7 +195,7 @@ fn get(
             "GET on the MCP endpoint opens an SSE stream: accept text/event-stream",
         ));
     }
-    let session = match find_session(gw, req, scope) {
+    let session = match find_session(gw, req, scope, owner) {
         Ok(s) => s,
         Err(resp) => return respond(resp),
     };
@@ -216,8 +225,8 @@ fn get(
     Outcome::Close
 }
 
-fn delete(gw: &Gateway, req: &Request, scope: &Scope) -> Response {
-    match find_session(gw, req, scope) {
+fn delete(gw: &Gateway, req: &Request, scope: &Scope, owner: Credential) -> Response {
+    match find_session(gw, req, scope, owner) {
         Ok(session) => {
             gw.registry.remove_session(&session.id);
             log::info!("session {}: ended by the client", session.id);
@@ -227,7 +236,7 @@ fn delete(gw: &Gateway, req: &Request, scope: &Scope) -> Response {
     }
 }
 
-fn open_session(gw: &Gateway, scope: Scope) -> Result<Arc<Session>, Response> {
+fn open_session(gw: &Gateway, scope: Scope, owner: Credential) -> Result<Arc<Session>, Response> {
     if let Scope::Server(name) = &scope {
         if gw.registry.server(name).is_none() {
             return Err(Response::error(
@@ -236,7 +245,12 @@ fn open_session(gw: &Gateway, scope: Scope) -> Result<Arc<Session>, Response> {
             ));
         }
     }
-    let session = Arc::new(Session::new(sys::random_hex(16), Kind::Streamable, scope));
+    if gw.registry.session_count() >= gw.cfg.max_sessions {
+        log::warn!("refusing a new session: {} open (--max-sessions)", gw.cfg.max_sessions);
+        return Err(Response::error(503, "the gateway has too many open sessions; try again later")
+            .header("Retry-After", "5"));
+    }
+    let session = Arc::new(Session::new(sys::random_hex(16), Kind::Streamable, scope, owner));
     gw.registry.insert_session(session.clone());
     Ok(session)
 }
@@ -244,11 +258,20 @@ fn open_session(gw: &Gateway, scope: Scope) -> Result<Arc<Session>, Response> {
 /// The session named by `Mcp-Session-Id`, checked against the endpoint and the protocol
 /// version header ("If the server receives a request with an invalid or unsupported
 /// MCP-Protocol-Version, it MUST respond with 400 Bad Request").
-fn find_session(gw: &Gateway, req: &Request, scope: &Scope) -> Result<Arc<Session>, Response> {
+fn find_session(
+    gw: &Gateway,
+    req: &Request,
+    scope: &Scope,
+    owner: Credential,
+) -> Result<Arc<Session>, Response> {
     let Some(id) = req.header("mcp-session-id") else {
         return Err(rpc_error(400, INVALID_REQUEST, "Bad Request: missing Mcp-Session-Id header"));
     };
-    let session = gw.registry.session(id).filter(|s| s.kind == Kind::Streamable && &s.scope == scope);
+    // Another credential presenting this id learns nothing: the session is not found.
+    let session = gw
+        .registry
+        .session(id)
+        .filter(|s| s.kind == Kind::Streamable && &s.scope == scope && s.owner == owner);
     let Some(session) = session else {
         return Err(rpc_error(
             404,
