@@ -230,6 +230,13 @@ impl<S: Transport> Owner<'_, S> {
             let msg = match self.ws.read() {
                 Ok(m) => m,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(WsError::Capacity(e)) => {
+                    // Tell the peer why before dropping it (best effort: it may not read).
+                    let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
+                    let _ = self.ws.close(Some(frame));
+                    let _ = self.ws.flush();
+                    return Some(End::Failed(format!("message too big: {e}")));
+                }
                 Err(e) => return Some(self.ended(e)),
             };
             self.last_rx = Instant::now();

@@ -18,7 +18,7 @@ fn connect(gw: &Gateway) -> WebSocket<TcpStream> {
 }
 
 /// Reads frames until a text frame or the close; returns (texts, close code).
-fn read_until_close(ws: &mut WebSocket<TcpStream>) -> (Vec<Value>, Option<u16>) {
+pub(crate) fn read_until_close(ws: &mut WebSocket<TcpStream>) -> (Vec<Value>, Option<u16>) {
     let mut texts = Vec::new();
     for _ in 0..100 {
         match ws.read() {
@@ -31,7 +31,7 @@ fn read_until_close(ws: &mut WebSocket<TcpStream>) -> (Vec<Value>, Option<u16>) 
     (texts, None)
 }
 
-fn register_frame(id: &str, name: &str) -> Message {
+pub(crate) fn register_frame(id: &str, name: &str) -> Message {
     Message::text(
         json!({"jsonrpc": "2.0", "id": id, "method": "register", "params": {"name": name}}).to_string(),
     )
@@ -58,7 +58,7 @@ fn bad_first_frames_get_an_error_frame_and_close_1008() {
 }
 
 /// Answers the gateway's handshake as a minimal MCP server would, until `registered`.
-fn complete_handshake(ws: &mut WebSocket<TcpStream>) {
+pub(crate) fn complete_handshake(ws: &mut WebSocket<TcpStream>) {
     for _ in 0..20 {
         let Message::Text(t) = ws.read().unwrap() else { continue };
         let msg: Value = serde_json::from_str(t.as_str()).unwrap();

@@ -3,6 +3,7 @@
 //!
 //! - `aggregate`: prompts, resources, subscriptions, completions, logging, pagination.
 //! - `cli`: --help, --version, bad flags (exit status 2).
+//! - `hostile`: limits, slow and oversized input, token roles, session owners, IPv6.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
@@ -17,6 +18,7 @@ mod aggregate;
 mod cli;
 mod concurrency;
 mod end_to_end;
+mod hostile;
 mod http;
 mod registration;
 mod resilience;

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,12 +30,12 @@ fn certs(kind: &str) -> PathBuf {
     dir
 }
 
-fn file(dir: &PathBuf, name: &str) -> String {
+fn file(dir: &Path, name: &str) -> String {
     dir.join(name).to_str().unwrap().to_string()
 }
 
 /// A gateway serving TLS with the certificates in `dir` (mTLS when `mtls`).
-fn tls_gateway(dir: &PathBuf, mtls: bool) -> Gateway {
+fn tls_gateway(dir: &Path, mtls: bool) -> Gateway {
     let (cert, key, ca) = (file(dir, "server.crt"), file(dir, "server.key"), file(dir, "ca.crt"));
     let mut args = vec!["--ssl-enabled", "--ssl-certfile", &cert, "--ssl-keyfile", &key];
     if mtls {
@@ -47,7 +47,7 @@ fn tls_gateway(dir: &PathBuf, mtls: bool) -> Gateway {
 }
 
 /// GET /health over TLS, trusting the CA of `dir`, presenting the client certificate if asked.
-fn https_health(port: u16, dir: &PathBuf, client_cert: bool) -> Result<String, String> {
+fn https_health(port: u16, dir: &Path, client_cert: bool) -> Result<String, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(dir.join("ca.crt")).unwrap() {
         roots.add(cert.unwrap()).unwrap();

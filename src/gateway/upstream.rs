@@ -91,6 +91,7 @@ fn read_registration(ws: &mut WebSocket<Box<dyn Transport>>) -> Result<Registrat
             Ok(WsMessage::Binary(b)) => break String::from_utf8_lossy(&b).into_owned(),
             Ok(_) if Instant::now() < deadline => continue,
             Ok(_) => return Err("no registration frame within 10 s".into()),
+            Err(tungstenite::Error::Capacity(e)) => return Err(format!("{TOO_BIG}: {e}")),
             Err(e) => return Err(format!("no registration frame: {e}")),
         }
     };
@@ -115,13 +116,18 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Reports a failed registration to the edge (an error frame, then close 1008) and logs it.
+/// How a message over `--max-ws-message-bytes` is reported (and closed with 1009).
+const TOO_BIG: &str = "message too big (see --max-ws-message-bytes)";
+
+/// Reports a failed registration to the edge (an error frame, then close 1008, or 1009 for a
+/// message too big) and logs it.
 fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, why: &str) {
     log::warn!("{remote}: registration refused: {why}");
     let _ = ws.get_ref().socket().set_write_timeout(Some(Duration::from_secs(2)));
     let _ = ws.send(WsMessage::text(json!({"status": "error", "message": why}).to_string()));
+    let code = if why.starts_with(TOO_BIG) { 1009 } else { 1008 };
     let frame =
-        tungstenite::protocol::CloseFrame { code: 1008.into(), reason: "registration refused".into() };
+        tungstenite::protocol::CloseFrame { code: code.into(), reason: "registration refused".into() };
     let _ = ws.close(Some(frame));
     let _ = ws.flush();
 }
