@@ -64,7 +64,7 @@ pub(crate) fn classify(value: Value) -> Result<Message, Invalid> {
     }
     if let Some(id) = &id {
         // A response may carry a null id (its request's id could not be read); nothing else may.
-        let null_response_id = id.is_null() && !obj.contains_key("method");
+        let null_response_id = id.is_null() && obj.contains_key("error") && !obj.contains_key("method");
         if !valid_id(id) && !null_response_id {
             return Err(Invalid::Envelope { id: None, why: "\"id\" must be a string or an integer" });
         }
@@ -96,9 +96,12 @@ fn classify_response(id: Option<Value>, mut obj: Map<String, Value>) -> Result<M
             return Err(Invalid::Envelope { id, why: "a message needs \"method\", \"result\" or \"error\"" })
         }
     };
-    // An error response may carry a null id when the request's id could not be read.
-    let id = id.unwrap_or(Value::Null);
-    Ok(Message::Response { id, outcome })
+    // Only an error response may lack an id (when the request's id could not be read).
+    match id {
+        Some(id) if !id.is_null() => Ok(Message::Response { id, outcome }),
+        _ if outcome.is_err() => Ok(Message::Response { id: Value::Null, outcome }),
+        _ => Err(Invalid::Envelope { id: None, why: "a result needs the id of its request" }),
+    }
 }
 
 /// MCP request ids are strings or integers, never null (and never fractions).
@@ -186,6 +189,8 @@ mod tests {
         check(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#, Err(INVALID_REQUEST));
         check(r#"{"jsonrpc":"2.0","id":1}"#, Err(INVALID_REQUEST));
         check(r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#, Err(INVALID_REQUEST));
+        check(r#"{"jsonrpc":"2.0","result":{}}"#, Err(INVALID_REQUEST));
+        check(r#"{"jsonrpc":"2.0","id":null,"result":{}}"#, Err(INVALID_REQUEST));
     }
 
     #[test]

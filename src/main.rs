@@ -7,6 +7,8 @@
 
 mod cli;
 mod demo;
+#[cfg(test)]
+mod fuzz;
 mod gateway;
 mod http;
 mod jsonrpc;

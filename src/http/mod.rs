@@ -34,6 +34,18 @@ impl Transport for Box<dyn Transport> {
     }
 }
 
+/// A stream whose reads can be given a timeout: what reading requests needs (a seam for tests,
+/// which feed the reader from memory).
+pub(crate) trait Timed: Read + Write {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl<T: Transport + ?Sized> Timed for T {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+}
+
 /// Limits that protect the gateway from slow, huge or endless requests.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -152,7 +164,7 @@ pub(crate) struct Conn<S> {
     pub buf: Vec<u8>,
 }
 
-impl<S: Transport> Conn<S> {
+impl<S: Timed> Conn<S> {
     pub(crate) fn new(stream: S) -> Self {
         Conn { stream, buf: Vec::new() }
     }
@@ -240,6 +252,29 @@ impl<S: Transport> Conn<S> {
         }
     }
 
+    /// Reads what is available into the buffer, waiting at most until `deadline`.
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut chunk = [0u8; 8192];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<S: Transport> Conn<S> {
     /// Closes after an error response without losing it: a close with unread input makes the
     /// kernel send a reset, which can destroy the response before the client reads it. So stop
     /// sending, then read and discard what the client is still sending, for a bounded time.
@@ -253,27 +288,6 @@ impl<S: Transport> Conn<S> {
             match self.fill(deadline) {
                 Ok(n) if n > 0 => discarded += n,
                 _ => return,
-            }
-        }
-    }
-
-    /// Reads what is available into the buffer, waiting at most until `deadline`.
-    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.stream.socket().set_read_timeout(Some(left))?;
-        let mut chunk = [0u8; 8192];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
-                Err(e) => return Err(e),
             }
         }
     }
