@@ -38,7 +38,7 @@ fn cases() -> usize {
 
 fn rng() -> Rng {
     let seed =
-        std::env::var("MCPPORT_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x6d63_7070_6f72_74);
+        std::env::var("MCPPORT_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x006d_6370_706f_7274);
     Rng(seed | 1)
 }
 
