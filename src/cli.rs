@@ -128,12 +128,13 @@ const SAMPLE_HELP: &str = "\
 Usage: mcpport sample-server [--protocol-version V] [--test-tools]
 
 A stdio MCP server with the tools echo, system_info and sleep. --protocol-version pins the
-version answered to initialize (for old peers); --test-tools adds fail, image, add_tool and
-ask_client.
+version answered to initialize (for old peers); --test-tools adds the tools fail, image, add_tool,
+ask_client, touch and log, a prompt (greet), a resource (sample://readme), a template
+(sample://echo/{text}), subscriptions, completions and logging, for tests.
 ";
 
-/// What the command line asks for.
-#[derive(Debug)]
+/// What the command line asks for. (No `Debug`: configurations hold tokens, which must never
+/// be printed.)
 pub(crate) enum Command {
     Gateway(gateway::Config),
     Register(register::Config),
@@ -148,7 +149,6 @@ pub(crate) enum Command {
 }
 
 /// A parsed command line.
-#[derive(Debug)]
 pub(crate) struct Parsed {
     pub command: Command,
     pub log_level: LevelFilter,
@@ -397,7 +397,8 @@ fn token_file(path: &str) -> Result<Vec<String>, String> {
 fn header(v: &str) -> Result<(String, String), String> {
     match v.split_once(':') {
         Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.trim().to_string())),
-        _ => Err(format!("--header {v:?}: expected 'Key: Value'")),
+        // The value is not echoed: it is usually a token.
+        _ => Err("--header: expected 'Key: Value' (for example 'Authorization: Bearer TOKEN')".into()),
     }
 }
 
@@ -413,6 +414,13 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Parsed, String> {
         parse_from(args.iter().map(OsString::from).collect(), None)
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        match parse(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e,
+        }
     }
 
     #[test]
@@ -436,10 +444,8 @@ mod tests {
 
     #[test]
     fn register_needs_stdio_and_a_valid_name() {
-        assert!(parse(&["register"]).unwrap_err().contains("--stdio"));
-        assert!(parse(&["register", "--stdio", "x", "--server-name", "a b"])
-            .unwrap_err()
-            .contains("server-name"));
+        assert!(error_of(&["register"]).contains("--stdio"));
+        assert!(error_of(&["register", "--stdio", "x", "--server-name", "a b"]).contains("server-name"));
         let Command::Register(cfg) =
             parse(&["r", "--stdio", "cat", "--header", "Authorization: Bearer t"]).unwrap().command
         else {

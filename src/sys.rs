@@ -95,7 +95,9 @@ pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
 pub(crate) use libc::{SIGKILL, SIGTERM};
 
 /// Makes a command's child ask for SIGKILL when the thread that spawned it dies, so a register
-/// killed with SIGKILL leaves no orphan behind (SIGTERM and SIGINT are handled more gently).
+/// killed with SIGKILL does not leave its direct child behind (SIGTERM and SIGINT stop the whole
+/// process group more gently; a grandchild of a SIGKILLed register may survive, as `sh -c` with
+/// one command usually execs it and then it is the direct child).
 pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is

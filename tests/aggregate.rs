@@ -141,3 +141,26 @@ fn all_tool_names(c: &mut crate::util::SseClient) -> Vec<String> {
     }
     panic!("more than 10 pages");
 }
+
+#[test]
+fn subscriptions_are_counted_across_endpoints() {
+    let _w = Watchdog::new("subscriptions_across_endpoints", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let _pi = gw.register_ready("pi");
+    let mut direct = crate::util::SseClient::connect(gw.port, "/servers/pi/sse", &[]);
+    direct.initialize("2025-06-18");
+    let mut aggregated = gw.client();
+    aggregated.initialize("2025-06-18");
+    for c in [&mut direct, &mut aggregated] {
+        assert_eq!(c.call("resources/subscribe", json!({"uri": "sample://readme"}))["result"], json!({}));
+    }
+    // The aggregated session leaving must not end the per-server session's subscription.
+    aggregated.call("resources/unsubscribe", json!({"uri": "sample://readme"}));
+    let touched = direct.tool("touch", json!({"uri": "sample://readme"}));
+    assert!(
+        touched["result"]["content"][0]["text"].as_str().unwrap().contains("subscribed: true"),
+        "{touched}"
+    );
+    assert!(direct.notification("notifications/resources/updated", Duration::from_secs(5)).is_some());
+    assert!(aggregated.notification("notifications/resources/updated", Duration::from_millis(300)).is_none());
+}

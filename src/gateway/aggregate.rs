@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::catalog::{ListKind, LIST_SERVERS};
-use super::mcp::{forward, Outcome};
+use super::mcp::{forward, subscribe, Outcome};
 use super::registry::severity;
 use super::server::Origin;
 use super::session::Session;
@@ -138,21 +138,9 @@ fn by_uri(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome 
     forward(gw, &server, method, params, origin)
 }
 
-/// Subscriptions are counted per (server, URI): the server hears the first subscribe and the
-/// last unsubscribe, whichever sessions sent them.
 fn subscription(gw: &Gateway, session: &Session, method: &str, params: Value, origin: Origin) -> Outcome {
     let server = server_for_uri(gw, &params)?;
-    let uri = params["uri"].as_str().unwrap_or_default();
-    let tell_server = if method == "resources/subscribe" {
-        gw.registry.subscribe(session, &server, uri)
-    } else {
-        gw.registry.unsubscribe(session, &server, uri)
-    };
-    if tell_server {
-        forward(gw, &server, method, params, origin)
-    } else {
-        Ok(json!({}))
-    }
+    subscribe(gw, session, &server, method, params, origin)
 }
 
 /// Completions for a prompt argument (by exposed prompt name) or a resource template.

@@ -100,6 +100,11 @@ pub(crate) fn respond(
         (_, "initialize") => initialize(gw, session, &params),
         (_, "ping") => Ok(json!({})),
         (Scope::All, _) => aggregate::respond(gw, session, id, method, params, reply_to),
+        (Scope::Server(name), "resources/subscribe" | "resources/unsubscribe") => {
+            let origin =
+                Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
+            subscribe(gw, session, name, method, params, origin)
+        }
         (Scope::Server(name), _) => {
             if method == "logging/setLevel" {
                 let level = params["level"].as_str().map(String::from);
@@ -145,6 +150,30 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Outcome {
     Ok(result)
 }
 
+/// `resources/subscribe` and `resources/unsubscribe`, counted per (server, URI) over every
+/// session of every endpoint: the server (which has one client, the gateway) hears the first
+/// subscribe and the last unsubscribe, and updates go to exactly the sessions subscribed.
+pub(crate) fn subscribe(
+    gw: &Gateway,
+    session: &Session,
+    server: &str,
+    method: &str,
+    params: Value,
+    origin: Origin,
+) -> Outcome {
+    let uri = params["uri"].as_str().unwrap_or_default();
+    let tell_server = if method == "resources/subscribe" {
+        gw.registry.subscribe(session, server, uri)
+    } else {
+        gw.registry.unsubscribe(session, server, uri)
+    };
+    if tell_server {
+        forward(gw, server, method, params, origin)
+    } else {
+        Ok(json!({}))
+    }
+}
+
 /// What a request handler produces: a result, an error object, or (`Err(None)`) nothing, when
 /// the client cancelled the request.
 pub(crate) type Outcome = Result<Value, Option<Value>>;
@@ -152,8 +181,9 @@ pub(crate) type Outcome = Result<Value, Option<Value>>;
 /// Sends a request to a server and waits for its answer; failures become JSON-RPC errors a
 /// person can act on. `Err(None)`: the client cancelled, nothing is sent back.
 pub(crate) fn forward(gw: &Gateway, server: &str, method: &str, params: Value, origin: Origin) -> Outcome {
-    let Some(up) = gw.registry.server(server) else {
-        let msg = format!("{method}: server {server} is not connected to this gateway");
+    let Some(up) = gw.registry.server(server).filter(|up| up.is_ready()) else {
+        let msg =
+            format!("{method}: server {server} is not connected to this gateway (or is still registering)");
         return Err(Some(jsonrpc::error_object(INTERNAL_ERROR, &msg)));
     };
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };

@@ -29,8 +29,9 @@ use crate::ws::{Heartbeat, Out};
 use crate::{sys, thread};
 use registry::Registry;
 
-/// Everything `mcpport gateway` was told on its command line, validated.
-#[derive(Debug, Clone)]
+/// Everything `mcpport gateway` was told on its command line, validated. (No `Debug`: it holds
+/// tokens.)
+#[derive(Clone)]
 pub(crate) struct Config {
     pub host: String,
     pub port: u16,
@@ -102,6 +103,9 @@ impl Default for Config {
         }
     }
 }
+
+/// How long one write to a client may block before the client is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One running gateway: its configuration and its shared state.
 pub(crate) struct Gateway {
@@ -281,6 +285,8 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
                 Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),
             },
         };
+        // A client that stops reading must not hold a thread forever: its writes fail instead.
+        let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));
         routes::serve_connection(&gw2, transport, peer, local);
     });
     if let Err(e) = spawned {

@@ -90,8 +90,9 @@ impl Session {
         match tx.try_send(msg) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                log::warn!("session {}: client is not reading its stream; closing the stream", self.id);
                 *stream = None;
+                drop(stream);
+                log::warn!("session {}: client is not reading its stream; closing the stream", self.id);
                 false
             }
             Err(TrySendError::Disconnected(_)) => {

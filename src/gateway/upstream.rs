@@ -58,6 +58,8 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
                 .outbox
                 .send(Out::Close(1000, "replaced by a new connection of the same server id".into()));
             old.fail_all("the server reconnected; its old connection was replaced");
+            // Its lists go until the new link's handshake brings them back.
+            handshake::publish(gw);
         }
         Ok(None) => {}
     }

@@ -174,7 +174,7 @@ fn on_gateway_frame(text: String, link: &Link<'_>, cfg: &Config) -> Flow {
         }
     }
     if !link.child.send(text) {
-        return Flow::Close(1011, "the MCP server's stdin is closed".into());
+        return Flow::Close(1011, "the MCP server is not reading its stdin".into());
     }
     Flow::Continue
 }

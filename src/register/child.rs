@@ -3,14 +3,17 @@
 //!
 //! stdout: a reader thread queues each line for the gateway link (blocking when the link is
 //! backed up, which slows the child down instead of growing memory) and queues a close when the
-//! child's stdout ends. stdin: a writer thread takes lines from a bounded queue. stderr: each line
-//! goes to our log, prefixed with the server name.
+//! child's stdout ends. stdin: a writer thread takes lines from a queue the link's owner never
+//! waits on (it must keep draining the child's output, or a child blocked writing stdout and a
+//! link blocked writing stdin would wait for each other forever); a child that stops reading
+//! while work piles up loses its link instead of our memory. stderr: each line goes to our log,
+//! prefixed with the server name.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,8 +32,8 @@ pub(crate) struct Wiring {
     pub status: Arc<Status>,
 }
 
-/// Lines that may wait for the child's stdin.
-const STDIN_QUEUE: usize = 256;
+/// Lines that may wait for the child's stdin before the link is dropped as stuck.
+const STDIN_QUEUE: usize = 4096;
 /// Longest line accepted from the child's stdout (one JSON-RPC message).
 const MAX_LINE: usize = 16 * 1024 * 1024;
 /// How long the child gets to exit after SIGTERM before SIGKILL.
@@ -40,7 +43,8 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct ChildGuard {
     child: Child,
     name: String,
-    stdin: SyncSender<String>,
+    stdin: Sender<String>,
+    stdin_queued: Arc<AtomicUsize>,
 }
 
 impl ChildGuard {
@@ -52,27 +56,37 @@ impl ChildGuard {
         sys::die_with_parent(&mut cmd);
         let mut child = cmd.spawn()?;
         let pid = child.id();
-        let (stdin_tx, stdin_rx) = mpsc::sync_channel(STDIN_QUEUE);
+        let (stdin_tx, stdin_rx) = mpsc::channel();
+        let stdin_queued = Arc::new(AtomicUsize::new(0));
+        let queued = stdin_queued.clone();
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        thread::spawn(format!("stdin-{pid}"), move || write_stdin(stdin, stdin_rx))?;
+        thread::spawn(format!("stdin-{pid}"), move || write_stdin(stdin, stdin_rx, &queued))?;
         let n = name.to_string();
         wiring.status.child_running.store(true, Ordering::SeqCst);
         thread::spawn(format!("stdout-{pid}"), move || read_stdout(stdout, &n, &wiring))?;
         let n = name.to_string();
         thread::spawn(format!("stderr-{pid}"), move || log_stderr(stderr, &n))?;
         log::info!("started MCP server {name:?} (pid {pid}): sh -c {command:?}");
-        Ok(ChildGuard { child, name: name.to_string(), stdin: stdin_tx })
+        Ok(ChildGuard { child, name: name.to_string(), stdin: stdin_tx, stdin_queued })
     }
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Queues one JSON-RPC message for the child's stdin, waiting while the queue is full.
-    /// Returns false once the child's stdin is closed.
+    /// Queues one JSON-RPC message for the child's stdin, without waiting. False when the
+    /// child's stdin is closed or it has not read the last `STDIN_QUEUE` messages.
     pub(crate) fn send(&self, line: String) -> bool {
+        if self.stdin_queued.fetch_add(1, Ordering::SeqCst) >= STDIN_QUEUE {
+            self.stdin_queued.fetch_sub(1, Ordering::SeqCst);
+            log::error!(
+                "MCP server {:?} is not reading its stdin ({STDIN_QUEUE} messages waiting)",
+                self.name
+            );
+            return false;
+        }
         self.stdin.send(line).is_ok()
     }
 
@@ -138,8 +152,9 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-fn write_stdin(mut stdin: ChildStdin, rx: Receiver<String>) {
+fn write_stdin(mut stdin: ChildStdin, rx: Receiver<String>, queued: &AtomicUsize) {
     for mut line in rx {
+        queued.fetch_sub(1, Ordering::SeqCst);
         line.push('\n');
         if stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush()).is_err() {
             return; // the child closed its stdin or exited; stdout's EOF reports it

@@ -23,8 +23,9 @@ use bridge::{Ended, InitCache, Link};
 use child::{ChildGuard, Wiring};
 use health::Status;
 
-/// Everything `mcpport register` was told on its command line, validated.
-#[derive(Debug, Clone)]
+/// Everything `mcpport register` was told on its command line, validated. (No `Debug`: its
+/// headers hold tokens.)
+#[derive(Clone)]
 pub(crate) struct Config {
     /// The command that starts the stdio MCP server, run with `sh -c`.
     pub stdio: String,
@@ -80,6 +81,9 @@ const LINK_QUEUE: usize = 256;
 /// Runs register to the end; returns the process exit status.
 pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    if cfg.gateway_url.starts_with("wss://") {
+        crate::tls::client_config(&cfg.tls)?; // bad TLS files are a mistake to report, not to retry
+    }
     if cfg.tls.no_verify {
         log::warn!(
             "--no-ssl-verify: the gateway's certificate is NOT checked; anyone in the path can pose as it"
