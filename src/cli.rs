@@ -71,7 +71,10 @@ Options:
       --ping-interval <SECS>     Ping registered servers this often [default: 20]
       --ping-timeout <SECS>      Drop a server silent this long [default: 3x interval]
       --shutdown-grace <SECS>    On SIGINT/SIGTERM, wait this long for requests in flight [default: 10]
+      --metrics-listen <ADDR>    Also serve GET /metrics without auth on ADDR, e.g. 127.0.0.1:9100
+                                 (GET /metrics on the main port needs a client token like the rest)
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
+      --log-format <FORMAT>      text, or json (one object per line, for collectors) [default: text]
       --ssl-enabled              Serve https:// and wss:// on the same port
       --ssl-certfile <FILE>      Certificate chain (PEM)
       --ssl-keyfile <FILE>       Private key (PEM: PKCS#8, RSA or EC)
@@ -110,6 +113,7 @@ Options:
       --health-endpoint <PATH>   Health check path (repeatable) [default: /health]
       --enable-cors              Add CORS headers to health responses
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
+      --log-format <FORMAT>      text, or json (one object per line, for collectors) [default: text]
       --ssl-ca-cert <FILE>       Trust this CA for wss:// besides the bundled web roots
       --no-ssl-verify            Accept any gateway certificate (encrypted, not authenticated!)
       --ssl-certfile <FILE>      Client certificate (PEM chain) for a gateway that requires mTLS
@@ -118,7 +122,7 @@ Options:
 ";
 
 const DEMO_HELP: &str = "\
-Usage: mcpport demo [--host HOST] [--port PORT] [--log-level LEVEL]
+Usage: mcpport demo [--host HOST] [--port PORT] [--log-level LEVEL] [--log-format text|json]
 
 Starts a gateway (default 127.0.0.1:8765) and registers the built-in sample server with it
 through the real WebSocket path, then prints the URLs and a way to try it. Ctrl-C stops both.
@@ -152,20 +156,25 @@ pub(crate) enum Command {
 pub(crate) struct Parsed {
     pub command: Command,
     pub log_level: LevelFilter,
+    /// `--log-format json`: one JSON object per log line.
+    pub log_json: bool,
 }
 
 /// Parses `args` (without the program name). `env_tokens` is MCP_GATEWAY_AUTH_TOKENS.
 pub(crate) fn parse_from(args: Vec<OsString>, env_tokens: Option<String>) -> Result<Parsed, String> {
     let mut p = lexopt::Parser::from_args(args);
     let mut log_level = LevelFilter::Info;
+    let mut log_json = false;
     let command = match p.next().map_err(|e| e.to_string())? {
         Some(Short('h') | Long("help")) => Command::Help(HELP),
         Some(Short('V') | Short('v') | Long("version")) => Command::Version,
         Some(Value(cmd)) => {
             match cmd.string().map_err(|_| "the command is not valid UTF-8".to_string())?.as_str() {
-                "gateway" | "g" => gateway_args(&mut p, &mut log_level, env_tokens)?,
-                "register" | "r" => register_args(&mut p, &mut log_level)?,
-                "demo" => demo_args(&mut p, &mut log_level)?,
+                "gateway" | "g" => {
+                    gateway_args(&mut p, &mut Logging(&mut log_level, &mut log_json), env_tokens)?
+                }
+                "register" | "r" => register_args(&mut p, &mut Logging(&mut log_level, &mut log_json))?,
+                "demo" => demo_args(&mut p, &mut Logging(&mut log_level, &mut log_json))?,
                 "sample-server" => sample_args(&mut p)?,
                 other => return Err(format!("unknown command {other:?}")),
             }
@@ -173,12 +182,12 @@ pub(crate) fn parse_from(args: Vec<OsString>, env_tokens: Option<String>) -> Res
         Some(arg) => return Err(arg.unexpected().to_string()),
         None => return Err("a command is needed: gateway, register, demo or sample-server".into()),
     };
-    Ok(Parsed { command, log_level })
+    Ok(Parsed { command, log_level, log_json })
 }
 
 fn gateway_args(
     p: &mut lexopt::Parser,
-    level: &mut LevelFilter,
+    logging: &mut Logging<'_>,
     env_tokens: Option<String>,
 ) -> Result<Command, String> {
     let mut cfg = gateway::Config::default();
@@ -210,7 +219,9 @@ fn gateway_args(
             Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
             Long("ping-timeout") => edge_timeout = Some(seconds(p, "--ping-timeout")?),
             Long("shutdown-grace") => cfg.shutdown_grace = seconds(p, "--shutdown-grace")?,
-            Long("log-level") => *level = log_level(p)?,
+            Long("metrics-listen") => cfg.metrics_listen = Some(string(p)?),
+            Long("log-level") => *logging.0 = log_level(p)?,
+            Long("log-format") => *logging.1 = log_format(p)?,
             Long("debug") | Long("ipv6") => {}
             Long("ssl-enabled") => ssl_enabled = true,
             Long("ssl-certfile") => ssl.0 = Some(string(p)?),
@@ -242,7 +253,7 @@ fn gateway_args(
     Ok(Command::Gateway(cfg))
 }
 
-fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Command, String> {
+fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
     let mut cfg =
         register::Config::new(String::new(), "ws://localhost:8765/mcp/register".into(), "local".into());
     let mut health = health::Config {
@@ -267,7 +278,8 @@ fn register_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Comm
                     cfg.headers.push(header(&line)?);
                 }
             }
-            Long("log-level") => *level = log_level(p)?,
+            Long("log-level") => *logging.0 = log_level(p)?,
+            Long("log-format") => *logging.1 = log_format(p)?,
             Long("require-gateway") => cfg.require_gateway = true,
             Long("reconnect-max") => cfg.reconnect_max = seconds(p, "--reconnect-max")?,
             Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
@@ -321,14 +333,15 @@ fn restart(v: &str) -> Result<register::Restart, String> {
     }
 }
 
-fn demo_args(p: &mut lexopt::Parser, level: &mut LevelFilter) -> Result<Command, String> {
+fn demo_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
     let (mut host, mut port) = ("127.0.0.1".to_string(), 8765);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(DEMO_HELP)),
             Long("host") => host = string(p)?,
             Long("port") => port = number(p, "--port")?,
-            Long("log-level") => *level = log_level(p)?,
+            Long("log-level") => *logging.0 = log_level(p)?,
+            Long("log-format") => *logging.1 = log_format(p)?,
             arg => return Err(arg.unexpected().to_string()),
         }
     }
@@ -399,6 +412,17 @@ fn header(v: &str) -> Result<(String, String), String> {
         Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.trim().to_string())),
         // The value is not echoed: it is usually a token.
         _ => Err("--header: expected 'Key: Value' (for example 'Authorization: Bearer TOKEN')".into()),
+    }
+}
+
+/// Where the logging flags of a subcommand go: the level and whether lines are JSON.
+struct Logging<'a>(&'a mut LevelFilter, &'a mut bool);
+
+fn log_format(p: &mut lexopt::Parser) -> Result<bool, String> {
+    match string(p)?.as_str() {
+        "text" => Ok(false),
+        "json" => Ok(true),
+        other => Err(format!("--log-format {other:?}: use text or json")),
     }
 }
 

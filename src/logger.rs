@@ -1,8 +1,10 @@
 //! A small `log` backend: one line per event on stderr, with a UTC timestamp, the level and the
-//! module that logged it. Never log a token or an Authorization header through it (the callers'
-//! contract; see ARCHITECTURE.md).
+//! module that logged it; or, with `--log-format json`, one JSON object per line for collectors.
+//! Never log a token or an Authorization header through it (the callers' contract; see
+//! ARCHITECTURE.md).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -10,9 +12,11 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 struct Logger;
 
 static LOGGER: Logger = Logger;
+static JSON: AtomicBool = AtomicBool::new(false);
 
-/// Installs the logger at `level`. Safe to call more than once (later calls only change the level).
-pub(crate) fn init(level: LevelFilter) {
+/// Installs the logger at `level`, as text or JSON lines. Safe to call more than once.
+pub(crate) fn init(level: LevelFilter, json: bool) {
+    JSON.store(json, Ordering::Relaxed);
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
@@ -48,7 +52,13 @@ impl Log for Logger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        let line = format!("{} {level} {target}: {}\n", timestamp(SystemTime::now()), record.args());
+        let now = timestamp(SystemTime::now());
+        let line = if JSON.load(Ordering::Relaxed) {
+            let fields = serde_json::json!({"ts": now, "level": level.trim(), "target": target, "msg": record.args().to_string()});
+            format!("{fields}\n")
+        } else {
+            format!("{now} {level} {target}: {}\n", record.args())
+        };
         // One write call per line, so lines from different threads never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logger::init(parsed.log_level);
+    logger::init(parsed.log_level, parsed.log_json);
     let outcome = match parsed.command {
         Command::Help(text) => {
             print!("{text}");

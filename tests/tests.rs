@@ -6,6 +6,7 @@
 //! - `hostile`: limits, slow and oversized input, token roles, session owners, IPv6.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
+//! - `operator`: metrics, /servers, JSON logs.
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
 //! - `resilience`: gateway restarts, silent links, crashing children, signals, health, storms.
 //! - `streamable`: Streamable HTTP: sessions, status codes, streams, per-server endpoints.
@@ -20,6 +21,7 @@ mod concurrency;
 mod end_to_end;
 mod hostile;
 mod http;
+mod operator;
 mod registration;
 mod resilience;
 mod streamable;

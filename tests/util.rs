@@ -193,7 +193,9 @@ impl Gateway {
         args.extend_from_slice(extra);
         let proc = Proc::start_env(&args, env);
         let line = proc.wait_log("listening on http");
-        let port = line.rsplit(':').next().unwrap().trim().parse().expect("port in the log line");
+        // The URL ends the message (text logs) or the "msg" string (JSON logs).
+        let url = line.split("listening on ").nth(1).unwrap().split(['"', ' ']).next().unwrap();
+        let port = url.rsplit(':').next().unwrap().parse().expect("port in the log line");
         Gateway { proc, port }
     }
 

@@ -31,8 +31,6 @@ pub(crate) fn run(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
     match initialize_and_list(gw, up) {
         Ok(lists) => {
             let n = lists.tools.len();
-            let msg = format!("Registration successful, loaded {n} tools");
-            let _ = up.outbox.send(Out::Text(status_frame("registered", &up.id, &msg).to_string()));
             log::info!(
                 "server {} ({}): registered from {}: {n} tools, {} prompts, {} resources, {} templates in {} ms",
                 up.name,
@@ -45,12 +43,15 @@ pub(crate) fn run(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
             );
             up.set_lists(lists);
             publish(gw);
+            // Only now: "registered" tells the edge its tools are visible.
+            let msg = format!("Registration successful, loaded {n} tools");
+            let _ = up.send(&status_frame("registered", &up.id, &msg));
         }
         Err(why) => {
             log::warn!("server {} ({}): registration failed: {why}", up.name, up.id);
             let frame =
                 json!({"status": "error", "id": up.id, "message": format!("registration failed: {why}")});
-            let _ = up.outbox.send(Out::Text(frame.to_string()));
+            let _ = up.send(&frame);
             let _ = up.outbox.send(Out::Close(1011, "registration failed".into()));
         }
     }
@@ -77,7 +78,7 @@ fn initialize_and_list(gw: &Gateway, up: &Upstream) -> Result<Lists, String> {
     }
     up.set_initialize(init);
     let note = jsonrpc::notification("notifications/initialized", json!({}));
-    up.outbox.send(Out::Text(note.to_string())).map_err(|e| format!("link lost: {e:?}"))?;
+    up.send(&note).map_err(|e| format!("link lost: {e:?}"))?;
     let mut lists = Lists::default();
     for kind in ListKind::ALL {
         if up.has_capability(kind.capability()) {

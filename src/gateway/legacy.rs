@@ -12,6 +12,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 
 use super::auth::Credential;
+use super::metrics::{Metrics, METRICS};
 use super::session::{Kind, Scope, Session};
 use super::{mcp, Gateway, Tally};
 use crate::http::sse::SseWriter;
@@ -52,7 +53,11 @@ pub(crate) fn open_stream(
     log::info!("session {id}: opened (legacy SSE) by {peer}");
     let why = loop {
         let written = match rx.recv_timeout(gw.cfg.keepalive) {
-            Ok(msg) => sse.event(Some("message"), &msg.to_string()),
+            Ok(msg) => {
+                let text = msg.to_string();
+                Metrics::add(&METRICS.client_bytes_out, text.len());
+                sse.event(Some("message"), &text)
+            }
             Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
             Err(RecvTimeoutError::Disconnected) => {
                 let _ = sse.finish();
@@ -82,6 +87,7 @@ pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope, owne
     let Some(session) = found else {
         return Response::error(404, "Could not find session (it ended, or never existed)");
     };
+    Metrics::add(&METRICS.client_bytes_in, req.body.len());
     match jsonrpc::parse(&req.body).and_then(jsonrpc::classify) {
         Ok(msg) => {
             mcp::handle_message(gw, &session, msg, None);

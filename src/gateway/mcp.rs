@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::metrics::METRICS;
 use super::server::{Failure, Origin};
 use super::session::{Scope, Session};
 use super::{aggregate, Gateway, Tally};
@@ -115,6 +116,9 @@ pub(crate) fn respond(
             forward(gw, name, method, params, origin)
         }
     };
+    if !FORWARDED.with(|f| f.replace(false)) {
+        METRICS.request(method, "gateway", outcome.is_ok());
+    }
     match outcome {
         Ok(result) => Some(jsonrpc::result_response(id, result)),
         Err(Some(error)) => Some(json!({"jsonrpc": "2.0", "id": id, "error": error})),
@@ -174,6 +178,12 @@ pub(crate) fn subscribe(
     }
 }
 
+thread_local! {
+    /// Set by `forward` (which counts the request under its server), so that `respond` counts
+    /// only what the gateway answered itself. A request runs on one thread from start to end.
+    static FORWARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// What a request handler produces: a result, an error object, or (`Err(None)`) nothing, when
 /// the client cancelled the request.
 pub(crate) type Outcome = Result<Value, Option<Value>>;
@@ -192,7 +202,14 @@ pub(crate) fn forward(gw: &Gateway, server: &str, method: &str, params: Value, o
         _ => method.to_string(),
     };
     let session_id = origin.session.id.clone();
-    up.request(&gw.registry, method, params, timeout, Some(origin)).map_err(|failure| {
+    FORWARDED.with(|f| f.set(true));
+    let started = std::time::Instant::now();
+    let outcome = up.request(&gw.registry, method, params, timeout, Some(origin));
+    METRICS.request(method, server, outcome.is_ok());
+    if method == "tools/call" {
+        METRICS.tool_call(server, started.elapsed());
+    }
+    outcome.map_err(|failure| {
         let message = match failure {
             Failure::Error(error) => return Some(error),
             Failure::Cancelled => return None,

@@ -11,6 +11,7 @@ pub(crate) mod catalog;
 pub(crate) mod handshake;
 pub(crate) mod legacy;
 pub(crate) mod mcp;
+pub(crate) mod metrics;
 pub(crate) mod registry;
 pub(crate) mod routes;
 pub(crate) mod server;
@@ -67,6 +68,8 @@ pub(crate) struct Config {
     pub shutdown_grace: Duration,
     /// Serve https:// and wss:// with these PEM files.
     pub tls: Option<TlsFiles>,
+    /// Also serve `GET /metrics`, without authentication, on this address (say 127.0.0.1:9100).
+    pub metrics_listen: Option<String>,
 }
 
 /// The gateway's certificate chain and key, and the CA that client certificates must chain to
@@ -100,6 +103,7 @@ impl Default for Config {
             max_ws_message: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -116,6 +120,7 @@ pub(crate) struct Gateway {
     pub in_flight: Arc<AtomicUsize>,
     /// SSE streams being written (their last events are flushed before exit).
     pub streams: Arc<AtomicUsize>,
+
     /// Set by SIGINT/SIGTERM: new connections and requests get 503.
     pub shutting_down: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -183,6 +188,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         connections: AtomicUsize::new(0),
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),
+
         shutting_down: AtomicBool::new(false),
         tls,
     });
@@ -190,7 +196,35 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     thread::spawn("acceptor", move || accept_loop(&gw2, &listener)).map_err(|e| e.to_string())?;
     let gw3 = gw.clone();
     thread::spawn("session-reaper", move || expire_sessions(&gw3)).map_err(|e| e.to_string())?;
+    if let Some(addr) = &gw.cfg.metrics_listen {
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
+        log::info!("metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
+        let gw4 = gw.clone();
+        thread::spawn("metrics", move || serve_metrics(&gw4, &listener)).map_err(|e| e.to_string())?;
+    }
     Ok(gw)
+}
+
+/// The `--metrics-listen` server: `GET /metrics` only, one request per connection, tight limits.
+fn serve_metrics(gw: &Gateway, listener: &TcpListener) {
+    let limits = Limits {
+        max_header_bytes: 4096,
+        max_body: 0,
+        header_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    for stream in listener.incoming().flatten() {
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let mut conn = crate::http::Conn::new(stream);
+        let Ok(req) = conn.read_request(&limits) else { continue };
+        let resp = if req.path == "/metrics" {
+            routes::metrics_response(gw)
+        } else {
+            Response::error(404, "only /metrics here")
+        };
+        let _ = resp.write_to(&mut conn.stream, false);
+    }
 }
 
 /// Ends Streamable HTTP sessions nobody used for `--session-timeout` (clients often vanish

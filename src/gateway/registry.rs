@@ -183,6 +183,10 @@ impl Registry {
         lock(&self.sessions).get(id).cloned()
     }
 
+    pub(crate) fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
     pub(crate) fn session_count(&self) -> usize {
         lock(&self.sessions).len()
     }

@@ -22,6 +22,8 @@ enum Route {
     Health,
     /// The registered servers, for operators.
     Servers,
+    /// Prometheus metrics.
+    Metrics,
     Register,
     /// Streamable HTTP.
     Mcp(Scope),
@@ -81,6 +83,7 @@ pub(crate) fn serve_connection(
         let resp = match (refusal, route) {
             (Some(resp), _) => resp,
             (None, Route::Health) => health(gw),
+            (None, Route::Metrics) => metrics_response(gw),
             (None, Route::Servers) => {
                 let servers: Vec<serde_json::Value> =
                     gw.registry.servers().iter().map(|s| s.summary()).collect();
@@ -125,6 +128,9 @@ fn route(gw: &Gateway, req: &Request) -> Route {
     if path == "/servers" || path == "/servers/" {
         return Route::Servers;
     }
+    if path == "/metrics" {
+        return Route::Metrics;
+    }
     if same_path(path, &gw.cfg.mcp_path) {
         return Route::Mcp(Scope::All);
     }
@@ -150,6 +156,13 @@ fn route(gw: &Gateway, req: &Request) -> Route {
 /// Paths compare equal with or without a trailing slash (`/messages` and `/messages/`).
 fn same_path(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// The Prometheus text exposition.
+pub(crate) fn metrics_response(gw: &Gateway) -> Response {
+    Response::empty(200)
+        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(super::metrics::METRICS.render(&gw.registry).into_bytes())
 }
 
 fn health(gw: &Gateway) -> Response {

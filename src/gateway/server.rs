@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::catalog::{ListKind, Lists};
+use super::metrics::{Metrics, METRICS};
 use super::registry::{lock, Registry};
 use super::session::Session;
 use crate::jsonrpc;
@@ -123,6 +124,13 @@ impl Upstream {
         }
     }
 
+    /// Queues a message for the server (counted in the edge byte metrics).
+    pub(crate) fn send(&self, msg: &Value) -> Result<(), SendError> {
+        let text = msg.to_string();
+        Metrics::add(&METRICS.edge_bytes_out, text.len());
+        self.outbox.send(Out::Text(text))
+    }
+
     /// Notes that the server just sent something.
     pub(crate) fn seen(&self) {
         *lock(&self.last_seen) = SystemTime::now();
@@ -192,7 +200,7 @@ impl Upstream {
         let (params, origin) = rewrite_progress_token(id, params, origin);
         let rx = self.open_slot(id, origin)?;
         let msg = jsonrpc::request(id, method, params);
-        if let Err(e) = self.outbox.send(Out::Text(msg.to_string())) {
+        if let Err(e) = self.send(&msg) {
             self.take_slot(id);
             return Err(match e {
                 SendError::Full => Failure::Busy,
@@ -238,7 +246,7 @@ impl Upstream {
         if let Some(p) = params {
             note["params"] = p;
         }
-        let _ = self.outbox.send(Out::Text(note.to_string()));
+        let _ = self.send(&note);
     }
 
     /// Answers a request the server made (to the gateway or, through it, to a client).
@@ -247,7 +255,7 @@ impl Upstream {
             Ok(result) => jsonrpc::result_response(edge_id, result),
             Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": edge_id, "error": error}),
         };
-        let _ = self.outbox.send(Out::Text(msg.to_string()));
+        let _ = self.send(&msg);
     }
 
     /// The client request most recently sent to this server that is still in flight: where a
@@ -260,7 +268,7 @@ impl Upstream {
 
     /// Sends a request whose answer nobody waits for (the answer is dropped as unknown).
     pub(crate) fn fire(&self, method: &str, params: Value, id: u64) {
-        let _ = self.outbox.send(Out::Text(jsonrpc::request(id, method, params).to_string()));
+        let _ = self.send(&jsonrpc::request(id, method, params));
     }
 
     /// Tells the server to stop working on request `id`.
@@ -269,7 +277,7 @@ impl Upstream {
             "notifications/cancelled",
             serde_json::json!({"requestId": id, "reason": reason}),
         );
-        let _ = self.outbox.send(Out::Text(note.to_string()));
+        let _ = self.send(&note);
     }
 
     /// Routes a response from the server to the thread waiting for it. Returns false when no

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::auth::Credential;
 use super::mcp::{self, SUPPORTED_VERSIONS};
+use super::metrics::{Metrics, METRICS};
 use super::session::{Kind, Scope, Session};
 use super::{Gateway, Tally};
 use crate::http::sse::SseWriter;
@@ -73,6 +74,7 @@ fn post(
             "the client must accept both application/json and text/event-stream",
         ));
     }
+    Metrics::add(&METRICS.client_bytes_in, req.body.len());
     let (messages, batch) = match parse_body(&req.body) {
         Ok(parsed) => parsed,
         Err(resp) => return respond(resp),
@@ -137,6 +139,7 @@ fn answer(
     if let Some(msg) = &first {
         if !batch && is_final(msg) && !msg.is_null() {
             let mut resp = Response::json(200, msg);
+            Metrics::add(&METRICS.client_bytes_out, resp.body.len());
             for (k, v) in headers {
                 resp = resp.header(k, v);
             }
@@ -153,7 +156,9 @@ fn answer(
                 if msg.is_null() {
                     Ok(())
                 } else {
-                    sse.event(Some("message"), &msg.to_string())
+                    let text = msg.to_string();
+                    Metrics::add(&METRICS.client_bytes_out, text.len());
+                    sse.event(Some("message"), &text)
                 }
             }
             None => sse.comment("keep-alive"),
@@ -207,7 +212,11 @@ fn get(
     let why = match SseWriter::start(&mut conn.stream, &[]) {
         Ok(mut sse) => loop {
             let written = match rx.recv_timeout(gw.cfg.keepalive) {
-                Ok(msg) => sse.event(Some("message"), &msg.to_string()),
+                Ok(msg) => {
+                    let text = msg.to_string();
+                    Metrics::add(&METRICS.client_bytes_out, text.len());
+                    sse.event(Some("message"), &text)
+                }
                 Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
                 Err(RecvTimeoutError::Disconnected) => {
                     let _ = sse.finish();

@@ -17,6 +17,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::catalog::ListKind;
 use super::handshake;
+use super::metrics::{Metrics, METRICS};
 use super::server::{Failure, Upstream};
 use super::session::Scope;
 use super::Gateway;
@@ -53,6 +54,7 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
             return refuse(&mut ws, remote, &why);
         }
         Ok(Some(old)) => {
+            METRICS.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             log::info!("server {} ({}): reconnected from {remote}; dropping its old link", up.name, up.id);
             let _ = old
                 .outbox
@@ -69,6 +71,7 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
         return release(gw, &up, "link failed during registration");
     }
     log::info!("server {} ({}): registering from {remote}", up.name, up.id);
+    METRICS.registrations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (gw2, up2) = (gw.clone(), up.clone());
     if let Err(e) = thread::spawn(format!("handshake-{}", up.name), move || handshake::run(&gw2, &up2)) {
         log::error!("server {}: cannot start its handshake thread: {e}", up.name);
@@ -141,6 +144,7 @@ pub(crate) fn status_frame(status: &str, id: &str, message: &str) -> Value {
 /// Routes one frame from the edge.
 fn on_frame(gw: &Arc<Gateway>, up: &Arc<Upstream>, text: &str) -> Flow {
     up.seen();
+    Metrics::add(&METRICS.edge_bytes_in, text.len());
     let msg = match jsonrpc::parse(text.as_bytes()).and_then(jsonrpc::classify) {
         Ok(msg) => msg,
         Err(e) => {

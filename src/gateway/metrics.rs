@@ -1,0 +1,236 @@
+//! Counters for operators, served as Prometheus text at `GET /metrics` (authenticated like the
+//! rest) or on `--metrics-listen` (a separate address, typically loopback, without auth).
+//!
+//! Requests are counted by method and server, errors likewise, tool-call latency goes into a
+//! histogram per server, and bytes are counted where JSON-RPC messages cross the gateway: from
+//! and to clients, from and to edges. Label values are bounded: methods outside the MCP set
+//! count as `other`, servers are registered names.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::registry::{lock, Registry};
+use super::session::Kind;
+
+/// Upper bounds of the tool-call latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Methods that get their own label value.
+const METHODS: [&str; 19] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+];
+
+/// The process's counters (one gateway per process; the Prometheus convention of one default
+/// registry).
+pub(crate) static METRICS: Metrics = Metrics::new();
+
+pub(crate) struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, String), Counts>>,
+    tool_calls: Mutex<BTreeMap<String, Histogram>>,
+    pub client_bytes_in: AtomicU64,
+    pub client_bytes_out: AtomicU64,
+    pub edge_bytes_in: AtomicU64,
+    pub edge_bytes_out: AtomicU64,
+    pub registrations: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// Requests and errors of one (method, server).
+type Counts = (u64, u64);
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    total: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    pub(crate) const fn new() -> Metrics {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            tool_calls: Mutex::new(BTreeMap::new()),
+            client_bytes_in: AtomicU64::new(0),
+            client_bytes_out: AtomicU64::new(0),
+            edge_bytes_in: AtomicU64::new(0),
+            edge_bytes_out: AtomicU64::new(0),
+            registrations: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request of `method` handled by `server` (`gateway` for its own answers).
+    pub(crate) fn request(&self, method: &str, server: &str, ok: bool) {
+        let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
+        let mut requests = lock(&self.requests);
+        let entry = requests.entry((method, server.to_string())).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(!ok);
+    }
+
+    /// Records how long a tool call to `server` took.
+    pub(crate) fn tool_call(&self, server: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut calls = lock(&self.tool_calls);
+        let h = calls.entry(server.to_string()).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.total += 1;
+        h.sum += secs;
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything, with gauges read from the registry.
+    pub(crate) fn render(&self, registry: &Registry) -> String {
+        let mut out = String::new();
+        let ready = registry.servers().iter().filter(|s| s.is_ready()).count();
+        gauge(&mut out, "mcpport_servers_registered", "Servers registered and ready.", &[("", ready as u64)]);
+        let (legacy, streamable) = registry.session_kinds();
+        let sessions = [("transport=\"legacy_sse\"", legacy), ("transport=\"streamable_http\"", streamable)];
+        gauge(&mut out, "mcpport_sessions_open", "Client sessions open, by transport.", &sessions);
+        self.render_requests(&mut out);
+        self.render_histogram(&mut out);
+        let counters = [
+            ("mcpport_client_bytes_total", "direction=\"in\"", &self.client_bytes_in),
+            ("mcpport_client_bytes_total", "direction=\"out\"", &self.client_bytes_out),
+            ("mcpport_edge_bytes_total", "direction=\"in\"", &self.edge_bytes_in),
+            ("mcpport_edge_bytes_total", "direction=\"out\"", &self.edge_bytes_out),
+        ];
+        header(&mut out, "mcpport_client_bytes_total", "counter", "JSON-RPC bytes from and to clients.");
+        header(&mut out, "mcpport_edge_bytes_total", "counter", "JSON-RPC bytes from and to edges.");
+        for (name, labels, c) in counters {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", c.load(Ordering::Relaxed));
+        }
+        let edges = [
+            ("mcpport_registrations_total", "Edge registrations accepted.", &self.registrations),
+            (
+                "mcpport_reconnects_total",
+                "Registrations that replaced a live link of the same server id.",
+                &self.reconnects,
+            ),
+        ];
+        for (name, help, c) in edges {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
+        }
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        let requests = lock(&self.requests).clone();
+        header(
+            out,
+            "mcpport_requests_total",
+            "counter",
+            "Client requests, by method and the server that handled them.",
+        );
+        for ((method, server), (n, _)) in &requests {
+            let _ = writeln!(
+                out,
+                "mcpport_requests_total{{method=\"{method}\",server=\"{}\"}} {n}",
+                escape(server)
+            );
+        }
+        header(out, "mcpport_request_errors_total", "counter", "Client requests answered with an error.");
+        for ((method, server), (_, errors)) in &requests {
+            let _ = writeln!(
+                out,
+                "mcpport_request_errors_total{{method=\"{method}\",server=\"{}\"}} {errors}",
+                escape(server)
+            );
+        }
+    }
+
+    fn render_histogram(&self, out: &mut String) {
+        let name = "mcpport_tool_call_duration_seconds";
+        header(out, name, "histogram", "Tool call latency through the gateway, by server.");
+        for (server, h) in lock(&self.tool_calls).iter() {
+            let server = escape(server);
+            for (bound, count) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(out, "{name}_bucket{{server=\"{server}\",le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{server=\"{server}\",le=\"+Inf\"}} {}", h.total);
+            let _ = writeln!(out, "{name}_sum{{server=\"{server}\"}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{server=\"{server}\"}} {}", h.total);
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, values: &[(&str, u64)]) {
+    header(out, name, "gauge", help);
+    for (labels, v) in values {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// Escapes a label value (server names are plain, but a label must never break the format).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Registry {
+    /// Open sessions as (legacy SSE, Streamable HTTP).
+    pub(crate) fn session_kinds(&self) -> (u64, u64) {
+        let sessions = self.sessions_snapshot();
+        let legacy = sessions.iter().filter(|s| s.kind == Kind::LegacySse).count() as u64;
+        (legacy, sessions.len() as u64 - legacy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::new();
+        m.request("tools/call", "pi", true);
+        m.request("tools/call", "pi", false);
+        m.request("made/up", "gateway", true);
+        m.tool_call("pi", Duration::from_millis(30));
+        m.tool_call("pi", Duration::from_secs(3));
+        let text = m.render(&Registry::new());
+        assert!(text.contains("mcpport_requests_total{method=\"tools/call\",server=\"pi\"} 2"), "{text}");
+        assert!(text.contains("mcpport_request_errors_total{method=\"tools/call\",server=\"pi\"} 1"));
+        assert!(text.contains("mcpport_requests_total{method=\"other\",server=\"gateway\"} 1"));
+        assert!(text.contains("mcpport_tool_call_duration_seconds_bucket{server=\"pi\",le=\"0.05\"} 1"));
+        assert!(text.contains("mcpport_tool_call_duration_seconds_bucket{server=\"pi\",le=\"5\"} 2"));
+        assert!(text.contains("mcpport_tool_call_duration_seconds_count{server=\"pi\"} 2"));
+        assert!(text.contains("mcpport_sessions_open{transport=\"legacy_sse\"} 0"));
+    }
+}

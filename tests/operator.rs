@@ -1,0 +1,71 @@
+//! What operators see: Prometheus metrics that move with traffic, the `/servers` listing, and
+//! JSON log lines.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::{http, Gateway, SseClient, Watchdog};
+
+/// The value of one sample line (`name{labels} value`) of a metrics text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_move_with_traffic() {
+    let _w = Watchdog::new("metrics", Duration::from_secs(30));
+    let gw =
+        Gateway::start(&["--auth-token", "t0k", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
+    let line = gw.proc.wait_log("metrics on http://");
+    let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let pi = gw.register("pi", &["--header", "Authorization: Bearer t0k"]);
+    pi.wait_log("registered as");
+    assert_eq!(gw.http("GET", "/metrics", &[], b"").status, 401, "the main port's metrics need a token");
+
+    let before = http(port, "GET", "/metrics", &[], b"").body;
+    assert_eq!(sample(&before, "mcpport_servers_registered"), 1.0);
+    let mut c = SseClient::connect(gw.port, "/sse", &[("Authorization", "Bearer t0k")]);
+    c.initialize("2025-06-18");
+    for _ in 0..3 {
+        c.tool("pi_echo", json!({"text": "count me"}));
+    }
+    c.tool("pi_nothing", json!({}));
+    let after = gw.http("GET", "/metrics", &[("Authorization", "Bearer t0k")], b"").body;
+    assert_eq!(sample(&after, "mcpport_requests_total{method=\"tools/call\",server=\"pi\"}"), 3.0);
+    assert_eq!(sample(&after, "mcpport_request_errors_total{method=\"tools/call\",server=\"gateway\"}"), 1.0);
+    assert_eq!(sample(&after, "mcpport_tool_call_duration_seconds_count{server=\"pi\"}"), 3.0);
+    assert_eq!(sample(&after, "mcpport_sessions_open{transport=\"legacy_sse\"}"), 1.0);
+    assert!(sample(&after, "mcpport_client_bytes_total{direction=\"in\"}") > 0.0);
+    assert!(
+        sample(&after, "mcpport_edge_bytes_total{direction=\"out\"}")
+            > sample(&before, "mcpport_edge_bytes_total{direction=\"out\"}")
+    );
+    assert_eq!(sample(&after, "mcpport_registrations_total"), 1.0);
+
+    // Every log line is one JSON object, and none holds the token.
+    let log = gw.proc.log_text();
+    for l in log.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string(), "{l}");
+    }
+    assert!(!log.contains("t0k"));
+}
+
+#[test]
+fn servers_lists_what_is_registered() {
+    let _w = Watchdog::new("servers_listing", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let _pi = gw.register_ready("pi");
+    let listing = gw.http("GET", "/servers", &[], b"").json();
+    let pi = &listing["servers"][0];
+    assert_eq!(pi["name"], "pi");
+    assert_eq!(pi["ready"], true);
+    assert_eq!(pi["counts"]["prompts"], 1);
+    assert!(pi["counts"]["tools"].as_u64().unwrap() >= 9);
+    assert!(pi["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(pi["connectedSince"].as_str().unwrap().ends_with('Z'));
+    assert!(pi["lastSeen"].as_str().unwrap().ends_with('Z'));
+}
