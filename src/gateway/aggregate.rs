@@ -133,9 +133,21 @@ fn server_for_uri(gw: &Gateway, params: &Value) -> Result<String, Option<Value>>
     })
 }
 
+/// A read goes to the server that lists the URI (or a template that matches it). A URI no list
+/// knows may be one a server made a moment ago, announcing it with a `list_changed` the
+/// gateway is still refreshing: then each server with resources is asked in turn, and the first
+/// answer that is not an error wins.
 fn by_uri(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome {
-    let server = server_for_uri(gw, &params)?;
-    forward(gw, &server, method, params, origin)
+    let not_found = match server_for_uri(gw, &params) {
+        Ok(server) => return forward(gw, &server, method, params, origin),
+        Err(e) => e,
+    };
+    for up in gw.registry.servers().iter().filter(|up| up.is_ready() && up.has_capability("resources")) {
+        if let Ok(result) = forward(gw, &up.name, method, params.clone(), origin.clone()) {
+            return Ok(result);
+        }
+    }
+    Err(not_found)
 }
 
 fn subscription(gw: &Gateway, session: &Session, method: &str, params: Value, origin: Origin) -> Outcome {

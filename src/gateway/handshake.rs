@@ -41,8 +41,11 @@ pub(crate) fn run(gw: &Arc<Gateway>, up: &Arc<Upstream>) {
                 lists.templates.len(),
                 started.elapsed().as_millis()
             );
-            up.set_lists(lists);
+            let dirty = up.set_lists(lists);
             publish(gw);
+            for kind in dirty {
+                refresh(gw, up, kind);
+            }
             // Only now: "registered" tells the edge its tools are visible.
             let msg = format!("Registration successful, loaded {n} tools");
             let _ = up.send(&status_frame("registered", &up.id, &msg));
@@ -117,13 +120,16 @@ fn list(gw: &Gateway, up: &Upstream, kind: ListKind) -> Result<Vec<Value>, Strin
 /// Lists one of the server's lists again, on its own thread (the socket's owner must keep
 /// routing the answer), then publishes the change.
 pub(crate) fn refresh(gw: &Arc<Gateway>, up: &Arc<Upstream>, kind: ListKind) {
+    let Some(ticket) = up.list_changed(kind) else { return };
     let name = up.name.clone();
     let (gw, up) = (gw.clone(), up.clone());
     let spawned = thread::spawn(format!("refresh-{name}"), move || match list(&gw, &up, kind) {
         Ok(items) => {
-            log::info!("server {}: {} changed ({} items)", up.name, kind.key(), items.len());
-            up.set_list(kind, items);
-            publish(&gw);
+            let n = items.len();
+            if up.set_list(kind, items, ticket) {
+                log::info!("server {}: {} changed ({n} items)", up.name, kind.key());
+                publish(&gw);
+            }
         }
         Err(why) => log::warn!("server {}: cannot refresh {}: {why}", up.name, kind.key()),
     });

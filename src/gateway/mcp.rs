@@ -202,6 +202,10 @@ pub(crate) fn forward(gw: &Gateway, server: &str, method: &str, params: Value, o
         _ => method.to_string(),
     };
     let session_id = origin.session.id.clone();
+    if up.roots_change_for(&session_id) {
+        // The server holds another client's roots; it asks again, and this client answers.
+        up.notify("notifications/roots/list_changed", None);
+    }
     FORWARDED.with(|f| f.set(true));
     let started = std::time::Instant::now();
     let outcome = up.request(&gw.registry, method, params, timeout, Some(origin));

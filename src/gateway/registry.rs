@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::catalog::{Catalog, ListKind, Lists};
 use super::server::Upstream;
 use super::session::{Kind, Scope, Session};
-use crate::jsonrpc::{self, INTERNAL_ERROR};
+use crate::jsonrpc::{self, INTERNAL_ERROR, METHOD_NOT_FOUND};
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it: one bad
 /// connection must not wedge the gateway (`panic = "unwind"` is kept for this).
@@ -48,6 +48,7 @@ struct ToClient {
     upstream: Arc<Upstream>,
     edge_id: Value,
     session_id: String,
+    method: String,
 }
 
 impl Registry {
@@ -192,28 +193,37 @@ impl Registry {
     }
 
     /// Forwards a server's request (sampling, elicitation, roots) to the client whose request
-    /// caused it, under a gateway-minted id, if that client declared the capability.
+    /// caused it, under a gateway-minted id, if that client declared the capability. Errors are
+    /// (JSON-RPC code, message) for the server: -32601 for what no client can answer, -32603
+    /// when no client request is in flight to attach it to.
     pub(crate) fn request_client(
         &self,
         up: &Arc<Upstream>,
         edge_id: Value,
         method: &str,
         params: Option<Value>,
-    ) -> Result<(), String> {
+    ) -> Result<(), (i64, String)> {
         let capability = match method {
             "sampling/createMessage" => "sampling",
             "elicitation/create" => "elicitation",
             "roots/list" => "roots",
-            _ => return Err(format!("{method} cannot be routed to a client")),
+            _ => return Err((METHOD_NOT_FOUND, format!("{method} cannot be routed to a client"))),
         };
         let Some(origin) = up.latest_origin() else {
-            return Err(format!("{method}: no client request of this server is in flight to send it to"));
+            let why = format!("{method}: no client request of this server is in flight to send it to");
+            return Err((INTERNAL_ERROR, why));
         };
         if origin.session.state().client_capabilities.get(capability).is_none() {
-            return Err(format!("{method}: the client did not declare the {capability} capability"));
+            let why = format!("{method}: the client did not declare the {capability} capability");
+            return Err((METHOD_NOT_FOUND, why));
         }
         let id = self.mint_id();
-        let entry = ToClient { upstream: up.clone(), edge_id, session_id: origin.session.id.clone() };
+        let entry = ToClient {
+            upstream: up.clone(),
+            edge_id,
+            session_id: origin.session.id.clone(),
+            method: method.into(),
+        };
         lock(&self.to_clients).insert(id, entry);
         let mut request = jsonrpc::request(id, method, params.unwrap_or_else(|| serde_json::json!({})));
         if request["params"].is_null() {
@@ -241,6 +251,9 @@ impl Registry {
             }
         };
         let Some(t) = entry else { return false };
+        if t.method == "roots/list" && outcome.is_ok() {
+            t.upstream.roots_answered_by(&session.id);
+        }
         t.upstream.answer(&t.edge_id, outcome);
         true
     }

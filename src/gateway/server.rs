@@ -41,6 +41,13 @@ struct Offer {
     /// `None` until the handshake has listed everything: the server is not visible before.
     lists: Option<Lists>,
     initialize: Value,
+    /// Per list kind: the newest refresh started, so an older one finishing later is dropped.
+    refreshes: [u64; 4],
+    /// Lists announced as changed during the handshake, refreshed once it is done.
+    dirty: Vec<ListKind>,
+    /// The session whose roots the server last received: when another client's request comes,
+    /// the server is told its roots changed, so it never serves one client another's roots.
+    roots_from: Option<String>,
 }
 
 #[derive(Default)]
@@ -162,15 +169,59 @@ impl Upstream {
         lock(&self.offer).lists.is_some()
     }
 
-    pub(crate) fn set_lists(&self, lists: Lists) {
-        lock(&self.offer).lists = Some(lists);
+    /// Makes the server visible with the handshake's lists; returns the lists announced as
+    /// changed meanwhile, which need a refresh.
+    pub(crate) fn set_lists(&self, lists: Lists) -> Vec<ListKind> {
+        let mut offer = lock(&self.offer);
+        offer.lists = Some(lists);
+        std::mem::take(&mut offer.dirty)
     }
 
-    /// Replaces one list after a refresh (ignored before the handshake is done).
-    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) {
-        if let Some(lists) = lock(&self.offer).lists.as_mut() {
-            *kind.items_mut(lists) = items;
+    /// A `list_changed` arrived: returns a refresh ticket, or `None` during the handshake (the
+    /// kind is refreshed when the handshake is done).
+    pub(crate) fn list_changed(&self, kind: ListKind) -> Option<u64> {
+        let mut offer = lock(&self.offer);
+        if offer.lists.is_none() {
+            if !offer.dirty.contains(&kind) {
+                offer.dirty.push(kind);
+            }
+            return None;
         }
+        let slot = &mut offer.refreshes[ListKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)];
+        *slot += 1;
+        Some(*slot)
+    }
+
+    /// Replaces one list after the refresh with `ticket`, unless a newer refresh has started
+    /// (its answer is newer). Returns whether the list was replaced.
+    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>, ticket: u64) -> bool {
+        let mut offer = lock(&self.offer);
+        let newest = offer.refreshes[ListKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)];
+        match offer.lists.as_mut() {
+            Some(lists) if ticket == newest => {
+                *kind.items_mut(lists) = items;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Called before a client's request goes to the server: true when the server last got
+    /// another session's roots and must be told that the roots changed.
+    pub(crate) fn roots_change_for(&self, session: &str) -> bool {
+        let mut offer = lock(&self.offer);
+        match &offer.roots_from {
+            Some(owner) if owner != session => {
+                offer.roots_from = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records which session answered the server's `roots/list`.
+    pub(crate) fn roots_answered_by(&self, session: &str) {
+        lock(&self.offer).roots_from = Some(session.to_string());
     }
 
     /// Whether the server declared a capability in its `initialize` result.

@@ -22,7 +22,7 @@ use super::server::{Failure, Upstream};
 use super::session::Scope;
 use super::Gateway;
 use crate::http::Transport;
-use crate::jsonrpc::{self, Message, METHOD_NOT_FOUND};
+use crate::jsonrpc::{self, Message};
 use crate::thread;
 use crate::ws::{self, End, Event, Flow, Out};
 
@@ -161,9 +161,9 @@ fn on_frame(gw: &Arc<Gateway>, up: &Arc<Upstream>, text: &str) -> Flow {
         Message::Notification { method, params } => on_notification(gw, up, &method, params),
         Message::Request { id, method, .. } if method == "ping" => up.answer(&id, Ok(json!({}))),
         Message::Request { id, method, params } => {
-            if let Err(why) = gw.registry.request_client(up, id.clone(), &method, params) {
+            if let Err((code, why)) = gw.registry.request_client(up, id.clone(), &method, params) {
                 log::info!("server {}: {why}", up.name);
-                up.answer(&id, Err(jsonrpc::error_object(METHOD_NOT_FOUND, &why)));
+                up.answer(&id, Err(jsonrpc::error_object(code, &why)));
             }
         }
     }

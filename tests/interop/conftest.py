@@ -1,17 +1,23 @@
 """Shared helpers for the interop tests: start mcpport processes (ours and the original Python one)
 on 127.0.0.1, each with a log file and a watchdog, always stopped by PID at the end; connect the
-official MCP Python SDK client over legacy SSE. Logs of the live processes are attached to failures.
+official MCP Python SDK client over legacy SSE or Streamable HTTP; start a gateway with the npm
+`@modelcontextprotocol/server-everything` registered over stdio. Logs of the live processes are
+attached to failures.
 """
 
 import atexit
 import contextlib
 import itertools
+import json
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("MCPPORT_BIN", str(REPO / "target/release/mcpport"))
 PEER = os.environ.get("MCPPORT_PEER", str(REPO / ".venv-interop/peer/bin/mcpport"))
 WATCHDOG_S = 120  # no process outlives this, whatever happens to the test
+# npm packages from tests/interop/package.json (scripts/interop.sh installs them with npm ci).
+NODE_MODULES = Path(os.environ.get("MCPPORT_NODE_MODULES", str(REPO / ".venv-interop/node/node_modules")))
+EVERYTHING_JS = NODE_MODULES / "@modelcontextprotocol/server-everything/dist/index.js"
 CLIENT_S = 40  # no client session outlives this
 
 _serial = itertools.count(1)  # makes log names unique
@@ -172,3 +181,85 @@ async def wait_until(predicate, what, timeout=10):
             await anyio.sleep(0.05)
         return
     raise AssertionError(f"{what}: not within {timeout}s")
+
+
+# ---- Streamable HTTP, and the npm server-everything behind the gateway ----
+
+
+@asynccontextmanager
+async def http_client(url, notifications=None, **callbacks):
+    """An initialized SDK ClientSession over Streamable HTTP at `url`, with the initialize result
+    (wire form) as `.init_result`; server notifications (wire form) go to `notifications` if
+    given; `callbacks` (sampling_callback, elicitation_callback, logging_callback, ...) go to the
+    ClientSession. Leaving it ends the session with DELETE, as the SDK does."""
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def on_message(msg):
+        msg = getattr(msg, "root", msg)
+        if notifications is not None and hasattr(msg, "method"):
+            notifications.append(wire(msg))
+
+    try:
+        with anyio.fail_after(CLIENT_S):
+            async with streamable_http_client(url) as (r, w):
+                async with ClientSession(r, w, message_handler=on_message, **callbacks) as session:
+                    session.init_result = wire(await session.initialize())
+                    yield session
+    except Exception as e:  # report the error itself, not the task groups around it
+        while len(getattr(e, "exceptions", ())) == 1:
+            e = e.exceptions[0]
+        raise e from None
+
+
+def need_node_modules():
+    """Skips when the npm packages are not installed (pytest run by hand); scripts/interop.sh
+    installs them and sets MCPPORT_NODE_MODULES, and then their absence is an error."""
+    if EVERYTHING_JS.exists() and shutil.which("node"):
+        return
+    if "MCPPORT_NODE_MODULES" in os.environ:
+        raise AssertionError(f"no {EVERYTHING_JS} (or no node on PATH): npm ci did not install it")
+    pytest.skip("npm packages not installed: run scripts/interop.sh (npm ci into .venv-interop/node)")
+
+
+def rpc(url, message, session_id=None, timeout=10):
+    """One raw Streamable HTTP POST with a JSON answer: (status, Mcp-Session-Id, body as JSON)."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if session_id:
+        headers["Mcp-Session-Id"] = session_id
+    req = urllib.request.Request(url, data=json.dumps(message).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = resp.read()
+        return resp.status, resp.headers.get("Mcp-Session-Id"), json.loads(body) if body else None
+
+
+def wait_for_aggregated_tools(port, names, timeout=20):
+    """Lists the aggregated tools (raw HTTP, one session) until all of `names` are there."""
+    url = f"http://127.0.0.1:{port}/mcp"
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "readiness", "version": "0"}}
+    _, sid, _ = rpc(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+    rpc(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    deadline, tools = time.monotonic() + timeout, []
+    try:
+        while time.monotonic() < deadline:
+            _, _, body = rpc(url, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid)
+            tools = [t["name"] for t in body["result"]["tools"]]
+            if set(names) <= set(tools):
+                return tools
+            time.sleep(0.1)
+    finally:
+        req = urllib.request.Request(url, headers={"Mcp-Session-Id": sid}, method="DELETE")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=5).close()
+    raise AssertionError(f"tools {sorted(names)} not all listed after {timeout}s; last list: {tools}")
+
+
+def start_everything(procs):
+    """Starts our gateway on a free port of 127.0.0.1 and registers the npm server-everything
+    (stdio mode) with our `mcpport register` as server `everything`; returns the port once its
+    tools are in the aggregated list."""
+    need_node_modules()
+    port = start_gateway(procs)
+    stdio = f"exec {shlex.quote(shutil.which('node'))} {shlex.quote(str(EVERYTHING_JS))} stdio"
+    start_register(procs, "everything", port, stdio)
+    wait_for_aggregated_tools(port, {"everything_echo"})
+    return port
