@@ -7,8 +7,12 @@
 //! is not JSON → 400 with a -32700 error; not JSON-RPC → 400 with -32600. The session ends when
 //! its stream does.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use serde_json::Value;
 use std::sync::Arc;
 
 use super::auth::Credential;
@@ -51,8 +55,20 @@ pub(crate) fn open_stream(
         return;
     }
     log::info!("session {id}: opened (legacy SSE) by {peer}");
-    let why = loop {
-        let written = match rx.recv_timeout(gw.cfg.keepalive) {
+    let why = write_stream(&mut sse, &rx, gw.cfg.keepalive);
+    log::info!("session {id}: ended ({why})");
+}
+
+/// Writes a session's stream until its queue closes or the client goes away; keep-alive
+/// comments while idle. Returns why it ended. (The legacy stream and the Streamable HTTP `GET`
+/// stream are the same loop.)
+pub(crate) fn write_stream<W: Write>(
+    sse: &mut SseWriter<W>,
+    rx: &Receiver<Value>,
+    keepalive: Duration,
+) -> &'static str {
+    loop {
+        let written = match rx.recv_timeout(keepalive) {
             Ok(msg) => {
                 let text = msg.to_string();
                 Metrics::add(&METRICS.client_bytes_out, text.len());
@@ -61,14 +77,13 @@ pub(crate) fn open_stream(
             Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
             Err(RecvTimeoutError::Disconnected) => {
                 let _ = sse.finish();
-                break "closed by the gateway";
+                return "closed by the gateway";
             }
         };
         if written.is_err() {
-            break "client went away";
+            return "client went away";
         }
-    };
-    log::info!("session {id}: ended ({why})");
+    }
 }
 
 /// Accepts one client message for a session and hands it to the MCP layer.

@@ -21,7 +21,7 @@ use super::auth::Credential;
 use super::mcp::{self, SUPPORTED_VERSIONS};
 use super::metrics::{Metrics, METRICS};
 use super::session::{Kind, Scope, Session};
-use super::{Gateway, Tally};
+use super::{legacy, Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::jsonrpc::{self, Message, INVALID_REQUEST};
@@ -210,26 +210,12 @@ fn get(
     let _stream = Tally::new(&gw.streams);
     log::info!("session {}: stream opened by {peer}", session.id);
     let why = match SseWriter::start(&mut conn.stream, &[]) {
-        Ok(mut sse) => loop {
-            let written = match rx.recv_timeout(gw.cfg.keepalive) {
-                Ok(msg) => {
-                    let text = msg.to_string();
-                    Metrics::add(&METRICS.client_bytes_out, text.len());
-                    sse.event(Some("message"), &text)
-                }
-                Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = sse.finish();
-                    break "closed by the gateway";
-                }
-            };
-            if written.is_err() {
-                session.detach_stream();
-                break "client went away";
-            }
-        },
+        Ok(mut sse) => legacy::write_stream(&mut sse, &rx, gw.cfg.keepalive),
         Err(_) => "client went away",
     };
+    if why == "client went away" {
+        session.detach_stream(); // a new GET may attach
+    }
     log::info!("session {}: stream ended ({why})", session.id);
     Outcome::Close
 }

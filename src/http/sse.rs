@@ -46,7 +46,7 @@ impl<W: Write> SseWriter<W> {
     }
 
     /// Ends the stream cleanly (the zero-length chunk).
-    pub(crate) fn finish(mut self) -> io::Result<()> {
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
         self.out.write_all(b"0\r\n\r\n")?;
         self.out.flush()
     }
