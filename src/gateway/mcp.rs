@@ -45,7 +45,7 @@ pub(crate) fn handle_message(
         Message::Request { id, method, params } => {
             let (gw2, session2, reply2) = (gw.clone(), session.clone(), reply_to.clone());
             let in_flight = Tally::new(&gw.in_flight);
-            let spawned = thread::spawn("request", move || {
+            let spawned = thread::run("request", move || {
                 let _in_flight = in_flight;
                 let answer =
                     respond(&gw2, &session2, &id, &method, params, reply2.clone()).unwrap_or(NO_ANSWER);
