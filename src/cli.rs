@@ -62,6 +62,8 @@ Options:
       --allow-origin <ORIGIN>    Allow browser pages from ORIGIN (repeatable; * for any). Loopback
                                  origins and the gateway's own address are always allowed
       --session-timeout <SECS>   End Streamable HTTP sessions idle this long [default: 1800]
+      --sse-keepalive <SECS>     Keep-alive comment on idle SSE streams (also how soon a client that
+                                 left is noticed, and when a slow answer turns into a stream) [default: 15]
       --max-sessions <N>         Client sessions open at once before new ones get 503 [default: 1024]
       --max-header-bytes <N>     Request line and headers, 431 past it [default: 16384]
       --max-body-bytes <N>       Request body, 413 past it [default: 4194304]
@@ -220,6 +222,7 @@ fn gateway_args(
             Long("ping-timeout") => edge_timeout = Some(seconds(p, "--ping-timeout")?),
             Long("shutdown-grace") => cfg.shutdown_grace = seconds(p, "--shutdown-grace")?,
             Long("metrics-listen") => cfg.metrics_listen = Some(string(p)?),
+            Long("sse-keepalive") => cfg.keepalive = seconds(p, "--sse-keepalive")?,
             Long("log-level") => *logging.0 = log_level(p)?,
             Long("log-format") => *logging.1 = log_format(p)?,
             Long("debug") | Long("ipv6") => {}

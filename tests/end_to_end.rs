@@ -218,3 +218,19 @@ fn demo_serves_the_sample_server_and_stops_cleanly() {
     assert_eq!(status.code(), Some(0));
     assert!(!alive(pid), "the sample server outlived the demo");
 }
+
+#[test]
+fn a_closed_legacy_session_cancels_its_calls_in_flight() {
+    let _w = Watchdog::new("closed_session_cancels", Duration::from_secs(30));
+    let gw = Gateway::start(&["--sse-keepalive", "0.5"]);
+    let pi = gw.register_ready("pi");
+    let mut c = gw.client();
+    c.initialize("2025-06-18");
+    c.send("tools/call", json!({"name": "pi_sleep", "arguments": {"seconds": 30}}));
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = Instant::now();
+    drop(c); // the client goes away with the call still running
+    pi.wait_log("cancelled after");
+    assert!(closed.elapsed() < Duration::from_secs(5), "noticed after {:?}", closed.elapsed());
+    gw.proc.wait_log("cancelled 1 requests still in flight");
+}

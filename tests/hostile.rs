@@ -138,12 +138,13 @@ fn edge_tokens_and_client_tokens_do_not_mix() {
     let headers = dir.join("edge-headers");
     std::fs::write(&headers, "Authorization: Bearer edge-secret\n").unwrap();
     let gw =
-        Gateway::start(&["--auth-token-file", tokens.to_str().unwrap(), "--register-token", "edge-secret"]);
+        // At DEBUG, the most talkative level, no token may reach a log either.
+        Gateway::start(&["--auth-token-file", tokens.to_str().unwrap(), "--register-token", "edge-secret", "--log-level", "DEBUG"]);
 
     let mut with_client_token =
         gw.register("a", &["--header", "Authorization: Bearer client-secret", "--require-gateway"]);
     assert_eq!(with_client_token.wait_exit(Duration::from_secs(10)).code(), Some(1));
-    let edge = gw.register("b", &["--header-file", headers.to_str().unwrap()]);
+    let edge = gw.register("b", &["--header-file", headers.to_str().unwrap(), "--log-level", "DEBUG"]);
     edge.wait_log("registered as");
 
     assert_eq!(http(gw.port, "GET", "/sse", &[("Authorization", "Bearer edge-secret")], b"").status, 401);

@@ -405,6 +405,13 @@ impl SseClient {
     }
 }
 
+impl Drop for SseClient {
+    /// Closes the stream for real: the reader thread holds a clone of the socket.
+    fn drop(&mut self) {
+        let _ = self._stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Decodes the chunked SSE body: the `endpoint` event goes to `endpoint`, messages to `tx`.
 fn read_sse(stream: TcpStream, tx: mpsc::Sender<Value>, endpoint: mpsc::Sender<String>) {
     let mut events = SseReader::new(stream);

@@ -402,3 +402,24 @@ fn rewrite_progress_token(id: u64, mut params: Value, origin: Option<Origin>) ->
     }
     (params, Some(origin))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::auth::Credential;
+    use crate::gateway::session::{Kind, Scope};
+
+    #[test]
+    fn progress_tokens_are_replaced_by_the_request_id_and_kept_for_the_way_back() {
+        let session = Arc::new(Session::new("s".into(), Kind::Streamable, Scope::All, Credential::Open));
+        let origin =
+            Origin { session, client_id: serde_json::json!(7), progress_token: None, reply_to: None };
+        let params = serde_json::json!({"name": "t", "_meta": {"progressToken": "mine", "other": 1}});
+        let (params, origin) = rewrite_progress_token(42, params, Some(origin));
+        assert_eq!(params["_meta"], serde_json::json!({"progressToken": 42, "other": 1}));
+        assert_eq!(origin.unwrap().progress_token, Some(serde_json::json!("mine")));
+        // Without a token nothing changes; without an origin (the gateway's own requests) neither.
+        let (p, o) = rewrite_progress_token(43, serde_json::json!({"a": 1}), None);
+        assert_eq!((p, o.is_none()), (serde_json::json!({"a": 1}), true));
+    }
+}
