@@ -137,9 +137,10 @@ fn edge_tokens_and_client_tokens_do_not_mix() {
     std::fs::write(&tokens, "# clients\nclient-secret\n").unwrap();
     let headers = dir.join("edge-headers");
     std::fs::write(&headers, "Authorization: Bearer edge-secret\n").unwrap();
-    let gw =
-        // At DEBUG, the most talkative level, no token may reach a log either.
-        Gateway::start(&["--auth-token-file", tokens.to_str().unwrap(), "--register-token", "edge-secret", "--log-level", "DEBUG"]);
+    // At DEBUG, the most talkative level, no token may reach a log either.
+    let token_file = tokens.to_str().unwrap();
+    let args = ["--auth-token-file", token_file, "--register-token", "edge-secret", "--log-level", "DEBUG"];
+    let gw = Gateway::start(&args);
 
     let mut with_client_token =
         gw.register("a", &["--header", "Authorization: Bearer client-secret", "--require-gateway"]);
