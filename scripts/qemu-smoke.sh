@@ -49,24 +49,8 @@ fatal() { fail "$*"; exit 1; }
 say() { echo "qemu-smoke: $*"; }
 
 # ---- Tools -----------------------------------------------------------------------------------
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-apt_install() {
-    local missing=() p sudo=()
-    for p in "$@"; do installed "$p" || missing+=("$p"); done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    command -v apt-get >/dev/null || { echo "qemu-smoke: missing ${missing[*]} and no apt-get" >&2; exit 1; }
-    [[ $(id -u) -ne 0 ]] && sudo=(sudo)
-    say "installing ${missing[*]}"
-    # Output only if it fails (apt-get -qq still prints debconf notices).
-    local out
-    if ! out="$("${sudo[@]}" apt-get -qq -o DPkg::Lock::Timeout=300 update 2>&1 &&
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=300 \
-            install --no-install-recommends "${missing[@]}" 2>&1)"; then
-        printf '%s\n' "$out" >&2
-        echo "apt-get install ${missing[*]} failed" >&2
-        exit 1
-    fi
-}
+die() { echo "qemu-smoke: error: $*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need=()
 [[ -n $QEMU_NAME ]] && need+=(qemu-user-static)
 command -v curl >/dev/null || need+=(curl)
