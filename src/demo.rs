@@ -33,6 +33,7 @@ fn banner(base: &str, tools: &[String]) -> String {
     format!(
         "\n\
          mcpport demo is running: a gateway with the built-in sample server registered as {NAME:?}.\n\
+         \n  MCP endpoint:              {base}/mcp   (Streamable HTTP)\
          \n  MCP endpoint (legacy SSE):  {base}/sse\
          \n  edge registration:         {ws}/mcp/register\
          \n  health:                    {base}/health\
