@@ -33,11 +33,11 @@ fn banner(base: &str, tools: &[String]) -> String {
     format!(
         "\n\
          mcpport demo is running: a gateway with the built-in sample server registered as {NAME:?}.\n\
-         \n  MCP endpoint:              {base}/mcp   (Streamable HTTP)\
-         \n  MCP endpoint (legacy SSE):  {base}/sse\
-         \n  edge registration:         {ws}/mcp/register\
-         \n  health:                    {base}/health\
-         \n  tools:                     list_servers, {tools}\n\
+         \n  MCP endpoint:             {base}/mcp (Streamable HTTP)\
+         \n  MCP endpoint (legacy SSE): {base}/sse\
+         \n  edge registration:        {ws}/mcp/register\
+         \n  health:                   {base}/health\
+         \n  tools:                    list_servers, {tools}\n\
          \nTry it with the MCP Inspector's CLI (needs Node):\
          \n  npx @modelcontextprotocol/inspector --cli {base}/sse --transport sse --method tools/call --tool-name {NAME}_system_info\n\
          \nRegister another server from any machine that can reach this one:\
