@@ -3,16 +3,17 @@
 # (mTLS), the workflow of the original mcpport's README, with openssl.
 #
 #   scripts/generate-certs.sh --domain gateway.example.com [--ip 203.0.113.7] [--out certs]
-#                             [--days 825] [--key ec|rsa|rsa-pkcs1|ec-sec1]
+#                             [--days 825] [--key ec|rsa|rsa-pkcs1|ec-sec1] [--expired]
 #
 # Writes into --out (default certs/): ca.crt ca.key, server.crt (server + CA chain) server.key,
 # client.crt (client + CA chain) client.key. The server certificate names --domain, localhost,
 # 127.0.0.1 and ::1 (plus --ip). Keys are PKCS#8 PEM (ec: P-256, rsa: 2048 bits), PKCS#1
 # ("BEGIN RSA PRIVATE KEY", rsa-pkcs1) or SEC1 ("BEGIN EC PRIVATE KEY", ec-sec1). Existing files
-# in --out are replaced.
+# in --out are replaced. --expired makes the server certificate one that expired in 2020, for
+# checking that peers refuse it.
 set -euo pipefail
 
-domain=localhost out=certs days=825 key=ec extra_ip=""
+domain=localhost out=certs days=825 key=ec extra_ip="" expired=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --domain) domain=$2; shift 2 ;;
@@ -20,6 +21,7 @@ while [[ $# -gt 0 ]]; do
         --days) days=$2; shift 2 ;;
         --key) key=$2; shift 2 ;;
         --ip) extra_ip=$2; shift 2 ;;
+        --expired) expired=1; shift ;;
         -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "generate-certs: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -57,6 +59,21 @@ san="DNS:$domain,DNS:localhost,IP:127.0.0.1,IP:::1${extra_ip:+,IP:$extra_ip}"
 sign server "/CN=$domain" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=$san\n"
 sign client "/CN=mcpport-edge" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
 rm -f ca.srl
+
+if [[ $expired == 1 ]]; then
+    # `openssl ca` is the one openssl 3.0 tool that takes explicit validity dates.
+    ca_dir=$(mktemp -d)
+    touch "$ca_dir/index.txt"
+    echo 1000 >"$ca_dir/serial"
+    printf '%s\n' "[ca]" "default_ca=d" "[d]" "database=$ca_dir/index.txt" "new_certs_dir=$ca_dir" \
+        "serial=$ca_dir/serial" "default_md=sha256" "policy=p" "copy_extensions=none" "[p]" "commonName=supplied" \
+        "[v3]" "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" "subjectAltName=$san" >"$ca_dir/ca.cnf"
+    openssl req -new -key server.key -subj "/CN=$domain" -out "$ca_dir/server.csr"
+    openssl ca -batch -notext -config "$ca_dir/ca.cnf" -cert ca.crt -keyfile ca.key -extensions v3 \
+        -startdate 20200101000000Z -enddate 20200102000000Z -in "$ca_dir/server.csr" -out "$ca_dir/server.crt" 2>/dev/null
+    cat "$ca_dir/server.crt" ca.crt >server.crt
+    rm -rf "$ca_dir"
+fi
 
 echo "generate-certs: wrote $(pwd)/{ca,server,client}.{crt,key} for $domain ($key keys, $days days)"
 echo "  gateway:  mcpport gateway --ssl-enabled --ssl-certfile $out/server.crt --ssl-keyfile $out/server.key [--ssl-ca-certs $out/ca.crt]"

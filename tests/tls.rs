@@ -17,15 +17,18 @@ use crate::util::{Gateway, Proc, Watchdog};
 
 /// A fresh directory of certificates with keys of `kind` (ec, rsa, rsa-pkcs1, ec-sec1).
 fn certs(kind: &str) -> PathBuf {
+    certs_with(&["--key", kind])
+}
+
+/// A fresh directory of certificates made with these extra options of generate-certs.sh.
+fn certs_with(extra: &[&str]) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "mcpport-tls-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("mcpport-tls-{}-{n}", std::process::id()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/generate-certs.sh");
-    let out =
-        Command::new("bash").args([script, "--out", dir.to_str().unwrap(), "--key", kind]).output().unwrap();
+    let mut args = vec![script, "--out", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = Command::new("bash").args(&args).output().unwrap();
     assert!(out.status.success(), "generate-certs: {}", String::from_utf8_lossy(&out.stderr));
     dir
 }
@@ -180,4 +183,16 @@ fn bad_tls_files_are_clear_errors() {
         assert_eq!(p.wait_exit(Duration::from_secs(10)).code(), Some(1));
         assert!(p.log_text().contains(needle), "{needle}: {}", p.log_text());
     }
+}
+
+#[test]
+fn an_expired_gateway_certificate_is_refused_with_a_clear_error() {
+    let _w = Watchdog::new("expired_certificate", Duration::from_secs(60));
+    let dir = certs_with(&["--expired"]);
+    let gw = tls_gateway(&dir, false);
+    let ca = file(&dir, "ca.crt");
+    let mut edge = register(&gw, "late", &["--ssl-ca-cert", &ca]);
+    assert_eq!(edge.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(edge.log_text().contains("certificate expired"), "{}", edge.log_text());
+    assert!(!edge.log_text().contains("private CA?"), "no misleading hint: {}", edge.log_text());
 }

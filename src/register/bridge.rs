@@ -53,7 +53,7 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
     let boxed: Box<dyn Transport> = if secure {
         let tls = crate::tls::client_config(&cfg.tls)?;
         let stream = crate::tls::connect(tls, host, stream).map_err(|e| {
-            let hint = if e.to_string().contains("certificate") {
+            let hint = if e.to_string().contains("UnknownIssuer") {
                 " (a private CA? pass it with --ssl-ca-cert)"
             } else {
                 ""
