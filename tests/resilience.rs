@@ -10,7 +10,7 @@ use crate::util::{alive, http, signal, Gateway, Proc, Watchdog};
 fn sample_pid(gw: &Gateway, tool: &str) -> u32 {
     let mut c = gw.client();
     c.initialize("2025-06-18");
-    c.tool(tool, json!({}))["result"]["structuredContent"]["pid"].as_u64().expect("a pid") as u32
+    c.sample_pid(tool)
 }
 
 /// Waits until /health reports `n` registered servers.

@@ -367,6 +367,13 @@ impl SseClient {
         resp
     }
 
+    /// The pid of the sample server behind `tool` (a `system_info` tool).
+    pub fn sample_pid(&mut self, tool: &str) -> u32 {
+        let resp = self.tool(tool, json!({}));
+        resp["result"]["structuredContent"]["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {resp}"))
+            as u32
+    }
+
     pub fn tool_names(&mut self) -> Vec<String> {
         let resp = self.call("tools/list", json!({}));
         resp["result"]["tools"]

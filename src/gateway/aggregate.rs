@@ -7,9 +7,6 @@
 //! session gets the messages at or above its own level. The gateway adds one tool of its own,
 //! `list_servers`.
 
-use std::sync::mpsc::Sender;
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
 use super::catalog::{ListKind, LIST_SERVERS};
@@ -26,15 +23,8 @@ const PAGE: usize = 100;
 const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// Answers a request on the aggregated view (the lifecycle is `mcp.rs`'s).
-pub(crate) fn respond(
-    gw: &Gateway,
-    session: &Arc<Session>,
-    id: &Value,
-    method: &str,
-    params: Value,
-    reply_to: Option<Sender<Value>>,
-) -> Outcome {
-    let origin = Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
+pub(crate) fn respond(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome {
+    let session = origin.session.clone();
     match method {
         "tools/list" => page(gw, ListKind::Tools, &params),
         "prompts/list" => page(gw, ListKind::Prompts, &params),
@@ -43,9 +33,9 @@ pub(crate) fn respond(
         "tools/call" => call_tool(gw, params, origin),
         "prompts/get" => get_prompt(gw, params, origin),
         "resources/read" => by_uri(gw, method, params, origin),
-        "resources/subscribe" | "resources/unsubscribe" => subscription(gw, session, method, params, origin),
+        "resources/subscribe" | "resources/unsubscribe" => subscription(gw, method, params, origin),
         "completion/complete" => complete(gw, params, origin),
-        "logging/setLevel" => set_level(gw, session, &params),
+        "logging/setLevel" => set_level(gw, &session, &params),
         _ => Err(error(METHOD_NOT_FOUND, &format!("method not found: {method}"))),
     }
 }
@@ -150,9 +140,9 @@ fn by_uri(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome 
     Err(not_found)
 }
 
-fn subscription(gw: &Gateway, session: &Session, method: &str, params: Value, origin: Origin) -> Outcome {
+fn subscription(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome {
     let server = server_for_uri(gw, &params)?;
-    subscribe(gw, session, &server, method, params, origin)
+    subscribe(gw, &server, method, params, origin)
 }
 
 /// Completions for a prompt argument (by exposed prompt name) or a resource template.

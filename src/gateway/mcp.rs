@@ -5,7 +5,8 @@
 //!
 //! A transport hands in classified messages for a session, with an optional `reply_to` channel
 //! (a Streamable HTTP POST's stream); answers and related messages go there, or to the session's
-//! stream. Requests that go upstream run on their own thread, so one slow tool never holds up
+//! stream. Requests that go upstream run on a worker thread of their own (`thread::run`), so one
+//! slow tool never holds up
 //! the rest of a session's traffic.
 
 use std::sync::mpsc::Sender;
@@ -97,22 +98,19 @@ pub(crate) fn respond(
     reply_to: Option<Sender<Value>>,
 ) -> Option<Value> {
     let params = params.unwrap_or(json!({}));
+    let origin = Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
     let outcome = match (&session.scope, method) {
         (_, "initialize") => initialize(gw, session, &params),
         (_, "ping") => Ok(json!({})),
-        (Scope::All, _) => aggregate::respond(gw, session, id, method, params, reply_to),
+        (Scope::All, _) => aggregate::respond(gw, method, params, origin),
         (Scope::Server(name), "resources/subscribe" | "resources/unsubscribe") => {
-            let origin =
-                Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
-            subscribe(gw, session, name, method, params, origin)
+            subscribe(gw, name, method, params, origin)
         }
         (Scope::Server(name), _) => {
             if method == "logging/setLevel" {
                 let level = params["level"].as_str().map(String::from);
                 session.update(|s| s.log_level = level);
             }
-            let origin =
-                Origin { session: session.clone(), client_id: id.clone(), progress_token: None, reply_to };
             forward(gw, name, method, params, origin)
         }
     };
@@ -157,15 +155,9 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Outcome {
 /// `resources/subscribe` and `resources/unsubscribe`, counted per (server, URI) over every
 /// session of every endpoint: the server (which has one client, the gateway) hears the first
 /// subscribe and the last unsubscribe, and updates go to exactly the sessions subscribed.
-pub(crate) fn subscribe(
-    gw: &Gateway,
-    session: &Session,
-    server: &str,
-    method: &str,
-    params: Value,
-    origin: Origin,
-) -> Outcome {
+pub(crate) fn subscribe(gw: &Gateway, server: &str, method: &str, params: Value, origin: Origin) -> Outcome {
     let uri = params["uri"].as_str().unwrap_or_default();
+    let session = &origin.session;
     let tell_server = if method == "resources/subscribe" {
         gw.registry.subscribe(session, server, uri)
     } else {

@@ -142,9 +142,10 @@ def wire(model):
 
 
 @asynccontextmanager
-async def client(port, notifications=None):
-    """An initialized SDK ClientSession on http://127.0.0.1:PORT/sse, with the initialize result
-    (wire form) as `.init_result`; server notifications (wire form) go to `notifications` if given."""
+async def _session(transport, notifications, **callbacks):
+    """An initialized ClientSession over `transport` (an SDK transport context manager), with the
+    initialize result (wire form) as `.init_result`; server notifications (wire form) go to
+    `notifications` if given; `callbacks` go to the ClientSession."""
 
     async def on_message(msg):
         msg = getattr(msg, "root", msg)
@@ -153,14 +154,23 @@ async def client(port, notifications=None):
 
     try:
         with anyio.fail_after(CLIENT_S):
-            async with sse_client(f"http://127.0.0.1:{port}/sse", timeout=5, sse_read_timeout=CLIENT_S) as (r, w):
-                async with ClientSession(r, w, message_handler=on_message) as session:
+            async with transport as streams:
+                r, w = streams[0], streams[1]
+                async with ClientSession(r, w, message_handler=on_message, **callbacks) as session:
                     session.init_result = wire(await session.initialize())
                     yield session
     except Exception as e:  # report the error itself, not the task groups around it
         while len(getattr(e, "exceptions", ())) == 1:
             e = e.exceptions[0]
         raise e from None
+
+
+@asynccontextmanager
+async def client(port, notifications=None):
+    """An initialized SDK ClientSession on http://127.0.0.1:PORT/sse (see `_session`)."""
+    transport = sse_client(f"http://127.0.0.1:{port}/sse", timeout=5, sse_read_timeout=CLIENT_S)
+    async with _session(transport, notifications) as session:
+        yield session
 
 
 async def wait_for_tools(session, names, timeout=10):
@@ -188,27 +198,13 @@ async def wait_until(predicate, what, timeout=10):
 
 @asynccontextmanager
 async def http_client(url, notifications=None, **callbacks):
-    """An initialized SDK ClientSession over Streamable HTTP at `url`, with the initialize result
-    (wire form) as `.init_result`; server notifications (wire form) go to `notifications` if
-    given; `callbacks` (sampling_callback, elicitation_callback, logging_callback, ...) go to the
+    """An initialized SDK ClientSession over Streamable HTTP at `url` (see `_session`);
+    `callbacks` (sampling_callback, elicitation_callback, logging_callback, ...) go to the
     ClientSession. Leaving it ends the session with DELETE, as the SDK does."""
     from mcp.client.streamable_http import streamable_http_client
 
-    async def on_message(msg):
-        msg = getattr(msg, "root", msg)
-        if notifications is not None and hasattr(msg, "method"):
-            notifications.append(wire(msg))
-
-    try:
-        with anyio.fail_after(CLIENT_S):
-            async with streamable_http_client(url) as (r, w):
-                async with ClientSession(r, w, message_handler=on_message, **callbacks) as session:
-                    session.init_result = wire(await session.initialize())
-                    yield session
-    except Exception as e:  # report the error itself, not the task groups around it
-        while len(getattr(e, "exceptions", ())) == 1:
-            e = e.exceptions[0]
-        raise e from None
+    async with _session(streamable_http_client(url), notifications, **callbacks) as session:
+        yield session
 
 
 def need_node_modules():
