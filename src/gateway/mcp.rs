@@ -6,8 +6,7 @@
 //! A transport hands in classified messages for a session, with an optional `reply_to` channel
 //! (a Streamable HTTP POST's stream); answers and related messages go there, or to the session's
 //! stream. Requests that go upstream run on a worker thread of their own (`thread::run`), so one
-//! slow tool never holds up
-//! the rest of a session's traffic.
+//! slow tool never holds up the rest of a session's traffic.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
