@@ -311,7 +311,6 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
     let spawned = thread::spawn(format!("conn-{peer}"), move || {
         let _guard = guard;
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok();
         let transport: Box<dyn Transport> = match &gw2.tls {
             None => Box::new(stream),
             Some(config) => match crate::tls::accept(config.clone(), stream) {
@@ -321,7 +320,7 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
         };
         // A client that stops reading must not hold a thread forever: its writes fail instead.
         let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));
-        routes::serve_connection(&gw2, transport, peer, local);
+        routes::serve_connection(&gw2, transport, peer);
     });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for {peer}: {e}");

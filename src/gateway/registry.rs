@@ -165,7 +165,7 @@ impl Registry {
 
     /// Ends every session's stream (at shutdown: SSE clients see their stream end).
     pub(crate) fn end_streams(&self) {
-        for s in lock(&self.sessions).values() {
+        for s in self.sessions_snapshot() {
             s.detach_stream();
         }
     }
@@ -324,7 +324,7 @@ impl Registry {
             return;
         }
         let own = Scope::Server(up.name.clone());
-        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        let sessions = self.sessions_snapshot();
         for s in sessions.iter().filter(|s| s.scope == Scope::All || s.scope == own) {
             if s.state().log_level.is_some() && wants(s) {
                 s.send(note(s));
@@ -334,7 +334,7 @@ impl Registry {
 
     /// Sends a notification to every initialized session with this scope.
     pub(crate) fn broadcast(&self, scope: &Scope, msg: &Value) {
-        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        let sessions = self.sessions_snapshot();
         for s in sessions.iter().filter(|s| &s.scope == scope && s.is_initialized()) {
             s.send(msg.clone());
         }

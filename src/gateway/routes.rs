@@ -34,12 +34,8 @@ enum Route {
 }
 
 /// Serves one accepted connection until it closes, errs, or becomes a long-lived stream.
-pub(crate) fn serve_connection(
-    gw: &Arc<Gateway>,
-    stream: Box<dyn Transport>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) {
+pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: Box<dyn Transport>, peer: SocketAddr) {
+    let local = stream.socket().local_addr().ok();
     let mut conn = Conn::new(stream);
     loop {
         let req = match conn.read_request(&gw.cfg.limits) {

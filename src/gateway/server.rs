@@ -266,7 +266,10 @@ impl Upstream {
                 Ok(Reply::Progress) => deadline = Instant::now() + timeout,
                 Ok(Reply::Gone(why)) => return Err(Failure::Gone(why)),
                 Ok(Reply::Cancelled) => return Err(Failure::Cancelled),
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Failure::Gone("the request was dropped".into()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     if self.take_slot(id).is_none() {
                         continue; // answered in the meantime: the reply is in the channel
                     }
