@@ -106,7 +106,8 @@ pub(crate) fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, S
     Ok(Arc::new(config))
 }
 
-/// Runs the server side of the handshake on an accepted socket, within `HANDSHAKE_TIMEOUT`.
+/// Runs the server side of the handshake on an accepted socket, within `HANDSHAKE_TIMEOUT`
+/// (the socket's own timeouts are restored afterwards).
 pub(crate) fn accept(
     config: Arc<ServerConfig>,
     mut sock: TcpStream,
@@ -135,6 +136,7 @@ where
     D: rustls::SideData,
 {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let before = (sock.read_timeout()?, sock.write_timeout()?);
     while conn.is_handshaking() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -144,7 +146,9 @@ where
         sock.set_write_timeout(Some(left))?;
         conn.complete_io(sock)?;
     }
-    sock.set_write_timeout(None)?;
+    // The caller's deadlines hold again for what follows.
+    sock.set_read_timeout(before.0)?;
+    sock.set_write_timeout(before.1)?;
     Ok(())
 }
 
