@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::gateway::registry::lock;
 use crate::jsonrpc::{self, Message, INVALID_PARAMS, METHOD_NOT_FOUND};
 use crate::thread;
+use crate::thread::lock;
 
 const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 

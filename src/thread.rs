@@ -7,7 +7,7 @@
 
 use std::io;
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::thread::{Builder, JoinHandle};
 use std::time::Duration;
 
@@ -23,6 +23,12 @@ where
     T: Send + 'static,
 {
     Builder::new().name(name.into()).stack_size(STACK_SIZE).spawn(f)
+}
+
+/// Locks a mutex, recovering the data if a thread panicked while holding it: one bad
+/// connection must not wedge the process (`panic = "unwind"` is kept for this).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 type Job = Box<dyn FnOnce() + Send + 'static>;

@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::thread::lock;
 
 use serde_json::Value;
 
@@ -17,12 +19,6 @@ use super::catalog::{Catalog, ListKind, Lists};
 use super::server::Upstream;
 use super::session::{Kind, Scope, Session};
 use crate::jsonrpc::{self, INTERNAL_ERROR, METHOD_NOT_FOUND};
-
-/// Locks a mutex, recovering the data if a thread panicked while holding it: one bad
-/// connection must not wedge the gateway (`panic = "unwind"` is kept for this).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// All shared state of one gateway.
 pub(crate) struct Registry {

@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use super::catalog::{ListKind, Lists};
 use super::metrics::{Metrics, METRICS};
-use super::registry::{lock, Registry};
+use super::registry::Registry;
 use super::session::Session;
 use crate::jsonrpc;
+use crate::thread::lock;
 use crate::ws::{Out, Outbox, SendError};
 
 /// A registered edge server, as seen by every thread: identity, the queue to its socket's owner,

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::auth::Credential;
-use super::registry::lock;
+use crate::thread::lock;
 
 /// How many messages may wait for a slow client before its stream is dropped.
 pub(crate) const STREAM_QUEUE: usize = 1024;

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 
 use super::child::ChildGuard;
 use super::Config;
-use crate::gateway::registry::lock;
 use crate::http::Transport;
+use crate::thread::lock;
 use crate::ws::{self, End, Event, Flow, Inbox, Out, Outbox};
 use crate::{jsonrpc, sys};
 

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::gateway::registry::lock;
 use crate::http::{Conn, Limits, Response};
 use crate::thread;
+use crate::thread::lock;
 
 /// What register is doing, as the health server reports it.
 #[derive(Default)]
