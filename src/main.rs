@@ -13,6 +13,7 @@ mod gateway;
 mod http;
 mod jsonrpc;
 mod logger;
+mod protocol;
 mod register;
 mod sample_server;
 mod sys;

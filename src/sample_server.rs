@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::jsonrpc::{self, Message, INVALID_PARAMS, METHOD_NOT_FOUND};
+use crate::protocol::{severity, SUPPORTED_VERSIONS as VERSIONS};
 use crate::thread;
 use crate::thread::lock;
-
-const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// How the sample server was started.
 #[derive(Debug, Clone, Default)]
@@ -276,9 +275,7 @@ impl Server {
             "log" if self.cfg.test_tools => {
                 let level = args["level"].as_str().unwrap_or("info");
                 let min = lock(&self.log_level).clone();
-                let logged = min.is_some_and(|m| {
-                    crate::gateway::registry::severity(level) >= crate::gateway::registry::severity(&m)
-                });
+                let logged = min.is_some_and(|m| severity(level) >= severity(&m));
                 if logged {
                     let p = json!({"level": level, "logger": "sample", "data": args["message"]});
                     self.write(&jsonrpc::notification("notifications/message", p));

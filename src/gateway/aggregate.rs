@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 
 use super::catalog::{ListKind, LIST_SERVERS};
 use super::mcp::{forward, subscribe, Outcome};
-use super::registry::severity;
 use super::server::Origin;
 use super::session::Session;
 use super::Gateway;
 use crate::jsonrpc::{self, INVALID_PARAMS, METHOD_NOT_FOUND};
+use crate::protocol::is_log_level;
 
 /// Items per page of an aggregated list.
 const PAGE: usize = 100;
@@ -179,7 +179,7 @@ fn complete(gw: &Gateway, mut params: Value, origin: Origin) -> Outcome {
 /// Sets the session's level and passes it on to every server that logs.
 fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Outcome {
     let level = params["level"].as_str().unwrap_or_default();
-    if severity(level) == 1 && level != "info" {
+    if !is_log_level(level) {
         return Err(error(INVALID_PARAMS, &format!("invalid log level {level:?}")));
     }
     session.update(|s| s.log_level = Some(level.to_string()));

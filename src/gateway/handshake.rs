@@ -13,12 +13,12 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::catalog::{ListKind, Lists};
-use super::mcp::{LATEST_VERSION, SUPPORTED_VERSIONS};
 use super::server::Upstream;
 use super::session::Scope;
 use super::upstream::{describe_failure, status_frame};
 use super::Gateway;
 use crate::jsonrpc;
+use crate::protocol::{LATEST_VERSION, SUPPORTED_VERSIONS};
 use crate::thread;
 use crate::ws::Out;
 

@@ -18,12 +18,8 @@ use super::server::{Failure, Origin};
 use super::session::{Scope, Session};
 use super::{aggregate, Gateway, Tally};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR};
+use crate::protocol::{LATEST_VERSION, SUPPORTED_VERSIONS};
 use crate::thread;
-
-/// Protocol versions the gateway speaks with clients, oldest first.
-pub(crate) const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
-/// What the gateway answers when a client asks for a version it does not know.
-pub(crate) const LATEST_VERSION: &str = "2025-11-25";
 
 /// What a request thread sends to `reply_to` when the request ends without an answer
 /// (the client cancelled it).

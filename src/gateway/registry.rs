@@ -19,6 +19,7 @@ use super::catalog::{Catalog, ListKind, Lists};
 use super::server::Upstream;
 use super::session::{Kind, Scope, Session};
 use crate::jsonrpc::{self, INTERNAL_ERROR, METHOD_NOT_FOUND};
+use crate::protocol::severity;
 
 /// All shared state of one gateway.
 pub(crate) struct Registry {
@@ -347,11 +348,4 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.remove_session(&self.session.id);
     }
-}
-
-/// The syslog order of MCP log levels; unknown levels count as `info`.
-pub(crate) fn severity(level: &str) -> usize {
-    const LEVELS: [&str; 8] =
-        ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
-    LEVELS.iter().position(|l| *l == level).unwrap_or(1)
 }

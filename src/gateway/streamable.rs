@@ -18,13 +18,14 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::auth::Credential;
-use super::mcp::{self, SUPPORTED_VERSIONS};
+use super::mcp;
 use super::metrics::{Metrics, METRICS};
 use super::session::{Kind, Scope, Session};
 use super::{legacy, Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::jsonrpc::{self, Message, INVALID_REQUEST};
+use crate::protocol::SUPPORTED_VERSIONS;
 use crate::sys;
 
 /// What became of a request the handler answered itself.

@@ -1,0 +1,34 @@
+//! What every role knows of MCP beyond the JSON-RPC envelope: the protocol revisions this build
+//! speaks and the order of log levels. The gateway, `register` and the sample server all read
+//! these; none of them reaches into another's internals for them.
+
+/// Protocol versions spoken with sessions that `initialize`, oldest first.
+pub(crate) const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// What is answered when a client asks for a version this build does not know.
+pub(crate) const LATEST_VERSION: &str = "2025-11-25";
+
+/// The syslog order of MCP log levels, lowest first.
+pub(crate) const LOG_LEVELS: [&str; 8] =
+    ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+/// The rank of a log level in `LOG_LEVELS`; unknown levels count as `info`.
+pub(crate) fn severity(level: &str) -> usize {
+    LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(1)
+}
+
+/// Whether `level` is one of the eight MCP log levels.
+pub(crate) fn is_log_level(level: &str) -> bool {
+    LOG_LEVELS.contains(&level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_ordered_and_unknown_ones_count_as_info() {
+        assert!(severity("debug") < severity("info") && severity("error") < severity("emergency"));
+        assert_eq!(severity("nonsense"), severity("info"));
+        assert!(is_log_level("notice") && !is_log_level("verbose"));
+    }
+}
