@@ -8,8 +8,10 @@
 pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod catalog;
+pub(crate) mod error;
 pub(crate) mod handshake;
 pub(crate) mod legacy;
+pub(crate) mod link;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub(crate) mod registry;

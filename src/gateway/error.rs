@@ -1,0 +1,129 @@
+//! The gateway's one error type. Every failure a client or an edge can be told about is a variant
+//! here, and each knows its JSON-RPC code, the HTTP status it takes when it answers a whole HTTP
+//! request, and a message that says what went wrong and what to do. A server's own JSON-RPC error
+//! object passes through untouched (`Upstream`).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::jsonrpc::{INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
+
+/// "Resource not found" (2024-11-05 … 2025-11-25).
+pub(crate) const RESOURCE_NOT_FOUND: i64 = -32002;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Error {
+    /// The server answered with this JSON-RPC error object: passed on as it is.
+    Upstream(Value),
+    /// A method the gateway (or this view of it) does not serve.
+    UnknownMethod(String),
+    /// Bad parameters: an unknown tool or prompt, a bad cursor or level.
+    InvalidParams(String),
+    /// No server lists or matches this URI.
+    ResourceNotFound(String),
+    /// The server is not registered, or still registering.
+    NotConnected { server: String, what: String },
+    /// The server's link ended before it answered.
+    Gone { server: String, what: String, why: String },
+    /// The server did not answer in time (it was told to cancel).
+    Timeout { server: String, what: String, after: Duration },
+    /// A bound was reached (requests in flight, queue bytes); try again later.
+    Busy(String),
+    /// A request of the server's to a client that cannot be routed (no client, several clients,
+    /// a capability the client did not declare).
+    Unroutable { code: i64, why: String },
+    /// The request is not valid JSON-RPC for this transport or session (HTTP 400).
+    BadRequest(String),
+    /// The Streamable HTTP session does not exist, or not for this credential (HTTP 404).
+    SessionNotFound,
+    /// Too many sessions open (HTTP 503).
+    TooManySessions,
+}
+
+impl Error {
+    /// The JSON-RPC error code.
+    pub(crate) fn code(&self) -> i64 {
+        match self {
+            Error::Upstream(e) => e["code"].as_i64().unwrap_or(INTERNAL_ERROR),
+            Error::UnknownMethod(_) => METHOD_NOT_FOUND,
+            Error::InvalidParams(_) => INVALID_PARAMS,
+            Error::ResourceNotFound(_) => RESOURCE_NOT_FOUND,
+            Error::Unroutable { code, .. } => *code,
+            Error::BadRequest(_) | Error::SessionNotFound => INVALID_REQUEST,
+            Error::NotConnected { .. }
+            | Error::Gone { .. }
+            | Error::Timeout { .. }
+            | Error::Busy(_)
+            | Error::TooManySessions => INTERNAL_ERROR,
+        }
+    }
+
+    /// The HTTP status when this error answers a whole HTTP request.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::SessionNotFound => 404,
+            Error::TooManySessions | Error::Busy(_) => 503,
+            _ => 200,
+        }
+    }
+
+    /// The JSON-RPC error object.
+    pub(crate) fn to_object(&self) -> Value {
+        match self {
+            Error::Upstream(e) => e.clone(),
+            Error::ResourceNotFound(uri) => {
+                json!({"code": self.code(), "message": self.to_string(), "data": {"uri": uri}})
+            }
+            _ => json!({"code": self.code(), "message": self.to_string()}),
+        }
+    }
+
+    /// A whole error response to the request with `id`.
+    pub(crate) fn response(&self, id: &Value) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "error": self.to_object()})
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Upstream(e) => write!(f, "the server answered with an error: {e}"),
+            Error::UnknownMethod(m) => write!(f, "method not found: {m}"),
+            Error::InvalidParams(why) | Error::BadRequest(why) | Error::Busy(why) => f.write_str(why),
+            Error::Unroutable { why, .. } => f.write_str(why),
+            Error::ResourceNotFound(uri) => write!(f, "Resource not found: {uri}"),
+            Error::NotConnected { server, what } => {
+                write!(f, "{what}: server {server} is not connected to this gateway (or is still registering)")
+            }
+            Error::Gone { server, what, why } => write!(f, "{what}: server {server} went away ({why})"),
+            Error::Timeout { server, what, after } => write!(
+                f,
+                "{what}: server {server} did not answer within {} s; the request was cancelled",
+                after.as_secs_f64()
+            ),
+            Error::SessionNotFound => f.write_str("session not found: it ended or never existed; initialize again"),
+            Error::TooManySessions => f.write_str("the gateway has too many open sessions; try again later"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_statuses_and_objects() {
+        let e = Error::Upstream(json!({"code": -32001, "message": "theirs", "data": 1}));
+        assert_eq!((e.code(), e.to_object()["data"].clone()), (-32001, json!(1)));
+        assert_eq!(Error::ResourceNotFound("x://y".into()).to_object()["data"]["uri"], "x://y");
+        assert_eq!(Error::SessionNotFound.status(), 404);
+        assert_eq!(Error::TooManySessions.status(), 503);
+        let t = Error::Timeout { server: "pi".into(), what: "tool echo".into(), after: Duration::from_secs(2) };
+        assert_eq!(t.code(), INTERNAL_ERROR);
+        assert!(t.to_string().contains("within 2 s"), "{t}");
+        assert_eq!(Error::UnknownMethod("x".into()).response(&json!(3))["error"]["code"], METHOD_NOT_FOUND);
+    }
+}

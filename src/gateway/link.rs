@@ -1,0 +1,1506 @@
+//! One registered edge's link, as a sans-IO state machine: what the gateway asked the server and
+//! for whom, what the server asked a client, who subscribed to what, and which log levels the
+//! clients want. No sockets, threads, channels or clocks live here: the link's owner thread
+//! (`upstream.rs`) feeds it inputs with the time, and carries out the actions it returns (send
+//! this frame to the edge, answer that caller, notify that session, publish these lists).
+//!
+//! What makes it sound by construction:
+//! - Everything about one link is in one struct owned by one thread, so an answer, a cancel and
+//!   the link's end are handled in the order they arrived, never concurrently.
+//! - Ids are minted per link (from a random base), and the tables die with the link, so nothing
+//!   minted for one link's life can complete a request of another.
+//! - Every client call ends in exactly one `Answer` action (the server's answer, an error, or no
+//!   answer when the client cancelled), and its caller is moved into that action.
+//! - A server's request to a client goes to the one session with calls in flight, or is refused:
+//!   with several, it cannot be attributed, and it is never guessed.
+//! - Every table is bounded in count, and every entry has a deadline or an owner that ends it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::catalog::{ListKind, Lists};
+use super::error::Error;
+use crate::jsonrpc::{self, Message, INTERNAL_ERROR, METHOD_NOT_FOUND};
+use crate::protocol::{severity, LATEST_VERSION, SUPPORTED_VERSIONS};
+
+/// A client session, by its id.
+pub(crate) type SessionKey = String;
+
+/// What one link may hold at once, and how long it waits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Client requests in flight at this server; past it, new ones are refused as busy.
+    pub max_calls: usize,
+    /// Requests of the server to clients awaiting their answers.
+    pub max_server_requests: usize,
+    /// URIs with subscribers.
+    pub max_subscriptions: usize,
+    /// Pages of one list followed before stopping.
+    pub max_pages: usize,
+    /// How long the gateway's own requests (handshake, lists) may take.
+    pub rpc_timeout: Duration,
+    /// How long a client has to answer a server's request.
+    pub client_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_calls: 1024,
+            max_server_requests: 256,
+            max_subscriptions: 4096,
+            max_pages: 100,
+            rpc_timeout: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The capabilities a client declared that matter for a server's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ClientCaps {
+    pub sampling: bool,
+    pub elicitation: bool,
+    pub roots: bool,
+}
+
+impl ClientCaps {
+    /// Reads them from an `initialize`'s `params.capabilities`.
+    pub(crate) fn from_declared(capabilities: &Value) -> ClientCaps {
+        ClientCaps {
+            sampling: capabilities.get("sampling").is_some(),
+            elicitation: capabilities.get("elicitation").is_some(),
+            roots: capabilities.get("roots").is_some(),
+        }
+    }
+
+    fn allows(&self, capability: &str) -> bool {
+        match capability {
+            "sampling" => self.sampling,
+            "elicitation" => self.elicitation,
+            "roots" => self.roots,
+            _ => false,
+        }
+    }
+}
+
+/// A client's request for the server. `D` is whatever the driver needs to reach the caller.
+#[derive(Debug)]
+pub(crate) struct Call<D> {
+    pub session: SessionKey,
+    /// From the aggregated view (log lines get the server's name in front of the logger).
+    pub aggregated: bool,
+    pub client_id: Value,
+    pub method: String,
+    pub params: Value,
+    /// How long the server may take (restarted by progress).
+    pub timeout: Duration,
+    pub caps: ClientCaps,
+    pub caller: D,
+}
+
+/// What the link is told.
+#[derive(Debug)]
+pub(crate) enum Input<D> {
+    /// A client's request.
+    Call(Call<D>),
+    /// The client cancelled its request `client_id`.
+    Cancel { session: SessionKey, client_id: Value },
+    /// A client answered the server's request the link numbered `n`.
+    ClientAnswer { session: SessionKey, n: u64, outcome: Result<Value, Value> },
+    /// The session ended: its calls, subscriptions, level and pending answers go.
+    SessionEnded { session: SessionKey },
+    /// The session (on the aggregated view) wants log messages at `level` and above.
+    SetLevel { session: SessionKey, level: String },
+    /// A client notification the server should hear (`roots/list_changed`, or anything on the
+    /// per-server view).
+    Notify { method: String, params: Option<Value> },
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Action<D> {
+    /// Send this message to the edge.
+    ToEdge(Value),
+    /// The call's end: its answer, or `None` when the client cancelled it. Exactly one per call.
+    Answer { caller: D, message: Option<Value>, report: Report },
+    /// A message that belongs to a call in flight (progress, a log line, a server's request).
+    Related { caller: D, message: Value },
+    /// A message for a session, outside any call.
+    ToSession { session: SessionKey, message: Value },
+    /// A notification for the sessions of this server's own endpoint.
+    Broadcast(Value),
+    /// The handshake is done: the server is ready with this `initialize` result and these lists.
+    Ready { initialize: Value, lists: Lists },
+    /// A list was read again after a `list_changed`.
+    ListChanged { kind: ListKind, items: Vec<Value> },
+    /// The handshake failed: tell the edge why and close the link.
+    Fail { why: String },
+}
+
+/// How a call went, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Report {
+    pub method: String,
+    pub ok: bool,
+    pub took: Duration,
+}
+
+/// The sans-IO link.
+pub(crate) struct Link<D> {
+    name: String,
+    serial: u64,
+    limits: Limits,
+    next_id: u64,
+    next_n: u64,
+    phase: Phase,
+    initialize: Value,
+    handshake_lists: Lists,
+    /// Per list kind: is a refresh running, and must it run again when done.
+    refresh: [Refresh; 4],
+    /// Requests sent to the server, by the id minted for them.
+    requests: HashMap<u64, Pending<D>>,
+    /// Client calls in flight, by (session, client id as JSON text): the minted id.
+    by_client: HashMap<(SessionKey, String), u64>,
+    /// Requests of the server awaiting a client's answer, by their number.
+    server_requests: HashMap<u64, ServerRequest<D>>,
+    deadlines: BTreeSet<(Instant, Slot)>,
+    /// Who subscribed to which URI (the server hears the first subscribe and the last unsubscribe).
+    subscriptions: BTreeMap<String, BTreeSet<SessionKey>>,
+    /// Log levels by session, and the level the server was last told (a severity).
+    levels: BTreeMap<SessionKey, Level>,
+    edge_level: Option<usize>,
+    /// The session whose roots the server last received.
+    roots_from: Option<SessionKey>,
+    out: VecDeque<Action<D>>,
+}
+
+/// The log level a session asked for, and whether it sees the aggregated view.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Level {
+    min: usize,
+    aggregated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Initializing,
+    Listing,
+    Ready,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Refresh {
+    Idle,
+    /// During the handshake: refresh once it is done.
+    Dirty,
+    Running {
+        again: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Request(u64),
+    ServerRequest(u64),
+}
+
+enum Pending<D> {
+    Client(ClientCall<D>),
+    Internal { purpose: Purpose, deadline: Instant },
+}
+
+struct ClientCall<D> {
+    session: SessionKey,
+    aggregated: bool,
+    client_id: Value,
+    method: String,
+    progress_token: Option<Value>,
+    caps: ClientCaps,
+    caller: D,
+    started: Instant,
+    timeout: Duration,
+    deadline: Instant,
+    /// A subscribe that must be undone if the server refuses it.
+    subscribed: Option<String>,
+}
+
+enum Purpose {
+    Initialize,
+    /// One page of a list; `items` so far, `pages` read so far.
+    List { kind: ListKind, items: Vec<Value>, pages: usize, refresh: bool },
+    /// Nobody waits for the answer (unsubscribe after a session ended, a log level).
+    Ignore,
+}
+
+struct ServerRequest<D> {
+    edge_id: Value,
+    session: SessionKey,
+    method: String,
+    caller: D,
+    deadline: Instant,
+}
+
+impl<D: Clone> Link<D> {
+    /// A new link for server `name`; `serial` is unique for the gateway's life, `first_id`
+    /// should be random (so ids do not repeat across gateway restarts).
+    pub(crate) fn new(name: &str, serial: u64, first_id: u64, limits: Limits) -> Link<D> {
+        Link {
+            name: name.to_string(),
+            serial,
+            limits,
+            next_id: first_id.max(1),
+            next_n: 1,
+            phase: Phase::Initializing,
+            initialize: Value::Null,
+            handshake_lists: Lists::default(),
+            refresh: [Refresh::Idle; 4],
+            requests: HashMap::new(),
+            by_client: HashMap::new(),
+            server_requests: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
+            levels: BTreeMap::new(),
+            edge_level: None,
+            roots_from: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Starts the MCP handshake: `initialize`, as the newest protocol version the gateway speaks.
+    /// The gateway declares sampling, elicitation and roots: it routes them to the client whose
+    /// call caused them (and refuses them otherwise), and a server that checks capabilities
+    /// before asking would otherwise never ask.
+    pub(crate) fn start(&mut self, now: Instant) {
+        let params = json!({
+            "protocolVersion": LATEST_VERSION,
+            "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+            "clientInfo": {"name": "mcpport-gateway", "version": env!("CARGO_PKG_VERSION")},
+        });
+        self.ask(now, "initialize", params, Purpose::Initialize);
+    }
+
+    /// The next action to carry out, if any.
+    pub(crate) fn poll_action(&mut self) -> Option<Action<D>> {
+        self.out.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Client calls in flight (for metrics and tests).
+    pub(crate) fn calls_in_flight(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// Whether the link holds nothing for anyone (every table empty).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.requests.is_empty()
+            && self.by_client.is_empty()
+            && self.server_requests.is_empty()
+            && self.deadlines.is_empty()
+    }
+
+    // ---- inputs from the gateway's side ----
+
+    pub(crate) fn handle_input(&mut self, now: Instant, input: Input<D>) {
+        match input {
+            Input::Call(call) => self.call(now, call),
+            Input::Cancel { session, client_id } => self.cancel(now, &session, &client_id),
+            Input::ClientAnswer { session, n, outcome } => self.client_answer(&session, n, outcome),
+            Input::SessionEnded { session } => self.session_ended(now, &session),
+            Input::SetLevel { session, level } => {
+                self.levels.insert(session, Level { min: severity(&level), aggregated: true });
+                self.tell_level(now);
+            }
+            Input::Notify { method, params } => {
+                let mut note = json!({"jsonrpc": "2.0", "method": method});
+                if let Some(p) = params {
+                    note["params"] = p;
+                }
+                self.out.push_back(Action::ToEdge(note));
+            }
+        }
+    }
+
+    fn call(&mut self, now: Instant, call: Call<D>) {
+        let what = describe_call(&call.method, &call.params);
+        if self.phase != Phase::Ready {
+            let error = match self.phase {
+                Phase::Closed => {
+                    Error::Gone { server: self.name.clone(), what, why: "its link is closed".into() }
+                }
+                _ => Error::NotConnected { server: self.name.clone(), what },
+            };
+            return self.refuse(call, error);
+        }
+        let key = (call.session.clone(), call.client_id.to_string());
+        if self.by_client.contains_key(&key) {
+            let why = format!("request id {} is already in flight in this session", call.client_id);
+            return self.refuse(call, Error::InvalidParams(why));
+        }
+        if self.by_client.len() >= self.limits.max_calls {
+            let why = format!(
+                "{what}: server {} has {} requests in flight (--max-calls-per-server); try again",
+                self.name, self.limits.max_calls
+            );
+            return self.refuse(call, Error::Busy(why));
+        }
+        let mut subscribed = None;
+        match call.method.as_str() {
+            "resources/subscribe" => {
+                let uri = call.params["uri"].as_str().unwrap_or_default().to_string();
+                let fresh = !self.subscriptions.contains_key(&uri);
+                if fresh && self.subscriptions.len() >= self.limits.max_subscriptions {
+                    let why = format!("server {} has too many subscriptions; unsubscribe first", self.name);
+                    return self.refuse(call, Error::Busy(why));
+                }
+                self.subscriptions.entry(uri.clone()).or_default().insert(call.session.clone());
+                if !fresh {
+                    return self.answer_locally(call, json!({}));
+                }
+                subscribed = Some(uri);
+            }
+            "resources/unsubscribe" => {
+                let uri = call.params["uri"].as_str().unwrap_or_default();
+                if !self.unsubscribe(&call.session, uri) {
+                    return self.answer_locally(call, json!({}));
+                }
+            }
+            "logging/setLevel" => {
+                let level = call.params["level"].as_str().unwrap_or("info");
+                let level = Level { min: severity(level), aggregated: call.aggregated };
+                self.levels.insert(call.session.clone(), level);
+                if self.wanted_level() == self.edge_level {
+                    return self.answer_locally(call, json!({}));
+                }
+                self.edge_level = self.wanted_level();
+            }
+            _ => {}
+        }
+        if self.roots_from.as_ref().is_some_and(|owner| *owner != call.session) {
+            // The server holds another client's roots: it must ask again, and this client answers.
+            self.roots_from = None;
+            self.out.push_back(Action::ToEdge(jsonrpc::notification("notifications/roots/list_changed", json!({}))));
+        }
+        let id = self.mint();
+        let mut params = call.params;
+        let progress_token = params.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, json!(id)));
+        self.out.push_back(Action::ToEdge(jsonrpc::request(id, &call.method, params)));
+        let deadline = now + call.timeout;
+        self.deadlines.insert((deadline, Slot::Request(id)));
+        self.by_client.insert(key, id);
+        let entry = ClientCall {
+            session: call.session,
+            aggregated: call.aggregated,
+            client_id: call.client_id,
+            method: call.method,
+            progress_token,
+            caps: call.caps,
+            caller: call.caller,
+            started: now,
+            timeout: call.timeout,
+            deadline,
+            subscribed,
+        };
+        self.requests.insert(id, Pending::Client(entry));
+    }
+
+    fn refuse(&mut self, call: Call<D>, error: Error) {
+        let report = Report { method: call.method, ok: false, took: Duration::ZERO };
+        let message = Some(error.response(&call.client_id));
+        self.out.push_back(Action::Answer { caller: call.caller, message, report });
+    }
+
+    fn answer_locally(&mut self, call: Call<D>, result: Value) {
+        let report = Report { method: call.method, ok: true, took: Duration::ZERO };
+        let message = Some(jsonrpc::result_response(&call.client_id, result));
+        self.out.push_back(Action::Answer { caller: call.caller, message, report });
+    }
+
+    fn cancel(&mut self, now: Instant, session: &str, client_id: &Value) {
+        let key = (session.to_string(), client_id.to_string());
+        let Some(id) = self.by_client.get(&key).copied() else { return };
+        self.end_call(now, id, "cancelled by the client", None);
+    }
+
+    /// Ends client call `id` without an answer from the server: the server is told to stop, and
+    /// the caller gets `error` (or nothing, when the client cancelled).
+    fn end_call(&mut self, now: Instant, id: u64, reason: &str, error: Option<Error>) {
+        let Some(Pending::Client(call)) = self.take_request(id) else { return };
+        self.out.push_back(Action::ToEdge(jsonrpc::notification(
+            "notifications/cancelled",
+            json!({"requestId": id, "reason": reason}),
+        )));
+        if let Some(uri) = &call.subscribed {
+            self.unsubscribe(&call.session, uri);
+        }
+        let report = Report { method: call.method, ok: false, took: now.saturating_duration_since(call.started) };
+        let message = error.map(|e| e.response(&call.client_id));
+        self.out.push_back(Action::Answer { caller: call.caller, message, report });
+    }
+
+    /// Removes a request and its indexes.
+    fn take_request(&mut self, id: u64) -> Option<Pending<D>> {
+        let pending = self.requests.remove(&id)?;
+        match &pending {
+            Pending::Client(c) => {
+                self.deadlines.remove(&(c.deadline, Slot::Request(id)));
+                self.by_client.remove(&(c.session.clone(), c.client_id.to_string()));
+            }
+            Pending::Internal { deadline, .. } => {
+                self.deadlines.remove(&(*deadline, Slot::Request(id)));
+            }
+        }
+        Some(pending)
+    }
+
+    fn client_answer(&mut self, session: &str, n: u64, outcome: Result<Value, Value>) {
+        if !self.server_requests.get(&n).is_some_and(|r| r.session == session) {
+            log::debug!("server {}: an answer to request {n} that this session was not asked", self.name);
+            return;
+        }
+        let Some(req) = self.server_requests.remove(&n) else { return };
+        self.deadlines.remove(&(req.deadline, Slot::ServerRequest(n)));
+        if req.method == "roots/list" && outcome.is_ok() {
+            self.roots_from = Some(req.session.clone());
+        }
+        self.out.push_back(Action::ToEdge(response(&req.edge_id, outcome)));
+    }
+
+    fn session_ended(&mut self, now: Instant, session: &str) {
+        let ids: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Client(c) if c.session == session))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end_call(now, id, "the client's session ended", None);
+        }
+        let uris: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, who)| who.contains(session))
+            .map(|(uri, _)| uri.clone())
+            .collect();
+        for uri in uris {
+            if self.unsubscribe(session, &uri) {
+                self.ask(now, "resources/unsubscribe", json!({"uri": uri}), Purpose::Ignore);
+            }
+        }
+        let asked: Vec<u64> =
+            self.server_requests.iter().filter(|(_, r)| r.session == session).map(|(n, _)| *n).collect();
+        for n in asked {
+            if let Some(req) = self.server_requests.remove(&n) {
+                self.deadlines.remove(&(req.deadline, Slot::ServerRequest(n)));
+                let error = jsonrpc::error_object(INTERNAL_ERROR, "the client's session ended before it answered");
+                self.out.push_back(Action::ToEdge(response(&req.edge_id, Err(error))));
+            }
+        }
+        if self.levels.remove(session).is_some() {
+            self.tell_level(now);
+        }
+    }
+
+    /// Removes `session`'s subscription to `uri`. True when it was the last one, so the server
+    /// must be told.
+    fn unsubscribe(&mut self, session: &str, uri: &str) -> bool {
+        let Some(who) = self.subscriptions.get_mut(uri) else { return false };
+        if !who.remove(session) {
+            return false;
+        }
+        if who.is_empty() {
+            self.subscriptions.remove(uri);
+            return true;
+        }
+        false
+    }
+
+    /// The most verbose level any session wants.
+    fn wanted_level(&self) -> Option<usize> {
+        self.levels.values().map(|l| l.min).min()
+    }
+
+    /// Tells the server the most verbose level any session wants, when that changed.
+    fn tell_level(&mut self, now: Instant) {
+        let wanted = self.wanted_level();
+        let logs = self.initialize["capabilities"].get("logging").is_some();
+        if wanted == self.edge_level || self.phase != Phase::Ready || !logs {
+            return;
+        }
+        self.edge_level = wanted;
+        if let Some(level) = wanted {
+            let name = crate::protocol::LOG_LEVELS[level];
+            self.ask(now, "logging/setLevel", json!({"level": name}), Purpose::Ignore);
+        }
+    }
+
+    // ---- inputs from the edge ----
+
+    /// One message from the edge.
+    pub(crate) fn handle_edge(&mut self, now: Instant, msg: Message) {
+        match msg {
+            Message::Response { id, outcome } => match id.as_u64().and_then(|id| self.take_request(id)) {
+                Some(Pending::Client(call)) => self.complete(now, call, outcome),
+                Some(Pending::Internal { purpose, .. }) => self.internal_answer(now, purpose, outcome),
+                None => log::debug!("server {}: an answer to unknown or expired request {id}", self.name),
+            },
+            Message::Request { id, method, .. } if method == "ping" => {
+                self.out.push_back(Action::ToEdge(jsonrpc::result_response(&id, json!({}))));
+            }
+            Message::Request { id, method, params } => self.server_request(now, id, &method, params),
+            Message::Notification { method, params } => self.notification(now, &method, params),
+        }
+    }
+
+    fn complete(&mut self, now: Instant, call: ClientCall<D>, outcome: Result<Value, Value>) {
+        if let (Some(uri), Err(_)) = (&call.subscribed, &outcome) {
+            self.unsubscribe(&call.session, uri);
+        }
+        let report = Report {
+            method: call.method.clone(),
+            ok: outcome.is_ok(),
+            took: now.saturating_duration_since(call.started),
+        };
+        let message = Some(response(&call.client_id, outcome));
+        self.out.push_back(Action::Answer { caller: call.caller, message, report });
+    }
+
+    fn server_request(&mut self, now: Instant, edge_id: Value, method: &str, params: Option<Value>) {
+        match self.route_server_request(now, &edge_id, method, params) {
+            Ok(()) => {}
+            Err(error) => {
+                log::warn!("server {}: {error}", self.name);
+                self.out.push_back(Action::ToEdge(error.response(&edge_id)));
+            }
+        }
+    }
+
+    /// Sends the server's request to the one session with calls in flight, on that session's
+    /// newest call's stream, under an id that names this link.
+    fn route_server_request(
+        &mut self,
+        now: Instant,
+        edge_id: &Value,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<(), Error> {
+        let capability = match method {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            _ => {
+                let why = format!("{method} cannot be routed to a client");
+                return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
+            }
+        };
+        let (caller, session, caps) = match self.sole_caller() {
+            Sole::One(call) => (call.caller.clone(), call.session.clone(), call.caps),
+            Sole::None => {
+                let why = format!("{method}: no client request of this server is in flight to send it to");
+                return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
+            }
+            Sole::Several(n) => {
+                let why = format!(
+                    "{method} refused: more than one client ({n} sessions) has requests in flight at this \
+                     server, and over stdio a server cannot say which one it asks; the gateway never guesses"
+                );
+                return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
+            }
+        };
+        if !caps.allows(capability) {
+            let why = format!("{method}: the client did not declare the {capability} capability");
+            return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
+        }
+        if self.server_requests.len() >= self.limits.max_server_requests {
+            return Err(Error::Busy(format!("{method}: too many requests of this server await clients")));
+        }
+        let n = self.next_n;
+        self.next_n += 1;
+        let deadline = now + self.limits.client_timeout;
+        self.deadlines.insert((deadline, Slot::ServerRequest(n)));
+        let request = jsonrpc::request(self.client_facing_id(n), method, params.unwrap_or_else(|| json!({})));
+        self.server_requests.insert(
+            n,
+            ServerRequest { edge_id: edge_id.clone(), session, method: method.into(), caller: caller.clone(), deadline },
+        );
+        self.out.push_back(Action::Related { caller, message: request });
+        Ok(())
+    }
+
+    /// The id a client sees on a request of this server: it names the link, so the answer
+    /// finds its way back, and no other link's answer can complete it.
+    fn client_facing_id(&self, n: u64) -> Value {
+        Value::String(format!("mcpport-{}-{n}", self.serial))
+    }
+
+    /// The newest client call, if exactly one session has calls in flight.
+    fn sole_caller(&self) -> Sole<'_, D> {
+        let mut newest: Option<(u64, &ClientCall<D>)> = None;
+        let mut sessions: BTreeSet<&str> = BTreeSet::new();
+        for (id, p) in &self.requests {
+            if let Pending::Client(c) = p {
+                sessions.insert(&c.session);
+                if newest.is_none_or(|(n, _)| *id > n) {
+                    newest = Some((*id, c));
+                }
+            }
+        }
+        match (sessions.len(), newest) {
+            (1, Some((_, call))) => Sole::One(call),
+            (0, _) | (_, None) => Sole::None,
+            (n, _) => Sole::Several(n),
+        }
+    }
+
+    fn notification(&mut self, now: Instant, method: &str, params: Option<Value>) {
+        let params = params.unwrap_or_else(|| json!({}));
+        match method {
+            "notifications/progress" => self.progress(now, params),
+            "notifications/cancelled" => self.server_cancelled(&params),
+            "notifications/resources/updated" => self.resource_updated(params),
+            "notifications/message" => self.log_message(params),
+            _ => {
+                for kind in ListKind::ALL.into_iter().filter(|k| k.changed_notification() == method) {
+                    self.list_changed(now, kind);
+                }
+                self.out.push_back(Action::Broadcast(jsonrpc::notification(method, params)));
+            }
+        }
+    }
+
+    /// Progress restarts the call's clock and reaches the client under its own token.
+    fn progress(&mut self, now: Instant, mut params: Value) {
+        let Some(id) = params["progressToken"].as_u64() else { return };
+        let Some(Pending::Client(call)) = self.requests.get_mut(&id) else { return };
+        self.deadlines.remove(&(call.deadline, Slot::Request(id)));
+        call.deadline = now + call.timeout;
+        self.deadlines.insert((call.deadline, Slot::Request(id)));
+        if let Some(token) = call.progress_token.clone() {
+            params["progressToken"] = token;
+            let message = jsonrpc::notification("notifications/progress", params);
+            self.out.push_back(Action::Related { caller: call.caller.clone(), message });
+        }
+    }
+
+    /// The server withdrew one of its requests: only the client that received it hears of it,
+    /// under the id it knows.
+    fn server_cancelled(&mut self, params: &Value) {
+        let edge_id = &params["requestId"];
+        let Some(n) = self.server_requests.iter().find(|(_, r)| &r.edge_id == edge_id).map(|(n, _)| *n) else {
+            return;
+        };
+        let Some(req) = self.server_requests.remove(&n) else { return };
+        self.deadlines.remove(&(req.deadline, Slot::ServerRequest(n)));
+        let mut p = params.clone();
+        p["requestId"] = self.client_facing_id(n);
+        let message = jsonrpc::notification("notifications/cancelled", p);
+        self.out.push_back(Action::Related { caller: req.caller, message });
+    }
+
+    /// An update goes once to each session subscribed to the URI or to one it lies under.
+    fn resource_updated(&mut self, params: Value) {
+        let uri = params["uri"].as_str().unwrap_or_default();
+        let mut targets: BTreeSet<&SessionKey> = BTreeSet::new();
+        for (sub, who) in &self.subscriptions {
+            if uri_covers(sub, uri) {
+                targets.extend(who);
+            }
+        }
+        let message = jsonrpc::notification("notifications/resources/updated", params.clone());
+        let actions: Vec<Action<D>> = targets
+            .into_iter()
+            .map(|s| Action::ToSession { session: s.clone(), message: message.clone() })
+            .collect();
+        self.out.extend(actions);
+    }
+
+    /// A log line belongs to the one session with calls in flight; with several, it cannot be
+    /// attributed and goes to nobody; with none, to the sessions that asked for this level.
+    fn log_message(&mut self, params: Value) {
+        let level = severity(params["level"].as_str().unwrap_or("info"));
+        let wants = |s: &str| self.levels.get(s).is_none_or(|l| level >= l.min);
+        let note = |aggregated: bool| {
+            let mut p = params.clone();
+            if aggregated {
+                p["logger"] = match params["logger"].as_str() {
+                    Some(logger) => Value::String(format!("{}/{logger}", self.name)),
+                    None => Value::String(self.name.clone()),
+                };
+            }
+            jsonrpc::notification("notifications/message", p)
+        };
+        let action = match self.sole_caller() {
+            Sole::One(call) if wants(&call.session) => {
+                Some(Action::Related { caller: call.caller.clone(), message: note(call.aggregated) })
+            }
+            Sole::One(_) => None,
+            Sole::Several(n) => {
+                log::debug!("server {}: a log line while {n} sessions have calls in flight: not sent", self.name);
+                None
+            }
+            Sole::None => {
+                let actions: Vec<Action<D>> = self
+                    .levels
+                    .iter()
+                    .filter(|(_, l)| level >= l.min)
+                    .map(|(s, l)| Action::ToSession { session: s.clone(), message: note(l.aggregated) })
+                    .collect();
+                self.out.extend(actions);
+                None
+            }
+        };
+        self.out.extend(action);
+    }
+
+    // ---- the handshake and the lists ----
+
+    fn internal_answer(&mut self, now: Instant, purpose: Purpose, outcome: Result<Value, Value>) {
+        match purpose {
+            Purpose::Initialize => match outcome {
+                Ok(result) => self.initialized(now, result),
+                Err(e) => self.fail(format!("initialize: the server answered with an error: {e}")),
+            },
+            Purpose::List { kind, items, pages, refresh } => match outcome {
+                Ok(page) => self.list_page(now, kind, items, pages, refresh, &page),
+                Err(e) => self.list_failed(now, kind, refresh, &format!("the server answered with an error: {e}")),
+            },
+            Purpose::Ignore => {}
+        }
+    }
+
+    fn initialized(&mut self, now: Instant, result: Value) {
+        let version = result["protocolVersion"].as_str().unwrap_or("none");
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            log::warn!("server {}: answered protocol version {version:?}, which the gateway does not know", self.name);
+        }
+        self.initialize = result;
+        self.out.push_back(Action::ToEdge(jsonrpc::notification("notifications/initialized", json!({}))));
+        self.phase = Phase::Listing;
+        for kind in ListKind::ALL {
+            if self.initialize["capabilities"].get(kind.capability()).is_some() {
+                self.refresh[index(kind)] = match self.refresh[index(kind)] {
+                    Refresh::Dirty => Refresh::Running { again: true },
+                    _ => Refresh::Running { again: false },
+                };
+                self.list(now, kind, Vec::new(), 0, false, None);
+            }
+        }
+        self.maybe_ready(now);
+    }
+
+    fn list(&mut self, now: Instant, kind: ListKind, items: Vec<Value>, pages: usize, refresh: bool, cursor: Option<Value>) {
+        let params = cursor.map_or(json!({}), |c| json!({"cursor": c}));
+        self.ask(now, kind.method(), params, Purpose::List { kind, items, pages, refresh });
+    }
+
+    fn list_page(&mut self, now: Instant, kind: ListKind, mut items: Vec<Value>, pages: usize, refresh: bool, page: &Value) {
+        let Some(page_items) = page[kind.key()].as_array() else {
+            let why = format!("the result has no {:?} array", kind.key());
+            return self.list_failed(now, kind, refresh, &why);
+        };
+        items.extend(page_items.iter().cloned());
+        let pages = pages + 1;
+        match &page["nextCursor"] {
+            Value::String(c) if !c.is_empty() && pages < self.limits.max_pages => {
+                let cursor = Some(Value::String(c.clone()));
+                return self.list(now, kind, items, pages, refresh, cursor);
+            }
+            Value::String(c) if !c.is_empty() => log::warn!(
+                "server {}: {} still had more pages after {pages}; keeping what was listed",
+                self.name,
+                kind.method()
+            ),
+            _ => {}
+        }
+        self.list_done(now, kind, Ok(items), refresh);
+    }
+
+    fn list_failed(&mut self, now: Instant, kind: ListKind, refresh: bool, why: &str) {
+        self.list_done(now, kind, Err(format!("{}: {why}", kind.method())), refresh);
+    }
+
+    fn list_done(&mut self, now: Instant, kind: ListKind, items: Result<Vec<Value>, String>, refresh: bool) {
+        let again = matches!(self.refresh[index(kind)], Refresh::Running { again: true });
+        self.refresh[index(kind)] = Refresh::Idle;
+        match (items, refresh) {
+            (Ok(items), false) => *kind.items_mut(&mut self.handshake_lists) = items,
+            (Err(why), false) => return self.fail(why),
+            (Ok(items), true) => {
+                log::info!("server {}: {} changed ({} items)", self.name, kind.key(), items.len());
+                self.out.push_back(Action::ListChanged { kind, items });
+            }
+            (Err(why), true) => log::warn!("server {}: cannot refresh {}: {why}", self.name, kind.key()),
+        }
+        if again {
+            self.refresh[index(kind)] = Refresh::Dirty;
+        }
+        if self.phase == Phase::Listing {
+            self.maybe_ready(now);
+        } else if again {
+            self.list_changed(now, kind);
+        }
+    }
+
+    /// Once every list of the handshake is in, the server is ready; lists announced as changed
+    /// meanwhile are read again.
+    fn maybe_ready(&mut self, now: Instant) {
+        if self.refresh.iter().any(|r| matches!(r, Refresh::Running { .. })) {
+            return;
+        }
+        self.phase = Phase::Ready;
+        let lists = std::mem::take(&mut self.handshake_lists);
+        self.out.push_back(Action::Ready { initialize: self.initialize.clone(), lists });
+        self.tell_level(now);
+        for kind in ListKind::ALL {
+            if self.refresh[index(kind)] == Refresh::Dirty {
+                self.refresh[index(kind)] = Refresh::Idle;
+                self.list_changed(now, kind);
+            }
+        }
+    }
+
+    /// A `list_changed`: one refresh per list at a time; more announcements meanwhile make one
+    /// more refresh when it is done, however many they were.
+    fn list_changed(&mut self, now: Instant, kind: ListKind) {
+        let slot = &mut self.refresh[index(kind)];
+        match (*slot, self.phase) {
+            (_, Phase::Closed) => {}
+            (Refresh::Running { .. }, _) => *slot = Refresh::Running { again: true },
+            (_, Phase::Initializing) => *slot = Refresh::Dirty,
+            (_, Phase::Listing) => *slot = Refresh::Dirty,
+            (_, Phase::Ready) => {
+                *slot = Refresh::Running { again: false };
+                self.list(now, kind, Vec::new(), 0, true, None);
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.phase == Phase::Ready || self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.out.push_back(Action::Fail { why });
+    }
+
+    /// Sends a request of the gateway's own.
+    fn ask(&mut self, now: Instant, method: &str, params: Value, purpose: Purpose) {
+        let id = self.mint();
+        let deadline = now + self.limits.rpc_timeout;
+        self.deadlines.insert((deadline, Slot::Request(id)));
+        self.requests.insert(id, Pending::Internal { purpose, deadline });
+        self.out.push_back(Action::ToEdge(jsonrpc::request(id, method, params)));
+    }
+
+    fn mint(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    // ---- time and the end ----
+
+    /// Ends whatever is past its deadline.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, slot)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            match slot {
+                Slot::Request(id) => self.request_timed_out(now, id),
+                Slot::ServerRequest(n) => self.server_request_timed_out(n),
+            }
+        }
+    }
+
+    fn request_timed_out(&mut self, now: Instant, id: u64) {
+        match self.requests.get(&id) {
+            Some(Pending::Client(call)) => {
+                let error = Error::Timeout {
+                    server: self.name.clone(),
+                    what: describe_call(&call.method, &Value::Null),
+                    after: call.timeout,
+                };
+                log::warn!("session {}: {error}", call.session);
+                self.end_call(now, id, "timed out at the gateway", Some(error));
+            }
+            Some(Pending::Internal { .. }) => {
+                let Some(Pending::Internal { purpose, .. }) = self.take_request(id) else { return };
+                self.out.push_back(Action::ToEdge(jsonrpc::notification(
+                    "notifications/cancelled",
+                    json!({"requestId": id, "reason": "timed out at the gateway"}),
+                )));
+                let why = format!("no answer within {} s", self.limits.rpc_timeout.as_secs_f64());
+                match purpose {
+                    Purpose::Initialize => self.fail(format!("initialize: {why}")),
+                    Purpose::List { kind, refresh, .. } => self.list_failed(now, kind, refresh, &why),
+                    Purpose::Ignore => {}
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn server_request_timed_out(&mut self, n: u64) {
+        let Some(req) = self.server_requests.remove(&n) else { return };
+        let why = format!("the client did not answer within {} s", self.limits.client_timeout.as_secs_f64());
+        self.out.push_back(Action::ToEdge(response(&req.edge_id, Err(jsonrpc::error_object(INTERNAL_ERROR, &why)))));
+        let message = jsonrpc::notification(
+            "notifications/cancelled",
+            json!({"requestId": self.client_facing_id(n), "reason": why}),
+        );
+        self.out.push_back(Action::Related { caller: req.caller, message });
+    }
+
+    /// The link is gone: every call ends with an error saying why, at once.
+    pub(crate) fn close(&mut self, now: Instant, why: &str) {
+        self.phase = Phase::Closed;
+        let ids: Vec<u64> = self.requests.keys().copied().collect();
+        for id in ids {
+            match self.take_request(id) {
+                Some(Pending::Client(call)) => {
+                    let what = describe_call(&call.method, &Value::Null);
+                    let error = Error::Gone { server: self.name.clone(), what, why: why.to_string() };
+                    let report =
+                        Report { method: call.method, ok: false, took: now.saturating_duration_since(call.started) };
+                    let message = Some(error.response(&call.client_id));
+                    self.out.push_back(Action::Answer { caller: call.caller, message, report });
+                }
+                Some(Pending::Internal { .. }) | None => {}
+            }
+        }
+        self.server_requests.clear();
+        self.deadlines.clear();
+        self.subscriptions.clear();
+    }
+}
+
+enum Sole<'a, D> {
+    None,
+    One(&'a ClientCall<D>),
+    Several(usize),
+}
+
+fn index(kind: ListKind) -> usize {
+    ListKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// A response to `id`: the result, or the error object as it is.
+fn response(id: &Value, outcome: Result<Value, Value>) -> Value {
+    match outcome {
+        Ok(result) => jsonrpc::result_response(id, result),
+        Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+    }
+}
+
+/// What a call is, for messages: `tool echo`, or the method.
+fn describe_call(method: &str, params: &Value) -> String {
+    match params["name"].as_str() {
+        Some(name) if method == "tools/call" => format!("tool {name}"),
+        _ => method.to_string(),
+    }
+}
+
+/// Whether an update of `uri` concerns a subscription to `sub`: the same URI, or one under it
+/// ("the uri might be a sub-resource of the one that the client actually subscribed to"), at a
+/// path, query or fragment boundary, never a bare prefix (`a://x` does not cover `a://xy`).
+pub(crate) fn uri_covers(sub: &str, uri: &str) -> bool {
+    match uri.strip_prefix(sub) {
+        Some("") => true,
+        Some(rest) => sub.ends_with('/') || rest.starts_with(['/', '?', '#']),
+        None => false,
+    }
+}
+
+/// The number in a client-facing id of a server's request (`mcpport-{serial}-{n}`), and the link
+/// serial it names.
+pub(crate) fn parse_client_facing_id(id: &Value) -> Option<(u64, u64)> {
+    let rest = id.as_str()?.strip_prefix("mcpport-")?;
+    let (serial, n) = rest.split_once('-')?;
+    Some((serial.parse().ok()?, n.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    type L = Link<u32>;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn drain(link: &mut L) -> Vec<Action<u32>> {
+        std::iter::from_fn(|| link.poll_action()).collect()
+    }
+
+    /// A ready link whose server has tools, resources (with subscribe) and logging.
+    fn ready(now: Instant) -> L {
+        let mut link = L::new("pi", 7, 100, Limits::default());
+        link.start(now);
+        let init = drain(&mut link);
+        let Action::ToEdge(req) = &init[0] else { panic!("{init:?}") };
+        assert_eq!(req["method"], "initialize");
+        let caps = json!({"tools": {}, "resources": {"subscribe": true}, "logging": {}});
+        let answer = json!({"protocolVersion": "2025-11-25", "capabilities": caps});
+        link.handle_edge(now, Message::Response { id: req["id"].clone(), outcome: Ok(answer) });
+        for _ in 0..10 {
+            let asks: Vec<Value> = drain(&mut link)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::ToEdge(m) if m.get("id").is_some() => Some(m),
+                    _ => None,
+                })
+                .collect();
+            if asks.is_empty() {
+                break;
+            }
+            for ask in asks {
+                let key = match ask["method"].as_str().unwrap() {
+                    "tools/list" => "tools",
+                    "resources/list" => "resources",
+                    "resources/templates/list" => "resourceTemplates",
+                    "logging/setLevel" => "x",
+                    m => panic!("unexpected {m}"),
+                };
+                link.handle_edge(now, Message::Response { id: ask["id"].clone(), outcome: Ok(json!({key: []})) });
+            }
+        }
+        assert_eq!(link.phase, Phase::Ready);
+        link
+    }
+
+    fn call(session: &str, id: u64, method: &str, params: Value, caller: u32) -> Input<u32> {
+        Input::Call(Call {
+            session: session.into(),
+            aggregated: false,
+            client_id: json!(id),
+            method: method.into(),
+            params,
+            timeout: Duration::from_secs(5),
+            caps: ClientCaps { sampling: true, elicitation: true, roots: true },
+            caller,
+        })
+    }
+
+    fn sent_id(actions: &[Action<u32>], method: &str) -> Value {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::ToEdge(m) if m["method"] == method && m.get("id").is_some() => Some(m["id"].clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {method} in {actions:?}"))
+    }
+
+    #[test]
+    fn handshake_lists_then_ready_and_a_failed_initialize_fails() {
+        let now = t0();
+        let mut link = ready(now);
+        assert!(link.is_idle());
+        let mut bad = L::new("x", 1, 1, Limits::default());
+        bad.start(now);
+        let a = drain(&mut bad);
+        bad.handle_edge(now, Message::Response { id: sent_id(&a, "initialize"), outcome: Err(json!({"code": 1})) });
+        assert!(matches!(drain(&mut bad).last(), Some(Action::Fail { .. })));
+        // Silence is a failure too, after the rpc timeout.
+        let mut silent = L::new("y", 2, 1, Limits::default());
+        silent.start(now);
+        drain(&mut silent);
+        silent.handle_timeout(now + Duration::from_secs(11));
+        assert!(drain(&mut silent).iter().any(|a| matches!(a, Action::Fail { .. })));
+        link.close(now, "bye");
+        assert!(link.is_idle());
+    }
+
+    #[test]
+    fn answers_reach_their_caller_with_the_client_id_and_progress_its_token() {
+        let now = t0();
+        let mut link = ready(now);
+        let params = json!({"name": "sleep", "_meta": {"progressToken": "mine"}});
+        link.handle_input(now, call("a", 1, "tools/call", params, 11));
+        let sent = drain(&mut link);
+        let id = sent_id(&sent, "tools/call");
+        let Action::ToEdge(req) = &sent[0] else { panic!() };
+        assert_eq!(req["params"]["_meta"]["progressToken"], id, "the token is the minted id");
+        link.handle_edge(now, Message::Notification {
+            method: "notifications/progress".into(),
+            params: Some(json!({"progressToken": id, "progress": 1})),
+        });
+        let progress = drain(&mut link);
+        assert!(matches!(&progress[..], [Action::Related { caller: 11, message }] if message["params"]["progressToken"] == "mine"));
+        link.handle_edge(now, Message::Response { id: id.clone(), outcome: Ok(json!({"ok": 1})) });
+        let done = drain(&mut link);
+        assert!(matches!(&done[..], [Action::Answer { caller: 11, message: Some(m), .. }] if m["id"] == 1 && m["result"]["ok"] == 1));
+        // A second answer to the same id (a confused edge) reaches nobody.
+        link.handle_edge(now, Message::Response { id, outcome: Ok(json!({})) });
+        assert!(drain(&mut link).is_empty());
+        assert!(link.is_idle());
+    }
+
+    #[test]
+    fn cancel_ends_the_call_without_an_answer_and_tells_the_server() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, call("a", 1, "tools/call", json!({"name": "sleep"}), 1));
+        let id = sent_id(&drain(&mut link), "tools/call");
+        link.handle_input(now, Input::Cancel { session: "b".into(), client_id: json!(1) });
+        assert!(drain(&mut link).is_empty(), "another session's cancel matches nothing");
+        link.handle_input(now, Input::Cancel { session: "a".into(), client_id: json!(1) });
+        let acts = drain(&mut link);
+        assert!(acts.iter().any(|a| matches!(a, Action::ToEdge(m) if m["params"]["requestId"] == id)));
+        assert!(acts.iter().any(|a| matches!(a, Action::Answer { caller: 1, message: None, .. })));
+        link.handle_edge(now, Message::Response { id, outcome: Ok(json!({})) });
+        assert!(drain(&mut link).is_empty(), "nothing is answered after a cancel");
+    }
+
+    #[test]
+    fn timeouts_cancel_and_answer_with_an_error_and_progress_restarts_the_clock() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, call("a", 1, "tools/call", json!({"name": "t"}), 1));
+        let id = sent_id(&drain(&mut link), "tools/call");
+        let later = now + Duration::from_secs(4);
+        let p = json!({"progressToken": id, "progress": 1});
+        link.handle_edge(later, Message::Notification { method: "notifications/progress".into(), params: Some(p) });
+        link.handle_timeout(now + Duration::from_secs(6));
+        assert!(drain(&mut link).iter().all(|a| !matches!(a, Action::Answer { .. })));
+        assert_eq!(link.poll_timeout(), Some(later + Duration::from_secs(5)));
+        link.handle_timeout(later + Duration::from_secs(5));
+        let acts = drain(&mut link);
+        assert!(acts.iter().any(|a| matches!(a, Action::Answer { message: Some(m), .. } if m["error"]["message"].as_str().unwrap().contains("did not answer"))));
+        assert!(link.is_idle());
+    }
+
+    #[test]
+    fn server_requests_go_to_the_one_session_in_flight_or_are_refused() {
+        let now = t0();
+        let mut link = ready(now);
+        let ask = |link: &mut L, id: u64| {
+            link.handle_edge(now, Message::Request {
+                id: json!(format!("e{id}")),
+                method: "elicitation/create".into(),
+                params: Some(json!({})),
+            });
+            drain(link)
+        };
+        // Nobody in flight: refused.
+        assert!(matches!(&ask(&mut link, 1)[..], [Action::ToEdge(m)] if m["error"].is_object()));
+        link.handle_input(now, call("a", 1, "tools/call", json!({"name": "x"}), 1));
+        link.handle_input(now, call("a", 2, "tools/call", json!({"name": "y"}), 2));
+        drain(&mut link);
+        // One session (two calls): its newest call's stream gets it, under an id naming the link.
+        let acts = ask(&mut link, 2);
+        let Action::Related { caller: 2, message } = &acts[0] else { panic!("{acts:?}") };
+        let client_id = message["id"].clone();
+        assert_eq!(parse_client_facing_id(&client_id).map(|(s, _)| s), Some(7));
+        // Another session in flight: the next request is refused, never guessed.
+        link.handle_input(now, call("b", 1, "tools/call", json!({"name": "z"}), 3));
+        drain(&mut link);
+        let refused = ask(&mut link, 3);
+        assert!(matches!(&refused[..], [Action::ToEdge(m)] if m["error"]["message"].as_str().unwrap().contains("more than one client")));
+        // Only the session that was asked may answer.
+        let (_, n) = parse_client_facing_id(&client_id).unwrap();
+        link.handle_input(now, Input::ClientAnswer { session: "b".into(), n, outcome: Ok(json!({})) });
+        assert!(drain(&mut link).is_empty());
+        link.handle_input(now, Input::ClientAnswer { session: "a".into(), n, outcome: Ok(json!({"action": "accept"})) });
+        assert!(matches!(&drain(&mut link)[..], [Action::ToEdge(m)] if m["id"] == "e2" && m["result"]["action"] == "accept"));
+    }
+
+    #[test]
+    fn the_servers_cancel_reaches_only_the_asked_client_under_its_id() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, call("a", 1, "tools/call", json!({"name": "x"}), 1));
+        drain(&mut link);
+        let req = Message::Request { id: json!(5), method: "roots/list".into(), params: None };
+        link.handle_edge(now, req);
+        let Action::Related { message, .. } = &drain(&mut link)[0] else { panic!() };
+        let client_id = message["id"].clone();
+        let cancel = Some(json!({"requestId": 5, "reason": "changed my mind"}));
+        link.handle_edge(now, Message::Notification { method: "notifications/cancelled".into(), params: cancel });
+        let acts = drain(&mut link);
+        assert!(matches!(&acts[..], [Action::Related { caller: 1, message }] if message["params"]["requestId"] == client_id));
+    }
+
+    #[test]
+    fn log_levels_are_per_session_and_the_server_gets_the_most_verbose() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, Input::SetLevel { session: "b".into(), level: "debug".into() });
+        let acts = drain(&mut link);
+        assert!(acts.iter().any(|a| matches!(a, Action::ToEdge(m) if m["params"]["level"] == "debug")));
+        link.handle_input(now, Input::SetLevel { session: "a".into(), level: "error".into() });
+        assert!(drain(&mut link).is_empty(), "the server already logs at debug");
+        let log = |level: &str| Message::Notification {
+            method: "notifications/message".into(),
+            params: Some(json!({"level": level, "data": "x"})),
+        };
+        link.handle_edge(now, log("info"));
+        let acts = drain(&mut link);
+        assert!(matches!(&acts[..], [Action::ToSession { session, message }] if session == "b" && message["params"]["logger"] == "pi"));
+        link.handle_input(now, Input::SessionEnded { session: "b".into() });
+        let acts = drain(&mut link);
+        assert!(acts.iter().any(|a| matches!(a, Action::ToEdge(m) if m["params"]["level"] == "error")));
+    }
+
+    #[test]
+    fn updates_reach_each_subscriber_once_at_a_boundary() {
+        assert!(uri_covers("a://x", "a://x") && uri_covers("a://x", "a://x/y") && uri_covers("a://x/", "a://x/y"));
+        assert!(!uri_covers("a://x", "a://xy") && !uri_covers("a://x/y", "a://x"));
+        let now = t0();
+        let mut link = ready(now);
+        for (s, id, uri) in [("a", 1, "a://x"), ("b", 1, "a://xy"), ("a", 2, "a://x/y")] {
+            link.handle_input(now, call(s, id, "resources/subscribe", json!({"uri": uri}), id as u32));
+            let acts = drain(&mut link);
+            let rid = sent_id(&acts, "resources/subscribe");
+            link.handle_edge(now, Message::Response { id: rid, outcome: Ok(json!({})) });
+            drain(&mut link);
+        }
+        let upd = |uri: &str| Message::Notification {
+            method: "notifications/resources/updated".into(),
+            params: Some(json!({"uri": uri})),
+        };
+        link.handle_edge(now, upd("a://x/y/z"));
+        let to: Vec<String> = drain(&mut link)
+            .into_iter()
+            .map(|a| match a {
+                Action::ToSession { session, .. } => session,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(to, ["a"]);
+        link.handle_edge(now, upd("a://xy"));
+        assert!(matches!(&drain(&mut link)[..], [Action::ToSession { session, .. }] if session == "b"));
+        // A second subscriber to the same URI is answered locally; the last unsubscribe is sent.
+        link.handle_input(now, call("c", 1, "resources/subscribe", json!({"uri": "a://xy"}), 9));
+        assert!(matches!(&drain(&mut link)[..], [Action::Answer { caller: 9, .. }]));
+        link.handle_input(now, Input::SessionEnded { session: "b".into() });
+        assert!(drain(&mut link).is_empty(), "c still listens");
+        link.handle_input(now, Input::SessionEnded { session: "c".into() });
+        assert!(drain(&mut link).iter().any(|a| matches!(a, Action::ToEdge(m) if m["method"] == "resources/unsubscribe")));
+    }
+
+    #[test]
+    fn list_changed_storms_coalesce_into_one_refresh_at_a_time() {
+        let now = t0();
+        let mut link = ready(now);
+        let changed = || Message::Notification { method: "notifications/tools/list_changed".into(), params: None };
+        for _ in 0..3000 {
+            link.handle_edge(now, changed());
+        }
+        let acts = drain(&mut link);
+        let lists: Vec<&Value> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToEdge(m) if m["method"] == "tools/list" => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lists.len(), 1, "one refresh in flight");
+        link.handle_edge(now, Message::Response { id: lists[0]["id"].clone(), outcome: Ok(json!({"tools": [1]})) });
+        let acts = drain(&mut link);
+        assert!(acts.iter().any(|a| matches!(a, Action::ListChanged { kind: ListKind::Tools, .. })));
+        let again = sent_id(&acts, "tools/list");
+        link.handle_edge(now, Message::Response { id: again, outcome: Ok(json!({"tools": [1, 2]})) });
+        let acts = drain(&mut link);
+        assert!(acts.iter().any(|a| matches!(a, Action::ListChanged { items, .. } if items.len() == 2)));
+        assert!(link.is_idle(), "and then it rests");
+    }
+
+    #[test]
+    fn caps_refuse_past_the_bound_and_duplicate_ids() {
+        let now = t0();
+        let limits = Limits { max_calls: 2, ..Limits::default() };
+        let mut link = L::new("pi", 1, 1, limits);
+        link.phase = Phase::Ready;
+        for (id, caller) in [(1, 1), (1, 2), (2, 3), (3, 4)] {
+            link.handle_input(now, call("a", id, "tools/call", json!({}), caller));
+        }
+        let refused: Vec<(u32, String)> = drain(&mut link)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Answer { caller, message: Some(m), .. } => Some((caller, m["error"]["message"].to_string())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].1.contains("already in flight") && refused[1].1.contains("--max-calls-per-server"));
+    }
+
+    /// Drives the link through generated interleavings of calls, answers (in any order, late,
+    /// duplicated), progress, cancellations, session ends, server requests, client answers and
+    /// timeouts, then closes it; checks that every call ends exactly once, that nothing reaches
+    /// a caller after its end, that a cancelled call is never answered, that server requests are
+    /// only ever routed to the one session in flight, and that the link holds nothing after.
+    #[test]
+    fn property_every_call_ends_exactly_once_and_nothing_crosses_callers() {
+        let cases: u64 = std::env::var("MCPPORT_LINK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+        for seed in 1..=cases {
+            run_case(seed);
+        }
+    }
+
+    fn run_case(seed: u64) {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n.max(1)
+        };
+        let start = t0();
+        let mut now = start;
+        let limits = Limits { max_calls: 8, ..Limits::default() };
+        let mut link = L::new("pi", 1, 1 + next(1000), limits);
+        link.phase = Phase::Ready;
+        link.initialize = json!({"capabilities": {"logging": {}}});
+        let sessions = ["a", "b", "c"];
+        let mut callers: HashMap<u32, (&str, u64)> = HashMap::new(); // caller -> (session, client id)
+        let mut ended: HashSet<u32> = HashSet::new();
+        let mut cancelled: HashSet<u32> = HashSet::new();
+        let mut upstream: Vec<Value> = Vec::new(); // ids the edge has seen
+        let mut edge_asks: Vec<(Value, Option<u64>)> = Vec::new(); // (edge id, n once routed)
+        let mut answered_edge: HashSet<String> = HashSet::new();
+        let mut next_caller = 1u32;
+        let mut next_edge = 1u64;
+        for _ in 0..200 {
+            match next(10) {
+                0..=2 => {
+                    let s = sessions[next(3) as usize];
+                    let id = next(20);
+                    let caller = next_caller;
+                    next_caller += 1;
+                    callers.insert(caller, (s, id));
+                    let params = json!({"name": "t", "_meta": {"progressToken": caller}});
+                    link.handle_input(now, call(s, id, "tools/call", params, caller));
+                }
+                3 if !upstream.is_empty() => {
+                    let id = upstream[next(upstream.len() as u64) as usize].clone();
+                    link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"n": 1})) });
+                }
+                4 if !upstream.is_empty() => {
+                    let token = upstream[next(upstream.len() as u64) as usize].clone();
+                    let p = json!({"progressToken": token, "progress": 1});
+                    link.handle_edge(now, Message::Notification { method: "notifications/progress".into(), params: Some(p) });
+                }
+                5 if !callers.is_empty() => {
+                    let keys: Vec<u32> = callers.keys().copied().collect();
+                    let caller = keys[next(keys.len() as u64) as usize];
+                    let (s, id) = callers[&caller];
+                    // Whichever call of this session holds that id now is the one cancelled.
+                    let _ = caller;
+                    if let Some(live) = link.by_client.get(&(s.to_string(), json!(id).to_string())) {
+                        if let Some(Pending::Client(c)) = link.requests.get(live) {
+                            cancelled.insert(c.caller);
+                        }
+                    }
+                    link.handle_input(now, Input::Cancel { session: s.into(), client_id: json!(id) });
+                }
+                6 => {
+                    let edge_id = json!(next_edge);
+                    next_edge += 1;
+                    edge_asks.push((edge_id.clone(), None));
+                    let method = ["sampling/createMessage", "roots/list", "elicitation/create"][next(3) as usize];
+                    link.handle_edge(now, Message::Request { id: edge_id, method: method.into(), params: None });
+                }
+                7 if !edge_asks.is_empty() => {
+                    let i = next(edge_asks.len() as u64) as usize;
+                    if let Some(n) = edge_asks[i].1 {
+                        let s = sessions[next(3) as usize];
+                        link.handle_input(now, Input::ClientAnswer { session: s.into(), n, outcome: Ok(json!({})) });
+                    }
+                }
+                8 => {
+                    let s = sessions[next(3) as usize];
+                    link.handle_input(now, Input::SessionEnded { session: s.into() });
+                    for (caller, (cs, _)) in &callers {
+                        if *cs == s && !ended.contains(caller) {
+                            cancelled.insert(*caller);
+                        }
+                    }
+                }
+                _ => {
+                    now += Duration::from_millis(next(3000));
+                    link.handle_timeout(now);
+                }
+            }
+            check_actions(&mut link, &callers, &mut ended, &cancelled, &mut upstream, &mut edge_asks, &mut answered_edge, seed);
+        }
+        link.close(now, "the end");
+        check_actions(&mut link, &callers, &mut ended, &cancelled, &mut upstream, &mut edge_asks, &mut answered_edge, seed);
+        assert_eq!(ended.len(), callers.len(), "seed {seed}: every call ends");
+        assert!(link.is_idle(), "seed {seed}: nothing left after close");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_actions(
+        link: &mut L,
+        callers: &HashMap<u32, (&str, u64)>,
+        ended: &mut HashSet<u32>,
+        cancelled: &HashSet<u32>,
+        upstream: &mut Vec<Value>,
+        edge_asks: &mut [(Value, Option<u64>)],
+        answered_edge: &mut HashSet<String>,
+        seed: u64,
+    ) {
+        // Sessions with live calls before these actions (for the routing check).
+        let live_sessions: HashSet<String> = link
+            .requests
+            .values()
+            .filter_map(|p| match p {
+                Pending::Client(c) => Some(c.session.clone()),
+                _ => None,
+            })
+            .collect();
+        while let Some(action) = link.poll_action() {
+            match action {
+                Action::ToEdge(m) => {
+                    if m.get("method").is_some() && m.get("id").is_some() {
+                        upstream.push(m["id"].clone());
+                    } else if m.get("method").is_none() {
+                        let key = m["id"].to_string();
+                        assert!(answered_edge.insert(key), "seed {seed}: an edge request answered twice: {m}");
+                    }
+                }
+                Action::Answer { caller, message, .. } => {
+                    assert!(ended.insert(caller), "seed {seed}: caller {caller} ended twice");
+                    let (_, id) = callers[&caller];
+                    match message {
+                        Some(m) => {
+                            assert_eq!(m["id"], json!(id), "seed {seed}: answer carries the client's id");
+                            assert!(!cancelled.contains(&caller) || m.get("error").is_some(), "seed {seed}: a cancelled call was answered: {m}");
+                        }
+                        None => assert!(cancelled.contains(&caller), "seed {seed}: no answer for a call not cancelled"),
+                    }
+                }
+                Action::Related { caller, message } => {
+                    if message["method"] == "notifications/progress" {
+                        assert!(!ended.contains(&caller), "seed {seed}: progress after the end");
+                        assert_eq!(message["params"]["progressToken"], json!(caller), "seed {seed}: progress under another's token");
+                    }
+                    if message.get("id").is_some() {
+                        let (s, _) = callers[&caller];
+                        assert_eq!(live_sessions.len(), 1, "seed {seed}: routed with {live_sessions:?} in flight");
+                        assert!(live_sessions.contains(s), "seed {seed}: routed to a session not in flight");
+                        let (_, n) = parse_client_facing_id(&message["id"]).unwrap();
+                        if let Some(ask) = edge_asks.iter_mut().rev().find(|a| a.1.is_none()) {
+                            ask.1 = Some(n);
+                        }
+                    }
+                }
+                Action::ToSession { .. } | Action::Broadcast(_) => {}
+                other => panic!("seed {seed}: unexpected {other:?}"),
+            }
+        }
+    }
+}
