@@ -65,6 +65,10 @@ Options:
       --sse-keepalive <SECS>     Keep-alive comment on idle SSE streams (also how soon a client that
                                  left is noticed, and when a slow answer turns into a stream) [default: 15]
       --max-sessions <N>         Client sessions open at once before new ones get 503 [default: 1024]
+      --max-calls-per-session <N>  Requests one session may have in flight at servers; more wait
+                                 up to --timeout-rpc, then get an error [default: 256]
+      --max-calls-per-server <N> Requests in flight at one server, all sessions together; more
+                                 get an error at once [default: 1024]
       --max-header-bytes <N>     Request line and headers, 431 past it [default: 16384]
       --max-body-bytes <N>       Request body, 413 past it [default: 4194304]
       --max-ws-message-bytes <N> WebSocket message from an edge, close 1009 past it [default: 16777216]
@@ -209,6 +213,10 @@ fn gateway_args(
             Long("register-token") => cfg.register_tokens.push(string(p)?),
             Long("register-token-file") => cfg.register_tokens.extend(token_file(&string(p)?)?),
             Long("max-sessions") => cfg.max_sessions = number(p, "--max-sessions")?,
+            Long("max-calls-per-session") => {
+                cfg.max_calls_per_session = number(p, "--max-calls-per-session")?;
+            }
+            Long("max-calls-per-server") => cfg.max_calls_per_server = number(p, "--max-calls-per-server")?,
             Long("max-header-bytes") => cfg.limits.max_header_bytes = number(p, "--max-header-bytes")?,
             Long("max-body-bytes") => cfg.limits.max_body = number(p, "--max-body-bytes")?,
             Long("max-ws-message-bytes") => cfg.max_ws_message = number(p, "--max-ws-message-bytes")?,
@@ -237,6 +245,9 @@ fn gateway_args(
     cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
     if cfg.max_connections == 0 || cfg.max_sessions == 0 {
         return Err("--max-connections and --max-sessions must be at least 1".into());
+    }
+    if cfg.max_calls_per_session == 0 || cfg.max_calls_per_server == 0 {
+        return Err("--max-calls-per-session and --max-calls-per-server must be at least 1".into());
     }
     if cfg.limits.max_header_bytes < 1024 || cfg.max_ws_message < 1024 {
         return Err("--max-header-bytes and --max-ws-message-bytes must be at least 1024".into());

@@ -7,10 +7,17 @@
 //! once. Heartbeat pings come from poll's timeout. No fixed-interval polling: an idle link costs
 //! no CPU. Backpressure: while the socket cannot take more bytes, the owner stops draining the
 //! queue, the queue fills, and senders get `Full` instead of growing memory without bound.
+//!
+//! The queue carries whatever the owner's `Handler` understands: frames (`Out`, for register) or
+//! typed commands (the gateway's link owner); it is bounded in count and in bytes. What the
+//! handler wants sent waits in a short local queue that is drained before the next command is
+//! taken, so a slow peer stops the owner from taking work rather than piling it up.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,66 +46,158 @@ pub(crate) enum SendError {
     Closed,
 }
 
+/// What a queued item costs in bytes, for the queue's byte bound.
+pub(crate) trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Out {
+    fn weight(&self) -> usize {
+        match self {
+            Out::Text(t) => t.len(),
+            Out::Close(_, reason) => reason.len(),
+        }
+    }
+}
+
+/// Bytes a queue may hold unless told otherwise (one item is always let in when the queue is
+/// empty, however big).
+pub(crate) const QUEUE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The sending half: cheap to clone, used by any thread.
-#[derive(Clone)]
-pub(crate) struct Outbox {
-    tx: SyncSender<Out>,
+pub(crate) struct Outbox<T = Out> {
+    tx: SyncSender<T>,
     wake: Arc<UnixStream>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox { tx: self.tx.clone(), wake: self.wake.clone(), bytes: self.bytes.clone(), max_bytes: self.max_bytes }
+    }
 }
 
 /// The receiving half, owned by the socket's owner thread.
-pub(crate) struct Inbox {
-    rx: Receiver<Out>,
+pub(crate) struct Inbox<T = Out> {
+    rx: Receiver<T>,
     wake: UnixStream,
+    bytes: Arc<AtomicUsize>,
 }
 
-/// A queue of `capacity` frames with its wake pipe.
-pub(crate) fn channel(capacity: usize) -> io::Result<(Outbox, Inbox)> {
+/// A queue of `capacity` items (and `QUEUE_BYTES`) with its wake pipe.
+pub(crate) fn channel<T: Weigh>(capacity: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
+    bounded(capacity, QUEUE_BYTES)
+}
+
+/// A queue of at most `capacity` items and `max_bytes` bytes, with its wake pipe.
+pub(crate) fn bounded<T: Weigh>(capacity: usize, max_bytes: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
     let (tx, rx) = mpsc::sync_channel(capacity);
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
-    Ok((Outbox { tx, wake: Arc::new(wake_tx) }, Inbox { rx, wake: wake_rx }))
+    let bytes = Arc::new(AtomicUsize::new(0));
+    Ok((
+        Outbox { tx, wake: Arc::new(wake_tx), bytes: bytes.clone(), max_bytes },
+        Inbox { rx, wake: wake_rx, bytes },
+    ))
 }
 
-impl Inbox {
-    /// Drops every queued frame (what a dead child wrote for a link that no longer exists).
+impl<T: Weigh> Inbox<T> {
+    /// Drops every queued item (what a dead child wrote for a link that no longer exists).
     pub(crate) fn clear(&self) {
-        while self.rx.try_recv().is_ok() {}
+        while self.try_recv().is_ok() {}
+    }
+
+    fn try_recv(&self) -> Result<T, TryRecvError> {
+        let item = self.rx.try_recv()?;
+        self.bytes.fetch_sub(item.weight(), Ordering::SeqCst);
+        Ok(item)
     }
 }
 
-impl Outbox {
-    /// Queues a frame without waiting.
-    pub(crate) fn send(&self, out: Out) -> Result<(), SendError> {
-        self.tx.try_send(out).map_err(|e| match e {
-            TrySendError::Full(_) => SendError::Full,
-            TrySendError::Disconnected(_) => SendError::Closed,
-        })?;
+impl<T: Weigh> Outbox<T> {
+    /// Queues an item without waiting.
+    pub(crate) fn send(&self, item: T) -> Result<(), SendError> {
+        self.offer(item).map_err(|(e, _)| e)
+    }
+
+    /// Queues an item without waiting; on failure the item comes back, with why.
+    pub(crate) fn offer(&self, item: T) -> Result<(), (SendError, T)> {
+        let weight = item.weight();
+        let before = self.bytes.fetch_add(weight, Ordering::SeqCst);
+        if before > 0 && before + weight > self.max_bytes {
+            self.bytes.fetch_sub(weight, Ordering::SeqCst);
+            return Err((SendError::Full, item));
+        }
+        if let Err(e) = self.tx.try_send(item) {
+            self.bytes.fetch_sub(weight, Ordering::SeqCst);
+            return Err(match e {
+                TrySendError::Full(item) => (SendError::Full, item),
+                TrySendError::Disconnected(item) => (SendError::Closed, item),
+            });
+        }
         self.wake();
         Ok(())
     }
 
-    /// Queues a frame, waiting while the queue is full (backpressure onto the caller).
-    pub(crate) fn send_wait(&self, out: Out) -> Result<(), SendError> {
-        self.tx.send(out).map_err(|_| SendError::Closed)?;
+    /// Queues an item, waiting while the queue is full of items (backpressure onto the caller).
+    pub(crate) fn send_wait(&self, item: T) -> Result<(), SendError> {
+        let weight = item.weight();
+        self.bytes.fetch_add(weight, Ordering::SeqCst);
+        if self.tx.send(item).is_err() {
+            self.bytes.fetch_sub(weight, Ordering::SeqCst);
+            return Err(SendError::Closed);
+        }
         self.wake();
         Ok(())
     }
 
-    fn wake(&self) {
+    /// Bytes waiting in the queue.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+}
+
+impl<T> Outbox<T> {
+    /// Wakes the owner without queueing anything (it re-reads whatever flags it watches).
+    pub(crate) fn wake(&self) {
         // A full pipe already holds a wake-up; nothing is lost by ignoring WouldBlock.
         let _ = (&*self.wake).write(&[1]);
     }
 }
 
-/// What the owner tells its handler about.
+/// What the owner tells a closure handler about (see `pump`).
 pub(crate) enum Event {
     /// A text frame (binary frames holding UTF-8 are passed on as text).
     Text(String),
     /// One of the extra descriptors is readable.
     Fd,
 }
+
+/// What the owner of a socket does with what arrives: frames from the peer, items from its
+/// queue, extra descriptors, and the passing of time. Frames to send go into `out`.
+pub(crate) trait Handler<T> {
+    /// A text frame from the peer (binary frames holding UTF-8 are passed on as text).
+    fn on_text(&mut self, text: String, out: &mut VecDeque<Out>) -> Flow;
+    /// An item from the queue.
+    fn on_item(&mut self, item: T, out: &mut VecDeque<Out>) -> Flow;
+    /// One of the extra descriptors is readable.
+    fn on_fd(&mut self, _out: &mut VecDeque<Out>) -> Flow {
+        Flow::Continue
+    }
+    /// The owner woke up (a frame, an item, a deadline): the time is `now`.
+    fn on_tick(&mut self, _now: Instant, _out: &mut VecDeque<Out>) -> Flow {
+        Flow::Continue
+    }
+    /// When the handler next wants `on_tick`, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Frames waiting to be written, past which a peer that sends without reading is dropped.
+const MAX_PENDING: usize = 4096;
 
 /// What the handler wants next.
 pub(crate) enum Flow {
@@ -130,22 +229,66 @@ pub(crate) enum End {
 /// How long to wait for the peer's answer to our close frame before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// Runs the owner loop until the link ends. `extra` descriptors (a signal pipe, say) are polled
-/// too and reported as `Event::Fd`.
+/// Runs the owner loop until the link ends, with a closure for a handler: queued `Out` frames are
+/// sent as they are. `extra` descriptors (a signal pipe, say) are polled too and reported as
+/// `Event::Fd`.
 pub(crate) fn pump<S: Transport>(
     ws: &mut WebSocket<S>,
     inbox: &Inbox,
     extra: &[RawFd],
     heartbeat: Option<Heartbeat>,
-    mut on: impl FnMut(Event) -> Flow,
+    on: impl FnMut(Event) -> Flow,
 ) -> End {
-    let mut owner =
-        Owner { ws, last_rx: Instant::now(), last_ping: Instant::now(), closing: None, peer_close: None };
+    drive(ws, inbox, extra, heartbeat, &mut Frames(on))
+}
+
+/// The closure handler of `pump`.
+struct Frames<F>(F);
+
+impl<F: FnMut(Event) -> Flow> Handler<Out> for Frames<F> {
+    fn on_text(&mut self, text: String, _out: &mut VecDeque<Out>) -> Flow {
+        (self.0)(Event::Text(text))
+    }
+
+    fn on_item(&mut self, item: Out, out: &mut VecDeque<Out>) -> Flow {
+        match item {
+            Out::Close(code, reason) => Flow::Close(code, reason),
+            text => {
+                out.push_back(text);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_fd(&mut self, _out: &mut VecDeque<Out>) -> Flow {
+        (self.0)(Event::Fd)
+    }
+}
+
+/// Runs the owner loop until the link ends: `handler` gets every frame, queued item, extra
+/// descriptor event and deadline, and what it puts in `out` is sent in order.
+pub(crate) fn drive<S: Transport, T: Weigh>(
+    ws: &mut WebSocket<S>,
+    inbox: &Inbox<T>,
+    extra: &[RawFd],
+    heartbeat: Option<Heartbeat>,
+    handler: &mut impl Handler<T>,
+) -> End {
+    let mut owner = Owner {
+        ws,
+        last_rx: Instant::now(),
+        last_ping: Instant::now(),
+        closing: None,
+        peer_close: None,
+        pending: VecDeque::new(),
+    };
     if let Err(e) = owner.ws.get_ref().socket().set_nonblocking(true) {
         return End::Failed(format!("cannot make the socket non-blocking: {e}"));
     }
     loop {
-        let want_write = match owner.send_queued(inbox) {
+        let flow = handler.on_tick(Instant::now(), &mut owner.pending);
+        owner.follow(flow);
+        let want_write = match owner.send_queued(inbox, handler) {
             Ok(w) => w,
             Err(end) => return end,
         };
@@ -154,7 +297,10 @@ pub(crate) fn pump<S: Transport>(
                 return End::Closed;
             }
         }
-        let timeout = owner.next_timeout(heartbeat);
+        let mut timeout = owner.next_timeout(heartbeat);
+        if let Some(at) = handler.deadline() {
+            timeout = timeout.min(at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        }
         let mut fds =
             vec![(owner.ws.get_ref().socket().as_raw_fd(), want_write), (inbox.wake.as_raw_fd(), false)];
         fds.extend(extra.iter().map(|&fd| (fd, false)));
@@ -167,13 +313,12 @@ pub(crate) fn pump<S: Transport>(
         }
         for r in &ready[2..] {
             if r.readable || r.hangup {
-                if let Flow::Close(code, reason) = on(Event::Fd) {
-                    owner.start_close(code, reason);
-                }
+                let flow = handler.on_fd(&mut owner.pending);
+                owner.follow(flow);
             }
         }
         if ready[0].readable || ready[0].hangup {
-            if let Some(end) = owner.read_available(&mut on) {
+            if let Some(end) = owner.read_available(handler) {
                 return end;
             }
         }
@@ -191,24 +336,41 @@ struct Owner<'a, S: Transport> {
     closing: Option<Instant>,
     /// The close frame the peer sent, as (code, reason).
     peer_close: Option<(u16, String)>,
+    /// Frames the handler wants sent, written before the next queued item is taken.
+    pending: VecDeque<Out>,
 }
 
 impl<S: Transport> Owner<'_, S> {
-    /// Sends queued frames until the queue is empty or the socket is full, then flushes.
-    /// Returns whether the socket still has bytes to take (poll for writable).
-    fn send_queued(&mut self, inbox: &Inbox) -> Result<bool, End> {
+    /// Does what the handler asked of the link.
+    fn follow(&mut self, flow: Flow) {
+        if let Flow::Close(code, reason) = flow {
+            self.start_close(code, reason);
+        }
+    }
+
+    /// Sends pending frames, then queued items through the handler, until both are empty or
+    /// the socket is full, then flushes. Returns whether the socket still has bytes to take
+    /// (poll for writable).
+    fn send_queued<T: Weigh>(&mut self, inbox: &Inbox<T>, handler: &mut impl Handler<T>) -> Result<bool, End> {
         while self.closing.is_none() {
-            let frame = match inbox.rx.try_recv() {
-                Ok(Out::Text(text)) => Message::text(text),
-                Ok(Out::Close(code, reason)) => {
+            let frame = match self.pending.pop_front() {
+                Some(Out::Text(text)) => Message::text(text),
+                Some(Out::Close(code, reason)) => {
                     self.start_close(code, reason);
                     break;
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.start_close(1000, String::new());
-                    break;
-                }
+                None => match inbox.try_recv() {
+                    Ok(item) => {
+                        let flow = handler.on_item(item, &mut self.pending);
+                        self.follow(flow);
+                        continue;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.start_close(1000, String::new());
+                        break;
+                    }
+                },
             };
             match self.ws.write(frame) {
                 Ok(()) => {}
@@ -225,7 +387,7 @@ impl<S: Transport> Owner<'_, S> {
 
     /// Reads every frame available now (rustls may hold decrypted bytes poll cannot see, so
     /// never stop before `WouldBlock`).
-    fn read_available(&mut self, on: &mut impl FnMut(Event) -> Flow) -> Option<End> {
+    fn read_available<T>(&mut self, handler: &mut impl Handler<T>) -> Option<End> {
         loop {
             let msg = match self.ws.read() {
                 Ok(m) => m,
@@ -260,8 +422,11 @@ impl<S: Transport> Owner<'_, S> {
             if self.closing.is_some() {
                 continue;
             }
-            if let Flow::Close(code, reason) = on(Event::Text(text)) {
-                self.start_close(code, reason);
+            let flow = handler.on_text(text, &mut self.pending);
+            self.follow(flow);
+            if self.pending.len() > MAX_PENDING {
+                self.start_close(1008, "sending without reading the answers".into());
+                return Some(End::Failed(format!("the peer sent without reading ({MAX_PENDING} frames waiting)")));
             }
         }
     }

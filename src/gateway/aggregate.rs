@@ -1,42 +1,53 @@
 //! The aggregated view at `/mcp` and `/sse`: every registered server at once.
 //!
 //! Lists come from the catalog (tools and prompts prefixed `{server}_`, resources and templates
-//! as they are), paginated with the gateway's own opaque cursors. Calls are routed back by the
-//! catalog's tables: tools and prompts by exposed name, resource reads, subscriptions and
-//! completions by URI or template. `logging/setLevel` goes to every server that logs, and each
-//! session gets the messages at or above its own level. The gateway adds one tool of its own,
+//! as they are), paginated with the gateway's own opaque cursors, and answered here. Everything
+//! else is routed to one server by the catalog's tables: tools and prompts by exposed name,
+//! resource reads, subscriptions and completions by URI or template; a URI no server lists or
+//! matches is an error, never a broadcast. `logging/setLevel` records the session's level and
+//! tells every server's link, which tells its server the most verbose level any client wants
+//! and sends each client only what it asked for. The gateway adds one tool of its own,
 //! `list_servers`.
 
 use serde_json::{json, Value};
 
 use super::catalog::{ListKind, LIST_SERVERS};
-use super::mcp::{forward, subscribe, Outcome};
-use super::server::Origin;
+use super::error::Error;
+use super::link::Input;
+use super::server::Command;
 use super::session::Session;
 use super::Gateway;
-use crate::jsonrpc::{self, INVALID_PARAMS, METHOD_NOT_FOUND};
 use crate::protocol::is_log_level;
 
 /// Items per page of an aggregated list.
 const PAGE: usize = 100;
-/// "Resource not found" (2024-11-05 … 2025-11-25).
-const RESOURCE_NOT_FOUND: i64 = -32002;
 
-/// Answers a request on the aggregated view (the lifecycle is `mcp.rs`'s).
-pub(crate) fn respond(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome {
-    let session = origin.session.clone();
+/// What the aggregated view does with a request.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// Answer with this result.
+    Answer(Value),
+    /// Send this request to that server.
+    Forward { server: String, method: String, params: Value },
+}
+
+/// Decides a request on the aggregated view (the lifecycle is `mcp.rs`'s).
+pub(crate) fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result<Routed, Error> {
+    let answer = Routed::Answer;
     match method {
-        "tools/list" => page(gw, ListKind::Tools, &params),
-        "prompts/list" => page(gw, ListKind::Prompts, &params),
-        "resources/list" => page(gw, ListKind::Resources, &params),
-        "resources/templates/list" => page(gw, ListKind::Templates, &params),
-        "tools/call" => call_tool(gw, params, origin),
-        "prompts/get" => get_prompt(gw, params, origin),
-        "resources/read" => by_uri(gw, method, params, origin),
-        "resources/subscribe" | "resources/unsubscribe" => subscription(gw, method, params, origin),
-        "completion/complete" => complete(gw, params, origin),
-        "logging/setLevel" => set_level(gw, &session, &params),
-        _ => Err(error(METHOD_NOT_FOUND, &format!("method not found: {method}"))),
+        "tools/list" => page(gw, ListKind::Tools, &params).map(answer),
+        "prompts/list" => page(gw, ListKind::Prompts, &params).map(answer),
+        "resources/list" => page(gw, ListKind::Resources, &params).map(answer),
+        "resources/templates/list" => page(gw, ListKind::Templates, &params).map(answer),
+        "tools/call" => call_tool(gw, params),
+        "prompts/get" => get_prompt(gw, params),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let server = server_for_uri(gw, &params)?;
+            Ok(Routed::Forward { server, method: method.into(), params })
+        }
+        "completion/complete" => complete(gw, params),
+        "logging/setLevel" => set_level(gw, session, &params).map(answer),
+        _ => Err(Error::UnknownMethod(method.into())),
     }
 }
 
@@ -73,15 +84,15 @@ fn instructions(gw: &Gateway) -> String {
 
 /// One page of an aggregated list. The cursor is the offset of the page, as text; the catalog
 /// can change between pages, which the client learns from `list_changed`.
-fn page(gw: &Gateway, kind: ListKind, params: &Value) -> Outcome {
+fn page(gw: &Gateway, kind: ListKind, params: &Value) -> Result<Value, Error> {
     let catalog = gw.registry.catalog();
     let items = kind.items(&catalog.lists);
     let start = match &params["cursor"] {
         Value::Null => 0,
         Value::String(c) => c.parse::<usize>().ok().filter(|n| *n <= items.len()).ok_or_else(|| {
-            error(INVALID_PARAMS, &format!("invalid cursor {c:?}: use the nextCursor of the previous page"))
+            Error::InvalidParams(format!("invalid cursor {c:?}: use the nextCursor of the previous page"))
         })?,
-        other => return Err(error(INVALID_PARAMS, &format!("invalid cursor {other}"))),
+        other => return Err(Error::InvalidParams(format!("invalid cursor {other}"))),
     };
     let end = (start + PAGE).min(items.len());
     let mut result = json!({ kind.key(): items[start..end] });
@@ -91,70 +102,45 @@ fn page(gw: &Gateway, kind: ListKind, params: &Value) -> Outcome {
     Ok(result)
 }
 
-fn call_tool(gw: &Gateway, mut params: Value, origin: Origin) -> Outcome {
+fn call_tool(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
     let name = params["name"].as_str().unwrap_or_default().to_string();
     if name == LIST_SERVERS {
-        return Ok(list_servers(gw));
+        return Ok(Routed::Answer(list_servers(gw)));
     }
     let catalog = gw.registry.catalog();
     let Some((server, original)) = catalog.route(&name) else {
-        return Err(error(INVALID_PARAMS, &format!("Unknown tool: {name}")));
+        return Err(Error::InvalidParams(format!("Unknown tool: {name}")));
     };
     params["name"] = json!(original);
-    forward(gw, server, "tools/call", params, origin)
+    Ok(Routed::Forward { server: server.into(), method: "tools/call".into(), params })
 }
 
-fn get_prompt(gw: &Gateway, mut params: Value, origin: Origin) -> Outcome {
+fn get_prompt(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
     let name = params["name"].as_str().unwrap_or_default().to_string();
     let catalog = gw.registry.catalog();
     let Some((server, original)) = catalog.route_prompt(&name) else {
-        return Err(error(INVALID_PARAMS, &format!("Unknown prompt: {name}")));
+        return Err(Error::InvalidParams(format!("Unknown prompt: {name}")));
     };
     params["name"] = json!(original);
-    forward(gw, server, "prompts/get", params, origin)
+    Ok(Routed::Forward { server: server.into(), method: "prompts/get".into(), params })
 }
 
-/// The server that serves `params.uri`, or the resource-not-found error.
-fn server_for_uri(gw: &Gateway, params: &Value) -> Result<String, Option<Value>> {
+/// The server that lists `params.uri` (or whose template matches it).
+fn server_for_uri(gw: &Gateway, params: &Value) -> Result<String, Error> {
     let uri = params["uri"].as_str().unwrap_or_default();
     let catalog = gw.registry.catalog();
-    catalog.route_uri(uri).map(str::to_string).ok_or_else(|| {
-        Some(json!({"code": RESOURCE_NOT_FOUND, "message": format!("Resource not found: {uri}"), "data": {"uri": uri}}))
-    })
-}
-
-/// A read goes to the server that lists the URI (or a template that matches it). A URI no list
-/// knows may be one a server made a moment ago, announcing it with a `list_changed` the
-/// gateway is still refreshing: then each server with resources is asked in turn, and the first
-/// answer that is not an error wins.
-fn by_uri(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome {
-    let not_found = match server_for_uri(gw, &params) {
-        Ok(server) => return forward(gw, &server, method, params, origin),
-        Err(e) => e,
-    };
-    for up in gw.registry.servers().iter().filter(|up| up.is_ready() && up.has_capability("resources")) {
-        if let Ok(result) = forward(gw, &up.name, method, params.clone(), origin.clone()) {
-            return Ok(result);
-        }
-    }
-    Err(not_found)
-}
-
-fn subscription(gw: &Gateway, method: &str, params: Value, origin: Origin) -> Outcome {
-    let server = server_for_uri(gw, &params)?;
-    subscribe(gw, &server, method, params, origin)
+    catalog.route_uri(uri).map(str::to_string).ok_or_else(|| Error::ResourceNotFound(uri.into()))
 }
 
 /// Completions for a prompt argument (by exposed prompt name) or a resource template.
-fn complete(gw: &Gateway, mut params: Value, origin: Origin) -> Outcome {
+fn complete(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
     let catalog = gw.registry.catalog();
     let reference = &params["ref"];
     let server = match reference["type"].as_str() {
         Some("ref/prompt") => {
             let name = reference["name"].as_str().unwrap_or_default();
-            let (server, original) = catalog
-                .route_prompt(name)
-                .ok_or_else(|| error(INVALID_PARAMS, &format!("Unknown prompt: {name}")))?;
+            let (server, original) =
+                catalog.route_prompt(name).ok_or_else(|| Error::InvalidParams(format!("Unknown prompt: {name}")))?;
             let server = server.to_string();
             params["ref"]["name"] = json!(original);
             server
@@ -162,29 +148,29 @@ fn complete(gw: &Gateway, mut params: Value, origin: Origin) -> Outcome {
         Some("ref/resource") => {
             let uri = reference["uri"].as_str().unwrap_or_default();
             let server = catalog.route_template(uri).or_else(|| catalog.route_uri(uri));
-            server
-                .ok_or_else(|| error(INVALID_PARAMS, &format!("Unknown resource or template: {uri}")))?
-                .to_string()
+            server.ok_or_else(|| Error::InvalidParams(format!("Unknown resource or template: {uri}")))?.to_string()
         }
         _ => {
-            return Err(error(
-                INVALID_PARAMS,
-                "completion/complete needs a ref of type ref/prompt or ref/resource",
-            ))
+            return Err(Error::InvalidParams("completion/complete needs a ref of type ref/prompt or ref/resource".into()))
         }
     };
-    forward(gw, &server, "completion/complete", params, origin)
+    Ok(Routed::Forward { server, method: "completion/complete".into(), params })
 }
 
-/// Sets the session's level and passes it on to every server that logs.
-fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Outcome {
+/// Records the session's level and tells every server's link (each tells its server the most
+/// verbose level any of its clients wants).
+fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, Error> {
     let level = params["level"].as_str().unwrap_or_default();
     if !is_log_level(level) {
-        return Err(error(INVALID_PARAMS, &format!("invalid log level {level:?}")));
+        return Err(Error::InvalidParams(format!("invalid log level {level:?}")));
     }
     session.update(|s| s.log_level = Some(level.to_string()));
-    for up in gw.registry.servers().iter().filter(|up| up.has_capability("logging")) {
-        up.fire("logging/setLevel", json!({"level": level}), gw.registry.mint_id());
+    for up in gw.registry.servers() {
+        session.involve(&up);
+        let input = Input::SetLevel { session: session.id.clone(), level: level.to_string() };
+        if up.tell(Command::Link(input)).is_err() {
+            log::warn!("session {}: server {} did not take the new log level", session.id, up.name);
+        }
     }
     Ok(json!({}))
 }
@@ -206,8 +192,4 @@ fn list_servers(gw: &Gateway) -> Value {
         "content": [{"type": "text", "text": serde_json::to_string_pretty(&structured).unwrap_or_default()}],
         "structuredContent": structured,
     })
-}
-
-fn error(code: i64, message: &str) -> Option<Value> {
-    Some(jsonrpc::error_object(code, message))
 }

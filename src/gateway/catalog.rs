@@ -114,11 +114,12 @@ pub(crate) struct Catalog {
 
 impl Catalog {
     /// Builds the catalog from (server name, lists) pairs given in server-name order.
-    pub(crate) fn build(servers: &[(String, Lists)]) -> Catalog {
+    pub(crate) fn build<L: std::borrow::Borrow<Lists>>(servers: &[(String, L)]) -> Catalog {
         let mut c = Catalog::default();
         c.lists.tools.push(list_servers_tool());
         c.tool_routes.insert(LIST_SERVERS.into(), (String::new(), LIST_SERVERS.into()));
         for (server, lists) in servers {
+            let lists: &Lists = lists.borrow();
             for tool in &lists.tools {
                 add_named(&mut c.lists.tools, &mut c.tool_routes, server, tool);
             }

@@ -9,14 +9,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
-
-use serde_json::Value;
 use std::sync::Arc;
 
 use super::auth::Credential;
-use super::metrics::{Metrics, METRICS};
+use super::metrics::Metrics;
+use super::reply::{Empty, Mailbox, Reply};
 use super::session::{Kind, Scope, Session};
 use super::{mcp, Gateway, Tally};
 use crate::http::sse::SseWriter;
@@ -55,27 +52,23 @@ pub(crate) fn open_stream(
         return;
     }
     log::info!("session {id}: opened (legacy SSE) by {peer}");
-    let why = write_stream(&mut sse, &rx, gw.cfg.keepalive);
+    let why = write_stream(gw, &mut sse, &rx);
     log::info!("session {id}: ended ({why})");
 }
 
 /// Writes a session's stream until its queue closes or the client goes away; keep-alive
 /// comments while idle. Returns why it ended. (The legacy stream and the Streamable HTTP `GET`
 /// stream are the same loop.)
-pub(crate) fn write_stream<W: Write>(
-    sse: &mut SseWriter<W>,
-    rx: &Receiver<Value>,
-    keepalive: Duration,
-) -> &'static str {
+pub(crate) fn write_stream<W: Write>(gw: &Gateway, sse: &mut SseWriter<W>, rx: &Mailbox) -> &'static str {
     loop {
-        let written = match rx.recv_timeout(keepalive) {
+        let written = match rx.recv(gw.cfg.keepalive) {
             Ok(msg) => {
                 let text = msg.to_string();
-                Metrics::add(&METRICS.client_bytes_out, text.len());
+                Metrics::add(&gw.metrics.client_bytes_out, text.len());
                 sse.event(Some("message"), &text)
             }
-            Err(RecvTimeoutError::Timeout) => sse.comment("keep-alive"),
-            Err(RecvTimeoutError::Disconnected) => {
+            Err(Empty::Timeout) => sse.comment("keep-alive"),
+            Err(Empty::Closed) => {
                 let _ = sse.finish();
                 return "closed by the gateway";
             }
@@ -102,10 +95,10 @@ pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope, owne
     let Some(session) = found else {
         return Response::error(404, "Could not find session (it ended, or never existed)");
     };
-    Metrics::add(&METRICS.client_bytes_in, req.body.len());
+    Metrics::add(&gw.metrics.client_bytes_in, req.body.len());
     match jsonrpc::parse(&req.body).and_then(jsonrpc::classify) {
         Ok(msg) => {
-            mcp::handle_message(gw, &session, msg, None);
+            mcp::handle_message(gw, &session, msg, &Reply::Stream);
             Response::text(202, "Accepted")
         }
         Err(invalid) => {

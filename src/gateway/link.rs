@@ -174,7 +174,16 @@ pub(crate) struct Link<D> {
     edge_level: Option<usize>,
     /// The session whose roots the server last received.
     roots_from: Option<SessionKey>,
+    /// Answers that arrived while lists were being read again, held until those lists are in:
+    /// a server that announces a new resource and then returns it finds the gateway knowing it.
+    held: Vec<Held<D>>,
     out: VecDeque<Action<D>>,
+}
+
+/// An answer waiting for the refreshes that were running when it arrived.
+struct Held<D> {
+    waits: [bool; 4],
+    action: Action<D>,
 }
 
 /// The log level a session asked for, and whether it sees the aggregated view.
@@ -266,6 +275,7 @@ impl<D: Clone> Link<D> {
             levels: BTreeMap::new(),
             edge_level: None,
             roots_from: None,
+            held: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -301,6 +311,7 @@ impl<D: Clone> Link<D> {
     /// Whether the link holds nothing for anyone (every table empty).
     pub(crate) fn is_idle(&self) -> bool {
         self.requests.is_empty()
+            && self.held.is_empty()
             && self.by_client.is_empty()
             && self.server_requests.is_empty()
             && self.deadlines.is_empty()
@@ -569,7 +580,27 @@ impl<D: Clone> Link<D> {
             took: now.saturating_duration_since(call.started),
         };
         let message = Some(response(&call.client_id, outcome));
-        self.out.push_back(Action::Answer { caller: call.caller, message, report });
+        let action = Action::Answer { caller: call.caller, message, report };
+        let waits = self.refresh.map(|r| matches!(r, Refresh::Running { .. }));
+        if waits.contains(&true) {
+            self.held.push(Held { waits, action });
+        } else {
+            self.out.push_back(action);
+        }
+    }
+
+    /// A list of `kind` is in (or failed): answers that waited only for it go out, in order.
+    fn release_held(&mut self, kind: Option<ListKind>) {
+        for h in &mut self.held {
+            match kind {
+                Some(k) => h.waits[index(k)] = false,
+                None => h.waits = [false; 4],
+            }
+        }
+        let (ready, waiting): (Vec<Held<D>>, Vec<Held<D>>) =
+            std::mem::take(&mut self.held).into_iter().partition(|h| !h.waits.contains(&true));
+        self.held = waiting;
+        self.out.extend(ready.into_iter().map(|h| h.action));
     }
 
     fn server_request(&mut self, now: Instant, edge_id: Value, method: &str, params: Option<Value>) {
@@ -838,6 +869,9 @@ impl<D: Clone> Link<D> {
             }
             (Err(why), true) => log::warn!("server {}: cannot refresh {}: {why}", self.name, kind.key()),
         }
+        if refresh {
+            self.release_held(Some(kind));
+        }
         if again {
             self.refresh[index(kind)] = Refresh::Dirty;
         }
@@ -963,6 +997,7 @@ impl<D: Clone> Link<D> {
     /// The link is gone: every call ends with an error saying why, at once.
     pub(crate) fn close(&mut self, now: Instant, why: &str) {
         self.phase = Phase::Closed;
+        self.release_held(None);
         let ids: Vec<u64> = self.requests.keys().copied().collect();
         for id in ids {
             match self.take_request(id) {
@@ -1315,6 +1350,26 @@ mod tests {
         let acts = drain(&mut link);
         assert!(acts.iter().any(|a| matches!(a, Action::ListChanged { items, .. } if items.len() == 2)));
         assert!(link.is_idle(), "and then it rests");
+    }
+
+    #[test]
+    fn an_answer_after_a_list_changed_waits_for_the_new_list() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, call("a", 1, "tools/call", json!({"name": "make"}), 1));
+        let id = sent_id(&drain(&mut link), "tools/call");
+        let changed = Message::Notification { method: "notifications/resources/list_changed".into(), params: None };
+        link.handle_edge(now, changed);
+        let acts = drain(&mut link);
+        let (res, tpl) = (sent_id(&acts, "resources/list"), sent_id(&acts, "resources/templates/list"));
+        link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"made": "x://new"})) });
+        assert!(drain(&mut link).is_empty(), "held while the resources are read again");
+        link.handle_edge(now, Message::Response { id: res, outcome: Ok(json!({"resources": [{"uri": "x://new"}]})) });
+        let acts = drain(&mut link);
+        assert!(matches!(&acts[..], [Action::ListChanged { .. }]), "{acts:?}");
+        link.handle_edge(now, Message::Response { id: tpl, outcome: Ok(json!({"resourceTemplates": []})) });
+        let acts = drain(&mut link);
+        assert!(matches!(&acts[..], [Action::ListChanged { .. }, Action::Answer { caller: 1, .. }]), "{acts:?}");
     }
 
     #[test]

@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::registry::Registry;
-use super::session::Kind;
 use crate::thread::lock;
 
 /// Upper bounds of the tool-call latency buckets, in seconds.
@@ -42,10 +40,7 @@ const METHODS: [&str; 19] = [
     "tasks/list",
 ];
 
-/// The process's counters (one gateway per process; the Prometheus convention of one default
-/// registry).
-pub(crate) static METRICS: Metrics = Metrics::new();
-
+/// One gateway's counters, owned by its `Gateway` and passed where they are counted.
 pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, String), Counts>>,
     tool_calls: Mutex<BTreeMap<String, Histogram>>,
@@ -108,12 +103,16 @@ impl Metrics {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of everything, with gauges read from the registry.
-    pub(crate) fn render(&self, registry: &Registry) -> String {
+    /// Counts one event.
+    pub(crate) fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything, with the gauges given: servers ready, and
+    /// sessions open as (legacy SSE, Streamable HTTP).
+    pub(crate) fn render(&self, ready: usize, (legacy, streamable): (u64, u64)) -> String {
         let mut out = String::new();
-        let ready = registry.servers().iter().filter(|s| s.is_ready()).count();
         gauge(&mut out, "mcpport_servers_registered", "Servers registered and ready.", &[("", ready as u64)]);
-        let (legacy, streamable) = registry.session_kinds();
         let sessions = [("transport=\"legacy_sse\"", legacy), ("transport=\"streamable_http\"", streamable)];
         gauge(&mut out, "mcpport_sessions_open", "Client sessions open, by transport.", &sessions);
         self.render_requests(&mut out);
@@ -204,14 +203,6 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-impl Registry {
-    /// Open sessions as (legacy SSE, Streamable HTTP).
-    pub(crate) fn session_kinds(&self) -> (u64, u64) {
-        let sessions = self.sessions_snapshot();
-        let legacy = sessions.iter().filter(|s| s.kind == Kind::LegacySse).count() as u64;
-        (legacy, sessions.len() as u64 - legacy)
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -225,7 +216,7 @@ mod tests {
         m.request("made/up", "gateway", true);
         m.tool_call("pi", Duration::from_millis(30));
         m.tool_call("pi", Duration::from_secs(3));
-        let text = m.render(&Registry::new());
+        let text = m.render(0, (0, 0));
         assert!(text.contains("mcpport_requests_total{method=\"tools/call\",server=\"pi\"} 2"), "{text}");
         assert!(text.contains("mcpport_request_errors_total{method=\"tools/call\",server=\"pi\"} 1"));
         assert!(text.contains("mcpport_requests_total{method=\"other\",server=\"gateway\"} 1"));

@@ -9,12 +9,12 @@ pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod error;
-pub(crate) mod handshake;
 pub(crate) mod legacy;
 pub(crate) mod link;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub(crate) mod registry;
+pub(crate) mod reply;
 pub(crate) mod routes;
 pub(crate) mod server;
 pub(crate) mod session;
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::http::{Limits, Response, Transport};
-use crate::ws::{Heartbeat, Out};
+use crate::ws::Heartbeat;
 use crate::{sys, thread};
 use registry::Registry;
 
@@ -58,6 +58,10 @@ pub(crate) struct Config {
     pub register_tokens: Vec<String>,
     /// Client sessions open at once before new ones get 503.
     pub max_sessions: usize,
+    /// Requests one session may have in flight at servers (more wait briefly, then are refused).
+    pub max_calls_per_session: usize,
+    /// Requests in flight at one server, from all sessions (more are refused).
+    pub max_calls_per_server: usize,
     pub limits: Limits,
     pub max_connections: usize,
     /// Interval of SSE keep-alive comments.
@@ -98,6 +102,8 @@ impl Default for Config {
             auth_tokens: Vec::new(),
             register_tokens: Vec::new(),
             max_sessions: 1024,
+            max_calls_per_session: 256,
+            max_calls_per_server: 1024,
             limits: Limits::default(),
             max_connections: 1024,
             keepalive: Duration::from_secs(15),
@@ -117,8 +123,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Gateway {
     pub cfg: Config,
     pub registry: Arc<Registry>,
+    /// The counters served at `/metrics`.
+    pub metrics: metrics::Metrics,
     connections: AtomicUsize,
-    /// Requests being worked on by their own threads (waited for at shutdown).
+    /// Calls in flight at servers (waited for at shutdown).
     pub in_flight: Arc<AtomicUsize>,
     /// SSE streams being written (their last events are flushed before exit).
     pub streams: Arc<AtomicUsize>,
@@ -187,6 +195,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     let gw = Arc::new(Gateway {
         cfg,
         registry: Arc::new(Registry::new()),
+        metrics: metrics::Metrics::new(),
         connections: AtomicUsize::new(0),
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),
@@ -267,7 +276,7 @@ fn shutdown(gw: &Gateway) {
     log::info!("shutting down: {busy} requests in flight, waiting up to {:?}", gw.cfg.shutdown_grace);
     drain(&gw.in_flight, deadline);
     for up in gw.registry.servers() {
-        let _ = up.outbox.send(Out::Close(1001, "the gateway is shutting down".into()));
+        up.close(1001, "the gateway is shutting down");
     }
     gw.registry.end_streams();
     // Streams write what is queued and end; edges answer the close.

@@ -158,7 +158,11 @@ fn same_path(a: &str, b: &str) -> bool {
 pub(crate) fn metrics_response(gw: &Gateway) -> Response {
     Response::empty(200)
         .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        .body(super::metrics::METRICS.render(&gw.registry).into_bytes())
+        .body(gw.metrics.render(ready_servers(gw), gw.registry.session_kinds()).into_bytes())
+}
+
+fn ready_servers(gw: &Gateway) -> usize {
+    gw.registry.servers().iter().filter(|s| s.is_ready()).count()
 }
 
 fn health(gw: &Gateway) -> Response {
@@ -167,7 +171,7 @@ fn health(gw: &Gateway) -> Response {
         &json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
-            "servers": gw.registry.servers().iter().filter(|s| s.is_ready()).count(),
+            "servers": ready_servers(gw),
             "sessions": gw.registry.session_count(),
         }),
     )

@@ -12,14 +12,14 @@
 //! 2025-03-26, the only version that has them.
 
 use std::net::SocketAddr;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::auth::Credential;
 use super::mcp;
-use super::metrics::{Metrics, METRICS};
+use super::metrics::Metrics;
+use super::reply::{Empty, Mailbox, Reply};
 use super::session::{Kind, Scope, Session};
 use super::{legacy, Gateway, Tally};
 use crate::http::sse::SseWriter;
@@ -75,7 +75,7 @@ fn post(
             "the client must accept both application/json and text/event-stream",
         ));
     }
-    Metrics::add(&METRICS.client_bytes_in, req.body.len());
+    Metrics::add(&gw.metrics.client_bytes_in, req.body.len());
     let (messages, batch) = match parse_body(&req.body) {
         Ok(parsed) => parsed,
         Err(resp) => return respond(resp),
@@ -103,27 +103,33 @@ fn post(
             "JSON-RPC batches are only part of protocol 2025-03-26",
         ));
     }
-    let (tx, rx) = mpsc::channel();
-    let mut requests = 0;
+    // Related messages are bounded in count and bytes; final answers always get in (they are
+    // bounded by the session's calls in flight).
+    let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES);
+    let reply = Reply::Post(mailbox.clone());
+    let requests = messages.iter().filter(|m| matches!(m, Message::Request { .. })).count();
     for msg in messages {
-        let is_request = matches!(msg, Message::Request { .. });
-        requests += usize::from(is_request);
-        mcp::handle_message(gw, &session, msg, is_request.then(|| tx.clone()));
+        mcp::handle_message(gw, &session, msg, &reply);
     }
-    drop(tx);
     if requests == 0 {
         return respond(Response::empty(202));
     }
     let session_header = minted.then(|| session.id.clone());
-    answer(gw, conn, rx, requests, batch, session_header)
+    let outcome = answer(gw, conn, &mailbox, requests, batch, session_header);
+    mailbox.close();
+    outcome
 }
+
+/// Related messages (and bytes) that may wait for a POST's response to take them.
+const POST_QUEUE: usize = 1024;
+const POST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Sends the answers to a POST's requests: one JSON body when nothing else comes first and the
 /// answer is quick, else an SSE stream of related messages that ends with the answers.
 fn answer(
     gw: &Gateway,
     conn: &mut Conn<Box<dyn Transport>>,
-    rx: Receiver<Value>,
+    rx: &Mailbox,
     mut left: usize,
     batch: bool,
     session_header: Option<String>,
@@ -132,15 +138,15 @@ fn answer(
     if let Some(id) = &session_header {
         headers.push(("Mcp-Session-Id", id.clone()));
     }
-    let first = match rx.recv_timeout(gw.cfg.keepalive) {
+    let first = match rx.recv(gw.cfg.keepalive) {
         Ok(msg) => Some(msg),
-        Err(RecvTimeoutError::Timeout) => None,
-        Err(RecvTimeoutError::Disconnected) => return respond(Response::empty(202)),
+        Err(Empty::Timeout) => None,
+        Err(Empty::Closed) => return respond(Response::empty(202)),
     };
     if let Some(msg) = &first {
         if !batch && is_final(msg) && !msg.is_null() {
             let mut resp = Response::json(200, msg);
-            Metrics::add(&METRICS.client_bytes_out, resp.body.len());
+            Metrics::add(&gw.metrics.client_bytes_out, resp.body.len());
             for (k, v) in headers {
                 resp = resp.header(k, v);
             }
@@ -158,7 +164,7 @@ fn answer(
                     Ok(())
                 } else {
                     let text = msg.to_string();
-                    Metrics::add(&METRICS.client_bytes_out, text.len());
+                    Metrics::add(&gw.metrics.client_bytes_out, text.len());
                     sse.event(Some("message"), &text)
                 }
             }
@@ -168,10 +174,10 @@ fn answer(
             return Outcome::Close; // the client went away; the requests run on to their end
         }
         if left > 0 {
-            next = match rx.recv_timeout(gw.cfg.keepalive) {
+            next = match rx.recv(gw.cfg.keepalive) {
                 Ok(msg) => Some(msg),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(Empty::Timeout) => None,
+                Err(Empty::Closed) => break,
             };
         }
     }
@@ -211,7 +217,7 @@ fn get(
     let _stream = Tally::new(&gw.streams);
     log::info!("session {}: stream opened by {peer}", session.id);
     let why = match SseWriter::start(&mut conn.stream, &[]) {
-        Ok(mut sse) => legacy::write_stream(&mut sse, &rx, gw.cfg.keepalive),
+        Ok(mut sse) => legacy::write_stream(gw, &mut sse, &rx),
         Err(_) => "client went away",
     };
     if why == "client went away" {

@@ -1,13 +1,15 @@
-//! A registered edge server, from the gateway's side of its WebSocket (DESIGN.md §4).
+//! A registered edge, from the gateway's side of its WebSocket (DESIGN.md §4): the link's owner
+//! thread, a thin I/O driver around the `Link` state machine.
 //!
 //! The connection thread becomes the socket's owner: it reads the `register` frame, claims the
-//! name, answers `{"status":"received"}`, starts the MCP handshake on a helper thread
-//! (`handshake.rs`), and runs the owner loop (`ws::pump`), routing every frame from the edge:
-//! responses to the thread waiting for them, progress to the request it belongs to, requests to
-//! the client that caused them, `list_changed` to a refresh, other notifications to the
-//! sessions that want them. When the link ends, pending requests fail at once and the server's
-//! tools vanish.
+//! name, answers `{"status":"received"}`, starts the link's handshake, and runs the owner loop
+//! (`ws::drive`). Frames from the edge and commands from other threads (calls, cancellations,
+//! client answers, session ends) go into the link in the order they arrive; the link's actions
+//! come out as frames for the edge, answers for callers, notifications for sessions, and new
+//! lists to publish. When the link ends, every call still in flight is answered at once and the
+//! server's tools vanish.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,19 +17,19 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use super::catalog::ListKind;
-use super::handshake;
-use super::metrics::{Metrics, METRICS};
-use super::server::{Failure, Upstream};
+use super::link::{Action, Input, Limits, Link};
+use super::metrics::Metrics;
+use super::reply::Caller;
+use super::server::{Command, Upstream};
 use super::session::Scope;
 use super::Gateway;
 use crate::http::Transport;
-use crate::jsonrpc::{self, Message};
-use crate::thread;
-use crate::ws::{self, End, Event, Flow, Out};
+use crate::jsonrpc;
+use crate::ws::{self, End, Flow, Handler, Out};
 
-/// Frames that may wait for one edge's socket.
-const QUEUE: usize = 1024;
+/// Commands that may wait for one link's owner, and their bytes.
+const QUEUE: usize = 4096;
+const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// How long an edge has to send its `register` frame after the upgrade.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,45 +45,172 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
         Ok(reg) => reg,
         Err(why) => return refuse(&mut ws, remote, &why),
     };
-    let (outbox, inbox) = match ws::channel(QUEUE) {
+    let (commands, inbox) = match ws::bounded(QUEUE, QUEUE_BYTES) {
         Ok(pair) => pair,
         Err(e) => return refuse(&mut ws, remote, &format!("gateway out of resources: {e}")),
     };
-    let up = Arc::new(Upstream::new(reg.name, reg.id, remote, outbox));
+    let serial = gw.registry.next_serial();
+    let up = Arc::new(Upstream::new(reg.name, reg.id, serial, remote, commands));
     match gw.registry.claim_name(&up) {
         Err(holder) => {
             let why = format!("server name {:?} is already held by a live server with id {holder}", up.name);
             return refuse(&mut ws, remote, &why);
         }
         Ok(Some(old)) => {
-            METRICS.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gw.metrics.count(&gw.metrics.reconnects);
             log::info!("server {} ({}): reconnected from {remote}; dropping its old link", up.name, up.id);
-            let _ = old
-                .outbox
-                .send(Out::Close(1000, "replaced by a new connection of the same server id".into()));
-            old.fail_all("the server reconnected; its old connection was replaced");
+            old.close(1000, "replaced by a new connection of the same server id");
             // Its lists go until the new link's handshake brings them back.
-            handshake::publish(gw);
+            gw.registry.publish();
         }
         Ok(None) => {}
     }
     let received =
         status_frame("received", &up.id, &format!("Registration request received, server ID: {}", up.id));
     if ws.send(WsMessage::text(received.to_string())).is_err() {
-        return release(gw, &up, "link failed during registration");
+        gw.registry.release_name(&up);
+        return log::info!("server {} ({}): link failed during registration", up.name, up.id);
     }
     log::info!("server {} ({}): registering from {remote}", up.name, up.id);
-    METRICS.registrations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (gw2, up2) = (gw.clone(), up.clone());
-    if let Err(e) = thread::spawn(format!("handshake-{}", up.name), move || handshake::run(&gw2, &up2)) {
-        log::error!("server {}: cannot start its handshake thread: {e}", up.name);
-        return release(gw, &up, "gateway out of resources");
+    gw.metrics.count(&gw.metrics.registrations);
+    let mut driver = Driver::new(gw, &up);
+    let end = ws::drive(&mut ws, &inbox, &[], Some(gw.cfg.heartbeat), &mut driver);
+    driver.release(&describe(&end));
+}
+
+/// The owner's side of one link: the state machine and what its actions need.
+struct Driver<'a> {
+    gw: &'a Arc<Gateway>,
+    up: &'a Arc<Upstream>,
+    link: Link<Caller>,
+    started: Instant,
+    own: Scope,
+}
+
+impl<'a> Driver<'a> {
+    fn new(gw: &'a Arc<Gateway>, up: &'a Arc<Upstream>) -> Driver<'a> {
+        let limits = Limits {
+            max_calls: gw.cfg.max_calls_per_server,
+            rpc_timeout: gw.cfg.timeout_rpc,
+            client_timeout: gw.cfg.timeout_run_tool,
+            ..Limits::default()
+        };
+        // A random first id: ids never repeat across gateway restarts, so an edge that carries
+        // an old answer over (a register without per-link ids) cannot complete a new request.
+        let mut seed = [0u8; 4];
+        crate::sys::random_bytes(&mut seed);
+        let first_id = u64::from(u32::from_le_bytes(seed)) + 1;
+        let mut link = Link::new(&up.name, up.serial, first_id, limits);
+        let now = Instant::now();
+        link.start(now);
+        // Sessions of the aggregated view that asked for logs want this server's too.
+        for s in gw.registry.sessions_snapshot().iter().filter(|s| s.scope == Scope::All) {
+            if let Some(level) = s.state().log_level {
+                s.involve(up);
+                link.handle_input(now, Input::SetLevel { session: s.id.clone(), level });
+            }
+        }
+        Driver { gw, up, link, started: now, own: Scope::Server(up.name.clone()) }
     }
-    let end = ws::pump(&mut ws, &inbox, &[], Some(gw.cfg.heartbeat), |ev| match ev {
-        Event::Text(text) => on_frame(gw, &up, &text),
-        Event::Fd => Flow::Continue,
-    });
-    release(gw, &up, &describe(&end));
+
+    /// Carries out what the link decided.
+    fn carry_out(&mut self, out: &mut VecDeque<Out>) -> Flow {
+        let metrics = &self.gw.metrics;
+        while let Some(action) = self.link.poll_action() {
+            match action {
+                Action::ToEdge(msg) => {
+                    let text = msg.to_string();
+                    Metrics::add(&metrics.edge_bytes_out, text.len());
+                    out.push_back(Out::Text(text));
+                }
+                Action::Answer { caller, message, report } => {
+                    caller.finish(message);
+                    metrics.request(&report.method, &self.up.name, report.ok);
+                    if report.method == "tools/call" {
+                        metrics.tool_call(&self.up.name, report.took);
+                    }
+                }
+                Action::Related { caller, message } => caller.related(message),
+                Action::ToSession { session, message } => {
+                    if let Some(s) = self.gw.registry.session(&session) {
+                        s.send(message);
+                    }
+                }
+                Action::Broadcast(msg) => self.gw.registry.broadcast(&self.own, &msg),
+                Action::Ready { initialize, lists } => self.ready(initialize, lists, out),
+                Action::ListChanged { kind, items } => {
+                    self.up.set_list(kind, items);
+                    self.gw.registry.publish();
+                }
+                Action::Fail { why } => {
+                    log::warn!("server {} ({}): registration failed: {why}", self.up.name, self.up.id);
+                    let frame = json!({"status": "error", "id": self.up.id, "message": format!("registration failed: {why}")});
+                    out.push_back(Out::Text(frame.to_string()));
+                    return Flow::Close(1011, "registration failed".into());
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The handshake is done: the tools become visible, then the edge hears "registered".
+    fn ready(&mut self, initialize: Value, lists: super::catalog::Lists, out: &mut VecDeque<Out>) {
+        let n = lists.tools.len();
+        log::info!(
+            "server {} ({}): registered from {}: {n} tools, {} prompts, {} resources, {} templates in {} ms",
+            self.up.name,
+            self.up.id,
+            self.up.remote,
+            lists.prompts.len(),
+            lists.resources.len(),
+            lists.templates.len(),
+            self.started.elapsed().as_millis()
+        );
+        self.up.set_ready(initialize, lists);
+        self.gw.registry.publish();
+        let msg = format!("Registration successful, loaded {n} tools");
+        out.push_back(Out::Text(status_frame("registered", &self.up.id, &msg).to_string()));
+    }
+
+    /// The link is over: answer every call still in flight, remove the server's tools.
+    fn release(&mut self, why: &str) {
+        let calls = self.link.calls_in_flight();
+        self.link.close(Instant::now(), why);
+        let mut ignored = VecDeque::new();
+        self.carry_out(&mut ignored);
+        self.gw.registry.release_name(self.up);
+        log::info!("server {} ({}): disconnected: {why}; {calls} calls in flight failed", self.up.name, self.up.id);
+    }
+}
+
+impl Handler<Command> for Driver<'_> {
+    fn on_text(&mut self, text: String, out: &mut VecDeque<Out>) -> Flow {
+        self.up.seen();
+        Metrics::add(&self.gw.metrics.edge_bytes_in, text.len());
+        match jsonrpc::parse(text.as_bytes()).and_then(jsonrpc::classify) {
+            Ok(msg) => self.link.handle_edge(Instant::now(), msg),
+            Err(e) => log::warn!("server {}: ignoring a frame that is not JSON-RPC: {e:?}", self.up.name),
+        }
+        self.carry_out(out)
+    }
+
+    fn on_item(&mut self, item: Command, out: &mut VecDeque<Out>) -> Flow {
+        let Command::Link(input) = item;
+        self.link.handle_input(Instant::now(), input);
+        self.carry_out(out)
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut VecDeque<Out>) -> Flow {
+        if let Some((code, reason)) = self.up.close_requested() {
+            return Flow::Close(code, reason);
+        }
+        self.link.handle_timeout(now);
+        self.carry_out(out)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.link.poll_timeout()
+    }
 }
 
 /// Reads and checks the `register` frame (the original's JSON-RPC form, or its older
@@ -137,73 +266,8 @@ fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, why: &str)
     let _ = ws.flush();
 }
 
-pub(crate) fn status_frame(status: &str, id: &str, message: &str) -> Value {
+fn status_frame(status: &str, id: &str, message: &str) -> Value {
     json!({"status": status, "id": id, "message": message})
-}
-
-/// Routes one frame from the edge.
-fn on_frame(gw: &Arc<Gateway>, up: &Arc<Upstream>, text: &str) -> Flow {
-    up.seen();
-    Metrics::add(&METRICS.edge_bytes_in, text.len());
-    let msg = match jsonrpc::parse(text.as_bytes()).and_then(jsonrpc::classify) {
-        Ok(msg) => msg,
-        Err(e) => {
-            log::warn!("server {}: ignoring a frame that is not JSON-RPC: {e:?}", up.name);
-            return Flow::Continue;
-        }
-    };
-    match msg {
-        Message::Response { id, outcome } => {
-            if !up.complete(&id, outcome) {
-                log::debug!("server {}: response to unknown or expired request {id}", up.name);
-            }
-        }
-        Message::Notification { method, params } => on_notification(gw, up, &method, params),
-        Message::Request { id, method, .. } if method == "ping" => up.answer(&id, Ok(json!({}))),
-        Message::Request { id, method, params } => {
-            if let Err((code, why)) = gw.registry.request_client(up, id.clone(), &method, params) {
-                log::info!("server {}: {why}", up.name);
-                up.answer(&id, Err(jsonrpc::error_object(code, &why)));
-            }
-        }
-    }
-    Flow::Continue
-}
-
-/// Routes a notification from the server: progress to the request it belongs to, everything
-/// else to the sessions of its own endpoint (a tool list change also refreshes the aggregate).
-fn on_notification(gw: &Arc<Gateway>, up: &Arc<Upstream>, method: &str, params: Option<Value>) {
-    let own = Scope::Server(up.name.clone());
-    match method {
-        "notifications/progress" => {
-            let mut params = params.unwrap_or_default();
-            let Some(origin) = up.progress(&params["progressToken"]) else { return };
-            if let Some(token) = origin.progress_token.clone() {
-                params["progressToken"] = token;
-                origin.send(jsonrpc::notification(method, params));
-            }
-        }
-        "notifications/resources/updated" => {
-            gw.registry.resource_updated(up, params.unwrap_or_else(|| json!({})))
-        }
-        "notifications/message" => gw.registry.log_message(up, &params.unwrap_or_else(|| json!({}))),
-        _ => {
-            let changed = ListKind::ALL.into_iter().filter(|k| k.changed_notification() == method);
-            for kind in changed {
-                handshake::refresh(gw, up, kind);
-            }
-            gw.registry.broadcast(&own, &jsonrpc::notification(method, params.unwrap_or_else(|| json!({}))));
-        }
-    }
-}
-
-/// The server's link is over: fail what waits on it, remove its tools, tell the clients.
-fn release(gw: &Gateway, up: &Arc<Upstream>, why: &str) {
-    let failed = up.fail_all(why);
-    if gw.registry.release_name(up) {
-        handshake::publish(gw);
-    }
-    log::info!("server {} ({}): disconnected: {why}; {failed} pending requests failed", up.name, up.id);
 }
 
 fn describe(end: &End) -> String {
@@ -213,16 +277,6 @@ fn describe(end: &End) -> String {
         End::Closed => "the gateway closed the link".into(),
         End::Silent(d) => format!("no answer to pings for {} s", d.as_secs()),
         End::Failed(e) => format!("link failed: {e}"),
-    }
-}
-
-pub(crate) fn describe_failure(f: &Failure) -> String {
-    match f {
-        Failure::Error(e) => format!("the server answered with an error: {e}"),
-        Failure::Timeout(t) => format!("no answer within {} s", t.as_secs_f64()),
-        Failure::Gone(why) => why.clone(),
-        Failure::Busy => "the server's queue is full".into(),
-        Failure::Cancelled => "cancelled".into(),
     }
 }
 
