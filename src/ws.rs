@@ -13,10 +13,10 @@
 //! handler wants sent waits in a short local queue that is drained before the next command is
 //! taken, so a slow peer stops the owner from taking work rather than piling it up.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -74,7 +74,12 @@ pub(crate) struct Outbox<T = Out> {
 
 impl<T> Clone for Outbox<T> {
     fn clone(&self) -> Self {
-        Outbox { tx: self.tx.clone(), wake: self.wake.clone(), bytes: self.bytes.clone(), max_bytes: self.max_bytes }
+        Outbox {
+            tx: self.tx.clone(),
+            wake: self.wake.clone(),
+            bytes: self.bytes.clone(),
+            max_bytes: self.max_bytes,
+        }
     }
 }
 
@@ -151,11 +156,6 @@ impl<T: Weigh> Outbox<T> {
         }
         self.wake();
         Ok(())
-    }
-
-    /// Bytes waiting in the queue.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -351,7 +351,11 @@ impl<S: Transport> Owner<'_, S> {
     /// Sends pending frames, then queued items through the handler, until both are empty or
     /// the socket is full, then flushes. Returns whether the socket still has bytes to take
     /// (poll for writable).
-    fn send_queued<T: Weigh>(&mut self, inbox: &Inbox<T>, handler: &mut impl Handler<T>) -> Result<bool, End> {
+    fn send_queued<T: Weigh>(
+        &mut self,
+        inbox: &Inbox<T>,
+        handler: &mut impl Handler<T>,
+    ) -> Result<bool, End> {
         while self.closing.is_none() {
             let frame = match self.pending.pop_front() {
                 Some(Out::Text(text)) => Message::text(text),
@@ -426,7 +430,9 @@ impl<S: Transport> Owner<'_, S> {
             self.follow(flow);
             if self.pending.len() > MAX_PENDING {
                 self.start_close(1008, "sending without reading the answers".into());
-                return Some(End::Failed(format!("the peer sent without reading ({MAX_PENDING} frames waiting)")));
+                return Some(End::Failed(format!(
+                    "the peer sent without reading ({MAX_PENDING} frames waiting)"
+                )));
             }
         }
     }

@@ -139,8 +139,9 @@ fn complete(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
     let server = match reference["type"].as_str() {
         Some("ref/prompt") => {
             let name = reference["name"].as_str().unwrap_or_default();
-            let (server, original) =
-                catalog.route_prompt(name).ok_or_else(|| Error::InvalidParams(format!("Unknown prompt: {name}")))?;
+            let (server, original) = catalog
+                .route_prompt(name)
+                .ok_or_else(|| Error::InvalidParams(format!("Unknown prompt: {name}")))?;
             let server = server.to_string();
             params["ref"]["name"] = json!(original);
             server
@@ -148,10 +149,14 @@ fn complete(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
         Some("ref/resource") => {
             let uri = reference["uri"].as_str().unwrap_or_default();
             let server = catalog.route_template(uri).or_else(|| catalog.route_uri(uri));
-            server.ok_or_else(|| Error::InvalidParams(format!("Unknown resource or template: {uri}")))?.to_string()
+            server
+                .ok_or_else(|| Error::InvalidParams(format!("Unknown resource or template: {uri}")))?
+                .to_string()
         }
         _ => {
-            return Err(Error::InvalidParams("completion/complete needs a ref of type ref/prompt or ref/resource".into()))
+            return Err(Error::InvalidParams(
+                "completion/complete needs a ref of type ref/prompt or ref/resource".into(),
+            ))
         }
     };
     Ok(Routed::Forward { server, method: "completion/complete".into(), params })
@@ -166,7 +171,7 @@ fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, E
     }
     session.update(|s| s.log_level = Some(level.to_string()));
     for up in gw.registry.servers() {
-        session.involve(&up);
+        session.involve(up.clone());
         let input = Input::SetLevel { session: session.id.clone(), level: level.to_string() };
         if up.tell(Command::Link(input)).is_err() {
             log::warn!("session {}: server {} did not take the new log level", session.id, up.name);

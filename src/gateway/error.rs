@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::http::Response;
 use crate::jsonrpc::{INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
 
 /// "Resource not found" (2024-11-05 … 2025-11-25).
@@ -15,8 +16,6 @@ pub(crate) const RESOURCE_NOT_FOUND: i64 = -32002;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Error {
-    /// The server answered with this JSON-RPC error object: passed on as it is.
-    Upstream(Value),
     /// A method the gateway (or this view of it) does not serve.
     UnknownMethod(String),
     /// Bad parameters: an unknown tool or prompt, a bad cursor or level.
@@ -46,7 +45,6 @@ impl Error {
     /// The JSON-RPC error code.
     pub(crate) fn code(&self) -> i64 {
         match self {
-            Error::Upstream(e) => e["code"].as_i64().unwrap_or(INTERNAL_ERROR),
             Error::UnknownMethod(_) => METHOD_NOT_FOUND,
             Error::InvalidParams(_) => INVALID_PARAMS,
             Error::ResourceNotFound(_) => RESOURCE_NOT_FOUND,
@@ -73,11 +71,20 @@ impl Error {
     /// The JSON-RPC error object.
     pub(crate) fn to_object(&self) -> Value {
         match self {
-            Error::Upstream(e) => e.clone(),
             Error::ResourceNotFound(uri) => {
                 json!({"code": self.code(), "message": self.to_string(), "data": {"uri": uri}})
             }
             _ => json!({"code": self.code(), "message": self.to_string()}),
+        }
+    }
+
+    /// The HTTP response when this error answers a whole HTTP request: its status, and a
+    /// JSON-RPC error without an id as the body, as the spec allows.
+    pub(crate) fn to_http(&self) -> Response {
+        let resp = Response::json(self.status(), &self.response(&Value::Null));
+        match self {
+            Error::TooManySessions | Error::Busy(_) => resp.header("Retry-After", "5"),
+            _ => resp,
         }
     }
 
@@ -90,13 +97,15 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Upstream(e) => write!(f, "the server answered with an error: {e}"),
             Error::UnknownMethod(m) => write!(f, "method not found: {m}"),
             Error::InvalidParams(why) | Error::BadRequest(why) | Error::Busy(why) => f.write_str(why),
             Error::Unroutable { why, .. } => f.write_str(why),
             Error::ResourceNotFound(uri) => write!(f, "Resource not found: {uri}"),
             Error::NotConnected { server, what } => {
-                write!(f, "{what}: server {server} is not connected to this gateway (or is still registering)")
+                write!(
+                    f,
+                    "{what}: server {server} is not connected to this gateway (or is still registering)"
+                )
             }
             Error::Gone { server, what, why } => write!(f, "{what}: server {server} went away ({why})"),
             Error::Timeout { server, what, after } => write!(
@@ -104,7 +113,9 @@ impl fmt::Display for Error {
                 "{what}: server {server} did not answer within {} s; the request was cancelled",
                 after.as_secs_f64()
             ),
-            Error::SessionNotFound => f.write_str("session not found: it ended or never existed; initialize again"),
+            Error::SessionNotFound => {
+                f.write_str("session not found: it ended or never existed; initialize again")
+            }
             Error::TooManySessions => f.write_str("the gateway has too many open sessions; try again later"),
         }
     }
@@ -116,12 +127,11 @@ mod tests {
 
     #[test]
     fn codes_statuses_and_objects() {
-        let e = Error::Upstream(json!({"code": -32001, "message": "theirs", "data": 1}));
-        assert_eq!((e.code(), e.to_object()["data"].clone()), (-32001, json!(1)));
         assert_eq!(Error::ResourceNotFound("x://y".into()).to_object()["data"]["uri"], "x://y");
         assert_eq!(Error::SessionNotFound.status(), 404);
         assert_eq!(Error::TooManySessions.status(), 503);
-        let t = Error::Timeout { server: "pi".into(), what: "tool echo".into(), after: Duration::from_secs(2) };
+        let t =
+            Error::Timeout { server: "pi".into(), what: "tool echo".into(), after: Duration::from_secs(2) };
         assert_eq!(t.code(), INTERNAL_ERROR);
         assert!(t.to_string().contains("within 2 s"), "{t}");
         assert_eq!(Error::UnknownMethod("x".into()).response(&json!(3))["error"]["code"], METHOD_NOT_FOUND);

@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::auth::Credential;
+use super::mailbox::{Empty, Mailbox};
 use super::metrics::Metrics;
-use super::reply::{Empty, Mailbox, Reply};
+use super::reply::Reply;
 use super::session::{Kind, Scope, Session};
 use super::{mcp, Gateway, Tally};
 use crate::http::sse::SseWriter;

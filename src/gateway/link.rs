@@ -104,8 +104,8 @@ pub(crate) struct Call<D> {
 /// What the link is told.
 #[derive(Debug)]
 pub(crate) enum Input<D> {
-    /// A client's request.
-    Call(Call<D>),
+    /// A client's request (boxed: it is most of what a queue holds, and the rest stays small).
+    Call(Box<Call<D>>),
     /// The client cancelled its request `client_id`.
     Cancel { session: SessionKey, client_id: Value },
     /// A client answered the server's request the link numbered `n`.
@@ -240,7 +240,12 @@ struct ClientCall<D> {
 enum Purpose {
     Initialize,
     /// One page of a list; `items` so far, `pages` read so far.
-    List { kind: ListKind, items: Vec<Value>, pages: usize, refresh: bool },
+    List {
+        kind: ListKind,
+        items: Vec<Value>,
+        pages: usize,
+        refresh: bool,
+    },
     /// Nobody waits for the answer (unsubscribe after a session ended, a log level).
     Ignore,
 }
@@ -309,6 +314,7 @@ impl<D: Clone> Link<D> {
     }
 
     /// Whether the link holds nothing for anyone (every table empty).
+    #[cfg(test)]
     pub(crate) fn is_idle(&self) -> bool {
         self.requests.is_empty()
             && self.held.is_empty()
@@ -321,7 +327,7 @@ impl<D: Clone> Link<D> {
 
     pub(crate) fn handle_input(&mut self, now: Instant, input: Input<D>) {
         match input {
-            Input::Call(call) => self.call(now, call),
+            Input::Call(call) => self.call(now, *call),
             Input::Cancel { session, client_id } => self.cancel(now, &session, &client_id),
             Input::ClientAnswer { session, n, outcome } => self.client_answer(&session, n, outcome),
             Input::SessionEnded { session } => self.session_ended(now, &session),
@@ -397,11 +403,15 @@ impl<D: Clone> Link<D> {
         if self.roots_from.as_ref().is_some_and(|owner| *owner != call.session) {
             // The server holds another client's roots: it must ask again, and this client answers.
             self.roots_from = None;
-            self.out.push_back(Action::ToEdge(jsonrpc::notification("notifications/roots/list_changed", json!({}))));
+            self.out.push_back(Action::ToEdge(jsonrpc::notification(
+                "notifications/roots/list_changed",
+                json!({}),
+            )));
         }
         let id = self.mint();
         let mut params = call.params;
-        let progress_token = params.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, json!(id)));
+        let progress_token =
+            params.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, json!(id)));
         self.out.push_back(Action::ToEdge(jsonrpc::request(id, &call.method, params)));
         let deadline = now + call.timeout;
         self.deadlines.insert((deadline, Slot::Request(id)));
@@ -451,7 +461,8 @@ impl<D: Clone> Link<D> {
         if let Some(uri) = &call.subscribed {
             self.unsubscribe(&call.session, uri);
         }
-        let report = Report { method: call.method, ok: false, took: now.saturating_duration_since(call.started) };
+        let report =
+            Report { method: call.method, ok: false, took: now.saturating_duration_since(call.started) };
         let message = error.map(|e| e.response(&call.client_id));
         self.out.push_back(Action::Answer { caller: call.caller, message, report });
     }
@@ -472,7 +483,7 @@ impl<D: Clone> Link<D> {
     }
 
     fn client_answer(&mut self, session: &str, n: u64, outcome: Result<Value, Value>) {
-        if !self.server_requests.get(&n).is_some_and(|r| r.session == session) {
+        if self.server_requests.get(&n).is_none_or(|r| r.session != session) {
             log::debug!("server {}: an answer to request {n} that this session was not asked", self.name);
             return;
         }
@@ -510,7 +521,8 @@ impl<D: Clone> Link<D> {
         for n in asked {
             if let Some(req) = self.server_requests.remove(&n) {
                 self.deadlines.remove(&(req.deadline, Slot::ServerRequest(n)));
-                let error = jsonrpc::error_object(INTERNAL_ERROR, "the client's session ended before it answered");
+                let error =
+                    jsonrpc::error_object(INTERNAL_ERROR, "the client's session ended before it answered");
                 self.out.push_back(Action::ToEdge(response(&req.edge_id, Err(error))));
             }
         }
@@ -659,7 +671,13 @@ impl<D: Clone> Link<D> {
         let request = jsonrpc::request(self.client_facing_id(n), method, params.unwrap_or_else(|| json!({})));
         self.server_requests.insert(
             n,
-            ServerRequest { edge_id: edge_id.clone(), session, method: method.into(), caller: caller.clone(), deadline },
+            ServerRequest {
+                edge_id: edge_id.clone(),
+                session,
+                method: method.into(),
+                caller: caller.clone(),
+                deadline,
+            },
         );
         self.out.push_back(Action::Related { caller, message: request });
         Ok(())
@@ -724,7 +742,8 @@ impl<D: Clone> Link<D> {
     /// under the id it knows.
     fn server_cancelled(&mut self, params: &Value) {
         let edge_id = &params["requestId"];
-        let Some(n) = self.server_requests.iter().find(|(_, r)| &r.edge_id == edge_id).map(|(n, _)| *n) else {
+        let Some(n) = self.server_requests.iter().find(|(_, r)| &r.edge_id == edge_id).map(|(n, _)| *n)
+        else {
             return;
         };
         let Some(req) = self.server_requests.remove(&n) else { return };
@@ -773,7 +792,10 @@ impl<D: Clone> Link<D> {
             }
             Sole::One(_) => None,
             Sole::Several(n) => {
-                log::debug!("server {}: a log line while {n} sessions have calls in flight: not sent", self.name);
+                log::debug!(
+                    "server {}: a log line while {n} sessions have calls in flight: not sent",
+                    self.name
+                );
                 None
             }
             Sole::None => {
@@ -800,7 +822,9 @@ impl<D: Clone> Link<D> {
             },
             Purpose::List { kind, items, pages, refresh } => match outcome {
                 Ok(page) => self.list_page(now, kind, items, pages, refresh, &page),
-                Err(e) => self.list_failed(now, kind, refresh, &format!("the server answered with an error: {e}")),
+                Err(e) => {
+                    self.list_failed(now, kind, refresh, &format!("the server answered with an error: {e}"))
+                }
             },
             Purpose::Ignore => {}
         }
@@ -809,7 +833,10 @@ impl<D: Clone> Link<D> {
     fn initialized(&mut self, now: Instant, result: Value) {
         let version = result["protocolVersion"].as_str().unwrap_or("none");
         if !SUPPORTED_VERSIONS.contains(&version) {
-            log::warn!("server {}: answered protocol version {version:?}, which the gateway does not know", self.name);
+            log::warn!(
+                "server {}: answered protocol version {version:?}, which the gateway does not know",
+                self.name
+            );
         }
         self.initialize = result;
         self.out.push_back(Action::ToEdge(jsonrpc::notification("notifications/initialized", json!({}))));
@@ -826,12 +853,28 @@ impl<D: Clone> Link<D> {
         self.maybe_ready(now);
     }
 
-    fn list(&mut self, now: Instant, kind: ListKind, items: Vec<Value>, pages: usize, refresh: bool, cursor: Option<Value>) {
+    fn list(
+        &mut self,
+        now: Instant,
+        kind: ListKind,
+        items: Vec<Value>,
+        pages: usize,
+        refresh: bool,
+        cursor: Option<Value>,
+    ) {
         let params = cursor.map_or(json!({}), |c| json!({"cursor": c}));
         self.ask(now, kind.method(), params, Purpose::List { kind, items, pages, refresh });
     }
 
-    fn list_page(&mut self, now: Instant, kind: ListKind, mut items: Vec<Value>, pages: usize, refresh: bool, page: &Value) {
+    fn list_page(
+        &mut self,
+        now: Instant,
+        kind: ListKind,
+        mut items: Vec<Value>,
+        pages: usize,
+        refresh: bool,
+        page: &Value,
+    ) {
         let Some(page_items) = page[kind.key()].as_array() else {
             let why = format!("the result has no {:?} array", kind.key());
             return self.list_failed(now, kind, refresh, &why);
@@ -986,7 +1029,10 @@ impl<D: Clone> Link<D> {
     fn server_request_timed_out(&mut self, n: u64) {
         let Some(req) = self.server_requests.remove(&n) else { return };
         let why = format!("the client did not answer within {} s", self.limits.client_timeout.as_secs_f64());
-        self.out.push_back(Action::ToEdge(response(&req.edge_id, Err(jsonrpc::error_object(INTERNAL_ERROR, &why)))));
+        self.out.push_back(Action::ToEdge(response(
+            &req.edge_id,
+            Err(jsonrpc::error_object(INTERNAL_ERROR, &why)),
+        )));
         let message = jsonrpc::notification(
             "notifications/cancelled",
             json!({"requestId": self.client_facing_id(n), "reason": why}),
@@ -1004,8 +1050,11 @@ impl<D: Clone> Link<D> {
                 Some(Pending::Client(call)) => {
                     let what = describe_call(&call.method, &Value::Null);
                     let error = Error::Gone { server: self.name.clone(), what, why: why.to_string() };
-                    let report =
-                        Report { method: call.method, ok: false, took: now.saturating_duration_since(call.started) };
+                    let report = Report {
+                        method: call.method,
+                        ok: false,
+                        took: now.saturating_duration_since(call.started),
+                    };
                     let message = Some(error.response(&call.client_id));
                     self.out.push_back(Action::Answer { caller: call.caller, message, report });
                 }
@@ -1107,7 +1156,10 @@ mod tests {
                     "logging/setLevel" => "x",
                     m => panic!("unexpected {m}"),
                 };
-                link.handle_edge(now, Message::Response { id: ask["id"].clone(), outcome: Ok(json!({key: []})) });
+                link.handle_edge(
+                    now,
+                    Message::Response { id: ask["id"].clone(), outcome: Ok(json!({key: []})) },
+                );
             }
         }
         assert_eq!(link.phase, Phase::Ready);
@@ -1115,7 +1167,7 @@ mod tests {
     }
 
     fn call(session: &str, id: u64, method: &str, params: Value, caller: u32) -> Input<u32> {
-        Input::Call(Call {
+        Input::Call(Box::new(Call {
             session: session.into(),
             aggregated: false,
             client_id: json!(id),
@@ -1124,7 +1176,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             caps: ClientCaps { sampling: true, elicitation: true, roots: true },
             caller,
-        })
+        }))
     }
 
     fn sent_id(actions: &[Action<u32>], method: &str) -> Value {
@@ -1145,7 +1197,10 @@ mod tests {
         let mut bad = L::new("x", 1, 1, Limits::default());
         bad.start(now);
         let a = drain(&mut bad);
-        bad.handle_edge(now, Message::Response { id: sent_id(&a, "initialize"), outcome: Err(json!({"code": 1})) });
+        bad.handle_edge(
+            now,
+            Message::Response { id: sent_id(&a, "initialize"), outcome: Err(json!({"code": 1})) },
+        );
         assert!(matches!(drain(&mut bad).last(), Some(Action::Fail { .. })));
         // Silence is a failure too, after the rpc timeout.
         let mut silent = L::new("y", 2, 1, Limits::default());
@@ -1167,15 +1222,22 @@ mod tests {
         let id = sent_id(&sent, "tools/call");
         let Action::ToEdge(req) = &sent[0] else { panic!() };
         assert_eq!(req["params"]["_meta"]["progressToken"], id, "the token is the minted id");
-        link.handle_edge(now, Message::Notification {
-            method: "notifications/progress".into(),
-            params: Some(json!({"progressToken": id, "progress": 1})),
-        });
+        link.handle_edge(
+            now,
+            Message::Notification {
+                method: "notifications/progress".into(),
+                params: Some(json!({"progressToken": id, "progress": 1})),
+            },
+        );
         let progress = drain(&mut link);
-        assert!(matches!(&progress[..], [Action::Related { caller: 11, message }] if message["params"]["progressToken"] == "mine"));
+        assert!(
+            matches!(&progress[..], [Action::Related { caller: 11, message }] if message["params"]["progressToken"] == "mine")
+        );
         link.handle_edge(now, Message::Response { id: id.clone(), outcome: Ok(json!({"ok": 1})) });
         let done = drain(&mut link);
-        assert!(matches!(&done[..], [Action::Answer { caller: 11, message: Some(m), .. }] if m["id"] == 1 && m["result"]["ok"] == 1));
+        assert!(
+            matches!(&done[..], [Action::Answer { caller: 11, message: Some(m), .. }] if m["id"] == 1 && m["result"]["ok"] == 1)
+        );
         // A second answer to the same id (a confused edge) reaches nobody.
         link.handle_edge(now, Message::Response { id, outcome: Ok(json!({})) });
         assert!(drain(&mut link).is_empty());
@@ -1206,7 +1268,10 @@ mod tests {
         let id = sent_id(&drain(&mut link), "tools/call");
         let later = now + Duration::from_secs(4);
         let p = json!({"progressToken": id, "progress": 1});
-        link.handle_edge(later, Message::Notification { method: "notifications/progress".into(), params: Some(p) });
+        link.handle_edge(
+            later,
+            Message::Notification { method: "notifications/progress".into(), params: Some(p) },
+        );
         link.handle_timeout(now + Duration::from_secs(6));
         assert!(drain(&mut link).iter().all(|a| !matches!(a, Action::Answer { .. })));
         assert_eq!(link.poll_timeout(), Some(later + Duration::from_secs(5)));
@@ -1221,11 +1286,14 @@ mod tests {
         let now = t0();
         let mut link = ready(now);
         let ask = |link: &mut L, id: u64| {
-            link.handle_edge(now, Message::Request {
-                id: json!(format!("e{id}")),
-                method: "elicitation/create".into(),
-                params: Some(json!({})),
-            });
+            link.handle_edge(
+                now,
+                Message::Request {
+                    id: json!(format!("e{id}")),
+                    method: "elicitation/create".into(),
+                    params: Some(json!({})),
+                },
+            );
             drain(link)
         };
         // Nobody in flight: refused.
@@ -1242,13 +1310,20 @@ mod tests {
         link.handle_input(now, call("b", 1, "tools/call", json!({"name": "z"}), 3));
         drain(&mut link);
         let refused = ask(&mut link, 3);
-        assert!(matches!(&refused[..], [Action::ToEdge(m)] if m["error"]["message"].as_str().unwrap().contains("more than one client")));
+        assert!(
+            matches!(&refused[..], [Action::ToEdge(m)] if m["error"]["message"].as_str().unwrap().contains("more than one client"))
+        );
         // Only the session that was asked may answer.
         let (_, n) = parse_client_facing_id(&client_id).unwrap();
         link.handle_input(now, Input::ClientAnswer { session: "b".into(), n, outcome: Ok(json!({})) });
         assert!(drain(&mut link).is_empty());
-        link.handle_input(now, Input::ClientAnswer { session: "a".into(), n, outcome: Ok(json!({"action": "accept"})) });
-        assert!(matches!(&drain(&mut link)[..], [Action::ToEdge(m)] if m["id"] == "e2" && m["result"]["action"] == "accept"));
+        link.handle_input(
+            now,
+            Input::ClientAnswer { session: "a".into(), n, outcome: Ok(json!({"action": "accept"})) },
+        );
+        assert!(
+            matches!(&drain(&mut link)[..], [Action::ToEdge(m)] if m["id"] == "e2" && m["result"]["action"] == "accept")
+        );
     }
 
     #[test]
@@ -1262,9 +1337,14 @@ mod tests {
         let Action::Related { message, .. } = &drain(&mut link)[0] else { panic!() };
         let client_id = message["id"].clone();
         let cancel = Some(json!({"requestId": 5, "reason": "changed my mind"}));
-        link.handle_edge(now, Message::Notification { method: "notifications/cancelled".into(), params: cancel });
+        link.handle_edge(
+            now,
+            Message::Notification { method: "notifications/cancelled".into(), params: cancel },
+        );
         let acts = drain(&mut link);
-        assert!(matches!(&acts[..], [Action::Related { caller: 1, message }] if message["params"]["requestId"] == client_id));
+        assert!(
+            matches!(&acts[..], [Action::Related { caller: 1, message }] if message["params"]["requestId"] == client_id)
+        );
     }
 
     #[test]
@@ -1282,7 +1362,9 @@ mod tests {
         };
         link.handle_edge(now, log("info"));
         let acts = drain(&mut link);
-        assert!(matches!(&acts[..], [Action::ToSession { session, message }] if session == "b" && message["params"]["logger"] == "pi"));
+        assert!(
+            matches!(&acts[..], [Action::ToSession { session, message }] if session == "b" && message["params"]["logger"] == "pi")
+        );
         link.handle_input(now, Input::SessionEnded { session: "b".into() });
         let acts = drain(&mut link);
         assert!(acts.iter().any(|a| matches!(a, Action::ToEdge(m) if m["params"]["level"] == "error")));
@@ -1290,7 +1372,9 @@ mod tests {
 
     #[test]
     fn updates_reach_each_subscriber_once_at_a_boundary() {
-        assert!(uri_covers("a://x", "a://x") && uri_covers("a://x", "a://x/y") && uri_covers("a://x/", "a://x/y"));
+        assert!(
+            uri_covers("a://x", "a://x") && uri_covers("a://x", "a://x/y") && uri_covers("a://x/", "a://x/y")
+        );
         assert!(!uri_covers("a://x", "a://xy") && !uri_covers("a://x/y", "a://x"));
         let now = t0();
         let mut link = ready(now);
@@ -1322,14 +1406,17 @@ mod tests {
         link.handle_input(now, Input::SessionEnded { session: "b".into() });
         assert!(drain(&mut link).is_empty(), "c still listens");
         link.handle_input(now, Input::SessionEnded { session: "c".into() });
-        assert!(drain(&mut link).iter().any(|a| matches!(a, Action::ToEdge(m) if m["method"] == "resources/unsubscribe")));
+        assert!(drain(&mut link)
+            .iter()
+            .any(|a| matches!(a, Action::ToEdge(m) if m["method"] == "resources/unsubscribe")));
     }
 
     #[test]
     fn list_changed_storms_coalesce_into_one_refresh_at_a_time() {
         let now = t0();
         let mut link = ready(now);
-        let changed = || Message::Notification { method: "notifications/tools/list_changed".into(), params: None };
+        let changed =
+            || Message::Notification { method: "notifications/tools/list_changed".into(), params: None };
         for _ in 0..3000 {
             link.handle_edge(now, changed());
         }
@@ -1342,7 +1429,10 @@ mod tests {
             })
             .collect();
         assert_eq!(lists.len(), 1, "one refresh in flight");
-        link.handle_edge(now, Message::Response { id: lists[0]["id"].clone(), outcome: Ok(json!({"tools": [1]})) });
+        link.handle_edge(
+            now,
+            Message::Response { id: lists[0]["id"].clone(), outcome: Ok(json!({"tools": [1]})) },
+        );
         let acts = drain(&mut link);
         assert!(acts.iter().any(|a| matches!(a, Action::ListChanged { kind: ListKind::Tools, .. })));
         let again = sent_id(&acts, "tools/list");
@@ -1358,18 +1448,25 @@ mod tests {
         let mut link = ready(now);
         link.handle_input(now, call("a", 1, "tools/call", json!({"name": "make"}), 1));
         let id = sent_id(&drain(&mut link), "tools/call");
-        let changed = Message::Notification { method: "notifications/resources/list_changed".into(), params: None };
+        let changed =
+            Message::Notification { method: "notifications/resources/list_changed".into(), params: None };
         link.handle_edge(now, changed);
         let acts = drain(&mut link);
         let (res, tpl) = (sent_id(&acts, "resources/list"), sent_id(&acts, "resources/templates/list"));
         link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"made": "x://new"})) });
         assert!(drain(&mut link).is_empty(), "held while the resources are read again");
-        link.handle_edge(now, Message::Response { id: res, outcome: Ok(json!({"resources": [{"uri": "x://new"}]})) });
+        link.handle_edge(
+            now,
+            Message::Response { id: res, outcome: Ok(json!({"resources": [{"uri": "x://new"}]})) },
+        );
         let acts = drain(&mut link);
         assert!(matches!(&acts[..], [Action::ListChanged { .. }]), "{acts:?}");
         link.handle_edge(now, Message::Response { id: tpl, outcome: Ok(json!({"resourceTemplates": []})) });
         let acts = drain(&mut link);
-        assert!(matches!(&acts[..], [Action::ListChanged { .. }, Action::Answer { caller: 1, .. }]), "{acts:?}");
+        assert!(
+            matches!(&acts[..], [Action::ListChanged { .. }, Action::Answer { caller: 1, .. }]),
+            "{acts:?}"
+        );
     }
 
     #[test]
@@ -1384,12 +1481,16 @@ mod tests {
         let refused: Vec<(u32, String)> = drain(&mut link)
             .into_iter()
             .filter_map(|a| match a {
-                Action::Answer { caller, message: Some(m), .. } => Some((caller, m["error"]["message"].to_string())),
+                Action::Answer { caller, message: Some(m), .. } => {
+                    Some((caller, m["error"]["message"].to_string()))
+                }
                 _ => None,
             })
             .collect();
         assert_eq!(refused.len(), 2, "{refused:?}");
-        assert!(refused[0].1.contains("already in flight") && refused[1].1.contains("--max-calls-per-server"));
+        assert!(
+            refused[0].1.contains("already in flight") && refused[1].1.contains("--max-calls-per-server")
+        );
     }
 
     /// Drives the link through generated interleavings of calls, answers (in any order, late,
@@ -1446,7 +1547,10 @@ mod tests {
                 4 if !upstream.is_empty() => {
                     let token = upstream[next(upstream.len() as u64) as usize].clone();
                     let p = json!({"progressToken": token, "progress": 1});
-                    link.handle_edge(now, Message::Notification { method: "notifications/progress".into(), params: Some(p) });
+                    link.handle_edge(
+                        now,
+                        Message::Notification { method: "notifications/progress".into(), params: Some(p) },
+                    );
                 }
                 5 if !callers.is_empty() => {
                     let keys: Vec<u32> = callers.keys().copied().collect();
@@ -1465,14 +1569,21 @@ mod tests {
                     let edge_id = json!(next_edge);
                     next_edge += 1;
                     edge_asks.push((edge_id.clone(), None));
-                    let method = ["sampling/createMessage", "roots/list", "elicitation/create"][next(3) as usize];
-                    link.handle_edge(now, Message::Request { id: edge_id, method: method.into(), params: None });
+                    let method =
+                        ["sampling/createMessage", "roots/list", "elicitation/create"][next(3) as usize];
+                    link.handle_edge(
+                        now,
+                        Message::Request { id: edge_id, method: method.into(), params: None },
+                    );
                 }
                 7 if !edge_asks.is_empty() => {
                     let i = next(edge_asks.len() as u64) as usize;
                     if let Some(n) = edge_asks[i].1 {
                         let s = sessions[next(3) as usize];
-                        link.handle_input(now, Input::ClientAnswer { session: s.into(), n, outcome: Ok(json!({})) });
+                        link.handle_input(
+                            now,
+                            Input::ClientAnswer { session: s.into(), n, outcome: Ok(json!({})) },
+                        );
                     }
                 }
                 8 => {
@@ -1489,10 +1600,28 @@ mod tests {
                     link.handle_timeout(now);
                 }
             }
-            check_actions(&mut link, &callers, &mut ended, &cancelled, &mut upstream, &mut edge_asks, &mut answered_edge, seed);
+            check_actions(
+                &mut link,
+                &callers,
+                &mut ended,
+                &cancelled,
+                &mut upstream,
+                &mut edge_asks,
+                &mut answered_edge,
+                seed,
+            );
         }
         link.close(now, "the end");
-        check_actions(&mut link, &callers, &mut ended, &cancelled, &mut upstream, &mut edge_asks, &mut answered_edge, seed);
+        check_actions(
+            &mut link,
+            &callers,
+            &mut ended,
+            &cancelled,
+            &mut upstream,
+            &mut edge_asks,
+            &mut answered_edge,
+            seed,
+        );
         assert_eq!(ended.len(), callers.len(), "seed {seed}: every call ends");
         assert!(link.is_idle(), "seed {seed}: nothing left after close");
     }
@@ -1524,7 +1653,10 @@ mod tests {
                         upstream.push(m["id"].clone());
                     } else if m.get("method").is_none() {
                         let key = m["id"].to_string();
-                        assert!(answered_edge.insert(key), "seed {seed}: an edge request answered twice: {m}");
+                        assert!(
+                            answered_edge.insert(key),
+                            "seed {seed}: an edge request answered twice: {m}"
+                        );
                     }
                 }
                 Action::Answer { caller, message, .. } => {
@@ -1533,19 +1665,33 @@ mod tests {
                     match message {
                         Some(m) => {
                             assert_eq!(m["id"], json!(id), "seed {seed}: answer carries the client's id");
-                            assert!(!cancelled.contains(&caller) || m.get("error").is_some(), "seed {seed}: a cancelled call was answered: {m}");
+                            assert!(
+                                !cancelled.contains(&caller) || m.get("error").is_some(),
+                                "seed {seed}: a cancelled call was answered: {m}"
+                            );
                         }
-                        None => assert!(cancelled.contains(&caller), "seed {seed}: no answer for a call not cancelled"),
+                        None => assert!(
+                            cancelled.contains(&caller),
+                            "seed {seed}: no answer for a call not cancelled"
+                        ),
                     }
                 }
                 Action::Related { caller, message } => {
                     if message["method"] == "notifications/progress" {
                         assert!(!ended.contains(&caller), "seed {seed}: progress after the end");
-                        assert_eq!(message["params"]["progressToken"], json!(caller), "seed {seed}: progress under another's token");
+                        assert_eq!(
+                            message["params"]["progressToken"],
+                            json!(caller),
+                            "seed {seed}: progress under another's token"
+                        );
                     }
                     if message.get("id").is_some() {
                         let (s, _) = callers[&caller];
-                        assert_eq!(live_sessions.len(), 1, "seed {seed}: routed with {live_sessions:?} in flight");
+                        assert_eq!(
+                            live_sessions.len(),
+                            1,
+                            "seed {seed}: routed with {live_sessions:?} in flight"
+                        );
                         assert!(live_sessions.contains(s), "seed {seed}: routed to a session not in flight");
                         let (_, n) = parse_client_facing_id(&message["id"]).unwrap();
                         if let Some(ask) = edge_asks.iter_mut().rev().find(|a| a.1.is_none()) {

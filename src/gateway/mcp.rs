@@ -57,7 +57,9 @@ fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result
         (_, "initialize") => initialize(gw, session, &params).map(Routed::Answer),
         (_, "ping") => Ok(Routed::Answer(json!({}))),
         (Scope::All, _) => aggregate::route(gw, session, method, params),
-        (Scope::Server(name), _) => Ok(Routed::Forward { server: name.clone(), method: method.into(), params }),
+        (Scope::Server(name), _) => {
+            Ok(Routed::Forward { server: name.clone(), method: method.into(), params })
+        }
     }
 }
 
@@ -106,32 +108,40 @@ fn forward(
         return Err(Error::NotConnected { server: server.into(), what: what() });
     };
     let key = id.to_string();
-    session.begin_call(&key, &up, gw.cfg.max_calls_per_session, gw.cfg.timeout_rpc)?;
-    let caller = Caller::new(session.clone(), reply.clone(), key, gw.in_flight.clone());
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
-    let call = Call {
-        session: session.id.clone(),
-        aggregated: session.scope == Scope::All,
-        client_id: id.clone(),
-        method: method.to_string(),
-        params,
-        timeout,
-        caps: ClientCaps::from_declared(&session.state().client_capabilities),
-        caller,
+    let caps = ClientCaps::from_declared(&session.state().client_capabilities);
+    // The caller exists only once the session gave the call a slot: a refused call was never
+    // anyone's to answer but ours.
+    let hand_over = || {
+        let caller = Caller::new(session.clone(), reply.clone(), key.clone(), gw.in_flight.clone());
+        let call = Call {
+            session: session.id.clone(),
+            aggregated: session.scope == Scope::All,
+            client_id: id.clone(),
+            method: method.to_string(),
+            params,
+            timeout,
+            caps,
+            caller,
+        };
+        up.tell(Command::Link(Input::Call(Box::new(call))))
     };
-    match up.tell(Command::Link(Input::Call(call))) {
-        Ok(()) => Ok(()),
-        Err((why, Command::Link(Input::Call(call)))) => {
-            let error = match why {
-                SendError::Full => Error::Busy(format!("{}: server {server} has too many requests queued; try again", what())),
-                SendError::Closed => Error::Gone { server: server.into(), what: what(), why: "its link closed".into() },
-            };
-            log::warn!("session {}: {error}", session.id);
-            call.caller.finish(Some(error.response(&id)));
-            Ok(())
+    let sent =
+        session.begin_call(&key, up.clone(), gw.cfg.max_calls_per_session, gw.cfg.timeout_rpc, hand_over)?;
+    let Err((why, back)) = sent else { return Ok(()) };
+    let error = match why {
+        SendError::Full => {
+            Error::Busy(format!("{}: server {server} has too many requests queued; try again", what()))
         }
-        Err((_, _)) => Ok(()),
+        SendError::Closed => {
+            Error::Gone { server: server.into(), what: what(), why: "its link closed".into() }
+        }
+    };
+    log::warn!("session {}: {error}", session.id);
+    if let Command::Link(Input::Call(call)) = back {
+        call.caller.finish(Some(error.response(&id)));
     }
+    Ok(())
 }
 
 /// A client's answer to a server's request goes back to the link that numbered it; the link
@@ -161,7 +171,8 @@ fn on_notification(gw: &Gateway, session: &Session, method: &str, params: Option
         // The client reports a change of its roots: every server it reaches may care.
         "notifications/roots/list_changed" if session.scope == Scope::All => {
             for up in gw.registry.servers() {
-                let _ = up.tell(Command::Link(Input::Notify { method: method.into(), params: params.clone() }));
+                let _ =
+                    up.tell(Command::Link(Input::Notify { method: method.into(), params: params.clone() }));
             }
         }
         _ => match &session.scope {

@@ -203,7 +203,6 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

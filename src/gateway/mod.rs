@@ -11,6 +11,7 @@ pub(crate) mod catalog;
 pub(crate) mod error;
 pub(crate) mod legacy;
 pub(crate) mod link;
+pub(crate) mod mailbox;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub(crate) mod registry;

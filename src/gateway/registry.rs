@@ -94,14 +94,13 @@ impl Registry {
     pub(crate) fn publish(&self) {
         let changed: Vec<ListKind> = {
             let mut servers = lock(&self.servers);
-            let ready: Vec<(String, Arc<Lists>)> = servers
-                .by_name
-                .values()
-                .filter_map(|s| s.lists().map(|l| (s.name.clone(), l)))
-                .collect();
+            let ready: Vec<(String, Arc<Lists>)> =
+                servers.by_name.values().filter_map(|s| s.lists().map(|l| (s.name.clone(), l))).collect();
             let new = Arc::new(Catalog::build(&ready));
-            let changed =
-                ListKind::ALL.into_iter().filter(|k| k.items(&servers.catalog.lists) != k.items(&new.lists)).collect();
+            let changed = ListKind::ALL
+                .into_iter()
+                .filter(|k| k.items(&servers.catalog.lists) != k.items(&new.lists))
+                .collect();
             servers.catalog = new;
             changed
         };
@@ -154,7 +153,9 @@ impl Registry {
     pub(crate) fn expire_sessions(&self, max_idle: std::time::Duration) -> usize {
         let idle: Vec<String> = lock(&self.sessions)
             .values()
-            .filter(|s| s.kind == Kind::Streamable && s.idle_since().elapsed() > max_idle && s.calls_in_flight() == 0)
+            .filter(|s| {
+                s.kind == Kind::Streamable && s.idle_since().elapsed() > max_idle && s.calls_in_flight() == 0
+            })
             .map(|s| s.id.clone())
             .collect();
         idle.iter().filter(|id| self.remove_session(id)).count()

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use super::catalog::{ListKind, Lists};
 use super::link::Input;
-use super::reply::{weight, Caller};
+use super::mailbox::weight;
+use super::reply::Caller;
+use super::session::LinkPort;
 use crate::thread::lock;
 use crate::ws::{Outbox, SendError, Weigh};
 
@@ -59,7 +61,13 @@ struct Offer {
 }
 
 impl Upstream {
-    pub(crate) fn new(name: String, id: String, serial: u64, remote: SocketAddr, commands: Outbox<Command>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        id: String,
+        serial: u64,
+        remote: SocketAddr,
+        commands: Outbox<Command>,
+    ) -> Self {
         Upstream {
             name,
             id,
@@ -93,7 +101,10 @@ impl Upstream {
                 }
                 Err((e, _)) => {
                     if e == SendError::Full {
-                        log::warn!("server {}: its command queue stayed full; a session end was not delivered", self.name);
+                        log::warn!(
+                            "server {}: its command queue stayed full; a session end was not delivered",
+                            self.name
+                        );
                     }
                     return Err(e);
                 }
@@ -167,12 +178,25 @@ impl Upstream {
         offer.lists = Arc::new(lists);
     }
 
-    /// Whether the server declared a capability in its `initialize` result.
-    pub(crate) fn has_capability(&self, name: &str) -> bool {
-        lock(&self.offer).initialize["capabilities"].get(name).is_some()
-    }
-
     pub(crate) fn initialize_result(&self) -> Value {
         lock(&self.offer).initialize.clone()
+    }
+}
+
+impl LinkPort for Upstream {
+    fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    fn cancel(&self, session: &str, client_id: &Value) -> bool {
+        let input = Input::Cancel { session: session.into(), client_id: client_id.clone() };
+        self.tell(Command::Link(input)).is_ok()
+    }
+
+    fn session_ended(&self, session: &str) {
+        let input = Input::SessionEnded { session: session.into() };
+        if self.tell_reliably(Command::Link(input)).is_err() {
+            log::debug!("session {session}: server {} is gone; nothing to tell it", self.name);
+        }
     }
 }

@@ -19,10 +19,20 @@ use serde_json::Value;
 
 use super::auth::Credential;
 use super::error::Error;
-use super::link::Input;
-use super::reply::Mailbox;
-use super::server::{Command, Upstream};
+use super::mailbox::Mailbox;
 use crate::thread::lock;
+
+/// What a session needs of a link it involved: to cancel a call there, and to say it ended.
+/// (The link's owner holds the session's calls, subscriptions and level; `server.rs` implements
+/// this for a registered server, so sessions need not know what a server is.)
+pub(crate) trait LinkPort: Send + Sync {
+    /// Unique for the gateway's life.
+    fn serial(&self) -> u64;
+    /// Cancels call `client_id` of `session`; false when the link did not take it.
+    fn cancel(&self, session: &str, client_id: &Value) -> bool;
+    /// Drops whatever the link holds for `session`.
+    fn session_ended(&self, session: &str);
+}
 
 /// Messages, and bytes, that may wait on a session's stream before the stream is dropped.
 pub(crate) const STREAM_QUEUE: usize = 1024;
@@ -67,8 +77,8 @@ pub(crate) struct SessionState {
 /// Calls in flight, and every link the session ever involved (told when the session ends).
 #[derive(Default)]
 struct Calls {
-    in_flight: HashMap<String, Arc<Upstream>>,
-    links: HashMap<u64, Arc<Upstream>>,
+    in_flight: HashMap<String, Arc<dyn LinkPort>>,
+    links: HashMap<u64, Arc<dyn LinkPort>>,
     ended: bool,
 }
 
@@ -142,9 +152,19 @@ impl Session {
         *lock(&self.last_seen)
     }
 
-    /// Takes a slot for call `client_key` at `up`, waiting up to `wait` while `max` calls are in
-    /// flight. Refused when the id is already in flight, the session ended, or no slot freed.
-    pub(crate) fn begin_call(&self, client_key: &str, up: &Arc<Upstream>, max: usize, wait: Duration) -> Result<(), Error> {
+    /// Takes a slot for call `client_key` at `link`, waiting up to `wait` while `max` calls are in
+    /// flight, and hands the call to the link with `send` while the slot is being taken, so that
+    /// a cancellation of this id, from any thread, reaches the link after the call. Refused when
+    /// the id is already in flight, the session ended, or no slot freed in time. `send` gives the
+    /// call back when the link did not take it (then the slot is freed again).
+    pub(crate) fn begin_call<C>(
+        &self,
+        client_key: &str,
+        link: Arc<dyn LinkPort>,
+        max: usize,
+        wait: Duration,
+        send: impl FnOnce() -> Result<(), C>,
+    ) -> Result<Result<(), C>, Error> {
         let deadline = Instant::now() + wait;
         let mut calls = lock(&self.calls);
         loop {
@@ -152,7 +172,9 @@ impl Session {
                 return Err(Error::Busy("the session has ended".into()));
             }
             if calls.in_flight.contains_key(client_key) {
-                return Err(Error::InvalidParams(format!("request id {client_key} is already in flight in this session")));
+                return Err(Error::InvalidParams(format!(
+                    "request id {client_key} is already in flight in this session"
+                )));
             }
             if calls.in_flight.len() < max {
                 break;
@@ -165,14 +187,19 @@ impl Session {
             }
             calls = self.call_ended.wait_timeout(calls, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        calls.in_flight.insert(client_key.to_string(), up.clone());
-        calls.links.insert(up.serial, up.clone());
-        Ok(())
+        calls.links.insert(link.serial(), link.clone());
+        calls.in_flight.insert(client_key.to_string(), link);
+        // A non-blocking send: the lock is never held across waiting or I/O.
+        let sent = send();
+        if sent.is_err() {
+            calls.in_flight.remove(client_key);
+        }
+        Ok(sent)
     }
 
-    /// Notes that the session involves `up` (a level, a subscription), so it hears of the end.
-    pub(crate) fn involve(&self, up: &Arc<Upstream>) {
-        lock(&self.calls).links.insert(up.serial, up.clone());
+    /// Notes that the session involves `link` (a log level), so it hears of the end.
+    pub(crate) fn involve(&self, link: Arc<dyn LinkPort>) {
+        lock(&self.calls).links.insert(link.serial(), link);
     }
 
     /// Frees the slot of call `client_key` (its answer was delivered, or it ended otherwise).
@@ -188,27 +215,22 @@ impl Session {
 
     /// Cancels call `client_id`: its link hears of it after the call itself (same queue).
     pub(crate) fn cancel(&self, client_id: &Value) -> bool {
-        let up = lock(&self.calls).in_flight.get(&client_id.to_string()).cloned();
-        let Some(up) = up else { return false };
-        let input = Input::Cancel { session: self.id.clone(), client_id: client_id.clone() };
-        up.tell(Command::Link(input)).is_ok()
+        let link = lock(&self.calls).in_flight.get(&client_id.to_string()).cloned();
+        link.is_some_and(|link| link.cancel(&self.id, client_id))
     }
 
     /// Ends the session: its stream closes, and every link it involved drops what it holds
     /// for it (calls, subscriptions, log level, requests awaiting its answers).
     pub(crate) fn end(&self) {
         self.detach_stream();
-        let links: Vec<Arc<Upstream>> = {
+        let links: Vec<Arc<dyn LinkPort>> = {
             let mut calls = lock(&self.calls);
             calls.ended = true;
-            calls.links.drain().map(|(_, up)| up).collect()
+            calls.links.drain().map(|(_, link)| link).collect()
         };
         self.call_ended.notify_all();
-        for up in links {
-            let input = Input::SessionEnded { session: self.id.clone() };
-            if up.tell_reliably(Command::Link(input)).is_err() {
-                log::debug!("session {}: server {} is gone; nothing to tell it", self.id, up.name);
-            }
+        for link in links {
+            link.session_ended(&self.id);
         }
     }
 }

@@ -17,14 +17,16 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::auth::Credential;
+use super::error::Error;
+use super::mailbox::{Empty, Mailbox};
 use super::mcp;
 use super::metrics::Metrics;
-use super::reply::{Empty, Mailbox, Reply};
+use super::reply::Reply;
 use super::session::{Kind, Scope, Session};
 use super::{legacy, Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
-use crate::jsonrpc::{self, Message, INVALID_REQUEST};
+use crate::jsonrpc::{self, Message};
 use crate::protocol::SUPPORTED_VERSIONS;
 use crate::sys;
 
@@ -84,7 +86,7 @@ fn post(
         messages.iter().any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
     let (session, minted) = if initializing {
         if batch {
-            return respond(rpc_error(400, INVALID_REQUEST, "initialize must not be part of a batch"));
+            return respond(Error::BadRequest("initialize must not be part of a batch".into()).to_http());
         }
         match open_session(gw, scope, owner) {
             Ok(s) => (s, true),
@@ -97,11 +99,9 @@ fn post(
         }
     };
     if batch && session.state().protocol_version.as_deref() != Some("2025-03-26") {
-        return respond(rpc_error(
-            400,
-            INVALID_REQUEST,
-            "JSON-RPC batches are only part of protocol 2025-03-26",
-        ));
+        return respond(
+            Error::BadRequest("JSON-RPC batches are only part of protocol 2025-03-26".into()).to_http(),
+        );
     }
     // Related messages are bounded in count and bytes; final answers always get in (they are
     // bounded by the session's calls in flight).
@@ -249,8 +249,7 @@ fn open_session(gw: &Gateway, scope: Scope, owner: Credential) -> Result<Arc<Ses
     }
     if gw.registry.session_count() >= gw.cfg.max_sessions {
         log::warn!("refusing a new session: {} open (--max-sessions)", gw.cfg.max_sessions);
-        return Err(Response::error(503, "the gateway has too many open sessions; try again later")
-            .header("Retry-After", "5"));
+        return Err(Error::TooManySessions.to_http());
     }
     let session = Arc::new(Session::new(sys::random_hex(16), Kind::Streamable, scope, owner));
     gw.registry.insert_session(session.clone());
@@ -267,7 +266,7 @@ fn find_session(
     owner: Credential,
 ) -> Result<Arc<Session>, Response> {
     let Some(id) = req.header("mcp-session-id") else {
-        return Err(rpc_error(400, INVALID_REQUEST, "Bad Request: missing Mcp-Session-Id header"));
+        return Err(Error::BadRequest("Bad Request: missing Mcp-Session-Id header".into()).to_http());
     };
     // Another credential presenting this id learns nothing: the session is not found.
     let session = gw
@@ -275,11 +274,7 @@ fn find_session(
         .session(id)
         .filter(|s| s.kind == Kind::Streamable && &s.scope == scope && s.owner == owner);
     let Some(session) = session else {
-        return Err(rpc_error(
-            404,
-            INVALID_REQUEST,
-            "session not found: it ended or never existed; initialize again",
-        ));
+        return Err(Error::SessionNotFound.to_http());
     };
     if let Some(v) = req.header("mcp-protocol-version") {
         if !SUPPORTED_VERSIONS.contains(&v) {
@@ -287,7 +282,7 @@ fn find_session(
                 "unsupported MCP-Protocol-Version {v:?}; supported: {}",
                 SUPPORTED_VERSIONS.join(", ")
             );
-            return Err(rpc_error(400, INVALID_REQUEST, &msg));
+            return Err(Error::BadRequest(msg).to_http());
         }
     }
     session.touch();
@@ -299,7 +294,7 @@ fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Response> {
     let value = jsonrpc::parse(body).map_err(|e| Response::json(400, &e.to_response()))?;
     let (items, batch) = match value {
         Value::Array(items) if items.is_empty() => {
-            return Err(rpc_error(400, INVALID_REQUEST, "an empty batch is not a message"));
+            return Err(Error::BadRequest("an empty batch is not a message".into()).to_http());
         }
         Value::Array(items) => (items, true),
         v => (vec![v], false),
@@ -310,11 +305,6 @@ fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Response> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Response::json(400, &e.to_response()))?;
     Ok((messages, batch))
-}
-
-/// An HTTP error whose body is a JSON-RPC error without an id, as the spec allows.
-fn rpc_error(status: u16, code: i64, message: &str) -> Response {
-    Response::json(status, &jsonrpc::error_response(&Value::Null, code, message))
 }
 
 fn respond(resp: Response) -> Outcome {

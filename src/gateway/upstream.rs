@@ -106,7 +106,7 @@ impl<'a> Driver<'a> {
         // Sessions of the aggregated view that asked for logs want this server's too.
         for s in gw.registry.sessions_snapshot().iter().filter(|s| s.scope == Scope::All) {
             if let Some(level) = s.state().log_level {
-                s.involve(up);
+                s.involve(up.clone());
                 link.handle_input(now, Input::SetLevel { session: s.id.clone(), level });
             }
         }
@@ -179,7 +179,11 @@ impl<'a> Driver<'a> {
         let mut ignored = VecDeque::new();
         self.carry_out(&mut ignored);
         self.gw.registry.release_name(self.up);
-        log::info!("server {} ({}): disconnected: {why}; {calls} calls in flight failed", self.up.name, self.up.id);
+        log::info!(
+            "server {} ({}): disconnected: {why}; {calls} calls in flight failed",
+            self.up.name,
+            self.up.id
+        );
     }
 }
 
