@@ -12,6 +12,7 @@ pub(crate) mod backoff;
 pub(crate) mod bridge;
 pub(crate) mod child;
 pub(crate) mod health;
+pub(crate) mod relay;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
