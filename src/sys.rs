@@ -1,8 +1,9 @@
 //! The only file with `unsafe`: thin, checked wrappers over the few libc calls std does not offer.
 //!
 //! `poll(2)` for the socket owners, a self-pipe for SIGINT/SIGTERM, `getrandom(2)` for ids and
-//! tokens, and signals to whole process groups. Each wrapper turns the C convention into an
-//! `io::Result` and says in one line why its `unsafe` block is sound.
+//! tokens, signals to whole process groups, and `waitid(2)` to see a child's exit without
+//! reaping it. Each wrapper turns the C convention into an `io::Result` and says in one line why
+//! its `unsafe` block is sound.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -93,6 +94,28 @@ pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
 }
 
 pub(crate) use libc::{SIGKILL, SIGTERM};
+
+/// Whether our child `pid` has exited, WITHOUT reaping it (`waitid` with `WNOWAIT`): until it is
+/// reaped, the zombie keeps its pid, and so its process group id, from being reused, so the
+/// group can still be signalled safely. Errors with `ECHILD` when `pid` is not an unreaped child.
+pub(crate) fn exited_unreaped(pid: u32) -> io::Result<bool> {
+    loop {
+        // SAFETY: siginfo_t is plain old data; all zeroes is a valid value (and si_pid 0 is how
+        // waitid with WNOHANG says that nothing changed).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: `info` is a valid, exclusively borrowed siginfo_t; the other arguments are integers.
+        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if rc == 0 {
+            // SAFETY: waitid filled `info` (or left it zeroed); si_pid is valid for SIGCHLD info.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
 
 /// Makes a command's child ask for SIGKILL when the thread that spawned it dies, so a register
 /// killed with SIGKILL does not leave its direct child behind (SIGTERM and SIGINT stop the whole

@@ -22,6 +22,7 @@ mod end_to_end;
 mod hostile;
 mod http;
 mod operator;
+mod register_links;
 mod registration;
 mod resilience;
 mod streamable;

@@ -1,9 +1,13 @@
 //! One link to the gateway: dial out, upgrade to WebSocket, send the `register` frame, then relay
 //! JSON-RPC both ways until one side ends. `{"status": …}` frames are for us, never the child.
 //!
-//! The child outlives links. A gateway initializes every new registration, but a stateful
-//! server must not be initialized twice: the answer to the first `initialize` is cached and
-//! given to every later one, and repeated `notifications/initialized` are swallowed.
+//! The WebSocket owner thread runs the `Relay` state machine for both directions: frames from
+//! the gateway (the `ws::pump` handler) and the child's lines (its stdout reader's reports, a
+//! descriptor polled beside the socket). A line's frames go back to the reader, which queues them
+//! on this link's own `Outbox`, waiting while it is full (so a slow link slows the child). Each
+//! link has its own queue, so nothing translated for one link can be sent on another. Between
+//! links the owner keeps handling the child's lines (`child_output` with no link): the child's
+//! requests are refused at once, everything else is dropped, and the child is never stalled.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -15,14 +19,12 @@ use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-use std::sync::Mutex;
-
-use super::child::ChildGuard;
+use super::child::{ChildGuard, Forward, Said, Source};
+use super::relay::{Action, Relay};
 use super::Config;
 use crate::http::Transport;
-use crate::thread::lock;
-use crate::ws::{self, End, Event, Flow, Inbox, Out, Outbox};
-use crate::{jsonrpc, sys};
+use crate::sys;
+use crate::ws::{self, End, Event, Flow, Out, Outbox};
 
 /// How long dialing and the WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,26 +116,57 @@ pub(crate) fn register(ws: &mut WebSocket<Box<dyn Transport>>, cfg: &Config) -> 
     ws.send(Message::text(frame.to_string())).map_err(|e| format!("cannot send the registration: {e}"))
 }
 
-/// Relays until the link ends or a signal arrives: frames from the gateway go to the child's
-/// stdin, lines from the child (queued in `inbox` by its stdout reader) go to the gateway.
+/// Frames queued for the gateway on one link, beyond which the child's reader waits.
+const LINK_QUEUE: usize = 256;
+
+/// What the owner relays between, on a link and between links.
+pub(crate) struct Ends<'a> {
+    pub relay: &'a mut Relay,
+    pub child: Option<&'a ChildGuard>,
+    pub output: &'a Source,
+}
+
+/// What the child's reports called for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Heard {
+    Nothing,
+    /// The current child's stdout ended.
+    Ended,
+    /// The child is not reading its stdin.
+    Stuck,
+}
+
+/// Relays until the link ends or a signal arrives: frames from the gateway and lines from the
+/// child go through the relay; what it says goes to the child's stdin and to this link.
 pub(crate) fn relay(
     ws: &mut WebSocket<Box<dyn Transport>>,
-    link: &Link<'_>,
+    ends: &mut Ends<'_>,
     cfg: &Config,
     signal_fd: i32,
 ) -> Ended {
+    let (outbox, inbox) = match ws::channel(LINK_QUEUE) {
+        Ok(pair) => pair,
+        Err(e) => return Ended::Link(format!("cannot make the link's queue: {e}")),
+    };
+    let link = ends.relay.link_up();
     let mut signalled = false;
-    let end = ws::pump(ws, link.inbox, &[signal_fd], Some(cfg.heartbeat), |ev| match ev {
-        Event::Text(text) => on_gateway_frame(text, link, cfg),
-        Event::Fd => {
-            if sys::take_signal() {
-                signalled = true;
-                log::info!("signal received: closing the link and stopping the MCP server");
-                return Flow::Close(1001, "register is shutting down".into());
-            }
-            Flow::Continue
+    let fds = [signal_fd, ends.output.fd()];
+    let end = ws::pump(ws, &inbox, &fds, Some(cfg.heartbeat), |ev| match ev {
+        Event::Text(text) => on_gateway_frame(&text, ends, link, &outbox, cfg),
+        Event::Fd if sys::take_signal() => {
+            signalled = true;
+            log::info!("signal received: closing the link and stopping the MCP server");
+            Flow::Close(1001, "register is shutting down".into())
         }
+        Event::Fd => match ends.child_output(Some((link, &outbox))) {
+            Heard::Nothing => Flow::Continue,
+            Heard::Ended => Flow::Close(1000, "the MCP server process exited".into()),
+            Heard::Stuck => Flow::Close(1011, "the MCP server is not reading its stdin".into()),
+        },
     });
+    drop(inbox); // a reader waiting to queue frames for this link gives up on them
+    ends.relay.link_down(link);
+    ends.perform(None);
     if signalled {
         return Ended::Signal;
     }
@@ -146,17 +179,8 @@ pub(crate) fn relay(
     })
 }
 
-/// What a link relays between: the child, its `initialize` cache, and the queue both the child
-/// and the cache write to.
-pub(crate) struct Link<'a> {
-    pub inbox: &'a Inbox,
-    pub outbox: &'a Outbox,
-    pub child: &'a ChildGuard,
-    pub init: &'a InitCache,
-}
-
-fn on_gateway_frame(text: String, link: &Link<'_>, cfg: &Config) -> Flow {
-    if let Some(status) = status_of(&text) {
+fn on_gateway_frame(text: &str, ends: &mut Ends<'_>, link: u64, outbox: &Outbox, cfg: &Config) -> Flow {
+    if let Some(status) = status_of(text) {
         let message = status["message"].as_str().unwrap_or_default();
         match status["status"].as_str().unwrap_or_default() {
             "error" => log::error!("the gateway refused the registration: {message}"),
@@ -165,80 +189,72 @@ fn on_gateway_frame(text: String, link: &Link<'_>, cfg: &Config) -> Flow {
         }
         return Flow::Continue;
     }
-    match link.init.on_gateway_message(&text) {
-        Intercept::Forward => {}
-        Intercept::Swallow => return Flow::Continue,
-        Intercept::Answer(reply) => {
-            let _ = link.outbox.send(Out::Text(reply.to_string()));
-            return Flow::Continue;
+    ends.relay.on_gateway(link, text);
+    let (frames, heard) = ends.perform(Some(link));
+    // Answers register gives itself (initialize from the cache, refusals): a gateway that lets
+    // them pile up is not reading, and loses the link rather than our memory.
+    for frame in frames {
+        if outbox.send(Out::Text(frame)).is_err() {
+            return Flow::Close(1011, "the gateway is not reading register's answers".into());
         }
     }
-    if !link.child.send(text) {
-        return Flow::Close(1011, "the MCP server is not reading its stdin".into());
+    match heard {
+        Heard::Stuck => Flow::Close(1011, "the MCP server is not reading its stdin".into()),
+        _ => Flow::Continue,
     }
-    Flow::Continue
 }
 
-/// What to do with a message from the gateway.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Intercept {
-    Forward,
-    Swallow,
-    /// Answer the gateway with this instead of asking the child.
-    Answer(Value),
-}
-
-/// The child's answer to its first `initialize`, kept for the gateways that come after.
-#[derive(Default)]
-pub(crate) struct InitCache {
-    state: Mutex<InitState>,
-}
-
-#[derive(Default)]
-struct InitState {
-    /// The id of the `initialize` forwarded to the child, until it answers.
-    asked: Option<Value>,
-    result: Option<Value>,
-    initialized: bool,
-}
-
-impl InitCache {
-    /// Decides about one message from the gateway.
-    pub(crate) fn on_gateway_message(&self, text: &str) -> Intercept {
-        if !text.contains("initialize") {
-            return Intercept::Forward;
-        }
-        let Ok(msg) = serde_json::from_str::<Value>(text) else { return Intercept::Forward };
-        let mut state = lock(&self.state);
-        match msg["method"].as_str() {
-            Some("initialize") if msg.get("id").is_some() => match &state.result {
-                Some(result) => {
-                    log::info!("answered the gateway's initialize from the MCP server's first answer");
-                    Intercept::Answer(jsonrpc::result_response(&msg["id"], result.clone()))
+impl Ends<'_> {
+    /// Takes the child's reports. Each line of the current child goes through the relay, and
+    /// back to its reader with the frames for `link` (none when no link is up); what an older
+    /// child wrote is dropped (its reader gives up once its guard is gone).
+    pub(crate) fn child_output(&mut self, link: Option<(u64, &Outbox)>) -> Heard {
+        let mut heard = Heard::Nothing;
+        for output in self.output.take() {
+            let Some(child) = self.child.filter(|c| c.generation() == output.generation) else {
+                log::debug!("dropped output of MCP server generation {}, since replaced", output.generation);
+                continue;
+            };
+            match output.said {
+                Said::Line(text) => {
+                    self.relay.on_child(&text);
+                    let (frames, stuck) = self.perform(link.map(|(n, _)| n));
+                    child.forward(Forward { to: link.map(|(_, outbox)| outbox.clone()), frames });
+                    if stuck == Heard::Stuck && heard == Heard::Nothing {
+                        heard = Heard::Stuck;
+                    }
                 }
-                None => {
-                    state.asked = Some(msg["id"].clone());
-                    Intercept::Forward
+                Said::Eof => {
+                    // The errors for calls at the dead child need not be queued: the link
+                    // closes next, and the gateway fails what was pending on it.
+                    self.relay.child_gone();
+                    self.perform(None);
+                    heard = Heard::Ended;
                 }
-            },
-            Some("notifications/initialized") if state.initialized => Intercept::Swallow,
-            Some("notifications/initialized") => {
-                state.initialized = true;
-                Intercept::Forward
             }
-            _ => Intercept::Forward,
         }
+        heard
     }
 
-    /// Watches the child's output for the answer to the forwarded `initialize`.
-    pub(crate) fn observe_child(&self, line: &str) {
-        let mut state = lock(&self.state);
-        let Some(asked) = state.asked.clone() else { return };
-        let Ok(msg) = serde_json::from_str::<Value>(line) else { return };
-        if msg.get("id") == Some(&asked) && msg.get("result").is_some() {
-            state.result = Some(msg["result"].clone());
-            state.asked = None;
+    /// Carries out the relay's actions: lines go to the child's stdin now; frames for `link`
+    /// are returned for the caller to queue. `Heard::Stuck` if the child's stdin is full.
+    pub(crate) fn perform(&mut self, link: Option<u64>) -> (Vec<String>, Heard) {
+        let mut frames = Vec::new();
+        let mut heard = Heard::Nothing;
+        while let Some(action) = self.relay.poll_action() {
+            match action {
+                Action::ToChild(line) => {
+                    if self.child.is_some_and(|c| !c.send(line)) {
+                        heard = Heard::Stuck;
+                    }
+                }
+                Action::ToGateway { link: to, text } if Some(to) == link => frames.push(text),
+                Action::ToGateway { link: to, .. } => {
+                    log::debug!("dropped a frame for gateway link {to}, which is not up here")
+                }
+            }
         }
+        (frames, heard)
     }
 }
 
@@ -254,27 +270,6 @@ fn status_of(text: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn initialize_is_answered_from_the_first_answer_and_initialized_sent_once() {
-        let cache = InitCache::default();
-        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
-        let done = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        assert_eq!(cache.on_gateway_message(init), Intercept::Forward);
-        cache.observe_child(r#"{"jsonrpc":"2.0","id":99,"result":{"other":true}}"#);
-        cache.observe_child(r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#);
-        assert_eq!(cache.on_gateway_message(done), Intercept::Forward);
-        // A new gateway link: initialize again, with another id.
-        let again = r#"{"jsonrpc":"2.0","id":"g7","method":"initialize","params":{}}"#;
-        let expected =
-            serde_json::json!({"jsonrpc":"2.0","id":"g7","result":{"protocolVersion":"2025-06-18"}});
-        assert_eq!(cache.on_gateway_message(again), Intercept::Answer(expected));
-        assert_eq!(cache.on_gateway_message(done), Intercept::Swallow);
-        assert_eq!(
-            cache.on_gateway_message(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#),
-            Intercept::Forward
-        );
-    }
 
     #[test]
     fn status_frames_are_told_from_json_rpc() {

@@ -1,55 +1,148 @@
 //! The local stdio MCP server: started with `sh -c CMD` in a process group of its own, its
 //! three pipes each owned by one thread, and stopped (group and all) when the guard drops.
 //!
-//! stdout: a reader thread queues each line for the gateway link (blocking when the link is
-//! backed up, which slows the child down instead of growing memory) and queues a close when the
-//! child's stdout ends. stdin: a writer thread takes lines from a queue the link's owner never
-//! waits on (it must keep draining the child's output, or a child blocked writing stdout and a
-//! link blocked writing stdin would wait for each other forever); a child that stops reading
-//! while work piles up loses its link instead of our memory. stderr: each line goes to our log,
-//! prefixed with the server name.
+//! Each child has a generation (bumped on every spawn), and everything its stdout reader sends
+//! is tagged with it, so the owner can drop what a dead child left behind. stdout: the reader
+//! hands each line to the owner (`Sink`), waits for the owner's `Forward`, and sends the frames
+//! in it itself, blocking while the link is backed up (which slows the child down instead of
+//! growing memory); at the end of stdout it reports `Eof`. stdin: a writer thread takes lines
+//! from a queue the owner never waits on (it must keep draining the child's output, or a child
+//! blocked writing stdout and a link blocked writing stdin would wait for each other forever);
+//! a child that stops reading while work piles up loses its link instead of our memory.
+//! stderr: each line goes to our log, prefixed with the server name. The process group is
+//! signalled only while its leader is unreaped (a reaped pid may belong to someone else).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bridge::InitCache;
 use super::health::Status;
 use crate::sys;
 use crate::thread;
 use crate::ws::{Out, Outbox};
 
-/// Where the child's output goes: the gateway link's queue, the `initialize` cache (which
-/// watches for the answer to the first `initialize`), and the status the health server reads.
-#[derive(Clone)]
-pub(crate) struct Wiring {
-    pub to_gateway: Outbox,
-    pub init: Arc<InitCache>,
-    pub status: Arc<Status>,
-}
-
 /// Lines that may wait for the child's stdin before the link is dropped as stuck.
 const STDIN_QUEUE: usize = 4096;
 /// Longest line accepted from the child's stdout (one JSON-RPC message).
 const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Reports that may wait for the owner (each reader has at most one line and its end in it).
+const OUTPUT_QUEUE: usize = 16;
 /// How long the child gets to exit after SIGTERM before SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait for a SIGKILLed child to be reported gone before reaping it blindly.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// The running child. Dropping it stops the child's whole process group.
+/// What a child's stdout reader reports, tagged with the child's generation.
+#[derive(Debug)]
+pub(crate) struct Output {
+    pub generation: u64,
+    pub said: Said,
+}
+
+#[derive(Debug)]
+pub(crate) enum Said {
+    /// One line (trimmed, starting with `{` or `[`). The reader waits for a `Forward`.
+    Line(String),
+    /// The child's stdout ended.
+    Eof,
+}
+
+/// The owner's answer to one line: frames to queue on a link, which the reader sends itself.
+#[derive(Default)]
+pub(crate) struct Forward {
+    pub to: Option<Outbox>,
+    pub frames: Vec<String>,
+}
+
+impl Forward {
+    /// Queues the frames, waiting while the link's queue is full; a closed link drops them.
+    fn deliver(self) {
+        let Some(to) = self.to else { return };
+        for frame in self.frames {
+            if to.send_wait(Out::Text(frame)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The readers' end of the report channel: cheap to clone, a clone for each child.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    tx: SyncSender<Output>,
+    wake: Arc<UnixStream>,
+}
+
+/// The owner's end: a descriptor to poll, and the reports.
+pub(crate) struct Source {
+    rx: Receiver<Output>,
+    wake: UnixStream,
+}
+
+/// The channel every child's stdout reader reports on, with its wake pipe.
+pub(crate) fn channel() -> io::Result<(Sink, Source)> {
+    let (tx, rx) = mpsc::sync_channel(OUTPUT_QUEUE);
+    let (wake_tx, wake_rx) = UnixStream::pair()?;
+    wake_tx.set_nonblocking(true)?;
+    wake_rx.set_nonblocking(true)?;
+    Ok((Sink { tx, wake: Arc::new(wake_tx) }, Source { rx, wake: wake_rx }))
+}
+
+impl Sink {
+    /// Reports to the owner (waiting while the queue is full). False when the owner is gone.
+    fn send(&self, output: Output) -> bool {
+        if self.tx.send(output).is_err() {
+            return false;
+        }
+        let _ = (&*self.wake).write(&[1]); // a full pipe already holds a wake-up
+        true
+    }
+}
+
+impl Source {
+    /// The descriptor that becomes readable when a report is queued.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Every report queued now. The wake pipe is emptied first, so a report queued after
+    /// this call wakes the next poll.
+    pub(crate) fn take(&self) -> Vec<Output> {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.rx.try_iter().collect()
+    }
+}
+
+/// The running child. Dropping it stops the child's whole process group, unless it was reaped.
 pub(crate) struct ChildGuard {
     child: Child,
+    generation: u64,
     name: String,
     stdin: Sender<String>,
     stdin_queued: Arc<AtomicUsize>,
+    /// The stdout reader waits here for the owner's answer to each line.
+    forward: SyncSender<Forward>,
+    /// Set once the child is reaped: from then on its pid and group id may be someone else's.
+    reaped: Option<ExitStatus>,
 }
 
 impl ChildGuard {
-    /// Starts `sh -c command`, wiring stdout to the gateway link and stderr to the log.
-    pub(crate) fn spawn(command: &str, name: &str, wiring: Wiring) -> io::Result<ChildGuard> {
+    /// Starts `sh -c command` as child `generation`; its stdout lines go to `sink`, its stderr
+    /// to the log.
+    pub(crate) fn spawn(
+        command: &str,
+        name: &str,
+        generation: u64,
+        sink: Sink,
+        status: Arc<Status>,
+    ) -> io::Result<ChildGuard> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0);
@@ -57,23 +150,37 @@ impl ChildGuard {
         let mut child = cmd.spawn()?;
         let pid = child.id();
         let (stdin_tx, stdin_rx) = mpsc::channel();
+        let (forward_tx, forward_rx) = mpsc::sync_channel(1);
         let stdin_queued = Arc::new(AtomicUsize::new(0));
         let queued = stdin_queued.clone();
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
+        let guard = ChildGuard {
+            child,
+            generation,
+            name: name.to_string(),
+            stdin: stdin_tx,
+            stdin_queued,
+            forward: forward_tx,
+            reaped: None,
+        };
         thread::spawn(format!("stdin-{pid}"), move || write_stdin(stdin, stdin_rx, &queued))?;
-        let n = name.to_string();
-        wiring.status.child_running.store(true, Ordering::SeqCst);
-        thread::spawn(format!("stdout-{pid}"), move || read_stdout(stdout, &n, &wiring))?;
+        status.child_started(generation);
+        let reader = Reader { name: name.to_string(), generation, sink, forward: forward_rx, status };
+        thread::spawn(format!("stdout-{pid}"), move || reader.run(stdout))?;
         let n = name.to_string();
         thread::spawn(format!("stderr-{pid}"), move || log_stderr(stderr, &n))?;
         log::info!("started MCP server {name:?} (pid {pid}): sh -c {command:?}");
-        Ok(ChildGuard { child, name: name.to_string(), stdin: stdin_tx, stdin_queued })
+        Ok(guard)
     }
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Queues one JSON-RPC message for the child's stdin, without waiting. False when the
@@ -90,9 +197,29 @@ impl ChildGuard {
         self.stdin.send(line).is_ok()
     }
 
-    /// Whether the child has exited, and how.
+    /// Answers the stdout reader's last line (it waits for exactly one answer per line).
+    pub(crate) fn forward(&self, forward: Forward) {
+        let _ = self.forward.try_send(forward);
+    }
+
+    /// Whether the child has exited, and how. On the exit, the group's stragglers are killed
+    /// while the unreaped leader still holds the group id, then the leader is reaped.
     pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        if self.reaped.is_none() {
+            match sys::exited_unreaped(self.pid()) {
+                Ok(false) => return None,
+                Ok(true) => {
+                    self.signal_group(sys::SIGKILL); // stragglers the server left behind
+                    self.reap();
+                }
+                Err(e) => {
+                    // Not our child any more (reaped elsewhere): never signal it again.
+                    log::error!("cannot wait for MCP server {:?} (pid {}): {e}", self.name, self.pid());
+                    self.reaped = Some(ExitStatus::from_raw(1 << 8));
+                }
+            }
+        }
+        self.reaped
     }
 
     /// Waits up to `timeout` for the child to exit on its own.
@@ -110,20 +237,41 @@ impl ChildGuard {
     }
 
     /// SIGTERM to the group, SIGKILL after `grace`; reaps the child. Returns its exit status.
+    /// A child already reaped is not signalled.
     pub(crate) fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let pgid = self.child.id();
         if let Some(status) = self.try_wait() {
-            let _ = sys::kill_group(pgid, sys::SIGKILL); // stragglers the server left behind
             return Some(status);
         }
-        let _ = sys::kill_group(pgid, sys::SIGTERM);
-        let status = self.wait_for(grace).or_else(|| {
-            log::warn!("MCP server {:?} (pid {pgid}) ignored SIGTERM for {grace:?}; killing it", self.name);
-            let _ = sys::kill_group(pgid, sys::SIGKILL);
-            self.child.wait().ok()
+        self.signal_group(sys::SIGTERM);
+        if let Some(status) = self.wait_for(grace) {
+            return Some(status);
+        }
+        log::warn!(
+            "MCP server {:?} (pid {}) ignored SIGTERM for {grace:?}; killing it",
+            self.name,
+            self.pid()
+        );
+        self.signal_group(sys::SIGKILL);
+        self.wait_for(KILL_WAIT).or_else(|| self.reap())
+    }
+
+    /// Signals the child's process group, unless the leader was reaped. Returns whether it did.
+    fn signal_group(&self, signal: i32) -> bool {
+        if self.reaped.is_some() {
+            return false;
+        }
+        let _ = sys::kill_group(self.pid(), signal);
+        true
+    }
+
+    /// Collects the exit status (waiting for it) and marks the child reaped.
+    fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.wait().unwrap_or_else(|e| {
+            log::error!("cannot reap MCP server {:?} (pid {}): {e}", self.name, self.pid());
+            ExitStatus::from_raw(1 << 8)
         });
-        let _ = sys::kill_group(pgid, sys::SIGKILL);
-        status
+        self.reaped = Some(status);
+        self.reaped
     }
 }
 
@@ -162,39 +310,60 @@ fn write_stdin(mut stdin: ChildStdin, rx: Receiver<String>, queued: &AtomicUsize
     }
 }
 
-fn read_stdout(stdout: impl Read, name: &str, wiring: &Wiring) {
-    let mut reader = BufReader::new(stdout);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) if line.len() > MAX_LINE => {
-                log::error!("MCP server {name:?} wrote a line over {MAX_LINE} bytes; stopping");
-                break;
+/// The child's stdout, line by line, to the owner.
+struct Reader {
+    name: String,
+    generation: u64,
+    sink: Sink,
+    forward: Receiver<Forward>,
+    status: Arc<Status>,
+}
+
+impl Reader {
+    fn run(self, stdout: impl Read) {
+        self.relay_lines(stdout);
+        self.status.child_ended(self.generation);
+        self.sink.send(Output { generation: self.generation, said: Said::Eof });
+    }
+
+    /// Hands each line to the owner and delivers its answer, until stdout ends, the owner is
+    /// gone, or the guard of this child was dropped (its lines are the past).
+    fn relay_lines(&self, stdout: impl Read) {
+        let name = &self.name;
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) if line.len() > MAX_LINE => {
+                    log::error!("MCP server {name:?} wrote a line over {MAX_LINE} bytes; stopping");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("reading the stdout of MCP server {name:?} failed: {e}");
+                    return;
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                log::warn!("reading the stdout of MCP server {name:?} failed: {e}");
-                break;
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
             }
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        if !text.starts_with('{') && !text.starts_with('[') {
-            log::warn!("MCP server {name:?} printed a non-JSON line on stdout (ignored): {text}");
-            continue;
-        }
-        wiring.init.observe_child(text);
-        if wiring.to_gateway.send_wait(Out::Text(text.to_string())).is_err() {
-            return;
+            if !text.starts_with('{') && !text.starts_with('[') {
+                log::warn!("MCP server {name:?} printed a non-JSON line on stdout (ignored): {text}");
+                continue;
+            }
+            if !self.sink.send(Output { generation: self.generation, said: Said::Line(text.to_string()) }) {
+                return;
+            }
+            match self.forward.recv() {
+                Ok(forward) => forward.deliver(),
+                Err(_) => return,
+            }
         }
     }
-    wiring.status.child_running.store(false, Ordering::SeqCst);
-    let _ = wiring.to_gateway.send_wait(Out::Close(1000, "the MCP server process exited".into()));
 }
 
 fn log_stderr(stderr: impl Read, name: &str) {
@@ -203,5 +372,73 @@ fn log_stderr(stderr: impl Read, name: &str) {
             Ok(line) => log::info!("[{name}] {line}"),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    }
+
+    fn spawn(command: &str, generation: u64) -> (ChildGuard, Source) {
+        let (sink, source) = channel().unwrap();
+        let guard =
+            ChildGuard::spawn(command, "test", generation, sink, Arc::new(Status::default())).unwrap();
+        (guard, source)
+    }
+
+    /// Finding 3: the exit is seen without reaping, the group's stragglers are killed while the
+    /// zombie leader still holds the group id, and once reaped the group is never signalled.
+    #[test]
+    fn stragglers_die_before_the_leader_is_reaped_and_a_reaped_group_is_never_signalled() {
+        let file = std::env::temp_dir().join(format!("mcpport-straggler-{}", std::process::id()));
+        let command = format!("sleep 30 & echo $! > {}; exit 3", file.display());
+        let (mut guard, _source) = spawn(&command, 1);
+        let status = guard.wait_for(Duration::from_secs(10)).expect("the shell exits");
+        assert_eq!(status.code(), Some(3));
+        let straggler: u32 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+        let _ = std::fs::remove_file(&file);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(straggler) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(straggler), "the straggler {straggler} outlived its group's leader");
+        assert!(guard.reaped.is_some());
+        assert!(!guard.signal_group(sys::SIGKILL), "a reaped group must never be signalled");
+        assert_eq!(guard.stop(STOP_GRACE).and_then(|s| s.code()), Some(3), "stop reports, never signals");
+    }
+
+    #[test]
+    fn a_running_child_is_stopped_with_its_group() {
+        let (mut guard, _source) = spawn("sleep 30", 1);
+        let pid = guard.pid();
+        assert!(guard.try_wait().is_none());
+        assert!(guard.reaped.is_none(), "looking at a running child does not reap it");
+        let status = guard.stop(Duration::from_secs(5)).expect("stopped");
+        assert_eq!(status.signal(), Some(sys::SIGTERM));
+        assert!(!alive(pid));
+    }
+
+    #[test]
+    fn lines_and_the_end_come_tagged_with_the_generation() {
+        let (guard, source) = spawn(r#"echo '{"jsonrpc":"2.0","method":"m"}'; echo junk"#, 7);
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(seen.last(), Some(Output { said: Said::Eof, .. })) && Instant::now() < deadline {
+            let _ = sys::poll(&[(source.fd(), false)], Some(Duration::from_millis(100)));
+            for output in source.take() {
+                if let Said::Line(_) = output.said {
+                    guard.forward(Forward::default());
+                }
+                seen.push(output);
+            }
+        }
+        assert!(seen.iter().all(|o| o.generation == 7), "{seen:?}");
+        assert!(matches!(&seen[0].said, Said::Line(l) if l.contains(r#""method":"m""#)), "{seen:?}");
+        assert!(matches!(seen[1].said, Said::Eof), "junk is not passed on: {seen:?}");
     }
 }

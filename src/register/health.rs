@@ -3,7 +3,7 @@
 //! reason. Health must tell the truth, so it reads the live state, never a cached verdict.
 
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,13 +14,28 @@ use crate::thread::lock;
 /// What register is doing, as the health server reports it.
 #[derive(Default)]
 pub(crate) struct Status {
-    pub child_running: AtomicBool,
+    /// The generation of the running child; 0 when none runs. (A generation, not a flag, so the
+    /// end of a dead child's output can never mark its successor as not running.)
+    child: AtomicU64,
     pub link_up: AtomicBool,
     /// Why the link is down, when it is.
     pub link_error: Mutex<String>,
 }
 
 impl Status {
+    pub(crate) fn child_started(&self, generation: u64) {
+        self.child.store(generation, Ordering::SeqCst);
+    }
+
+    /// Child `generation` ended; says nothing about a newer child.
+    pub(crate) fn child_ended(&self, generation: u64) {
+        let _ = self.child.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub(crate) fn child_running(&self) -> bool {
+        self.child.load(Ordering::SeqCst) != 0
+    }
+
     pub(crate) fn set_link(&self, up: bool, why: &str) {
         self.link_up.store(up, Ordering::SeqCst);
         *lock(&self.link_error) = why.to_string();
@@ -78,7 +93,7 @@ fn serve(cfg: &Config, status: &Status, stream: TcpStream) {
 }
 
 fn verdict(cfg: &Config, status: &Status) -> Response {
-    if !status.child_running.load(Ordering::SeqCst) {
+    if !status.child_running() {
         return Response::text(503, "the MCP server is not running");
     }
     if cfg.require_gateway && !status.link_up.load(Ordering::SeqCst) {

@@ -7,21 +7,26 @@
 //! and `--restart` says not to bring it back (its status, never 0 for `never`), when the gateway
 //! cannot be reached at start-up with `--require-gateway` (status 1), or on SIGINT/SIGTERM
 //! (status 0). Whatever ends it, the child's whole process group is stopped first.
+//!
+//! Modules depend downward only: this loop → `bridge` (one link) → `relay` (the state machine,
+//! pure) and `child` (the process and its pipes) → `health` (the status it serves).
 
 pub(crate) mod backoff;
 pub(crate) mod bridge;
 pub(crate) mod child;
 pub(crate) mod health;
+pub(crate) mod relay;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sys;
-use crate::ws::{self, Heartbeat, Inbox};
+use crate::ws::Heartbeat;
 use backoff::{Backoff, STABLE};
-use bridge::{Ended, InitCache, Link};
-use child::{ChildGuard, Wiring};
+use bridge::{Ended, Ends};
+use child::{ChildGuard, Sink, Source};
 use health::Status;
+use relay::{Relay, MAX_PENDING};
 
 /// Everything `mcpport register` was told on its command line, validated. (No `Debug`: its
 /// headers hold tokens.)
@@ -75,9 +80,6 @@ pub(crate) enum Restart {
     Always,
 }
 
-/// Lines from the child that may wait for the gateway link.
-const LINK_QUEUE: usize = 256;
-
 /// Runs register to the end; returns the process exit status.
 pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -93,19 +95,23 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     if let Some(h) = &cfg.health {
         health::start(h.clone(), status.clone())?;
     }
-    let (outbox, inbox) = ws::channel(LINK_QUEUE).map_err(|e| e.to_string())?;
-    let wiring = Wiring { to_gateway: outbox, init: Arc::new(InitCache::default()), status: status.clone() };
+    let (sink, output) = child::channel().map_err(|e| e.to_string())?;
     let mut sup = Supervisor {
         cfg,
-        wiring,
+        status: status.clone(),
+        signal_fd,
         child: None,
+        generation: 0,
+        relay: Relay::new(MAX_PENDING),
+        sink,
+        output,
         started: Instant::now(),
         crashes: Backoff::new(cfg.reconnect_max),
     };
     let mut links = Backoff::new(cfg.reconnect_max);
     let mut ever_connected = false;
     loop {
-        if let Some(code) = sup.ensure_child(&inbox, signal_fd)? {
+        if let Some(code) = sup.ensure_child()? {
             return Ok(code);
         }
         let connected = bridge::connect(cfg).and_then(|mut ws| {
@@ -123,7 +129,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
             }
             Err(why) => {
                 status.set_link(false, &why);
-                if wait_or_signal(&why, "reconnecting", links.next_delay(), signal_fd) {
+                if sup.wait(&why, "reconnecting", links.next_delay()) {
                     sup.stop("signal received");
                     return Ok(0);
                 }
@@ -139,9 +145,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
             cfg.server_name,
             cfg.server_id
         );
-        let child = sup.child.as_ref().expect("started before registering");
-        let link = Link { inbox: &inbox, outbox: &sup.wiring.to_gateway, child, init: &sup.wiring.init };
-        let ended = bridge::relay(&mut ws, &link, cfg, signal_fd);
+        let ended = bridge::relay(&mut ws, &mut sup.ends(), cfg, signal_fd);
         drop(ws);
         match ended {
             Ended::Signal => {
@@ -157,7 +161,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
                 if sup.child_exited(Duration::from_millis(500)) {
                     continue; // ensure_child decides; the link closed because the child did
                 }
-                if wait_or_signal(&why, "reconnecting", links.next_delay(), signal_fd) {
+                if sup.wait(&why, "reconnecting", links.next_delay()) {
                     sup.stop("signal received");
                     return Ok(0);
                 }
@@ -166,18 +170,19 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     }
 }
 
-/// Logs why and what comes next, and waits `delay` for it. True if a signal came instead.
-fn wait_or_signal(why: &str, next: &str, delay: Duration, signal_fd: i32) -> bool {
-    log::warn!("{why}; {next} in {:.1} s", delay.as_secs_f64());
-    let ready = sys::poll(&[(signal_fd, false)], Some(delay)).unwrap_or_default();
-    ready.first().is_some_and(|r| r.readable) && sys::take_signal()
-}
-
-/// Keeps the MCP server running as `--restart` says.
+/// Keeps the MCP server running as `--restart` says, and owns what lies between it and the
+/// gateway while no link is up.
 struct Supervisor<'a> {
     cfg: &'a Config,
-    wiring: Wiring,
+    status: Arc<Status>,
+    signal_fd: i32,
     child: Option<ChildGuard>,
+    /// The generation of the newest child (0 before the first).
+    generation: u64,
+    relay: Relay,
+    /// Where the children's stdout readers report, and where the owner takes their reports.
+    sink: Sink,
+    output: Source,
     started: Instant,
     crashes: Backoff,
 }
@@ -185,18 +190,20 @@ struct Supervisor<'a> {
 impl Supervisor<'_> {
     /// Brings the child back after it exited, if the policy says so. `Some(status)`: register
     /// should exit with it.
-    fn ensure_child(&mut self, inbox: &Inbox, signal_fd: i32) -> Result<Option<i32>, String> {
+    fn ensure_child(&mut self) -> Result<Option<i32>, String> {
         let Some(child) = self.child.as_mut() else { return Ok(None) };
         let Some(status) = child.try_wait() else { return Ok(None) };
-        let pid = child.pid();
+        log::error!("the MCP server (pid {}) {}", child.pid(), child::describe(status));
+        // Reaped (its stragglers killed first): what its reader still reports is dropped.
+        self.child = None;
+        self.relay.child_gone();
+        self.ends().perform(None);
         let (code, failed) = (child::exit_code(status), !status.success());
         let restart = match self.cfg.restart {
             Restart::Never => false,
             Restart::OnFailure => failed,
             Restart::Always => true,
         };
-        log::error!("the MCP server (pid {pid}) {}", child::describe(status));
-        child.stop(Duration::ZERO);
         if !restart {
             log::error!("register exits (--restart {})", restart_name(self.cfg.restart));
             return Ok(Some(if self.cfg.restart == Restart::Never {
@@ -209,27 +216,61 @@ impl Supervisor<'_> {
             self.crashes.reset();
         }
         let delay = self.crashes.next_delay();
-        if wait_or_signal(
-            &format!("--restart {}", restart_name(self.cfg.restart)),
-            "restarting the MCP server",
-            delay,
-            signal_fd,
-        ) {
+        let why = format!("--restart {}", restart_name(self.cfg.restart));
+        if self.wait(&why, "restarting the MCP server", delay) {
             return Ok(Some(0));
         }
-        // What the dead child wrote, and its initialize answer, belong to the past.
-        inbox.clear();
-        self.wiring.init = Arc::new(InitCache::default());
         self.spawn()?;
         Ok(None)
     }
 
+    /// Starts the next generation of the child.
     fn spawn(&mut self) -> Result<(), String> {
-        let child = ChildGuard::spawn(&self.cfg.stdio, &self.cfg.server_name, self.wiring.clone())
-            .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", self.cfg.stdio))?;
+        self.generation += 1;
+        let cfg = self.cfg;
+        let child = ChildGuard::spawn(
+            &cfg.stdio,
+            &cfg.server_name,
+            self.generation,
+            self.sink.clone(),
+            self.status.clone(),
+        )
+        .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", cfg.stdio))?;
         self.child = Some(child);
         self.started = Instant::now();
         Ok(())
+    }
+
+    fn ends(&mut self) -> Ends<'_> {
+        Ends { relay: &mut self.relay, child: self.child.as_ref(), output: &self.output }
+    }
+
+    /// Logs why and what comes next, and waits `delay` for it, handling the child's output
+    /// meanwhile (no link is up). True if a signal came instead.
+    fn wait(&mut self, why: &str, next: &str, delay: Duration) -> bool {
+        log::warn!("{why}; {next} in {:.1} s", delay.as_secs_f64());
+        let deadline = Instant::now() + delay;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let fds = [(self.signal_fd, false), (self.output.fd(), false)];
+            let ready = match sys::poll(&fds, Some(left)) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    log::error!("poll failed while waiting: {e}");
+                    std::thread::sleep(left);
+                    return false;
+                }
+            };
+            if ready[0].readable && sys::take_signal() {
+                return true;
+            }
+            if ready[1].readable {
+                self.ends().child_output(None);
+            }
+        }
     }
 
     /// Whether the child has exited, waiting up to `grace` for the exit to land (its stdout
