@@ -33,8 +33,6 @@ use crate::sys;
 #[derive(Debug)]
 pub(crate) enum Out {
     Text(String),
-    /// Send a close frame with this code and reason, then end once the peer answers.
-    Close(u16, String),
 }
 
 /// Why a frame could not be queued.
@@ -55,7 +53,6 @@ impl Weigh for Out {
     fn weight(&self) -> usize {
         match self {
             Out::Text(t) => t.len(),
-            Out::Close(_, reason) => reason.len(),
         }
     }
 }
@@ -109,11 +106,6 @@ pub(crate) fn bounded<T: Weigh>(capacity: usize, max_bytes: usize) -> io::Result
 }
 
 impl<T: Weigh> Inbox<T> {
-    /// Drops every queued item (what a dead child wrote for a link that no longer exists).
-    pub(crate) fn clear(&self) {
-        while self.try_recv().is_ok() {}
-    }
-
     fn try_recv(&self) -> Result<T, TryRecvError> {
         let item = self.rx.try_recv()?;
         self.bytes.fetch_sub(item.weight(), Ordering::SeqCst);
@@ -251,13 +243,8 @@ impl<F: FnMut(Event) -> Flow> Handler<Out> for Frames<F> {
     }
 
     fn on_item(&mut self, item: Out, out: &mut VecDeque<Out>) -> Flow {
-        match item {
-            Out::Close(code, reason) => Flow::Close(code, reason),
-            text => {
-                out.push_back(text);
-                Flow::Continue
-            }
-        }
+        out.push_back(item);
+        Flow::Continue
     }
 
     fn on_fd(&mut self, _out: &mut VecDeque<Out>) -> Flow {
@@ -359,10 +346,6 @@ impl<S: Transport> Owner<'_, S> {
         while self.closing.is_none() {
             let frame = match self.pending.pop_front() {
                 Some(Out::Text(text)) => Message::text(text),
-                Some(Out::Close(code, reason)) => {
-                    self.start_close(code, reason);
-                    break;
-                }
                 None => match inbox.try_recv() {
                     Ok(item) => {
                         let flow = handler.on_item(item, &mut self.pending);
