@@ -17,9 +17,8 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::TryRecvError;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -28,6 +27,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::http::Transport;
 use crate::sys;
+use crate::thread::lock;
 
 /// A frame for the owner to send.
 #[derive(Debug)]
@@ -63,28 +63,31 @@ pub(crate) const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The sending half: cheap to clone, used by any thread.
 pub(crate) struct Outbox<T = Out> {
-    tx: SyncSender<T>,
+    queue: Arc<Queue<T>>,
     wake: Arc<UnixStream>,
-    bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
-}
-
-impl<T> Clone for Outbox<T> {
-    fn clone(&self) -> Self {
-        Outbox {
-            tx: self.tx.clone(),
-            wake: self.wake.clone(),
-            bytes: self.bytes.clone(),
-            max_bytes: self.max_bytes,
-        }
-    }
 }
 
 /// The receiving half, owned by the socket's owner thread.
 pub(crate) struct Inbox<T = Out> {
-    rx: Receiver<T>,
+    queue: Arc<Queue<T>>,
     wake: UnixStream,
-    bytes: Arc<AtomicUsize>,
+}
+
+/// The queue itself: grows as items come (nothing is allocated for a quiet link), bounded in
+/// count and in bytes.
+struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+    /// Signalled when an item is taken (for `send_wait`) or the receiver goes.
+    space: Condvar,
+    capacity: usize,
+    max_bytes: usize,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
+    bytes: usize,
+    senders: usize,
+    receiver_gone: bool,
 }
 
 /// A queue of `capacity` items (and `QUEUE_BYTES`) with its wake pipe.
@@ -94,22 +97,51 @@ pub(crate) fn channel<T: Weigh>(capacity: usize) -> io::Result<(Outbox<T>, Inbox
 
 /// A queue of at most `capacity` items and `max_bytes` bytes, with its wake pipe.
 pub(crate) fn bounded<T: Weigh>(capacity: usize, max_bytes: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
-    let (tx, rx) = mpsc::sync_channel(capacity);
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
-    let bytes = Arc::new(AtomicUsize::new(0));
-    Ok((
-        Outbox { tx, wake: Arc::new(wake_tx), bytes: bytes.clone(), max_bytes },
-        Inbox { rx, wake: wake_rx, bytes },
-    ))
+    let state = QueueState { items: VecDeque::new(), bytes: 0, senders: 1, receiver_gone: false };
+    let queue = Arc::new(Queue { state: Mutex::new(state), space: Condvar::new(), capacity, max_bytes });
+    Ok((Outbox { queue: queue.clone(), wake: Arc::new(wake_tx) }, Inbox { queue, wake: wake_rx }))
+}
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        lock(&self.queue.state).senders += 1;
+        Outbox { queue: self.queue.clone(), wake: self.wake.clone() }
+    }
+}
+
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        lock(&self.queue.state).senders -= 1;
+        self.wake();
+    }
+}
+
+impl<T> Drop for Inbox<T> {
+    fn drop(&mut self) {
+        let mut q = lock(&self.queue.state);
+        q.receiver_gone = true;
+        q.items.clear();
+        drop(q);
+        self.queue.space.notify_all();
+    }
 }
 
 impl<T: Weigh> Inbox<T> {
     fn try_recv(&self) -> Result<T, TryRecvError> {
-        let item = self.rx.try_recv()?;
-        self.bytes.fetch_sub(item.weight(), Ordering::SeqCst);
-        Ok(item)
+        let mut q = lock(&self.queue.state);
+        match q.items.pop_front() {
+            Some(item) => {
+                q.bytes -= item.weight();
+                drop(q);
+                self.queue.space.notify_one();
+                Ok(item)
+            }
+            None if q.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
     }
 }
 
@@ -122,32 +154,45 @@ impl<T: Weigh> Outbox<T> {
     /// Queues an item without waiting; on failure the item comes back, with why.
     pub(crate) fn offer(&self, item: T) -> Result<(), (SendError, T)> {
         let weight = item.weight();
-        let before = self.bytes.fetch_add(weight, Ordering::SeqCst);
-        if before > 0 && before + weight > self.max_bytes {
-            self.bytes.fetch_sub(weight, Ordering::SeqCst);
+        let mut q = lock(&self.queue.state);
+        if q.receiver_gone {
+            return Err((SendError::Closed, item));
+        }
+        if !self.queue.fits(&q, weight) {
             return Err((SendError::Full, item));
         }
-        if let Err(e) = self.tx.try_send(item) {
-            self.bytes.fetch_sub(weight, Ordering::SeqCst);
-            return Err(match e {
-                TrySendError::Full(item) => (SendError::Full, item),
-                TrySendError::Disconnected(item) => (SendError::Closed, item),
-            });
-        }
+        q.bytes += weight;
+        q.items.push_back(item);
+        drop(q);
         self.wake();
         Ok(())
     }
 
-    /// Queues an item, waiting while the queue is full of items (backpressure onto the caller).
+    /// Queues an item, waiting while the queue is full (backpressure onto the caller).
     pub(crate) fn send_wait(&self, item: T) -> Result<(), SendError> {
         let weight = item.weight();
-        self.bytes.fetch_add(weight, Ordering::SeqCst);
-        if self.tx.send(item).is_err() {
-            self.bytes.fetch_sub(weight, Ordering::SeqCst);
-            return Err(SendError::Closed);
+        let mut q = lock(&self.queue.state);
+        loop {
+            if q.receiver_gone {
+                return Err(SendError::Closed);
+            }
+            if self.queue.fits(&q, weight) {
+                break;
+            }
+            q = self.queue.space.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+        q.bytes += weight;
+        q.items.push_back(item);
+        drop(q);
         self.wake();
         Ok(())
+    }
+}
+
+impl<T> Queue<T> {
+    /// Whether an item of `weight` bytes fits (one item always fits an empty queue).
+    fn fits(&self, q: &QueueState<T>, weight: usize) -> bool {
+        q.items.is_empty() || (q.items.len() < self.capacity && q.bytes + weight <= self.max_bytes)
     }
 }
 
@@ -268,6 +313,8 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
         closing: None,
         peer_close: None,
         pending: VecDeque::new(),
+        blocked: false,
+        close_after: None,
     };
     if let Err(e) = owner.ws.get_ref().socket().set_nonblocking(true) {
         return End::Failed(format!("cannot make the socket non-blocking: {e}"));
@@ -325,13 +372,33 @@ struct Owner<'a, S: Transport> {
     peer_close: Option<(u16, String)>,
     /// Frames the handler wants sent, written before the next queued item is taken.
     pending: VecDeque<Out>,
+    /// The socket refused bytes: tungstenite holds a frame until a flush succeeds.
+    blocked: bool,
+    /// A close the handler asked for, sent once `pending` is out (code, reason, when asked).
+    close_after: Option<(u16, String, Instant)>,
 }
 
 impl<S: Transport> Owner<'_, S> {
-    /// Does what the handler asked of the link.
+    /// Does what the handler asked of the link: a close goes out after the frames the handler
+    /// queued before it (an error frame, say), or after `CLOSE_GRACE` if the peer will not take them.
     fn follow(&mut self, flow: Flow) {
         if let Flow::Close(code, reason) = flow {
-            self.start_close(code, reason);
+            if self.close_after.is_none() && self.closing.is_none() {
+                self.close_after = Some((code, reason, Instant::now()));
+            }
+        }
+    }
+
+    /// Starts the close the handler asked for, once its frames are out or the grace is over.
+    fn close_if_due(&mut self) {
+        let due = match &self.close_after {
+            Some((_, _, since)) => self.pending.is_empty() || since.elapsed() > CLOSE_GRACE,
+            None => false,
+        };
+        if due {
+            if let Some((code, reason, _)) = self.close_after.take() {
+                self.start_close(code, reason);
+            }
         }
     }
 
@@ -343,9 +410,26 @@ impl<S: Transport> Owner<'_, S> {
         inbox: &Inbox<T>,
         handler: &mut impl Handler<T>,
     ) -> Result<bool, End> {
+        // A frame that met a full socket sits in tungstenite's buffer: nothing more is written
+        // (and nothing more taken from the queue) until that buffer is flushed.
+        if self.blocked {
+            match self.ws.flush() {
+                Ok(()) => self.blocked = false,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.close_if_due();
+                    return Ok(true);
+                }
+                Err(e) => return Err(self.ended(e)),
+            }
+        }
         while self.closing.is_none() {
+            self.close_if_due();
+            if self.closing.is_some() {
+                break;
+            }
             let frame = match self.pending.pop_front() {
                 Some(Out::Text(text)) => Message::text(text),
+                None if self.close_after.is_some() => break,
                 None => match inbox.try_recv() {
                     Ok(item) => {
                         let flow = handler.on_item(item, &mut self.pending);
@@ -361,13 +445,19 @@ impl<S: Transport> Owner<'_, S> {
             };
             match self.ws.write(frame) {
                 Ok(()) => {}
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(true);
+                }
                 Err(e) => return Err(self.ended(e)),
             }
         }
         match self.ws.flush() {
             Ok(()) => Ok(false),
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked = true;
+                Ok(true)
+            }
             Err(e) => Err(self.ended(e)),
         }
     }
@@ -406,7 +496,7 @@ impl<S: Transport> Owner<'_, S> {
                 // Pongs to the peer's pings are queued by tungstenite itself.
                 _ => continue,
             };
-            if self.closing.is_some() {
+            if self.closing.is_some() || self.close_after.is_some() {
                 continue;
             }
             let flow = handler.on_text(text, &mut self.pending);
@@ -435,7 +525,7 @@ impl<S: Transport> Owner<'_, S> {
             t = t.min((self.last_ping + hb.interval).saturating_duration_since(Instant::now()));
             t = t.min((self.last_rx + hb.timeout).saturating_duration_since(Instant::now()));
         }
-        if let Some(since) = self.closing {
+        if let Some(since) = self.closing.or(self.close_after.as_ref().map(|c| c.2)) {
             t = t.min((since + CLOSE_GRACE).saturating_duration_since(Instant::now()));
         }
         t.max(Duration::from_millis(1))
@@ -447,7 +537,7 @@ impl<S: Transport> Owner<'_, S> {
         if silent >= hb.timeout {
             return Some(End::Silent(silent));
         }
-        if self.last_ping.elapsed() >= hb.interval && self.closing.is_none() {
+        if self.last_ping.elapsed() >= hb.interval && self.closing.is_none() && !self.blocked {
             self.last_ping = Instant::now();
             match self.ws.write(Message::Ping(Vec::new().into())) {
                 Ok(()) => {}

@@ -169,6 +169,12 @@ pub(crate) struct Link<D> {
     deadlines: BTreeSet<(Instant, Slot)>,
     /// Who subscribed to which URI (the server hears the first subscribe and the last unsubscribe).
     subscriptions: BTreeMap<String, BTreeSet<SessionKey>>,
+    /// URIs whose subscription the server accepted: later subscribers are answered here.
+    confirmed: BTreeSet<String>,
+    /// Calls that ended here (cancelled, timed out, their session gone) but that the server may
+    /// still be working on, by id, with their session: while any is, a server request or log
+    /// line cannot be told apart from theirs, so it is not attributed to anyone else.
+    orphans: BTreeMap<u64, (SessionKey, Instant)>,
     /// Log levels by session, and the level the server was last told (a severity).
     levels: BTreeMap<SessionKey, Level>,
     edge_level: Option<usize>,
@@ -215,7 +221,12 @@ enum Refresh {
 enum Slot {
     Request(u64),
     ServerRequest(u64),
+    Orphan(u64),
 }
+
+/// How long a call that ended here without the server's answer still counts as the server's
+/// work in progress (its answer, if it comes, ends that sooner).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 
 enum Pending<D> {
     Client(ClientCall<D>),
@@ -277,6 +288,8 @@ impl<D: Clone> Link<D> {
             server_requests: HashMap::new(),
             deadlines: BTreeSet::new(),
             subscriptions: BTreeMap::new(),
+            confirmed: BTreeSet::new(),
+            orphans: BTreeMap::new(),
             levels: BTreeMap::new(),
             edge_level: None,
             roots_from: None,
@@ -318,6 +331,7 @@ impl<D: Clone> Link<D> {
     pub(crate) fn is_idle(&self) -> bool {
         self.requests.is_empty()
             && self.held.is_empty()
+            && self.orphans.is_empty()
             && self.by_client.is_empty()
             && self.server_requests.is_empty()
             && self.deadlines.is_empty()
@@ -345,7 +359,7 @@ impl<D: Clone> Link<D> {
         }
     }
 
-    fn call(&mut self, now: Instant, call: Call<D>) {
+    fn call(&mut self, now: Instant, mut call: Call<D>) {
         let what = describe_call(&call.method, &call.params);
         if self.phase != Phase::Ready {
             let error = match self.phase {
@@ -372,15 +386,18 @@ impl<D: Clone> Link<D> {
         match call.method.as_str() {
             "resources/subscribe" => {
                 let uri = call.params["uri"].as_str().unwrap_or_default().to_string();
-                let fresh = !self.subscriptions.contains_key(&uri);
-                if fresh && self.subscriptions.len() >= self.limits.max_subscriptions {
+                if !self.subscriptions.contains_key(&uri)
+                    && self.subscriptions.len() >= self.limits.max_subscriptions
+                {
                     let why = format!("server {} has too many subscriptions; unsubscribe first", self.name);
                     return self.refuse(call, Error::Busy(why));
                 }
                 self.subscriptions.entry(uri.clone()).or_default().insert(call.session.clone());
-                if !fresh {
+                if self.confirmed.contains(&uri) {
                     return self.answer_locally(call, json!({}));
                 }
+                // Not yet accepted by the server (maybe still being asked): this subscriber asks
+                // too, and its own answer decides whether it is subscribed.
                 subscribed = Some(uri);
             }
             "resources/unsubscribe" => {
@@ -393,10 +410,13 @@ impl<D: Clone> Link<D> {
                 let level = call.params["level"].as_str().unwrap_or("info");
                 let level = Level { min: severity(level), aggregated: call.aggregated };
                 self.levels.insert(call.session.clone(), level);
-                if self.wanted_level() == self.edge_level {
+                let Some(wanted) = self.wanted_level() else { return self.answer_locally(call, json!({})) };
+                if Some(wanted) == self.edge_level {
                     return self.answer_locally(call, json!({}));
                 }
-                self.edge_level = self.wanted_level();
+                // The server hears the most verbose level any client wants, not this client's.
+                self.edge_level = Some(wanted);
+                call.params["level"] = json!(crate::protocol::LOG_LEVELS[wanted]);
             }
             _ => {}
         }
@@ -454,6 +474,9 @@ impl<D: Clone> Link<D> {
     /// the caller gets `error` (or nothing, when the client cancelled).
     fn end_call(&mut self, now: Instant, id: u64, reason: &str, error: Option<Error>) {
         let Some(Pending::Client(call)) = self.take_request(id) else { return };
+        let until = now + ORPHAN_GRACE;
+        self.orphans.insert(id, (call.session.clone(), until));
+        self.deadlines.insert((until, Slot::Orphan(id)));
         self.out.push_back(Action::ToEdge(jsonrpc::notification(
             "notifications/cancelled",
             json!({"requestId": id, "reason": reason}),
@@ -540,7 +563,7 @@ impl<D: Clone> Link<D> {
         }
         if who.is_empty() {
             self.subscriptions.remove(uri);
-            return true;
+            return self.confirmed.remove(uri);
         }
         false
     }
@@ -572,7 +595,15 @@ impl<D: Clone> Link<D> {
             Message::Response { id, outcome } => match id.as_u64().and_then(|id| self.take_request(id)) {
                 Some(Pending::Client(call)) => self.complete(now, call, outcome),
                 Some(Pending::Internal { purpose, .. }) => self.internal_answer(now, purpose, outcome),
-                None => log::debug!("server {}: an answer to unknown or expired request {id}", self.name),
+                None => {
+                    // The server finished a call that had ended here: it no longer clouds attribution.
+                    if let Some(n) = id.as_u64() {
+                        if let Some((_, until)) = self.orphans.remove(&n) {
+                            self.deadlines.remove(&(until, Slot::Orphan(n)));
+                        }
+                    }
+                    log::debug!("server {}: an answer to unknown or expired request {id}", self.name)
+                }
             },
             Message::Request { id, method, .. } if method == "ping" => {
                 self.out.push_back(Action::ToEdge(jsonrpc::result_response(&id, json!({}))));
@@ -583,8 +614,16 @@ impl<D: Clone> Link<D> {
     }
 
     fn complete(&mut self, now: Instant, call: ClientCall<D>, outcome: Result<Value, Value>) {
-        if let (Some(uri), Err(_)) = (&call.subscribed, &outcome) {
-            self.unsubscribe(&call.session, uri);
+        match (&call.subscribed, &outcome) {
+            (Some(uri), Err(_)) => {
+                self.unsubscribe(&call.session, uri);
+            }
+            (Some(uri), Ok(_))
+                if self.subscriptions.get(uri).is_some_and(|who| who.contains(&call.session)) =>
+            {
+                self.confirmed.insert(uri.clone());
+            }
+            _ => {}
         }
         let report = Report {
             method: call.method.clone(),
@@ -689,10 +728,11 @@ impl<D: Clone> Link<D> {
         Value::String(format!("mcpport-{}-{n}", self.serial))
     }
 
-    /// The newest client call, if exactly one session has calls in flight.
+    /// The newest client call, if exactly one session has calls in flight (counting calls that
+    /// ended here but that the server may still be working on).
     fn sole_caller(&self) -> Sole<'_, D> {
         let mut newest: Option<(u64, &ClientCall<D>)> = None;
-        let mut sessions: BTreeSet<&str> = BTreeSet::new();
+        let mut sessions: BTreeSet<&str> = self.orphans.values().map(|(s, _)| s.as_str()).collect();
         for (id, p) in &self.requests {
             if let Pending::Client(c) = p {
                 sessions.insert(&c.session);
@@ -703,13 +743,14 @@ impl<D: Clone> Link<D> {
         }
         match (sessions.len(), newest) {
             (1, Some((_, call))) => Sole::One(call),
-            (0, _) | (_, None) => Sole::None,
+            (0, _) => Sole::None,
             (n, _) => Sole::Several(n),
         }
     }
 
     fn notification(&mut self, now: Instant, method: &str, params: Option<Value>) {
-        let params = params.unwrap_or_else(|| json!({}));
+        // MCP params are objects; anything else from an edge is treated as none at all.
+        let params = params.filter(Value::is_object).unwrap_or_else(|| json!({}));
         match method {
             "notifications/progress" => self.progress(now, params),
             "notifications/cancelled" => self.server_cancelled(&params),
@@ -831,6 +872,9 @@ impl<D: Clone> Link<D> {
     }
 
     fn initialized(&mut self, now: Instant, result: Value) {
+        if !result.is_object() || !result["capabilities"].is_object() && !result["capabilities"].is_null() {
+            return self.fail("initialize: the result is not an object with capabilities".into());
+        }
         let version = result["protocolVersion"].as_str().unwrap_or("none");
         if !SUPPORTED_VERSIONS.contains(&version) {
             log::warn!(
@@ -879,7 +923,15 @@ impl<D: Clone> Link<D> {
             let why = format!("the result has no {:?} array", kind.key());
             return self.list_failed(now, kind, refresh, &why);
         };
-        items.extend(page_items.iter().cloned());
+        let before = items.len();
+        items.extend(page_items.iter().filter(|item| item.is_object()).cloned());
+        if items.len() - before < page_items.len() {
+            log::warn!(
+                "server {}: {} listed items that are not objects; they were left out",
+                self.name,
+                kind.method()
+            );
+        }
         let pages = pages + 1;
         match &page["nextCursor"] {
             Value::String(c) if !c.is_empty() && pages < self.limits.max_pages => {
@@ -994,6 +1046,9 @@ impl<D: Clone> Link<D> {
             match slot {
                 Slot::Request(id) => self.request_timed_out(now, id),
                 Slot::ServerRequest(n) => self.server_request_timed_out(n),
+                Slot::Orphan(id) => {
+                    self.orphans.remove(&id);
+                }
             }
         }
     }
@@ -1064,6 +1119,8 @@ impl<D: Clone> Link<D> {
         self.server_requests.clear();
         self.deadlines.clear();
         self.subscriptions.clear();
+        self.confirmed.clear();
+        self.orphans.clear();
     }
 }
 
@@ -1278,6 +1335,8 @@ mod tests {
         link.handle_timeout(later + Duration::from_secs(5));
         let acts = drain(&mut link);
         assert!(acts.iter().any(|a| matches!(a, Action::Answer { message: Some(m), .. } if m["error"]["message"].as_str().unwrap().contains("did not answer"))));
+        assert!(!link.is_idle(), "the server may still be working on it");
+        link.handle_timeout(later + Duration::from_secs(5) + ORPHAN_GRACE);
         assert!(link.is_idle());
     }
 
@@ -1431,12 +1490,15 @@ mod tests {
         assert_eq!(lists.len(), 1, "one refresh in flight");
         link.handle_edge(
             now,
-            Message::Response { id: lists[0]["id"].clone(), outcome: Ok(json!({"tools": [1]})) },
+            Message::Response { id: lists[0]["id"].clone(), outcome: Ok(json!({"tools": [{"name": "a"}]})) },
         );
         let acts = drain(&mut link);
         assert!(acts.iter().any(|a| matches!(a, Action::ListChanged { kind: ListKind::Tools, .. })));
         let again = sent_id(&acts, "tools/list");
-        link.handle_edge(now, Message::Response { id: again, outcome: Ok(json!({"tools": [1, 2]})) });
+        link.handle_edge(
+            now,
+            Message::Response { id: again, outcome: Ok(json!({"tools": [{"name": "a"}, {"name": "b"}, 3]})) },
+        );
         let acts = drain(&mut link);
         assert!(acts.iter().any(|a| matches!(a, Action::ListChanged { items, .. } if items.len() == 2)));
         assert!(link.is_idle(), "and then it rests");
@@ -1467,6 +1529,114 @@ mod tests {
             matches!(&acts[..], [Action::ListChanged { .. }, Action::Answer { caller: 1, .. }]),
             "{acts:?}"
         );
+    }
+
+    #[test]
+    fn a_call_that_ended_here_still_clouds_attribution_until_the_server_answers_it() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, call("a", 1, "tools/call", json!({"name": "slow"}), 1));
+        let a_id = sent_id(&drain(&mut link), "tools/call");
+        link.handle_input(now, Input::Cancel { session: "a".into(), client_id: json!(1) });
+        link.handle_input(now, call("b", 1, "tools/call", json!({"name": "x"}), 2));
+        drain(&mut link);
+        // The server, still busy with a's call, asks: it may be about a's data; b never sees it.
+        link.handle_edge(
+            now,
+            Message::Request { id: json!(9), method: "sampling/createMessage".into(), params: None },
+        );
+        let acts = drain(&mut link);
+        assert!(matches!(&acts[..], [Action::ToEdge(m)] if m["error"].is_object()), "{acts:?}");
+        let log = Message::Notification {
+            method: "notifications/message".into(),
+            params: Some(json!({"level": "error"})),
+        };
+        link.handle_edge(now, log);
+        assert!(drain(&mut link).is_empty(), "a log line is not attributed either");
+        // Once the server answers a's call (late), b is alone again.
+        link.handle_edge(now, Message::Response { id: a_id, outcome: Ok(json!({})) });
+        link.handle_edge(
+            now,
+            Message::Request { id: json!(10), method: "sampling/createMessage".into(), params: None },
+        );
+        assert!(matches!(&drain(&mut link)[..], [Action::Related { caller: 2, .. }]));
+    }
+
+    #[test]
+    fn the_server_hears_the_most_verbose_level_through_the_per_server_view_too() {
+        let now = t0();
+        let mut link = ready(now);
+        let set = |link: &mut L, s: &str, id: u64, level: &str| {
+            link.handle_input(now, call(s, id, "logging/setLevel", json!({"level": level}), id as u32));
+            let acts = drain(link);
+            let sent = acts.iter().find_map(|a| match a {
+                Action::ToEdge(m) if m["method"] == "logging/setLevel" => {
+                    Some((m["id"].clone(), m["params"]["level"].clone()))
+                }
+                _ => None,
+            });
+            if let Some((id, _)) = &sent {
+                link.handle_edge(now, Message::Response { id: id.clone(), outcome: Ok(json!({})) });
+                drain(link);
+            }
+            sent.map(|(_, level)| level)
+        };
+        assert_eq!(set(&mut link, "a", 1, "debug"), Some(json!("debug")));
+        assert_eq!(set(&mut link, "b", 2, "warning"), None, "debug already covers warning");
+        assert_eq!(set(&mut link, "a", 3, "error"), Some(json!("warning")), "b still wants warnings");
+    }
+
+    #[test]
+    fn a_refused_subscribe_leaves_nobody_subscribed_who_was_not_accepted() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, call("a", 1, "resources/subscribe", json!({"uri": "x://u"}), 1));
+        let first = sent_id(&drain(&mut link), "resources/subscribe");
+        link.handle_input(now, call("b", 1, "resources/subscribe", json!({"uri": "x://u"}), 2));
+        let second = sent_id(&drain(&mut link), "resources/subscribe");
+        let refuse = || Err(json!({"code": -32602, "message": "no"}));
+        link.handle_edge(now, Message::Response { id: first, outcome: refuse() });
+        link.handle_edge(now, Message::Response { id: second, outcome: refuse() });
+        let acts = drain(&mut link);
+        assert!(acts
+            .iter()
+            .all(|a| matches!(a, Action::Answer { message: Some(m), .. } if m["error"].is_object())));
+        assert!(link.subscriptions.is_empty() && link.confirmed.is_empty());
+        let upd = Message::Notification {
+            method: "notifications/resources/updated".into(),
+            params: Some(json!({"uri": "x://u"})),
+        };
+        link.handle_edge(now, upd);
+        assert!(drain(&mut link).is_empty());
+    }
+
+    #[test]
+    fn hostile_shapes_from_the_edge_are_ignored_not_fatal() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, Input::SetLevel { session: "a".into(), level: "debug".into() });
+        link.handle_input(
+            now,
+            call("a", 1, "tools/call", json!({"name": "t", "_meta": {"progressToken": 1}}), 1),
+        );
+        drain(&mut link);
+        for method in [
+            "notifications/message",
+            "notifications/progress",
+            "notifications/cancelled",
+            "notifications/resources/updated",
+        ] {
+            for params in [json!(["x"]), json!("s"), json!(3)] {
+                link.handle_edge(now, Message::Notification { method: method.into(), params: Some(params) });
+            }
+        }
+        drain(&mut link);
+        // An initialize result that is not an object fails the handshake instead of a thread.
+        let mut bad = L::new("x", 1, 1, Limits::default());
+        bad.start(now);
+        let id = sent_id(&drain(&mut bad), "initialize");
+        bad.handle_edge(now, Message::Response { id, outcome: Ok(json!([1])) });
+        assert!(matches!(drain(&mut bad).last(), Some(Action::Fail { .. })));
     }
 
     #[test]

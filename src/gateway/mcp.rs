@@ -29,6 +29,10 @@ pub(crate) fn handle_message(gw: &Arc<Gateway>, session: &Arc<Session>, msg: Mes
     match msg {
         Message::Request { id, method, params } => {
             let params = params.unwrap_or_else(|| json!({}));
+            if !params.is_object() {
+                let e = Error::InvalidParams(format!("{method}: params must be an object"));
+                return reply.finish(session, Some(e.response(&id)));
+            }
             match route(gw, session, &method, params) {
                 Ok(Routed::Answer(result)) => {
                     gw.metrics.request(&method, "gateway", true);
@@ -75,7 +79,10 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
             _ => return Err(Error::NotConnected { server: name.clone(), what: "initialize".into() }),
         },
     };
-    result["protocolVersion"] = json!(version);
+    match result.as_object_mut() {
+        Some(fields) => fields.insert("protocolVersion".into(), json!(version)),
+        None => return Err(Error::NotConnected { server: "this".into(), what: "initialize".into() }),
+    };
     session.update(|s| {
         s.protocol_version = Some(version.to_string());
         s.client_capabilities = params["capabilities"].clone();

@@ -12,7 +12,7 @@
 //! may have in flight: past the bound a new call waits a little for a free slot, then is refused.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -74,12 +74,22 @@ pub(crate) struct SessionState {
     pub log_level: Option<String>,
 }
 
-/// Calls in flight, and every link the session ever involved (told when the session ends).
+/// Calls in flight, and the live links the session involved (told when the session ends; a
+/// link that ended is forgotten, so a flapping edge costs a session nothing).
 #[derive(Default)]
 struct Calls {
     in_flight: HashMap<String, Arc<dyn LinkPort>>,
-    links: HashMap<u64, Arc<dyn LinkPort>>,
+    links: HashMap<u64, Weak<dyn LinkPort>>,
     ended: bool,
+}
+
+impl Calls {
+    fn involve(&mut self, link: &Arc<dyn LinkPort>) {
+        if !self.links.contains_key(&link.serial()) {
+            self.links.retain(|_, l| l.strong_count() > 0);
+            self.links.insert(link.serial(), Arc::downgrade(link));
+        }
+    }
 }
 
 impl Session {
@@ -187,19 +197,22 @@ impl Session {
             }
             calls = self.call_ended.wait_timeout(calls, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        calls.links.insert(link.serial(), link.clone());
+        calls.involve(&link);
         calls.in_flight.insert(client_key.to_string(), link);
-        // A non-blocking send: the lock is never held across waiting or I/O.
-        let sent = send();
-        if sent.is_err() {
-            calls.in_flight.remove(client_key);
-        }
-        Ok(sent)
+        // A non-blocking send: the lock is never held across waiting or I/O. Whatever comes of
+        // it, the slot is freed by the call's end (`end_call`), exactly once.
+        Ok(send())
     }
 
-    /// Notes that the session involves `link` (a log level), so it hears of the end.
+    /// Notes that the session involves `link` (a log level), so it hears of the end; a session
+    /// that already ended tells the link at once.
     pub(crate) fn involve(&self, link: Arc<dyn LinkPort>) {
-        lock(&self.calls).links.insert(link.serial(), link);
+        let mut calls = lock(&self.calls);
+        if !calls.ended {
+            return calls.involve(&link);
+        }
+        drop(calls);
+        link.session_ended(&self.id);
     }
 
     /// Frees the slot of call `client_key` (its answer was delivered, or it ended otherwise).
@@ -226,7 +239,7 @@ impl Session {
         let links: Vec<Arc<dyn LinkPort>> = {
             let mut calls = lock(&self.calls);
             calls.ended = true;
-            calls.links.drain().map(|(_, link)| link).collect()
+            calls.links.drain().filter_map(|(_, link)| link.upgrade()).collect()
         };
         self.call_ended.notify_all();
         for link in links {

@@ -73,9 +73,24 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
     }
     log::info!("server {} ({}): registering from {remote}", up.name, up.id);
     gw.metrics.count(&gw.metrics.registrations);
+    // Whatever ends this thread, a panic included, the name is released and the tools go.
+    let _claim = Claim { gw, up: &up };
     let mut driver = Driver::new(gw, &up);
     let end = ws::drive(&mut ws, &inbox, &[], Some(gw.cfg.heartbeat), &mut driver);
     driver.release(&describe(&end));
+}
+
+/// Holds a server's name for its link's thread; dropping it releases the name (if this link
+/// still holds it) and publishes the change.
+struct Claim<'a> {
+    gw: &'a Gateway,
+    up: &'a Arc<Upstream>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.gw.registry.release_name(self.up);
+    }
 }
 
 /// The owner's side of one link: the state machine and what its actions need.
@@ -178,7 +193,6 @@ impl<'a> Driver<'a> {
         self.link.close(Instant::now(), why);
         let mut ignored = VecDeque::new();
         self.carry_out(&mut ignored);
-        self.gw.registry.release_name(self.up);
         log::info!(
             "server {} ({}): disconnected: {why}; {calls} calls in flight failed",
             self.up.name,
