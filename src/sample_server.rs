@@ -26,7 +26,9 @@
 //! - `flood` {count, bytes}: sends `count` `notifications/progress` with the call's progress token
 //!   (if it has one) and a `message` of `bytes` characters each, then returns "flooded".
 //!
-//! Each call runs on its own thread, so a slow call never blocks a quick one.
+//! Each call runs on its own thread, so a slow call never blocks a quick one. A cancel of a
+//! request that is not in flight is ignored (and noted on stderr), and a request id used twice
+//! in the session is reported on stderr ("was used before").
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, Write};
@@ -53,11 +55,22 @@ struct Server {
     cfg: Config,
     out: Mutex<io::Stdout>,
     cancelled: Mutex<HashSet<String>>,
+    /// Ids of the requests being worked on, and of every request seen (to report reuse).
+    calls: Mutex<Calls>,
     dynamic_tools: Mutex<usize>,
     /// Our own requests to the client, waiting for answers, by id.
     asked: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     subscribed: Mutex<HashSet<String>>,
     log_level: Mutex<Option<String>>,
+}
+
+/// Request ids remembered to report reuse (forgotten all at once past this many).
+const SEEN_IDS: usize = 100_000;
+
+#[derive(Default)]
+struct Calls {
+    running: HashSet<String>,
+    seen: HashSet<String>,
 }
 
 /// Serves MCP on stdin/stdout until stdin ends.
@@ -66,6 +79,7 @@ pub(crate) fn run(cfg: Config) -> Result<(), String> {
         cfg,
         out: Mutex::new(io::stdout()),
         cancelled: Mutex::new(HashSet::new()),
+        calls: Mutex::new(Calls::default()),
         dynamic_tools: Mutex::new(0),
         asked: Mutex::new(HashMap::new()),
         subscribed: Mutex::new(HashSet::new()),
@@ -93,6 +107,7 @@ impl Server {
     fn dispatch(self: &Arc<Self>, msg: Message) {
         match msg {
             Message::Request { id, method, params } => {
+                self.started(&id);
                 let me = self.clone();
                 let work = move || {
                     let reply = match me.answer(&id, &method, params.unwrap_or(json!({}))) {
@@ -100,6 +115,7 @@ impl Server {
                         Err((code, message)) => jsonrpc::error_response(&id, code, &message),
                     };
                     me.write(&reply);
+                    me.finished(&id);
                 };
                 if thread::spawn("sample-call", work).is_err() {
                     eprintln!("sample-server: cannot start a thread");
@@ -107,7 +123,14 @@ impl Server {
             }
             Message::Notification { method, params } if method == "notifications/cancelled" => {
                 let id = params.map(|p| p["requestId"].to_string()).unwrap_or_default();
-                lock(&self.cancelled).insert(id);
+                // Only a request in flight can be cancelled: a late cancel (its answer crossed
+                // it) must not linger and hit a later request that reuses the id.
+                let calls = lock(&self.calls);
+                if calls.running.contains(&id) {
+                    lock(&self.cancelled).insert(id);
+                } else {
+                    eprintln!("sample-server: ignoring a cancel of request {id}, which is not in flight");
+                }
             }
             Message::Response { id, outcome } => {
                 if let Some(tx) = lock(&self.asked).remove(&id.to_string()) {
@@ -116,6 +139,26 @@ impl Server {
             }
             Message::Notification { .. } => {}
         }
+    }
+
+    /// Notes a request in flight; reports an id used before (ids must be unique in a session).
+    fn started(&self, id: &Value) {
+        let key = id.to_string();
+        let mut calls = lock(&self.calls);
+        if calls.seen.len() >= SEEN_IDS {
+            calls.seen.clear();
+        }
+        if !calls.seen.insert(key.clone()) {
+            eprintln!("sample-server: request id {key} was used before in this session");
+        }
+        calls.running.insert(key);
+    }
+
+    fn finished(&self, id: &Value) {
+        let key = id.to_string();
+        let mut calls = lock(&self.calls);
+        calls.running.remove(&key);
+        lock(&self.cancelled).remove(&key);
     }
 
     fn write(&self, msg: &Value) {
