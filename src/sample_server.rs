@@ -3,11 +3,32 @@
 //!
 //! Tools: `echo`, `system_info` (uptime, load and memory from /proc, with structured output) and
 //! `sleep` (waits, reporting progress, and honours cancellation). `--test-tools` adds tools that
-//! exercise the gateway: `fail` (a tool error), `image` (image and audio content), `add_tool`
-//! (adds a tool and announces `notifications/tools/list_changed`), `ask_client` (sends the client
-//! sampling, elicitation or roots requests through the gateway), `touch` and `log`; and a prompt,
-//! a resource, a resource template, subscriptions, completions and logging. Each call runs on its
-//! own thread, so a slow call never blocks a quick one.
+//! exercise the gateway, and a prompt, a resource, a resource template, subscriptions (any URI is
+//! accepted and recorded), completions and logging:
+//!
+//! - `fail` {message}: a tool error with that text.
+//! - `image`: image and audio content.
+//! - `add_tool`: adds a tool `dynamic_N` and announces `notifications/tools/list_changed`.
+//! - `ask_client` {method, delay_ms?, cancel_after_ms?}: sends the client a sampling, elicitation
+//!   or roots request through the gateway and returns its answer (or error) as text. `delay_ms`
+//!   waits before sending; `cancel_after_ms` waits that long after sending, then sends
+//!   `notifications/cancelled` for its request and returns "cancelled its request" at once.
+//! - `touch` {uri, force?}: sends `notifications/resources/updated` for `uri` if it was subscribed
+//!   to exactly, or always with `force: true`.
+//! - `log` {level, message?, delay_ms?}: after `delay_ms`, sends `notifications/message` if the
+//!   level set with `logging/setLevel` lets it through.
+//!
+//! Two stress tools are callable with `--test-tools` but not listed (so the listed surface, which
+//! tests count, stays the same); reach them by name, e.g. on a per-server endpoint:
+//!
+//! - `spam_list_changed` {count}: writes `count` `notifications/tools/list_changed` as fast as it
+//!   can, then returns "sent N".
+//! - `flood` {count, bytes}: sends `count` `notifications/progress` with the call's progress token
+//!   (if it has one) and a `message` of `bytes` characters each, then returns "flooded".
+//!
+//! Each call runs on its own thread, so a slow call never blocks a quick one. A cancel of a
+//! request that is not in flight is ignored (and noted on stderr), and a request id used twice
+//! in the session is reported on stderr ("was used before").
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, Write};
@@ -34,11 +55,22 @@ struct Server {
     cfg: Config,
     out: Mutex<io::Stdout>,
     cancelled: Mutex<HashSet<String>>,
+    /// Ids of the requests being worked on, and of every request seen (to report reuse).
+    calls: Mutex<Calls>,
     dynamic_tools: Mutex<usize>,
     /// Our own requests to the client, waiting for answers, by id.
     asked: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     subscribed: Mutex<HashSet<String>>,
     log_level: Mutex<Option<String>>,
+}
+
+/// Request ids remembered to report reuse (forgotten all at once past this many).
+const SEEN_IDS: usize = 100_000;
+
+#[derive(Default)]
+struct Calls {
+    running: HashSet<String>,
+    seen: HashSet<String>,
 }
 
 /// Serves MCP on stdin/stdout until stdin ends.
@@ -47,6 +79,7 @@ pub(crate) fn run(cfg: Config) -> Result<(), String> {
         cfg,
         out: Mutex::new(io::stdout()),
         cancelled: Mutex::new(HashSet::new()),
+        calls: Mutex::new(Calls::default()),
         dynamic_tools: Mutex::new(0),
         asked: Mutex::new(HashMap::new()),
         subscribed: Mutex::new(HashSet::new()),
@@ -74,6 +107,7 @@ impl Server {
     fn dispatch(self: &Arc<Self>, msg: Message) {
         match msg {
             Message::Request { id, method, params } => {
+                self.started(&id);
                 let me = self.clone();
                 let work = move || {
                     let reply = match me.answer(&id, &method, params.unwrap_or(json!({}))) {
@@ -81,6 +115,7 @@ impl Server {
                         Err((code, message)) => jsonrpc::error_response(&id, code, &message),
                     };
                     me.write(&reply);
+                    me.finished(&id);
                 };
                 if thread::spawn("sample-call", work).is_err() {
                     eprintln!("sample-server: cannot start a thread");
@@ -88,7 +123,14 @@ impl Server {
             }
             Message::Notification { method, params } if method == "notifications/cancelled" => {
                 let id = params.map(|p| p["requestId"].to_string()).unwrap_or_default();
-                lock(&self.cancelled).insert(id);
+                // Only a request in flight can be cancelled: a late cancel (its answer crossed
+                // it) must not linger and hit a later request that reuses the id.
+                let calls = lock(&self.calls);
+                if calls.running.contains(&id) {
+                    lock(&self.cancelled).insert(id);
+                } else {
+                    eprintln!("sample-server: ignoring a cancel of request {id}, which is not in flight");
+                }
             }
             Message::Response { id, outcome } => {
                 if let Some(tx) = lock(&self.asked).remove(&id.to_string()) {
@@ -97,6 +139,26 @@ impl Server {
             }
             Message::Notification { .. } => {}
         }
+    }
+
+    /// Notes a request in flight; reports an id used before (ids must be unique in a session).
+    fn started(&self, id: &Value) {
+        let key = id.to_string();
+        let mut calls = lock(&self.calls);
+        if calls.seen.len() >= SEEN_IDS {
+            calls.seen.clear();
+        }
+        if !calls.seen.insert(key.clone()) {
+            eprintln!("sample-server: request id {key} was used before in this session");
+        }
+        calls.running.insert(key);
+    }
+
+    fn finished(&self, id: &Value) {
+        let key = id.to_string();
+        let mut calls = lock(&self.calls);
+        calls.running.remove(&key);
+        lock(&self.cancelled).remove(&key);
     }
 
     fn write(&self, msg: &Value) {
@@ -221,15 +283,17 @@ impl Server {
                 json!({}),
                 &[],
             ));
-            let method = json!({"method": {"type": "string"}});
+            let method = json!({"method": {"type": "string"}, "delay_ms": {"type": "integer"},
+                "cancel_after_ms": {"type": "integer"}});
             let about = "Send sampling/createMessage, elicitation/create or roots/list to the client.";
             tools.push(tool(
                 "touch",
                 "Announce that a resource changed.",
-                json!({"uri": {"type": "string"}}),
+                json!({"uri": {"type": "string"}, "force": {"type": "boolean"}}),
                 &["uri"],
             ));
-            let log_args = json!({"level": {"type": "string"}, "message": {"type": "string"}});
+            let log_args = json!({"level": {"type": "string"}, "message": {"type": "string"},
+                "delay_ms": {"type": "integer"}});
             tools.push(tool("log", "Send a log message at the given level.", log_args, &["level"]));
             tools.push(tool("ask_client", about, method, &["method"]));
             for n in 1..=*lock(&self.dynamic_tools) {
@@ -264,7 +328,7 @@ impl Server {
             "touch" if self.cfg.test_tools => {
                 let uri = args["uri"].as_str().unwrap_or_default();
                 let subscribed = lock(&self.subscribed).contains(uri);
-                if subscribed {
+                if subscribed || args["force"] == true {
                     self.write(&jsonrpc::notification(
                         "notifications/resources/updated",
                         json!({"uri": uri}),
@@ -273,6 +337,7 @@ impl Server {
                 Ok(text_result(&format!("touched {uri} (subscribed: {subscribed})"), false))
             }
             "log" if self.cfg.test_tools => {
+                pause(&args["delay_ms"]);
                 let level = args["level"].as_str().unwrap_or("info");
                 let min = lock(&self.log_level).clone();
                 let logged = min.is_some_and(|m| severity(level) >= severity(&m));
@@ -283,15 +348,34 @@ impl Server {
                 Ok(text_result(&format!("logged: {logged}"), false))
             }
             "ask_client" if self.cfg.test_tools => {
-                Ok(self.ask_client(args["method"].as_str().unwrap_or_default()))
+                pause(&args["delay_ms"]);
+                let cancel_after = args["cancel_after_ms"].as_u64().map(Duration::from_millis);
+                Ok(self.ask_client(args["method"].as_str().unwrap_or_default(), cancel_after))
+            }
+            "spam_list_changed" if self.cfg.test_tools => {
+                let count = args["count"].as_u64().unwrap_or(1);
+                let line = jsonrpc::notification("notifications/tools/list_changed", json!({})).to_string();
+                let mut out = lock(&self.out);
+                for _ in 0..count {
+                    let _ = writeln!(out, "{line}");
+                }
+                let _ = out.flush();
+                Ok(text_result(&format!("sent {count}"), false))
+            }
+            "flood" if self.cfg.test_tools => {
+                let count = args["count"].as_u64().unwrap_or(1);
+                let bytes = args["bytes"].as_u64().unwrap_or(1024).min(64 << 20) as usize;
+                self.flood(count, bytes, &params["_meta"]["progressToken"]);
+                Ok(text_result("flooded", false))
             }
             n if self.cfg.test_tools && n.starts_with("dynamic_") => Ok(text_result(n, false)),
             _ => Err((INVALID_PARAMS, format!("Unknown tool: {name}"))),
         }
     }
 
-    /// Sends a request to the client and returns its answer (or error) as the tool's text.
-    fn ask_client(&self, method: &str) -> Value {
+    /// Sends a request to the client and returns its answer (or error) as the tool's text; with
+    /// `cancel_after`, cancels the request after that long instead of waiting for the answer.
+    fn ask_client(&self, method: &str, cancel_after: Option<Duration>) -> Value {
         let params = match method {
             "sampling/createMessage" => {
                 json!({"messages": [{"role": "user", "content": {"type": "text", "text": "Say hi"}}], "maxTokens": 10})
@@ -305,11 +389,35 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         lock(&self.asked).insert(Value::String(id.clone()).to_string(), tx);
         self.write(&jsonrpc::request(id.clone(), method, params));
+        if let Some(after) = cancel_after {
+            std::thread::sleep(after);
+            lock(&self.asked).remove(&Value::String(id.clone()).to_string());
+            let p = json!({"requestId": id, "reason": "the sample server changed its mind"});
+            self.write(&jsonrpc::notification("notifications/cancelled", p));
+            return text_result("cancelled its request", false);
+        }
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(answer) => text_result(&answer.to_string(), answer.get("error").is_some()),
             Err(_) => {
                 lock(&self.asked).remove(&Value::String(id).to_string());
                 text_result("the client did not answer within 30 s", true)
+            }
+        }
+    }
+
+    /// Writes `count` progress notifications of about `bytes` characters each, as fast as the
+    /// pipe takes them. The line is built once: serializing a large message 400 times would
+    /// measure serde, not the gateway.
+    fn flood(&self, count: u64, bytes: usize, token: &Value) {
+        let token = if token.is_null() { String::new() } else { format!("\"progressToken\":{token},") };
+        let message = "x".repeat(bytes);
+        for n in 1..=count {
+            let line = format!(
+                "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{{token}\"progress\":{n},\"total\":{count},\"message\":\"{message}\"}}}}"
+            );
+            let mut out = lock(&self.out);
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                return;
             }
         }
     }
@@ -332,6 +440,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20).min(total.saturating_sub(started.elapsed())));
         }
         text_result(&format!("slept {seconds} s"), false)
+    }
+}
+
+/// Sleeps for `ms` milliseconds when it is a number (a tool's optional `delay_ms`).
+fn pause(ms: &Value) {
+    if let Some(ms) = ms.as_u64() {
+        std::thread::sleep(Duration::from_millis(ms.min(600_000)));
     }
 }
 

@@ -12,12 +12,15 @@
 //! - `streamable`: Streamable HTTP: sessions, status codes, streams, per-server endpoints.
 //! - `tls`: https/wss, private CAs, mTLS, key formats, bad files.
 //! - `concurrency`: many sessions calling at once, every answer reaching the caller that asked.
+//! - `correlation`: one test per correlation finding: cancels, server requests, logs, updates,
+//!   catalog races, bounded threads and memory, and a seeded randomized run with restarts.
 
 mod util;
 
 mod aggregate;
 mod cli;
 mod concurrency;
+mod correlation;
 mod end_to_end;
 mod hostile;
 mod http;

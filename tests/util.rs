@@ -491,3 +491,357 @@ impl SseReader {
         serde_json::from_str(&data).ok()
     }
 }
+
+// ---- Helpers for the correlation tests: process control, /proc sampling, raw and Streamable
+// ---- HTTP clients. Appended; nothing above depends on them.
+
+impl Proc {
+    /// SIGKILL by PID, then reap: the process gets no chance to clean up.
+    pub fn kill_hard(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(self.child.id(), libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until at least `n` log lines contain `needle` (or `limit` passes); returns the count.
+    pub fn wait_count(&self, needle: &str, n: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let count = self.count_log(needle);
+            if count >= n || Instant::now() >= deadline {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway on 127.0.0.1:`port` (a restart on the port of one that was killed); retries
+    /// for a few seconds while the port is still held.
+    pub fn start_at(port: u16, extra: &[&str]) -> Gateway {
+        let port_text = port.to_string();
+        let mut args = vec!["gateway", "--host", "127.0.0.1", "--port", &port_text];
+        args.extend_from_slice(extra);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut proc = Proc::start(&args);
+            loop {
+                if proc.count_log("listening on http") > 0 {
+                    return Gateway { proc, port };
+                }
+                if proc.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway did not start on port {port}:\n{}",
+                    proc.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(Instant::now() < deadline, "gateway did not start on port {port}:\n{}", proc.log_text());
+            proc.kill_hard();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL the gateway by PID.
+    pub fn kill(&mut self) {
+        self.proc.kill_hard();
+    }
+}
+
+/// A field of /proc/PID/status as a number ("Threads", "VmRSS" in kB).
+pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
+    line[key.len() + 1..].split_whitespace().next()?.parse().ok()
+}
+
+/// Samples a process's thread count and resident memory every 10 ms until stopped, keeping the
+/// peaks.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    peak_threads: Arc<AtomicU64>,
+    peak_rss_kb: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak_threads = Arc::new(AtomicU64::new(0));
+        let peak_rss_kb = Arc::new(AtomicU64::new(0));
+        let (s, t, r) = (stop.clone(), peak_threads.clone(), peak_rss_kb.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(n) = proc_status(pid, "Threads") {
+                    t.fetch_max(n, Ordering::Relaxed);
+                }
+                if let Some(kb) = proc_status(pid, "VmRSS") {
+                    r.fetch_max(kb, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Sampler { stop, peak_threads, peak_rss_kb, handle: Some(handle) }
+    }
+
+    pub fn peak_threads(&self) -> u64 {
+        self.peak_threads.load(Ordering::Relaxed)
+    }
+
+    pub fn peak_rss_mb(&self) -> u64 {
+        self.peak_rss_kb.load(Ordering::Relaxed) / 1024
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The text of one HTTP/1.1 request (`Connection: close` unless `keep_alive`).
+pub fn request_text(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: {connection}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Reads one response from a connection: head, then a body framed by Content-Length, chunked
+/// encoding (decoded), or the end of the connection.
+pub fn read_one_response(r: &mut BufReader<TcpStream>) -> std::io::Result<HttpResponse> {
+    let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection ended");
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(eof());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(eof)?;
+    let mut resp = HttpResponse { status, head: head.trim_end().to_string(), body: String::new() };
+    let mut body = Vec::new();
+    if let Some(n) = resp.header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    } else if resp.header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Err(eof());
+            }
+            let size = usize::from_str_radix(line.trim(), 16).map_err(|_| eof())?;
+            let mut chunk = vec![0u8; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    resp.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(resp)
+}
+
+/// One request on a fresh connection, as `http` does, but errors are returned, not panics.
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.write_all(&request_text(port, method, path, headers, body, false))?;
+    read_one_response(&mut BufReader::new(s))
+}
+
+/// POSTs `bodies` pipelined on one keep-alive connection, written in one go, and returns the
+/// responses in order.
+pub fn post_pipelined(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    bodies: &[Value],
+) -> Vec<HttpResponse> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut all = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        let last = n + 1 == bodies.len();
+        all.extend(request_text(port, "POST", path, headers, body.to_string().as_bytes(), !last));
+    }
+    let reader = s.try_clone().unwrap();
+    let count = bodies.len();
+    let responses = std::thread::spawn(move || {
+        let mut r = BufReader::new(reader);
+        (0..count).map_while(|_| read_one_response(&mut r).ok()).collect::<Vec<_>>()
+    });
+    s.write_all(&all).unwrap();
+    responses.join().unwrap()
+}
+
+/// The JSON-RPC messages of a Streamable HTTP answer: a JSON body (one message or a batch) or
+/// an SSE stream.
+pub fn messages_of(resp: &HttpResponse) -> Vec<Value> {
+    let sse = resp.header("Content-Type").is_some_and(|t| t.contains("text/event-stream"));
+    if sse {
+        return resp
+            .body
+            .split("\n\n")
+            .filter_map(|event| {
+                let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                serde_json::from_str(&data.join("\n")).ok()
+            })
+            .collect();
+    }
+    match serde_json::from_str(&resp.body) {
+        Ok(Value::Array(items)) => items,
+        Ok(v) => vec![v],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A minimal Streamable HTTP client: `initialize` keeps the `Mcp-Session-Id`; each POST is a
+/// fresh connection whose answer (JSON or SSE) is read to its end.
+#[derive(Clone)]
+pub struct StreamableClient {
+    pub port: u16,
+    pub path: String,
+    pub session: Option<String>,
+    pub version: String,
+}
+
+impl StreamableClient {
+    pub fn new(port: u16, path: &str, version: &str) -> StreamableClient {
+        StreamableClient { port, path: path.into(), session: None, version: version.into() }
+    }
+
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        let mut h = vec![
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+            ("MCP-Protocol-Version", self.version.as_str()),
+        ];
+        if let Some(s) = &self.session {
+            h.push(("Mcp-Session-Id", s));
+        }
+        h
+    }
+
+    pub fn try_post(&self, body: &Value) -> std::io::Result<HttpResponse> {
+        try_http(self.port, "POST", &self.path, &self.headers(), body.to_string().as_bytes())
+    }
+
+    pub fn post(&self, body: &Value) -> HttpResponse {
+        self.try_post(body).unwrap_or_else(|e| panic!("POST {}: {e}", self.path))
+    }
+
+    /// Writes a POST and returns its connection unread (the caller reads, or does not).
+    pub fn open(&self, body: &Value) -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let text =
+            request_text(self.port, "POST", &self.path, &self.headers(), body.to_string().as_bytes(), false);
+        s.write_all(&text).unwrap();
+        s
+    }
+
+    /// Initializes with `capabilities` and sends `notifications/initialized`.
+    pub fn initialize(&mut self, capabilities: Value) -> Value {
+        let params = json!({"protocolVersion": self.version, "capabilities": capabilities, "clientInfo": {"name": "tests", "version": "0"}});
+        let resp = self.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}));
+        assert_eq!(resp.status, 200, "initialize: {resp:?}");
+        self.session = Some(resp.header("Mcp-Session-Id").expect("a session id"));
+        let ok = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        assert_eq!(ok.status, 202, "{ok:?}");
+        messages_of(&resp).pop().expect("an initialize answer")
+    }
+
+    /// A request; returns the answer with its id (related messages are dropped).
+    pub fn call(&self, id: u64, method: &str, params: Value) -> Value {
+        let resp = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        assert_eq!(resp.status, 200, "{method}: {resp:?}");
+        messages_of(&resp)
+            .into_iter()
+            .find(|m| m["id"] == json!(id) && m.get("method").is_none())
+            .unwrap_or_else(|| panic!("no answer to {method} in {resp:?}"))
+    }
+
+    pub fn notify(&self, method: &str, params: Value) -> HttpResponse {
+        self.post(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
+    }
+}
+
+impl SseClient {
+    /// Initializes declaring `capabilities` and sends `notifications/initialized`.
+    pub fn initialize_with(&mut self, version: &str, capabilities: Value) -> Value {
+        let params = json!({"protocolVersion": version, "capabilities": capabilities, "clientInfo": {"name": "tests", "version": "0"}});
+        let resp = self.call("initialize", params);
+        self.notify("notifications/initialized", json!({}));
+        resp
+    }
+
+    /// Sends a request with a chosen id (the answer comes on the stream).
+    pub fn send_id(&self, id: u64, method: &str, params: Value) {
+        let resp = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        assert_eq!(resp.status, 202, "POST {method}: {resp:?}");
+    }
+
+    /// Answers a request the gateway sent to this client.
+    pub fn reply(&self, id: &Value, result: Value) {
+        let resp = self.post(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
+        assert_eq!(resp.status, 202, "POST response: {resp:?}");
+    }
+
+    /// The next message (backlog first) within `limit`.
+    pub fn next(&mut self, limit: Duration) -> Option<Value> {
+        if !self.backlog.is_empty() {
+            return Some(self.backlog.remove(0));
+        }
+        self.events.recv_timeout(limit).ok()
+    }
+
+    /// Every message that arrives within `limit` (the backlog first); the backlog is emptied.
+    pub fn collect(&mut self, limit: Duration) -> Vec<Value> {
+        let mut all = std::mem::take(&mut self.backlog);
+        let deadline = Instant::now() + limit;
+        while let Ok(msg) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            all.push(msg);
+        }
+        all
+    }
+}
