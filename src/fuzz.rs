@@ -12,19 +12,25 @@ use serde_json::{json, Value};
 use crate::http::{Conn, Limits, ReadError, Timed};
 use crate::jsonrpc::{self, Message};
 
-/// xorshift64*: small, fast, and the same everywhere.
-struct Rng(u64);
+/// xorshift64*: small, fast, and the same everywhere; the seeded generator of every property
+/// test in the crate, so a failure replays.
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

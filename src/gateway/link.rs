@@ -1676,29 +1676,32 @@ mod tests {
         }
     }
 
+    /// What the test knows of the calls it made, checked against every action the link takes.
+    #[derive(Default)]
+    struct Model {
+        seed: u64,
+        /// caller -> (session, client id)
+        callers: HashMap<u32, (&'static str, u64)>,
+        ended: HashSet<u32>,
+        cancelled: HashSet<u32>,
+        /// Ids the edge has been sent requests under.
+        upstream: Vec<Value>,
+        /// The edge's own requests: (edge id, the link's number for it once routed).
+        edge_asks: Vec<(Value, Option<u64>)>,
+        answered_edge: HashSet<String>,
+    }
+
     fn run_case(seed: u64) {
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n.max(1)
-        };
-        let start = t0();
-        let mut now = start;
+        let mut rng = crate::fuzz::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut next = move |n: u64| rng.below(n as usize) as u64;
+        let mut now = t0();
         let limits = Limits { max_calls: 8, ..Limits::default() };
         let mut link = L::new("pi", 1, 1 + next(1000), limits);
         link.phase = Phase::Ready;
         link.initialize = json!({"capabilities": {"logging": {}}});
         let sessions = ["a", "b", "c"];
-        let mut callers: HashMap<u32, (&str, u64)> = HashMap::new(); // caller -> (session, client id)
-        let mut ended: HashSet<u32> = HashSet::new();
-        let mut cancelled: HashSet<u32> = HashSet::new();
-        let mut upstream: Vec<Value> = Vec::new(); // ids the edge has seen
-        let mut edge_asks: Vec<(Value, Option<u64>)> = Vec::new(); // (edge id, n once routed)
-        let mut answered_edge: HashSet<String> = HashSet::new();
-        let mut next_caller = 1u32;
-        let mut next_edge = 1u64;
+        let mut m = Model { seed, ..Model::default() };
+        let (mut next_caller, mut next_edge) = (1u32, 1u64);
         for _ in 0..200 {
             match next(10) {
                 0..=2 => {
@@ -1706,31 +1709,27 @@ mod tests {
                     let id = next(20);
                     let caller = next_caller;
                     next_caller += 1;
-                    callers.insert(caller, (s, id));
+                    m.callers.insert(caller, (s, id));
                     let params = json!({"name": "t", "_meta": {"progressToken": caller}});
                     link.handle_input(now, call(s, id, "tools/call", params, caller));
                 }
-                3 if !upstream.is_empty() => {
-                    let id = upstream[next(upstream.len() as u64) as usize].clone();
+                3 if !m.upstream.is_empty() => {
+                    let id = m.upstream[next(m.upstream.len() as u64) as usize].clone();
                     link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"n": 1})) });
                 }
-                4 if !upstream.is_empty() => {
-                    let token = upstream[next(upstream.len() as u64) as usize].clone();
+                4 if !m.upstream.is_empty() => {
+                    let token = m.upstream[next(m.upstream.len() as u64) as usize].clone();
                     let p = json!({"progressToken": token, "progress": 1});
-                    link.handle_edge(
-                        now,
-                        Message::Notification { method: "notifications/progress".into(), params: Some(p) },
-                    );
+                    let method = "notifications/progress".into();
+                    link.handle_edge(now, Message::Notification { method, params: Some(p) });
                 }
-                5 if !callers.is_empty() => {
-                    let keys: Vec<u32> = callers.keys().copied().collect();
-                    let caller = keys[next(keys.len() as u64) as usize];
-                    let (s, id) = callers[&caller];
+                5 if !m.callers.is_empty() => {
+                    let s = sessions[next(3) as usize];
+                    let id = next(20);
                     // Whichever call of this session holds that id now is the one cancelled.
-                    let _ = caller;
                     if let Some(live) = link.by_client.get(&(s.to_string(), json!(id).to_string())) {
                         if let Some(Pending::Client(c)) = link.requests.get(live) {
-                            cancelled.insert(c.caller);
+                            m.cancelled.insert(c.caller);
                         }
                     }
                     link.handle_input(now, Input::Cancel { session: s.into(), client_id: json!(id) });
@@ -1738,7 +1737,7 @@ mod tests {
                 6 => {
                     let edge_id = json!(next_edge);
                     next_edge += 1;
-                    edge_asks.push((edge_id.clone(), None));
+                    m.edge_asks.push((edge_id.clone(), None));
                     let method =
                         ["sampling/createMessage", "roots/list", "elicitation/create"][next(3) as usize];
                     link.handle_edge(
@@ -1746,22 +1745,19 @@ mod tests {
                         Message::Request { id: edge_id, method: method.into(), params: None },
                     );
                 }
-                7 if !edge_asks.is_empty() => {
-                    let i = next(edge_asks.len() as u64) as usize;
-                    if let Some(n) = edge_asks[i].1 {
-                        let s = sessions[next(3) as usize];
-                        link.handle_input(
-                            now,
-                            Input::ClientAnswer { session: s.into(), n, outcome: Ok(json!({})) },
-                        );
+                7 if !m.edge_asks.is_empty() => {
+                    let i = next(m.edge_asks.len() as u64) as usize;
+                    if let Some(n) = m.edge_asks[i].1 {
+                        let session = sessions[next(3) as usize].into();
+                        link.handle_input(now, Input::ClientAnswer { session, n, outcome: Ok(json!({})) });
                     }
                 }
                 8 => {
                     let s = sessions[next(3) as usize];
                     link.handle_input(now, Input::SessionEnded { session: s.into() });
-                    for (caller, (cs, _)) in &callers {
-                        if *cs == s && !ended.contains(caller) {
-                            cancelled.insert(*caller);
+                    for (caller, (cs, _)) in &m.callers {
+                        if *cs == s && !m.ended.contains(caller) {
+                            m.cancelled.insert(*caller);
                         }
                     }
                 }
@@ -1770,107 +1766,73 @@ mod tests {
                     link.handle_timeout(now);
                 }
             }
-            check_actions(
-                &mut link,
-                &callers,
-                &mut ended,
-                &cancelled,
-                &mut upstream,
-                &mut edge_asks,
-                &mut answered_edge,
-                seed,
-            );
+            m.check(&mut link);
         }
         link.close(now, "the end");
-        check_actions(
-            &mut link,
-            &callers,
-            &mut ended,
-            &cancelled,
-            &mut upstream,
-            &mut edge_asks,
-            &mut answered_edge,
-            seed,
-        );
-        assert_eq!(ended.len(), callers.len(), "seed {seed}: every call ends");
+        m.check(&mut link);
+        assert_eq!(m.ended.len(), m.callers.len(), "seed {seed}: every call ends");
         assert!(link.is_idle(), "seed {seed}: nothing left after close");
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_actions(
-        link: &mut L,
-        callers: &HashMap<u32, (&str, u64)>,
-        ended: &mut HashSet<u32>,
-        cancelled: &HashSet<u32>,
-        upstream: &mut Vec<Value>,
-        edge_asks: &mut [(Value, Option<u64>)],
-        answered_edge: &mut HashSet<String>,
-        seed: u64,
-    ) {
-        // Sessions with live calls before these actions (for the routing check).
-        let live_sessions: HashSet<String> = link
-            .requests
-            .values()
-            .filter_map(|p| match p {
+    impl Model {
+        /// Takes every action the link has queued and checks it against what the test knows.
+        fn check(&mut self, link: &mut L) {
+            let seed = self.seed;
+            // Sessions whose work the server may be doing before these actions: only when that
+            // is exactly one may a server request be routed, and only to it.
+            let mut busy: HashSet<String> = link.orphans.values().map(|(s, _)| s.clone()).collect();
+            busy.extend(link.requests.values().filter_map(|p| match p {
                 Pending::Client(c) => Some(c.session.clone()),
                 _ => None,
-            })
-            .collect();
-        while let Some(action) = link.poll_action() {
-            match action {
-                Action::ToEdge(m) => {
-                    if m.get("method").is_some() && m.get("id").is_some() {
-                        upstream.push(m["id"].clone());
-                    } else if m.get("method").is_none() {
-                        let key = m["id"].to_string();
-                        assert!(
-                            answered_edge.insert(key),
-                            "seed {seed}: an edge request answered twice: {m}"
-                        );
-                    }
-                }
-                Action::Answer { caller, message, .. } => {
-                    assert!(ended.insert(caller), "seed {seed}: caller {caller} ended twice");
-                    let (_, id) = callers[&caller];
-                    match message {
-                        Some(m) => {
-                            assert_eq!(m["id"], json!(id), "seed {seed}: answer carries the client's id");
-                            assert!(
-                                !cancelled.contains(&caller) || m.get("error").is_some(),
-                                "seed {seed}: a cancelled call was answered: {m}"
-                            );
-                        }
-                        None => assert!(
-                            cancelled.contains(&caller),
-                            "seed {seed}: no answer for a call not cancelled"
-                        ),
-                    }
-                }
-                Action::Related { caller, message } => {
-                    if message["method"] == "notifications/progress" {
-                        assert!(!ended.contains(&caller), "seed {seed}: progress after the end");
-                        assert_eq!(
-                            message["params"]["progressToken"],
-                            json!(caller),
-                            "seed {seed}: progress under another's token"
-                        );
-                    }
-                    if message.get("id").is_some() {
-                        let (s, _) = callers[&caller];
-                        assert_eq!(
-                            live_sessions.len(),
-                            1,
-                            "seed {seed}: routed with {live_sessions:?} in flight"
-                        );
-                        assert!(live_sessions.contains(s), "seed {seed}: routed to a session not in flight");
-                        let (_, n) = parse_client_facing_id(&message["id"]).unwrap();
-                        if let Some(ask) = edge_asks.iter_mut().rev().find(|a| a.1.is_none()) {
-                            ask.1 = Some(n);
+            }));
+            while let Some(action) = link.poll_action() {
+                match action {
+                    Action::ToEdge(msg) if msg.get("method").is_some() => {
+                        if msg.get("id").is_some() {
+                            self.upstream.push(msg["id"].clone());
                         }
                     }
+                    Action::ToEdge(msg) => {
+                        let fresh = self.answered_edge.insert(msg["id"].to_string());
+                        assert!(fresh, "seed {seed}: an edge request answered twice: {msg}");
+                    }
+                    Action::Answer { caller, message, .. } => self.ended(caller, message),
+                    Action::Related { caller, message } => {
+                        if message["method"] == "notifications/progress" {
+                            assert!(!self.ended.contains(&caller), "seed {seed}: progress after the end");
+                            let token = &message["params"]["progressToken"];
+                            assert_eq!(token, &json!(caller), "seed {seed}: progress under another's token");
+                        }
+                        if message.get("id").is_some() {
+                            let (s, _) = self.callers[&caller];
+                            assert_eq!(busy.len(), 1, "seed {seed}: routed with {busy:?} busy");
+                            assert!(busy.contains(s), "seed {seed}: routed to a session not in flight");
+                            let (_, n) = parse_client_facing_id(&message["id"]).unwrap();
+                            if let Some(ask) = self.edge_asks.iter_mut().rev().find(|a| a.1.is_none()) {
+                                ask.1 = Some(n);
+                            }
+                        }
+                    }
+                    Action::ToSession { .. } | Action::Broadcast(_) => {}
+                    other => panic!("seed {seed}: unexpected {other:?}"),
                 }
-                Action::ToSession { .. } | Action::Broadcast(_) => {}
-                other => panic!("seed {seed}: unexpected {other:?}"),
+            }
+        }
+
+        fn ended(&mut self, caller: u32, message: Option<Value>) {
+            let seed = self.seed;
+            assert!(self.ended.insert(caller), "seed {seed}: caller {caller} ended twice");
+            let (_, id) = self.callers[&caller];
+            let cancelled = self.cancelled.contains(&caller);
+            match message {
+                Some(m) => {
+                    assert_eq!(m["id"], json!(id), "seed {seed}: answer carries the client's id");
+                    assert!(
+                        !cancelled || m.get("error").is_some(),
+                        "seed {seed}: a cancelled call was answered: {m}"
+                    );
+                }
+                None => assert!(cancelled, "seed {seed}: no answer for a call not cancelled"),
             }
         }
     }

@@ -731,25 +731,7 @@ mod tests {
 
     // --- property test ---------------------------------------------------------------------
 
-    /// xorshift64*, as in `fuzz.rs`: seeded, so a failure replays.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-    }
+    use crate::fuzz::Rng;
 
     /// A gateway request still waiting for its answer.
     struct Open {
