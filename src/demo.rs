@@ -23,7 +23,7 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
         while !gw.registry.server(NAME).is_some_and(|s| s.is_ready()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        println!("{}", banner(&base, &gw.registry.catalog().exposed_for(NAME)));
+        println!("{}", banner(&base, &gw.registry.catalog(|c| c.exposed_for(NAME))));
     })
     .map_err(|e| e.to_string())?;
     register::run(&reg)

@@ -85,21 +85,25 @@ fn instructions(gw: &Gateway) -> String {
 /// One page of an aggregated list. The cursor is the offset of the page, as text; the catalog
 /// can change between pages, which the client learns from `list_changed`.
 fn page(gw: &Gateway, kind: ListKind, params: &Value) -> Result<Value, Error> {
-    let catalog = gw.registry.catalog();
-    let items = kind.items(&catalog.lists);
     let start = match &params["cursor"] {
         Value::Null => 0,
-        Value::String(c) => c.parse::<usize>().ok().filter(|n| *n <= items.len()).ok_or_else(|| {
-            Error::InvalidParams(format!("invalid cursor {c:?}: use the nextCursor of the previous page"))
-        })?,
+        Value::String(c) => c.parse::<usize>().map_err(|_| bad_cursor(c))?,
         other => return Err(Error::InvalidParams(format!("invalid cursor {other}"))),
     };
-    let end = (start + PAGE).min(items.len());
-    let mut result = json!({ kind.key(): items[start..end] });
-    if end < items.len() {
+    let (items, total) = gw.registry.catalog(|c| c.page(kind, start, PAGE));
+    if start > total {
+        return Err(bad_cursor(&start.to_string()));
+    }
+    let end = start + items.len();
+    let mut result = json!({ kind.key(): items });
+    if end < total {
         result["nextCursor"] = json!(end.to_string());
     }
     Ok(result)
+}
+
+fn bad_cursor(c: &str) -> Error {
+    Error::InvalidParams(format!("invalid cursor {c:?}: use the nextCursor of the previous page"))
 }
 
 fn call_tool(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
@@ -107,51 +111,50 @@ fn call_tool(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
     if name == LIST_SERVERS {
         return Ok(Routed::Answer(list_servers(gw)));
     }
-    let catalog = gw.registry.catalog();
-    let Some((server, original)) = catalog.route(&name) else {
+    let route = gw.registry.catalog(|c| c.route(&name).map(|(s, t)| (s.to_string(), t.to_string())));
+    let Some((server, original)) = route else {
         return Err(Error::InvalidParams(format!("Unknown tool: {name}")));
     };
     params["name"] = json!(original);
-    Ok(Routed::Forward { server: server.into(), method: "tools/call".into(), params })
+    Ok(Routed::Forward { server, method: "tools/call".into(), params })
 }
 
 fn get_prompt(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
     let name = params["name"].as_str().unwrap_or_default().to_string();
-    let catalog = gw.registry.catalog();
-    let Some((server, original)) = catalog.route_prompt(&name) else {
+    let route = gw.registry.catalog(|c| c.route_prompt(&name).map(|(s, t)| (s.to_string(), t.to_string())));
+    let Some((server, original)) = route else {
         return Err(Error::InvalidParams(format!("Unknown prompt: {name}")));
     };
     params["name"] = json!(original);
-    Ok(Routed::Forward { server: server.into(), method: "prompts/get".into(), params })
+    Ok(Routed::Forward { server, method: "prompts/get".into(), params })
 }
 
 /// The server that lists `params.uri` (or whose template matches it).
 fn server_for_uri(gw: &Gateway, params: &Value) -> Result<String, Error> {
     let uri = params["uri"].as_str().unwrap_or_default();
-    let catalog = gw.registry.catalog();
-    catalog.route_uri(uri).map(str::to_string).ok_or_else(|| Error::ResourceNotFound(uri.into()))
+    let server = gw.registry.catalog(|c| c.route_uri(uri).map(str::to_string));
+    server.ok_or_else(|| Error::ResourceNotFound(uri.chars().take(200).collect()))
 }
 
 /// Completions for a prompt argument (by exposed prompt name) or a resource template.
 fn complete(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
-    let catalog = gw.registry.catalog();
-    let reference = &params["ref"];
+    let reference = params["ref"].clone();
     let server = match reference["type"].as_str() {
         Some("ref/prompt") => {
             let name = reference["name"].as_str().unwrap_or_default();
-            let (server, original) = catalog
-                .route_prompt(name)
-                .ok_or_else(|| Error::InvalidParams(format!("Unknown prompt: {name}")))?;
-            let server = server.to_string();
+            let route =
+                gw.registry.catalog(|c| c.route_prompt(name).map(|(s, t)| (s.to_string(), t.to_string())));
+            let (server, original) =
+                route.ok_or_else(|| Error::InvalidParams(format!("Unknown prompt: {name}")))?;
             params["ref"]["name"] = json!(original);
             server
         }
         Some("ref/resource") => {
             let uri = reference["uri"].as_str().unwrap_or_default();
-            let server = catalog.route_template(uri).or_else(|| catalog.route_uri(uri));
-            server
-                .ok_or_else(|| Error::InvalidParams(format!("Unknown resource or template: {uri}")))?
-                .to_string()
+            let server = gw
+                .registry
+                .catalog(|c| c.route_template(uri).or_else(|| c.route_uri(uri)).map(str::to_string));
+            server.ok_or_else(|| Error::InvalidParams(format!("Unknown resource or template: {uri}")))?
         }
         _ => {
             return Err(Error::InvalidParams(
@@ -181,14 +184,13 @@ fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, E
 }
 
 fn list_servers(gw: &Gateway) -> Value {
-    let catalog = gw.registry.catalog();
     let servers: Vec<Value> = gw
         .registry
         .servers()
         .iter()
         .map(|up| {
             let mut summary = up.summary();
-            summary["tools"] = json!(catalog.exposed_for(&up.name));
+            summary["tools"] = json!(gw.registry.catalog(|c| c.exposed_for(&up.name)));
             summary
         })
         .collect();

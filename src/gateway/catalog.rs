@@ -1,20 +1,28 @@
 //! The aggregated catalog (tools, prompts, resources, resource templates) and its naming and
-//! routing rules.
+//! routing rules, kept up to date one server at a time.
 //!
 //! A server's tool or prompt `t` is exposed as `{server}_{t}`. Exposed names must match
 //! `^[A-Za-z0-9_-]{1,64}$` (what LLM APIs accept), so a name that would not is made to fit
 //! deterministically: other characters become `_`, and a name over 64 characters keeps its first
-//! 55 and gets `_` plus 8 hex digits of a hash of (server, name). Two names that would end up the
-//! same (say server `a_b` tool `c` and server `a` tool `b_c`) are told apart the same way: the
-//! first in (server name, list order) keeps the plain name, the later one gets the hash suffix.
-//! Routing never splits names at `_`: a table maps each exposed name back to (server, original).
+//! 55 and gets `_` plus 8 hex digits of a hash of (server, name). First come keeps its names: a
+//! server whose name would collide with one already exposed (server `my` with tool `pi_echo`
+//! against server `my_pi` with tool `echo`) gets the hash suffix, and a live server's names
+//! never change because of a newcomer. Routing never splits names at `_`: a table maps each
+//! exposed name back to (server, original).
 //!
-//! Resources keep their URIs. Reads, subscriptions and completions are routed by exact URI
-//! first, then by the first resource template that matches; both in server-name order, so when
-//! two servers list the same URI, the one whose name sorts first serves it (the other's copy is
-//! not listed).
+//! Resources keep their URIs. A URI goes to the first server that listed it (a later server's
+//! copy is not listed, and is taken up if the first one leaves); a URI that no server lists is
+//! matched against the templates, the most specific match winning (most literal characters; on
+//! a tie, the first come), so a catch-all template never captures what a narrower one serves,
+//! and no template captures a URI a server lists. A URI nobody lists or matches is not routed.
+//! Template matching runs in time linear in the URI (times the template's parts), on URIs of at
+//! most `MAX_URI` bytes.
+//!
+//! Adding, replacing or removing a server costs work in proportion to that server's own lists,
+//! never to the whole catalog.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -22,6 +30,10 @@ use serde_json::{json, Value};
 pub(crate) const LIST_SERVERS: &str = "list_servers";
 
 const MAX_NAME: usize = 64;
+/// The longest URI the gateway routes (and a template it matches against).
+pub(crate) const MAX_URI: usize = 8 * 1024;
+/// Expressions in one template (more and the template is not routed).
+const MAX_TEMPLATE_PARTS: usize = 32;
 
 /// What one server lists, as the handshake or a refresh read it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -101,50 +113,198 @@ impl ListKind {
     }
 }
 
-/// The exposed lists and the tables that route names and URIs back to servers.
+/// What the aggregated view exposes, server by server in the order they came, with the tables
+/// that route names and URIs back to them.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    /// The exposed lists, in a stable order: (`list_servers` first), then servers by name.
-    pub lists: Lists,
+    /// Servers by arrival (the registration's link serial).
+    servers: BTreeMap<u64, Entry>,
+    order: HashMap<String, u64>,
     tool_routes: HashMap<String, (String, String)>,
     prompt_routes: HashMap<String, (String, String)>,
-    uri_routes: HashMap<String, String>,
-    template_routes: Vec<(String, String)>,
+    /// Listed URIs: the server that serves each, and later servers that listed it too.
+    uri_routes: HashMap<String, UriOwner>,
+    /// Templates by (server arrival, position).
+    templates: BTreeMap<(u64, usize), Template>,
+    /// Template texts exposed, to keep a second copy of one out.
+    template_texts: HashMap<String, (u64, usize)>,
+    counts: [usize; 4],
+}
+
+/// One server's share of the catalog.
+#[derive(Default)]
+struct Entry {
+    name: String,
+    lists: Arc<Lists>,
+    /// Per list kind, the items exposed (tools and prompts renamed) and their route keys.
+    exposed: [Vec<Value>; 4],
+    keys: [Vec<String>; 4],
+}
+
+struct UriOwner {
+    server: u64,
+    /// Later servers that list the URI too, in arrival order.
+    waiting: Vec<u64>,
+}
+
+struct Template {
+    server: String,
+    parts: Vec<Part>,
+    literal_len: usize,
+}
+
+/// A template, cut into literal text and `{…}` expressions.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    /// An expression; `slashes` when it may span `/` (`{+…}`, `{#…}`, `{/…}`).
+    Expr {
+        slashes: bool,
+    },
 }
 
 impl Catalog {
-    /// Builds the catalog from (server name, lists) pairs given in server-name order.
-    pub(crate) fn build<L: std::borrow::Borrow<Lists>>(servers: &[(String, L)]) -> Catalog {
-        let mut c = Catalog::default();
-        c.lists.tools.push(list_servers_tool());
-        c.tool_routes.insert(LIST_SERVERS.into(), (String::new(), LIST_SERVERS.into()));
-        for (server, lists) in servers {
-            let lists: &Lists = lists.borrow();
-            for tool in &lists.tools {
-                add_named(&mut c.lists.tools, &mut c.tool_routes, server, tool);
-            }
-            for prompt in &lists.prompts {
-                add_named(&mut c.lists.prompts, &mut c.prompt_routes, server, prompt);
-            }
-            for resource in &lists.resources {
-                let Some(uri) = resource["uri"].as_str() else { continue };
-                if !c.uri_routes.contains_key(uri) {
-                    c.uri_routes.insert(uri.to_string(), server.clone());
-                    c.lists.resources.push(resource.clone());
-                }
-            }
-            for template in &lists.templates {
-                let Some(t) = template["uriTemplate"].as_str() else { continue };
-                c.template_routes.push((server.clone(), t.to_string()));
-                c.lists.templates.push(template.clone());
+    /// Adds a server that came in (`order` increases with arrival), or replaces what it lists.
+    /// Returns the aggregated lists that changed.
+    pub(crate) fn put(&mut self, order: u64, name: &str, lists: Arc<Lists>) -> Vec<ListKind> {
+        let mut changed = self.remove(name);
+        self.order.insert(name.to_string(), order);
+        let mut entry = Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() };
+        for kind in ListKind::ALL {
+            if self.expose(order, &mut entry, kind) && !changed.contains(&kind) {
+                changed.push(kind);
             }
         }
-        c
+        self.servers.insert(order, entry);
+        changed
+    }
+
+    /// Replaces one list of a server. Returns the aggregated lists that changed.
+    pub(crate) fn put_list(&mut self, name: &str, kind: ListKind, items: Vec<Value>) -> Vec<ListKind> {
+        let Some(entry) = self.order.get(name).and_then(|o| self.servers.get(o)) else { return Vec::new() };
+        let mut lists = (*entry.lists).clone();
+        *kind.items_mut(&mut lists) = items;
+        let order = self.order[name];
+        self.put(order, name, Arc::new(lists))
+    }
+
+    /// Removes a server and everything it exposed. Returns the aggregated lists that changed.
+    pub(crate) fn remove(&mut self, name: &str) -> Vec<ListKind> {
+        let Some(order) = self.order.remove(name) else { return Vec::new() };
+        let Some(entry) = self.servers.remove(&order) else { return Vec::new() };
+        let mut changed = Vec::new();
+        for kind in ListKind::ALL {
+            let i = index(kind);
+            if !entry.exposed[i].is_empty() {
+                changed.push(kind);
+            }
+            self.counts[i] -= entry.exposed[i].len();
+            for key in &entry.keys[i] {
+                match kind {
+                    ListKind::Tools => drop(self.tool_routes.remove(key)),
+                    ListKind::Prompts => drop(self.prompt_routes.remove(key)),
+                    ListKind::Resources => self.release_uri(key, order, &mut changed),
+                    ListKind::Templates => self.release_template(key, order),
+                }
+            }
+        }
+        // URIs it only waited for.
+        for owner in self.uri_routes.values_mut() {
+            owner.waiting.retain(|w| *w != order);
+        }
+        changed
+    }
+
+    /// Exposes one list of a new entry. Returns whether anything was exposed.
+    fn expose(&mut self, order: u64, entry: &mut Entry, kind: ListKind) -> bool {
+        let i = index(kind);
+        let lists = entry.lists.clone();
+        for (pos, item) in kind.items(&lists).iter().enumerate() {
+            let exposed = match kind {
+                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item),
+                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item),
+                ListKind::Resources => self.claim_uri(order, item),
+                ListKind::Templates => self.claim_template(order, pos, &entry.name, item),
+            };
+            if let Some((key, item)) = exposed {
+                entry.keys[i].push(key);
+                entry.exposed[i].push(item);
+            }
+        }
+        self.counts[i] += entry.exposed[i].len();
+        !entry.exposed[i].is_empty()
+    }
+
+    fn claim_uri(&mut self, order: u64, item: &Value) -> Option<(String, Value)> {
+        let uri = item["uri"].as_str().filter(|u| u.len() <= MAX_URI)?;
+        match self.uri_routes.get_mut(uri) {
+            Some(owner) => {
+                if owner.server != order && !owner.waiting.contains(&order) {
+                    owner.waiting.push(order);
+                }
+                None
+            }
+            None => {
+                self.uri_routes.insert(uri.to_string(), UriOwner { server: order, waiting: Vec::new() });
+                Some((uri.to_string(), item.clone()))
+            }
+        }
+    }
+
+    /// A URI's server left: the next server that listed it takes it over.
+    fn release_uri(&mut self, uri: &str, order: u64, changed: &mut Vec<ListKind>) {
+        let Some(owner) = self.uri_routes.get_mut(uri) else { return };
+        if owner.server != order {
+            return;
+        }
+        let next = (!owner.waiting.is_empty()).then(|| owner.waiting.remove(0));
+        let Some(next) = next else {
+            self.uri_routes.remove(uri);
+            return;
+        };
+        owner.server = next;
+        let item =
+            self.servers.get(&next).and_then(|e| e.lists.resources.iter().find(|r| r["uri"] == uri).cloned());
+        if let (Some(entry), Some(item)) = (self.servers.get_mut(&next), item) {
+            let i = index(ListKind::Resources);
+            entry.keys[i].push(uri.to_string());
+            entry.exposed[i].push(item);
+            self.counts[i] += 1;
+            if !changed.contains(&ListKind::Resources) {
+                changed.push(ListKind::Resources);
+            }
+        }
+    }
+
+    fn claim_template(
+        &mut self,
+        order: u64,
+        pos: usize,
+        server: &str,
+        item: &Value,
+    ) -> Option<(String, Value)> {
+        let text = item["uriTemplate"].as_str().filter(|t| t.len() <= MAX_URI)?;
+        if self.template_texts.contains_key(text) {
+            return None;
+        }
+        let parts = parse_template(text)?;
+        let literal_len = parts.iter().map(|p| if let Part::Literal(l) = p { l.len() } else { 0 }).sum();
+        let template = Template { server: server.to_string(), parts, literal_len };
+        self.templates.insert((order, pos), template);
+        self.template_texts.insert(text.to_string(), (order, pos));
+        Some((text.to_string(), item.clone()))
+    }
+
+    fn release_template(&mut self, text: &str, order: u64) {
+        if let Some(key) = self.template_texts.get(text).copied().filter(|k| k.0 == order) {
+            self.template_texts.remove(text);
+            self.templates.remove(&key);
+        }
     }
 
     /// The (server, original tool name) behind an exposed tool name (not for `list_servers`).
     pub(crate) fn route(&self, exposed: &str) -> Option<(&str, &str)> {
-        self.tool_routes.get(exposed).filter(|(s, _)| !s.is_empty()).map(|(s, t)| (s.as_str(), t.as_str()))
+        self.tool_routes.get(exposed).map(|(s, t)| (s.as_str(), t.as_str()))
     }
 
     /// The (server, original prompt name) behind an exposed prompt name.
@@ -152,73 +312,175 @@ impl Catalog {
         self.prompt_routes.get(exposed).map(|(s, t)| (s.as_str(), t.as_str()))
     }
 
-    /// The server that serves a resource URI: the one that lists it, else the first whose
-    /// template matches it.
+    /// The server that serves a resource URI: the one that lists it, else the one whose
+    /// template matches it most specifically.
     pub(crate) fn route_uri(&self, uri: &str) -> Option<&str> {
-        if let Some(server) = self.uri_routes.get(uri) {
-            return Some(server);
+        if uri.len() > MAX_URI {
+            return None;
         }
-        self.template_routes.iter().find(|(_, t)| template_matches(t, uri)).map(|(s, _)| s.as_str())
+        if let Some(owner) = self.uri_routes.get(uri) {
+            return self.servers.get(&owner.server).map(|e| e.name.as_str());
+        }
+        let mut best: Option<&Template> = None;
+        for t in self.templates.values() {
+            if best.is_some_and(|b| b.literal_len >= t.literal_len) {
+                continue; // it could not win: first come keeps ties
+            }
+            if parts_match(&t.parts, uri) {
+                best = Some(t);
+            }
+        }
+        best.map(|t| t.server.as_str())
     }
 
     /// The server that owns a resource template, by its exact text.
     pub(crate) fn route_template(&self, template: &str) -> Option<&str> {
-        self.template_routes.iter().find(|(_, t)| t == template).map(|(s, _)| s.as_str())
+        let key = self.template_texts.get(template)?;
+        self.templates.get(key).map(|t| t.server.as_str())
     }
 
-    /// The exposed names of one server's tools, in catalog order.
+    /// One page of an aggregated list (`list_servers` first among the tools): the items from
+    /// `start`, at most `n`, and the list's length.
+    pub(crate) fn page(&self, kind: ListKind, start: usize, n: usize) -> (Vec<Value>, usize) {
+        let own = usize::from(kind == ListKind::Tools);
+        let total = self.counts[index(kind)] + own;
+        let mut items = Vec::new();
+        if own == 1 && start == 0 {
+            items.push(list_servers_tool());
+        }
+        let mut skip = start.saturating_sub(own);
+        for entry in self.servers.values() {
+            let list = &entry.exposed[index(kind)];
+            if skip >= list.len() {
+                skip -= list.len();
+                continue;
+            }
+            let take = n.saturating_sub(items.len());
+            items.extend(list[skip..].iter().take(take).cloned());
+            skip = 0;
+            if items.len() >= n {
+                break;
+            }
+        }
+        (items, total)
+    }
+
+    /// The exposed names of one server's tools, in its list's order.
     pub(crate) fn exposed_for(&self, server: &str) -> Vec<String> {
-        self.lists
-            .tools
-            .iter()
-            .filter_map(|t| t["name"].as_str())
-            .filter(|n| self.route(n).is_some_and(|(s, _)| s == server))
-            .map(String::from)
-            .collect()
+        let entry = self.order.get(server).and_then(|o| self.servers.get(o));
+        entry.map(|e| e.keys[index(ListKind::Tools)].clone()).unwrap_or_default()
     }
 }
 
-/// Adds a tool or prompt under its exposed name, keeping the route back to the original.
-fn add_named(
-    list: &mut Vec<Value>,
+fn index(kind: ListKind) -> usize {
+    ListKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// Exposes a tool or prompt under its name, unless an earlier server holds that name (then
+/// with the hash suffix), and records the route back to the original.
+fn name_item(
     routes: &mut HashMap<String, (String, String)>,
     server: &str,
     item: &Value,
-) {
+) -> Option<(String, Value)> {
     let Some(original) = item.get("name").and_then(Value::as_str) else {
         log::warn!("server {server}: ignoring a list item without a name");
-        return;
+        return None;
     };
     let mut exposed = exposed_name(server, original);
-    if routes.contains_key(&exposed) {
+    if routes.contains_key(&exposed) || exposed == LIST_SERVERS {
         exposed = with_hash(&exposed, server, original);
     }
     if routes.contains_key(&exposed) {
         log::warn!("server {server}: {original:?} collides even after hashing; not exposed");
-        return;
+        return None;
     }
     let mut item = item.clone();
     item["name"] = Value::String(exposed.clone());
-    list.push(item);
-    routes.insert(exposed, (server.to_string(), original.to_string()));
+    routes.insert(exposed.clone(), (server.to_string(), original.to_string()));
+    Some((exposed, item))
+}
+
+/// Cuts an RFC 6570 template into literals and expressions; `None` for one that is malformed or
+/// has too many expressions.
+fn parse_template(text: &str) -> Option<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Literal(rest[..open].to_string()));
+        }
+        let close = rest[open..].find('}')? + open;
+        let slashes = matches!(rest[open + 1..close].chars().next(), Some('+' | '#' | '/'));
+        parts.push(Part::Expr { slashes });
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(rest.to_string()));
+    }
+    let exprs = parts.iter().filter(|p| matches!(p, Part::Expr { .. })).count();
+    (exprs <= MAX_TEMPLATE_PARTS).then_some(parts)
 }
 
 /// Whether `uri` fits an RFC 6570 template: literal parts must match exactly, and each `{…}`
-/// expression matches one or more characters (`/` only for `{+…}`, `{#…}` and `{/…}`).
+/// expression matches one or more characters (`/` only for `{+…}`, `{#…}` and `{/…}`). `None`
+/// for a malformed template.
+#[cfg(test)]
 pub(crate) fn template_matches(template: &str, uri: &str) -> bool {
-    fn go(t: &str, u: &str) -> bool {
-        let Some(open) = t.find('{') else { return t == u };
-        let (lit, rest) = t.split_at(open);
-        let Some(u) = u.strip_prefix(lit) else { return false };
-        let Some(close) = rest.find('}') else { return false };
-        let (expr, after) = (&rest[1..close], &rest[close + 1..]);
-        let spans_slashes = matches!(expr.chars().next(), Some('+' | '#' | '/'));
-        (1..=u.len()).filter(|&n| u.is_char_boundary(n)).any(|n| {
-            let (taken, left) = u.split_at(n);
-            (spans_slashes || !taken.contains('/')) && go(after, left)
-        })
+    uri.len() <= MAX_URI && parse_template(template).is_some_and(|parts| parts_match(&parts, uri))
+}
+
+/// The match itself, without backtracking: the set of positions in the URI reachable after each
+/// part, carried forward part by part (an expression extends every reachable position over a
+/// run of the characters it may take, with a difference array), so the work is
+/// O(URI length × parts) whatever the template.
+fn parts_match(parts: &[Part], uri: &str) -> bool {
+    let u = uri.as_bytes();
+    let n = u.len();
+    let mut reach = vec![false; n + 1];
+    reach[0] = true;
+    for part in parts {
+        let mut next = vec![false; n + 1];
+        match part {
+            Part::Literal(lit) => {
+                let lit = lit.as_bytes();
+                for p in (0..=n).filter(|&p| reach[p]) {
+                    if u[p..].starts_with(lit) {
+                        next[p + lit.len()] = true;
+                    }
+                }
+            }
+            Part::Expr { slashes } => {
+                // From each reachable p, positions p+1 ..= end of the run of allowed bytes from
+                // p (never ending inside a UTF-8 character).
+                let mut run_end = vec![0usize; n + 1];
+                let mut end = n;
+                for p in (0..=n).rev() {
+                    if p < n && u[p] == b'/' && !slashes {
+                        end = p;
+                    }
+                    run_end[p] = end;
+                }
+                let mut diff = vec![0i32; n + 2];
+                for p in (0..n).filter(|&p| reach[p]) {
+                    if run_end[p] > p {
+                        diff[p + 1] += 1;
+                        diff[run_end[p] + 1] -= 1;
+                    }
+                }
+                let mut open = 0;
+                for (q, slot) in next.iter_mut().enumerate() {
+                    open += diff[q];
+                    *slot = open > 0 && uri.is_char_boundary(q);
+                }
+            }
+        }
+        reach = next;
+        if !reach.contains(&true) {
+            return false;
+        }
     }
-    go(template, uri)
+    reach[n]
 }
 
 /// `{server}_{tool}`, made to fit `^[A-Za-z0-9_-]{1,64}$`.
@@ -270,24 +532,24 @@ mod tests {
         json!({"name": name, "inputSchema": {"type": "object"}})
     }
 
-    fn names(c: &Catalog) -> Vec<&str> {
-        c.lists.tools.iter().map(|t| t["name"].as_str().unwrap()).collect()
+    fn with_tools(tools: Vec<Value>) -> Arc<Lists> {
+        Arc::new(Lists { tools, ..Lists::default() })
     }
 
-    fn with_tools(name: &str, tools: Vec<Value>) -> (String, Lists) {
-        (name.to_string(), Lists { tools, ..Lists::default() })
+    fn names(c: &Catalog) -> Vec<String> {
+        c.page(ListKind::Tools, 0, 1000).0.iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
     }
 
     #[test]
     fn prefixes_and_routes_without_splitting() {
-        let c = Catalog::build(&[
-            with_tools("my_pi", vec![tool("get_temp"), tool("echo")]),
-            with_tools("router", vec![tool("echo")]),
-        ]);
+        let mut c = Catalog::default();
+        c.put(1, "my_pi", with_tools(vec![tool("get_temp"), tool("echo")]));
+        c.put(2, "router", with_tools(vec![tool("echo")]));
         assert_eq!(names(&c), ["list_servers", "my_pi_get_temp", "my_pi_echo", "router_echo"]);
         assert_eq!(c.route("my_pi_get_temp"), Some(("my_pi", "get_temp")));
         assert_eq!(c.route("router_echo"), Some(("router", "echo")));
         assert_eq!(c.route("pi_get_temp"), None);
+        assert_eq!(c.route("list_servers"), None);
         assert_eq!(c.exposed_for("my_pi"), ["my_pi_get_temp", "my_pi_echo"]);
     }
 
@@ -302,26 +564,36 @@ mod tests {
     }
 
     #[test]
-    fn collisions_get_a_hash_suffix_and_still_route() {
-        let c = Catalog::build(&[with_tools("a", vec![tool("b_c")]), with_tools("a_b", vec![tool("c")])]);
-        let n = names(&c);
-        assert_eq!(n[1], "a_b_c");
-        assert!(n[2].starts_with("a_b_c_") && n[2].len() == 14, "{}", n[2]);
-        assert_eq!(c.route(n[1]), Some(("a", "b_c")));
-        assert_eq!(c.route(n[2]), Some(("a_b", "c")));
+    fn first_come_keeps_its_names_and_the_newcomer_gets_the_suffix() {
+        for (first, second) in
+            [(("my_pi", "echo"), ("my", "pi_echo")), (("my", "pi_echo"), ("my_pi", "echo"))]
+        {
+            let mut c = Catalog::default();
+            c.put(1, first.0, with_tools(vec![tool(first.1)]));
+            c.put(2, second.0, with_tools(vec![tool(second.1)]));
+            assert_eq!(c.route("my_pi_echo"), Some(first), "the first comer keeps the plain name");
+            let hashed = c.exposed_for(second.0);
+            assert!(hashed[0].starts_with("my_pi_echo_") && hashed[0].len() == 19, "{hashed:?}");
+            assert_eq!(c.route(&hashed[0]), Some(second));
+            // When the first comer leaves, the newcomer keeps its name: names never move under a client.
+            c.remove(first.0);
+            assert_eq!(c.route(&hashed[0]), Some(second));
+            assert_eq!(c.route("my_pi_echo"), None);
+        }
     }
 
     #[test]
     fn keeps_every_other_field_untouched() {
         let t = json!({"name": "x", "title": "T", "inputSchema": {"type": "object"}, "outputSchema": {"type": "object"}, "_meta": {"k": 1}});
-        let c = Catalog::build(&[with_tools("s", vec![t.clone()])]);
+        let mut c = Catalog::default();
+        c.put(1, "s", with_tools(vec![t.clone()]));
         let mut expected = t;
         expected["name"] = json!("s_x");
-        assert_eq!(c.lists.tools[1], expected);
+        assert_eq!(c.page(ListKind::Tools, 1, 10).0, [expected]);
     }
 
     #[test]
-    fn prompts_are_prefixed_and_resources_routed_by_uri_then_template() {
+    fn uris_go_to_their_first_lister_and_templates_by_specificity() {
         let a = Lists {
             prompts: vec![json!({"name": "greet"})],
             resources: vec![json!({"uri": "file:///etc/hosts", "name": "hosts"})],
@@ -333,20 +605,46 @@ mod tests {
                 json!({"uri": "file:///etc/hosts", "name": "theirs"}),
                 json!({"uri": "b://x", "name": "x"}),
             ],
-            templates: vec![json!({"uriTemplate": "pi://{+path}", "name": "any"})],
+            templates: vec![
+                json!({"uriTemplate": "{+anything}", "name": "all"}),
+                json!({"uriTemplate": "pi://sensor/{id}"}),
+            ],
             ..Lists::default()
         };
-        let c = Catalog::build(&[("a".into(), a), ("b".into(), b)]);
-        assert_eq!(c.lists.prompts[0]["name"], "a_greet");
+        let mut c = Catalog::default();
+        c.put(1, "a", Arc::new(a));
+        let changed = c.put(2, "b", Arc::new(b));
+        assert_eq!(changed, [ListKind::Resources, ListKind::Templates]);
         assert_eq!(c.route_prompt("a_greet"), Some(("a", "greet")));
-        assert_eq!(c.lists.resources.len(), 2, "the second copy of a URI is not listed");
+        assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2, "the second copy of a URI is not listed");
+        assert_eq!(c.page(ListKind::Templates, 0, 10).1, 2, "nor a second copy of a template");
         assert_eq!(c.route_uri("file:///etc/hosts"), Some("a"));
         assert_eq!(c.route_uri("b://x"), Some("b"));
-        assert_eq!(c.route_uri("pi://sensor/7"), Some("a"));
-        assert_eq!(c.route_uri("pi://sensor/7/raw"), Some("b"));
-        assert_eq!(c.route_uri("nope://"), None);
-        assert_eq!(c.route_template("pi://{+path}"), Some("b"));
-        assert_eq!(c.route("list_servers"), None);
+        assert_eq!(c.route_uri("pi://sensor/7"), Some("a"), "the narrower template wins over a catch-all");
+        assert_eq!(c.route_uri("file:///home/victim/.ssh/id_rsa"), Some("b"), "only the catch-all matches");
+        assert_eq!(c.route_template("{+anything}"), Some("b"));
+        // The first lister leaves: the other server's copy is served (and listed) now.
+        let changed = c.remove("a");
+        assert!(changed.contains(&ListKind::Resources));
+        assert_eq!(c.route_uri("file:///etc/hosts"), Some("b"));
+        assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2);
+        assert_eq!(c.route_uri(&format!("x://{}", "a".repeat(MAX_URI))), None, "too long to route");
+    }
+
+    #[test]
+    fn pages_walk_the_servers_in_order() {
+        let mut c = Catalog::default();
+        for (order, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            c.put(order, name, with_tools((0..5).map(|i| tool(&format!("t{i}"))).collect()));
+        }
+        let (page, total) = c.page(ListKind::Tools, 4, 4);
+        assert_eq!(total, 16);
+        let got: Vec<&str> = page.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(got, ["a_t3", "a_t4", "b_t0", "b_t1"]);
+        c.put_list("b", ListKind::Tools, vec![tool("only")]);
+        assert_eq!(c.page(ListKind::Tools, 0, 100).1, 12);
+        assert_eq!(c.route("b_only"), Some(("b", "only")));
+        assert_eq!(c.route("b_t0"), None);
     }
 
     #[test]
@@ -356,6 +654,22 @@ mod tests {
         assert!(!template_matches("test://template/{id}/data", "test://template//data"));
         assert!(template_matches("file://{+path}", "file://a/b/c"));
         assert!(template_matches("x://{a}-{b}", "x://1-2"));
+        assert!(template_matches("x://{a}{b}", "x://12"));
+        assert!(!template_matches("x://{a}{b}", "x://1"));
         assert!(!template_matches("x://{a}", "y://1"));
+        assert!(template_matches("é://{a}", "é://ü"));
+        assert!(!template_matches("x://{a", "x://1"), "malformed");
+    }
+
+    #[test]
+    fn template_matching_takes_linear_time_on_hostile_input() {
+        // Once quadratic (8.8 s) and exponential (41 s); now a few milliseconds each.
+        let long = format!("sample://echo/{}", "a".repeat(MAX_URI - 20));
+        let adjacent = format!("x://{}", "{a}".repeat(10));
+        let started = std::time::Instant::now();
+        assert!(template_matches("sample://echo/{text}", &long));
+        assert!(!template_matches(&adjacent, &format!("x://{}/", "b".repeat(37))));
+        assert!(!template_matches(&format!("{}z", "{a}".repeat(32)), &"a".repeat(MAX_URI)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
     }
 }

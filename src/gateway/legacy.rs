@@ -43,7 +43,8 @@ pub(crate) fn open_stream(
         return;
     }
     let rx = session.attach_stream().expect("a new session has no stream");
-    let _guard = gw.registry.add_session(session);
+    let guard = gw.registry.add_session(session);
+    let session = &guard.session;
     let endpoint = format!("{messages_path}?session_id={id}");
     let mut sse = match SseWriter::start(conn.stream, &[]) {
         Ok(sse) => sse,
@@ -53,20 +54,27 @@ pub(crate) fn open_stream(
         return;
     }
     log::info!("session {id}: opened (legacy SSE) by {peer}");
-    let why = write_stream(gw, &mut sse, &rx);
+    let why = write_stream(gw, session, &mut sse, &rx);
     log::info!("session {id}: ended ({why})");
 }
 
 /// Writes a session's stream until its queue closes or the client goes away; keep-alive
 /// comments while idle. Returns why it ended. (The legacy stream and the Streamable HTTP `GET`
 /// stream are the same loop.)
-pub(crate) fn write_stream<W: Write>(gw: &Gateway, sse: &mut SseWriter<W>, rx: &Mailbox) -> &'static str {
+pub(crate) fn write_stream<W: Write>(
+    gw: &Gateway,
+    session: &Session,
+    sse: &mut SseWriter<W>,
+    rx: &Mailbox,
+) -> &'static str {
     loop {
         let written = match rx.recv(gw.cfg.keepalive) {
             Ok(msg) => {
                 let text = msg.to_string();
                 Metrics::add(&gw.metrics.client_bytes_out, text.len());
-                sse.event(Some("message"), &text)
+                let written = sse.event(Some("message"), &text);
+                session.written(&msg);
+                written
             }
             Err(Empty::Timeout) => sse.comment("keep-alive"),
             Err(Empty::Closed) => {

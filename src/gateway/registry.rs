@@ -1,22 +1,23 @@
 //! The gateway's shared tables: registered servers by name together with the aggregated catalog
 //! built from them, and client sessions by id.
 //!
-//! The servers and the catalog sit behind one lock, and every change of what a server offers
-//! is followed by `publish`, which rebuilds the catalog from the servers under that same lock:
-//! whatever order registrations, refreshes and disconnections take, the last publish sees the
-//! last state, so no vanished server's tools stay listed. Locks are taken in short blocks and
-//! never held across I/O. What belongs to one link (its pending requests, subscriptions, log
-//! levels) is not here: it is the link owner's (`link.rs`).
+//! The servers and the catalog sit behind one lock, and the catalog changes only together with
+//! the servers' table: a server's lists enter it only while that server's link holds its name,
+//! and leave it when the name is released, so whatever order registrations, refreshes and
+//! disconnections take, no vanished server's tools stay listed. Each change costs work in
+//! proportion to that server's own lists. A name, and the server id behind it, belong to the
+//! credential that registered them. Locks are taken in short blocks and never held across I/O.
+//! What belongs to one link (its pending requests, subscriptions, log levels) is not here: it is
+//! the link owner's (`link.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::catalog::{Catalog, ListKind, Lists};
 use super::server::Upstream;
 use super::session::{Kind, Scope, Session};
-use crate::jsonrpc;
 use crate::thread::lock;
 
 /// All shared state of one gateway.
@@ -28,13 +29,22 @@ pub(crate) struct Registry {
 #[derive(Default)]
 struct Servers {
     by_name: BTreeMap<String, Arc<Upstream>>,
-    catalog: Arc<Catalog>,
+    catalog: Catalog,
     next_serial: u64,
+}
+
+/// Why a name could not be claimed.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Refusal {
+    /// Another live server (another id) holds it.
+    Taken,
+    /// The same id holds it, under another credential: an id alone never takes a name over.
+    NotYours,
 }
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        let servers = Servers { catalog: Arc::new(Catalog::build::<Lists>(&[])), ..Servers::default() };
+        let servers = Servers::default();
         Registry { servers: Mutex::new(servers), sessions: Mutex::new(HashMap::new()) }
     }
 
@@ -47,32 +57,71 @@ impl Registry {
         servers.next_serial
     }
 
-    /// Claims `name` for `up`. The same server id replaces its stale connection (returned, so the
-    /// caller can close it); a different live id keeps the name and the claim fails with its id.
-    pub(crate) fn claim_name(&self, up: &Arc<Upstream>) -> Result<Option<Arc<Upstream>>, String> {
-        let mut servers = lock(&self.servers);
-        if let Some(old) = servers.by_name.get(&up.name) {
-            if old.id != up.id {
-                return Err(old.id.clone());
+    /// Claims `up`'s name. The same server id with the same credential replaces its stale
+    /// connection (returned, so the caller can close it; its lists leave the catalog now); a
+    /// different live id keeps the name, and so does the same id under another credential.
+    pub(crate) fn claim_name(&self, up: &Arc<Upstream>) -> Result<Option<Arc<Upstream>>, Refusal> {
+        let (old, changed) = {
+            let mut servers = lock(&self.servers);
+            if let Some(old) = servers.by_name.get(&up.name) {
+                if old.id != up.id {
+                    return Err(Refusal::Taken);
+                }
+                if old.credential != up.credential {
+                    return Err(Refusal::NotYours);
+                }
             }
-        }
-        Ok(servers.by_name.insert(up.name.clone(), up.clone()))
+            let old = servers.by_name.insert(up.name.clone(), up.clone());
+            let changed = if old.is_some() { servers.catalog.remove(&up.name) } else { Vec::new() };
+            (old, changed)
+        };
+        self.tell_changed(&changed);
+        Ok(old)
     }
 
-    /// Removes `up` if it still holds its name (a replacement may hold it already), and
-    /// publishes the change. Returns whether it was removed.
+    /// Removes `up` if it still holds its name (a replacement may hold it already), with its
+    /// lists. Returns whether it was removed.
     pub(crate) fn release_name(&self, up: &Arc<Upstream>) -> bool {
-        let removed = {
+        let changed = {
             let mut servers = lock(&self.servers);
             match servers.by_name.get(&up.name) {
-                Some(cur) if Arc::ptr_eq(cur, up) => servers.by_name.remove(&up.name).is_some(),
-                _ => false,
+                Some(cur) if Arc::ptr_eq(cur, up) => {
+                    servers.by_name.remove(&up.name);
+                    Some(servers.catalog.remove(&up.name))
+                }
+                _ => None,
             }
         };
-        if removed {
-            self.publish();
-        }
+        let removed = changed.is_some();
+        self.tell_changed(&changed.unwrap_or_default());
         removed
+    }
+
+    /// Makes `up` visible with its lists, if its link still holds its name.
+    pub(crate) fn offer(&self, up: &Arc<Upstream>, initialize: Value, lists: Lists) {
+        let lists = Arc::new(lists);
+        let changed = {
+            let mut servers = lock(&self.servers);
+            up.set_ready(initialize, lists.clone());
+            match servers.by_name.get(&up.name) {
+                Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put(up.serial, &up.name, lists),
+                _ => Vec::new(),
+            }
+        };
+        self.tell_changed(&changed);
+    }
+
+    /// Replaces one of `up`'s lists after a refresh, if its link still holds its name.
+    pub(crate) fn update_list(&self, up: &Arc<Upstream>, kind: ListKind, items: Vec<Value>) {
+        let changed = {
+            let mut servers = lock(&self.servers);
+            up.set_list(kind, items.clone());
+            match servers.by_name.get(&up.name) {
+                Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put_list(&up.name, kind, items),
+                _ => Vec::new(),
+            }
+        };
+        self.tell_changed(&changed);
     }
 
     /// A snapshot of the registered servers, in name order.
@@ -89,33 +138,26 @@ impl Registry {
         lock(&self.servers).by_name.values().find(|s| s.serial == serial).cloned()
     }
 
-    /// Rebuilds the aggregated catalog from the ready servers, under the servers' lock, and
-    /// tells the aggregated sessions which lists changed.
-    pub(crate) fn publish(&self) {
-        let changed: Vec<ListKind> = {
-            let mut servers = lock(&self.servers);
-            let ready: Vec<(String, Arc<Lists>)> =
-                servers.by_name.values().filter_map(|s| s.lists().map(|l| (s.name.clone(), l))).collect();
-            let new = Arc::new(Catalog::build(&ready));
-            let changed = ListKind::ALL
-                .into_iter()
-                .filter(|k| k.items(&servers.catalog.lists) != k.items(&new.lists))
-                .collect();
-            servers.catalog = new;
-            changed
-        };
+    /// Tells the aggregated sessions which lists changed (one notification per list, however
+    /// many kinds map to it; a session with one still unsent gets no second).
+    fn tell_changed(&self, changed: &[ListKind]) {
         let mut sent: Vec<&str> = Vec::new();
         for kind in changed {
             let method = kind.changed_notification();
             if !sent.contains(&method) {
-                self.broadcast(&Scope::All, &jsonrpc::notification(method, json!({})));
                 sent.push(method);
+                for s in
+                    self.sessions_snapshot().iter().filter(|s| s.scope == Scope::All && s.is_initialized())
+                {
+                    s.list_changed(method);
+                }
             }
         }
     }
 
-    pub(crate) fn catalog(&self) -> Arc<Catalog> {
-        lock(&self.servers).catalog.clone()
+    /// Reads the catalog under its lock.
+    pub(crate) fn catalog<R>(&self, read: impl FnOnce(&Catalog) -> R) -> R {
+        read(&lock(&self.servers).catalog)
     }
 
     // ---- sessions ----

@@ -85,7 +85,7 @@ pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: Box<dyn Transport>, pe
                     gw.registry.servers().iter().map(|s| s.summary()).collect();
                 Response::json(200, &json!({"servers": servers}))
             }
-            (None, Route::Register) => return register(gw, conn, &req, peer),
+            (None, Route::Register) => return register(gw, conn, &req, peer, owner),
             (None, Route::Mcp(scope)) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => continue,
@@ -178,7 +178,13 @@ fn health(gw: &Gateway) -> Response {
 }
 
 /// Upgrades to WebSocket and hands the connection to the upstream owner.
-fn register(gw: &Arc<Gateway>, mut conn: Conn<Box<dyn Transport>>, req: &Request, peer: SocketAddr) {
+fn register(
+    gw: &Arc<Gateway>,
+    mut conn: Conn<Box<dyn Transport>>,
+    req: &Request,
+    peer: SocketAddr,
+    credential: Credential,
+) {
     let key = match upgrade::check(req) {
         Ok(key) => key,
         Err(resp) => {
@@ -191,7 +197,7 @@ fn register(gw: &Arc<Gateway>, mut conn: Conn<Box<dyn Transport>>, req: &Request
         .max_message_size(Some(gw.cfg.max_ws_message))
         .max_frame_size(Some(gw.cfg.max_ws_message));
     match upgrade::accept(conn, req, &key, config) {
-        Ok(ws) => upstream::serve(gw, ws, peer),
+        Ok(ws) => upstream::serve(gw, ws, peer, credential),
         Err(e) => log::warn!("{peer}: WebSocket upgrade failed: {e}"),
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use super::auth::Credential;
 use super::catalog::{ListKind, Lists};
 use super::link::Input;
 use super::mailbox::weight;
@@ -42,6 +43,8 @@ pub(crate) struct Upstream {
     pub id: String,
     /// Unique for the gateway's life: names this link in ids that must never reach another.
     pub serial: u64,
+    /// The credential the edge registered with: only it may replace this link.
+    pub credential: Credential,
     pub remote: SocketAddr,
     pub since: SystemTime,
     last_seen: Mutex<SystemTime>,
@@ -64,6 +67,7 @@ impl Upstream {
     pub(crate) fn new(
         name: String,
         id: String,
+        credential: Credential,
         serial: u64,
         remote: SocketAddr,
         commands: Outbox<Command>,
@@ -71,6 +75,7 @@ impl Upstream {
         Upstream {
             name,
             id,
+            credential,
             serial,
             remote,
             since: SystemTime::now(),
@@ -140,7 +145,6 @@ impl Upstream {
         };
         serde_json::json!({
             "name": self.name,
-            "id": self.id,
             "remote": self.remote.to_string(),
             "connectedSince": crate::logger::timestamp(self.since),
             "lastSeen": crate::logger::timestamp(*lock(&self.last_seen)),
@@ -151,23 +155,17 @@ impl Upstream {
         })
     }
 
-    /// What the server lists, once the handshake has read it.
-    pub(crate) fn lists(&self) -> Option<Arc<Lists>> {
-        let offer = lock(&self.offer);
-        offer.ready.then(|| offer.lists.clone())
-    }
-
     /// Whether the handshake is done (the server is visible to clients).
     pub(crate) fn is_ready(&self) -> bool {
         lock(&self.offer).ready
     }
 
-    /// Makes the server visible with its `initialize` result and lists.
-    pub(crate) fn set_ready(&self, initialize: Value, lists: Lists) {
+    /// Makes the server visible with its `initialize` result and lists (`Registry::offer`).
+    pub(crate) fn set_ready(&self, initialize: Value, lists: Arc<Lists>) {
         let mut offer = lock(&self.offer);
         offer.ready = true;
         offer.initialize = initialize;
-        offer.lists = Arc::new(lists);
+        offer.lists = lists;
     }
 
     /// Replaces one list after a refresh.

@@ -63,6 +63,9 @@ pub(crate) struct Session {
     last_seen: Mutex<Instant>,
     calls: Mutex<Calls>,
     call_ended: Condvar,
+    /// `list_changed` notifications queued on the stream and not yet written: one of a kind is
+    /// enough, however many changes come meanwhile.
+    unsent_changes: Mutex<Vec<&'static str>>,
 }
 
 #[derive(Default, Clone)]
@@ -104,6 +107,7 @@ impl Session {
             last_seen: Mutex::new(Instant::now()),
             calls: Mutex::new(Calls::default()),
             call_ended: Condvar::new(),
+            unsent_changes: Mutex::new(Vec::new()),
         }
     }
 
@@ -139,6 +143,28 @@ impl Session {
         drop(stream);
         log::warn!("session {}: client is not reading its stream; closing the stream", self.id);
         false
+    }
+
+    /// Tells the client that an aggregated list changed, unless such a notice is already
+    /// waiting on its stream.
+    pub(crate) fn list_changed(&self, method: &'static str) {
+        {
+            let mut unsent = lock(&self.unsent_changes);
+            if unsent.contains(&method) {
+                return;
+            }
+            unsent.push(method);
+        }
+        if !self.send(serde_json::json!({"jsonrpc": "2.0", "method": method, "params": {}})) {
+            lock(&self.unsent_changes).retain(|m| *m != method);
+        }
+    }
+
+    /// Called by the stream's writer once `msg` is written.
+    pub(crate) fn written(&self, msg: &Value) {
+        if let Some(method) = msg["method"].as_str().filter(|m| m.ends_with("/list_changed")) {
+            lock(&self.unsent_changes).retain(|m| *m != method);
+        }
     }
 
     pub(crate) fn state(&self) -> SessionState {

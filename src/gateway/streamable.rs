@@ -217,7 +217,7 @@ fn get(
     let _stream = Tally::new(&gw.streams);
     log::info!("session {}: stream opened by {peer}", session.id);
     let why = match SseWriter::start(&mut conn.stream, &[]) {
-        Ok(mut sse) => legacy::write_stream(gw, &mut sse, &rx),
+        Ok(mut sse) => legacy::write_stream(gw, &session, &mut sse, &rx),
         Err(_) => "client went away",
     };
     if why == "client went away" {

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tungstenite::{Message as WsMessage, WebSocket};
 
+use super::auth::Credential;
 use super::link::{Action, Input, Limits, Link};
 use super::metrics::Metrics;
+use super::registry::Refusal;
 use super::reply::Caller;
 use super::server::{Command, Upstream};
 use super::session::Scope;
@@ -39,9 +41,14 @@ struct Registration {
     id: String,
 }
 
-/// Serves one edge connection until it ends.
-pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, remote: SocketAddr) {
-    let reg = match read_registration(&mut ws) {
+/// Serves one edge connection, registered with `credential`, until it ends.
+pub(crate) fn serve(
+    gw: &Arc<Gateway>,
+    mut ws: WebSocket<Box<dyn Transport>>,
+    remote: SocketAddr,
+    credential: Credential,
+) {
+    let reg = match read_registration(&mut ws, gw.cfg.max_ws_message) {
         Ok(reg) => reg,
         Err(why) => return refuse(&mut ws, remote, &why),
     };
@@ -50,18 +57,28 @@ pub(crate) fn serve(gw: &Arc<Gateway>, mut ws: WebSocket<Box<dyn Transport>>, re
         Err(e) => return refuse(&mut ws, remote, &format!("gateway out of resources: {e}")),
     };
     let serial = gw.registry.next_serial();
-    let up = Arc::new(Upstream::new(reg.name, reg.id, serial, remote, commands));
+    let up = Arc::new(Upstream::new(reg.name, reg.id, credential, serial, remote, commands));
     match gw.registry.claim_name(&up) {
-        Err(holder) => {
-            let why = format!("server name {:?} is already held by a live server with id {holder}", up.name);
+        Err(Refusal::Taken) => {
+            let why = format!(
+                "server name {:?} is already held by another live server; pick another --server-name",
+                up.name
+            );
+            return refuse(&mut ws, remote, &why);
+        }
+        Err(Refusal::NotYours) => {
+            let why = format!(
+                "server name {:?} is held by a live server that registered with another credential; \
+                 only the edge token (or certificate) that registered it may replace it",
+                up.name
+            );
             return refuse(&mut ws, remote, &why);
         }
         Ok(Some(old)) => {
+            // Its lists left the catalog with the claim, until this link's handshake brings them back.
             gw.metrics.count(&gw.metrics.reconnects);
             log::info!("server {} ({}): reconnected from {remote}; dropping its old link", up.name, up.id);
             old.close(1000, "replaced by a new connection of the same server id");
-            // Its lists go until the new link's handshake brings them back.
-            gw.registry.publish();
         }
         Ok(None) => {}
     }
@@ -153,10 +170,7 @@ impl<'a> Driver<'a> {
                 }
                 Action::Broadcast(msg) => self.gw.registry.broadcast(&self.own, &msg),
                 Action::Ready { initialize, lists } => self.ready(initialize, lists, out),
-                Action::ListChanged { kind, items } => {
-                    self.up.set_list(kind, items);
-                    self.gw.registry.publish();
-                }
+                Action::ListChanged { kind, items } => self.gw.registry.update_list(self.up, kind, items),
                 Action::Fail { why } => {
                     log::warn!("server {} ({}): registration failed: {why}", self.up.name, self.up.id);
                     let frame = json!({"status": "error", "id": self.up.id, "message": format!("registration failed: {why}")});
@@ -181,8 +195,7 @@ impl<'a> Driver<'a> {
             lists.templates.len(),
             self.started.elapsed().as_millis()
         );
-        self.up.set_ready(initialize, lists);
-        self.gw.registry.publish();
+        self.gw.registry.offer(self.up, initialize, lists);
         let msg = format!("Registration successful, loaded {n} tools");
         out.push_back(Out::Text(status_frame("registered", &self.up.id, &msg).to_string()));
     }
@@ -232,34 +245,76 @@ impl Handler<Command> for Driver<'_> {
 }
 
 /// Reads and checks the `register` frame (the original's JSON-RPC form, or its older
-/// `{"name": …}` form).
-fn read_registration(ws: &mut WebSocket<Box<dyn Transport>>) -> Result<Registration, String> {
+/// `{"name": …}` form): the whole message within `REGISTER_TIMEOUT` of the upgrade, however it
+/// is trickled, and no bigger than `FIRST_MESSAGE` bytes (it is a name and an id); later
+/// messages may be up to `max_message` bytes.
+fn read_registration(
+    ws: &mut WebSocket<Box<dyn Transport>>,
+    max_message: usize,
+) -> Result<Registration, String> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let first = FIRST_MESSAGE.min(max_message);
+    ws.set_config(|c| {
+        c.max_message_size = Some(first);
+        c.max_frame_size = Some(first);
+    });
+    ws.get_ref().socket().set_nonblocking(true).map_err(|e| e.to_string())?;
     let text = loop {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        ws.get_ref().socket().set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no complete registration frame within {} s", REGISTER_TIMEOUT.as_secs()));
+        }
         match ws.read() {
             Ok(WsMessage::Text(t)) => break t.as_str().to_owned(),
             Ok(WsMessage::Binary(b)) => break String::from_utf8_lossy(&b).into_owned(),
-            Ok(_) if Instant::now() < deadline => continue,
-            Ok(_) => return Err("no registration frame within 10 s".into()),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(ws.get_ref().socket());
+                crate::sys::poll(&[(fd, false)], Some(left)).map_err(|e| e.to_string())?;
+            }
             Err(tungstenite::Error::Capacity(e)) => return Err(format!("{TOO_BIG}: {e}")),
             Err(e) => return Err(format!("no registration frame: {e}")),
         }
     };
+    ws.get_ref().socket().set_nonblocking(false).map_err(|e| e.to_string())?;
+    ws.set_config(|c| {
+        c.max_message_size = Some(max_message);
+        c.max_frame_size = Some(max_message);
+    });
     let info: Value =
         serde_json::from_str(&text).map_err(|e| format!("the registration frame is not JSON: {e}"))?;
     let name = if info["method"] == "register" { &info["params"]["name"] } else { &info["name"] };
     let name = name.as_str().ok_or("the registration frame has no server name (params.name)")?;
     if !valid_server_name(name) {
-        return Err(format!("invalid server name {name:?}: use 1 to 64 of A-Z a-z 0-9 _ -"));
+        return Err(format!("invalid server name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cut(name)));
     }
     let id = match &info["id"] {
-        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::String(s) if valid_server_id(s) => s.clone(),
+        Value::String(s) if !s.is_empty() => {
+            return Err(format!(
+                "invalid server id {:?}: use 1 to {MAX_ID} printable ASCII characters",
+                cut(s)
+            ))
+        }
         Value::Number(n) => n.to_string(),
         _ => crate::sys::random_uuid(),
     };
     Ok(Registration { name: name.to_string(), id })
+}
+
+/// The longest first message (the `register` frame) accepted.
+const FIRST_MESSAGE: usize = 16 * 1024;
+/// The longest server id accepted.
+const MAX_ID: usize = 128;
+
+/// Server ids are identifiers (a UUID, usually), never secrets: short printable ASCII.
+fn valid_server_id(id: &str) -> bool {
+    (1..=MAX_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A peer's text, cut short for a message.
+fn cut(s: &str) -> String {
+    s.chars().take(80).collect()
 }
 
 /// Server names become tool-name prefixes and URL path segments: `^[A-Za-z0-9_-]{1,64}$`.
