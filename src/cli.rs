@@ -65,6 +65,11 @@ Options:
       --sse-keepalive <SECS>     Keep-alive comment on idle SSE streams (also how soon a client that
                                  left is noticed, and when a slow answer turns into a stream) [default: 15]
       --max-sessions <N>         Client sessions open at once before new ones get 503 [default: 1024]
+      --max-sessions-per-client <N>  Sessions one token (or, without tokens, one address) may hold;
+                                 more get 429 [default: 256]
+      --max-list-items <N>       Items in one list of a registered server (tools, prompts,
+                                 resources, templates); a longer list is refused [default: 10000]
+      --max-list-bytes <N>       Bytes of one such list; a bigger one is refused [default: 8388608]
       --max-calls-per-session <N>  Requests one session may have in flight at servers; more wait
                                  up to --timeout-rpc, then get an error [default: 256]
       --max-calls-per-server <N> Requests in flight at one server, all sessions together; more
@@ -217,6 +222,11 @@ fn gateway_args(
                 cfg.max_calls_per_session = number(p, "--max-calls-per-session")?;
             }
             Long("max-calls-per-server") => cfg.max_calls_per_server = number(p, "--max-calls-per-server")?,
+            Long("max-sessions-per-client") => {
+                cfg.max_sessions_per_client = number(p, "--max-sessions-per-client")?;
+            }
+            Long("max-list-items") => cfg.max_list_items = number(p, "--max-list-items")?,
+            Long("max-list-bytes") => cfg.max_list_bytes = number(p, "--max-list-bytes")?,
             Long("max-header-bytes") => cfg.limits.max_header_bytes = number(p, "--max-header-bytes")?,
             Long("max-body-bytes") => cfg.limits.max_body = number(p, "--max-body-bytes")?,
             Long("max-ws-message-bytes") => cfg.max_ws_message = number(p, "--max-ws-message-bytes")?,
@@ -246,7 +256,7 @@ fn gateway_args(
     if cfg.max_connections == 0 || cfg.max_sessions == 0 {
         return Err("--max-connections and --max-sessions must be at least 1".into());
     }
-    if cfg.max_calls_per_session == 0 || cfg.max_calls_per_server == 0 {
+    if cfg.max_calls_per_session == 0 || cfg.max_calls_per_server == 0 || cfg.max_sessions_per_client == 0 {
         return Err("--max-calls-per-session and --max-calls-per-server must be at least 1".into());
     }
     if cfg.limits.max_header_bytes < 1024 || cfg.max_ws_message < 1024 {

@@ -2,6 +2,12 @@
 //! module that logged it; or, with `--log-format json`, one JSON object per line for collectors.
 //! Never log a token or an Authorization header through it (the callers' contract; see
 //! ARCHITECTURE.md).
+//!
+//! What a peer sent can reach a line (a client's name, a server's name, a path), so a line can
+//! never be forged or flooded: control characters are escaped (a newline in a client's name
+//! does not start a line of its own), and a message is cut at `MAX_MESSAGE` bytes. Other crates
+//! log only warnings and errors here: at debug and trace they would log what crosses the wire
+//! (the WebSocket library logs whole frames and upgrade requests, headers and all).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,9 +41,13 @@ pub(crate) fn parse_level(s: &str) -> Option<LevelFilter> {
     })
 }
 
+/// The longest message written; the rest is cut, with a note of how much.
+const MAX_MESSAGE: usize = 4096;
+
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        let ours = metadata.target().starts_with("mcpport");
+        metadata.level() <= log::max_level() && (ours || metadata.level() <= Level::Warn)
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -53,17 +63,50 @@ impl Log for Logger {
             Level::Trace => "TRACE",
         };
         let now = timestamp(SystemTime::now());
+        let msg = cut(record.args().to_string());
         let line = if JSON.load(Ordering::Relaxed) {
-            let fields = serde_json::json!({"ts": now, "level": level.trim(), "target": target, "msg": record.args().to_string()});
+            let fields = serde_json::json!({"ts": now, "level": level.trim(), "target": target, "msg": msg});
             format!("{fields}\n")
         } else {
-            format!("{now} {level} {target}: {}\n", record.args())
+            format!("{now} {level} {target}: {}\n", escape(&msg))
         };
         // One write call per line, so lines from different threads never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// Cuts a message at `MAX_MESSAGE` bytes (on a character boundary), saying how much was left.
+fn cut(mut msg: String) -> String {
+    if msg.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let dropped = msg.len() - end;
+        msg.truncate(end);
+        msg.push_str(&format!("… ({dropped} more bytes)"));
+    }
+    msg
+}
+
+/// Escapes control characters, so that one event is one line whatever a peer put in it.
+fn escape(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return msg.into();
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// RFC 3339 UTC time with milliseconds, from the civil-from-days algorithm (no date crate).
@@ -93,6 +136,28 @@ pub(crate) fn timestamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn peer_text_cannot_forge_or_flood_a_line() {
+        assert_eq!(
+            escape("evil\n2026-01-01T00:00:00Z INFO forged"),
+            "evil\\n2026-01-01T00:00:00Z INFO forged"
+        );
+        assert_eq!(escape("a\u{1b}[31mred\u{7}"), "a\\u{1b}[31mred\\u{7}");
+        assert_eq!(escape("plain ünïcode"), "plain ünïcode");
+        let long = cut("é".repeat(4 * 1024 * 1024));
+        assert!(long.len() < MAX_MESSAGE + 64 && long.ends_with("more bytes)"), "{}", long.len());
+    }
+
+    #[test]
+    fn other_crates_say_only_warnings_and_errors() {
+        log::set_max_level(LevelFilter::Trace);
+        let meta = |target, level| Metadata::builder().target(target).level(level).build();
+        assert!(LOGGER.enabled(&meta("mcpport::gateway", Level::Trace)));
+        assert!(!LOGGER.enabled(&meta("tungstenite::protocol", Level::Trace)));
+        assert!(!LOGGER.enabled(&meta("rustls::conn", Level::Debug)));
+        assert!(LOGGER.enabled(&meta("rustls::conn", Level::Warn)));
+    }
 
     #[test]
     fn formats_utc_timestamps() {

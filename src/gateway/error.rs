@@ -39,6 +39,8 @@ pub(crate) enum Error {
     SessionNotFound,
     /// Too many sessions open (HTTP 503).
     TooManySessions,
+    /// This client (token, or address without tokens) has this many sessions open (HTTP 429).
+    TooManySessionsHeld(usize),
 }
 
 impl Error {
@@ -54,7 +56,8 @@ impl Error {
             | Error::Gone { .. }
             | Error::Timeout { .. }
             | Error::Busy(_)
-            | Error::TooManySessions => INTERNAL_ERROR,
+            | Error::TooManySessions
+            | Error::TooManySessionsHeld(_) => INTERNAL_ERROR,
         }
     }
 
@@ -64,6 +67,7 @@ impl Error {
             Error::BadRequest(_) => 400,
             Error::SessionNotFound => 404,
             Error::TooManySessions | Error::Busy(_) => 503,
+            Error::TooManySessionsHeld(_) => 429,
             _ => 200,
         }
     }
@@ -83,7 +87,9 @@ impl Error {
     pub(crate) fn to_http(&self) -> Response {
         let resp = Response::json(self.status(), &self.response(&Value::Null));
         match self {
-            Error::TooManySessions | Error::Busy(_) => resp.header("Retry-After", "5"),
+            Error::TooManySessions | Error::TooManySessionsHeld(_) | Error::Busy(_) => {
+                resp.header("Retry-After", "5")
+            }
             _ => resp,
         }
     }
@@ -117,6 +123,10 @@ impl fmt::Display for Error {
                 f.write_str("session not found: it ended or never existed; initialize again")
             }
             Error::TooManySessions => f.write_str("the gateway has too many open sessions; try again later"),
+            Error::TooManySessionsHeld(n) => write!(
+                f,
+                "this client already has {n} sessions open (--max-sessions-per-client); end some (DELETE) or let them expire"
+            ),
         }
     }
 }

@@ -33,17 +33,15 @@ pub(crate) fn open_stream(
 ) {
     let _stream = Tally::new(&gw.streams);
     let id = sys::random_hex(16);
-    let session = Arc::new(Session::new(id.clone(), Kind::LegacySse, scope, owner));
-    if gw.registry.session_count() >= gw.cfg.max_sessions {
-        log::warn!("{peer}: refusing a new session: {} open (--max-sessions)", gw.cfg.max_sessions);
-        let resp = Response::error(503, "the gateway has too many open sessions; try again later")
-            .header("Retry-After", "5");
+    let session = Arc::new(Session::new(id.clone(), Kind::LegacySse, scope, owner, peer.ip()));
+    if let Err(e) = gw.registry.admit(session.clone(), gw.cfg.max_sessions, gw.cfg.max_sessions_per_client) {
+        log::warn!("{peer}: refusing a new session: {e}");
         let mut stream = conn.stream;
-        let _ = resp.write_to(&mut stream, false);
+        let _ = e.to_http().write_to(&mut stream, false);
         return;
     }
     let rx = session.attach_stream().expect("a new session has no stream");
-    let guard = gw.registry.add_session(session);
+    let guard = gw.registry.guard(session);
     let session = &guard.session;
     let endpoint = format!("{messages_path}?session_id={id}");
     let mut sse = match SseWriter::start(conn.stream, &[]) {

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::catalog::{ListKind, Lists};
 use super::error::Error;
+use super::mailbox::weight;
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use crate::protocol::{severity, LATEST_VERSION, SUPPORTED_VERSIONS};
 
@@ -37,8 +38,11 @@ pub(crate) struct Limits {
     pub max_server_requests: usize,
     /// URIs with subscribers.
     pub max_subscriptions: usize,
-    /// Pages of one list followed before stopping.
+    /// Pages of one list followed; a list with more is refused.
     pub max_pages: usize,
+    /// Items, and bytes, of one list; a list with more is refused.
+    pub max_list_items: usize,
+    pub max_list_bytes: usize,
     /// How long the gateway's own requests (handshake, lists) may take.
     pub rpc_timeout: Duration,
     /// How long a client has to answer a server's request.
@@ -52,6 +56,8 @@ impl Default for Limits {
             max_server_requests: 256,
             max_subscriptions: 4096,
             max_pages: 100,
+            max_list_items: 10_000,
+            max_list_bytes: 8 * 1024 * 1024,
             rpc_timeout: Duration::from_secs(10),
             client_timeout: Duration::from_secs(300),
         }
@@ -250,10 +256,11 @@ struct ClientCall<D> {
 
 enum Purpose {
     Initialize,
-    /// One page of a list; `items` so far, `pages` read so far.
+    /// One page of a list; `items` so far, their `bytes`, `pages` read so far.
     List {
         kind: ListKind,
         items: Vec<Value>,
+        bytes: usize,
         pages: usize,
         refresh: bool,
     },
@@ -861,8 +868,8 @@ impl<D: Clone> Link<D> {
                 Ok(result) => self.initialized(now, result),
                 Err(e) => self.fail(format!("initialize: the server answered with an error: {e}")),
             },
-            Purpose::List { kind, items, pages, refresh } => match outcome {
-                Ok(page) => self.list_page(now, kind, items, pages, refresh, &page),
+            Purpose::List { kind, items, bytes, pages, refresh } => match outcome {
+                Ok(page) => self.list_page(now, kind, (items, bytes, pages), refresh, &page),
                 Err(e) => {
                     self.list_failed(now, kind, refresh, &format!("the server answered with an error: {e}"))
                 }
@@ -891,34 +898,21 @@ impl<D: Clone> Link<D> {
                     Refresh::Dirty => Refresh::Running { again: true },
                     _ => Refresh::Running { again: false },
                 };
-                self.list(now, kind, Vec::new(), 0, false, None);
+                self.list(now, kind, (Vec::new(), 0, 0), false, None);
             }
         }
         self.maybe_ready(now);
     }
 
-    fn list(
-        &mut self,
-        now: Instant,
-        kind: ListKind,
-        items: Vec<Value>,
-        pages: usize,
-        refresh: bool,
-        cursor: Option<Value>,
-    ) {
+    /// Asks for a page of a list; `so_far` is (items, their bytes, pages) already read.
+    fn list(&mut self, now: Instant, kind: ListKind, so_far: Listed, refresh: bool, cursor: Option<Value>) {
         let params = cursor.map_or(json!({}), |c| json!({"cursor": c}));
-        self.ask(now, kind.method(), params, Purpose::List { kind, items, pages, refresh });
+        let (items, bytes, pages) = so_far;
+        self.ask(now, kind.method(), params, Purpose::List { kind, items, bytes, pages, refresh });
     }
 
-    fn list_page(
-        &mut self,
-        now: Instant,
-        kind: ListKind,
-        mut items: Vec<Value>,
-        pages: usize,
-        refresh: bool,
-        page: &Value,
-    ) {
+    fn list_page(&mut self, now: Instant, kind: ListKind, so_far: Listed, refresh: bool, page: &Value) {
+        let (mut items, bytes, pages) = so_far;
         let Some(page_items) = page[kind.key()].as_array() else {
             let why = format!("the result has no {:?} array", kind.key());
             return self.list_failed(now, kind, refresh, &why);
@@ -932,20 +926,37 @@ impl<D: Clone> Link<D> {
                 kind.method()
             );
         }
-        let pages = pages + 1;
-        match &page["nextCursor"] {
-            Value::String(c) if !c.is_empty() && pages < self.limits.max_pages => {
-                let cursor = Some(Value::String(c.clone()));
-                return self.list(now, kind, items, pages, refresh, cursor);
-            }
-            Value::String(c) if !c.is_empty() => log::warn!(
-                "server {}: {} still had more pages after {pages}; keeping what was listed",
-                self.name,
-                kind.method()
-            ),
-            _ => {}
+        let (bytes, pages) = (bytes.saturating_add(weight(&page[kind.key()])), pages + 1);
+        let more = matches!(&page["nextCursor"], Value::String(c) if !c.is_empty());
+        let l = self.limits;
+        let over = if items.len() > l.max_list_items {
+            Some(format!("more than {} items (--max-list-items)", l.max_list_items))
+        } else if bytes > l.max_list_bytes {
+            Some(format!("more than {} bytes (--max-list-bytes)", l.max_list_bytes))
+        } else if more && pages >= l.max_pages {
+            Some(format!("more than {} pages", l.max_pages))
+        } else {
+            None
+        };
+        if let Some(over) = over {
+            let why = format!("the list has {over}; the gateway does not take it");
+            return self.list_refused(now, kind, refresh, &why);
+        }
+        if more {
+            let cursor = Some(page["nextCursor"].clone());
+            return self.list(now, kind, (items, bytes, pages), refresh, cursor);
         }
         self.list_done(now, kind, Ok(items), refresh);
+    }
+
+    /// A list over the caps: the handshake fails, a refresh keeps the old list; the edge is
+    /// told why either way.
+    fn list_refused(&mut self, now: Instant, kind: ListKind, refresh: bool, why: &str) {
+        if refresh {
+            let message = format!("{}: {why}; the gateway keeps the list it had", kind.method());
+            self.out.push_back(Action::ToEdge(json!({"status": "error", "message": message})));
+        }
+        self.list_failed(now, kind, refresh, why);
     }
 
     fn list_failed(&mut self, now: Instant, kind: ListKind, refresh: bool, why: &str) {
@@ -1006,7 +1017,7 @@ impl<D: Clone> Link<D> {
             (_, Phase::Listing) => *slot = Refresh::Dirty,
             (_, Phase::Ready) => {
                 *slot = Refresh::Running { again: false };
-                self.list(now, kind, Vec::new(), 0, true, None);
+                self.list(now, kind, (Vec::new(), 0, 0), true, None);
             }
         }
     }
@@ -1123,6 +1134,9 @@ impl<D: Clone> Link<D> {
         self.orphans.clear();
     }
 }
+
+/// What a list read has gathered so far: its items, their bytes, its pages.
+type Listed = (Vec<Value>, usize, usize);
 
 enum Sole<'a, D> {
     None,

@@ -59,6 +59,11 @@ pub(crate) struct Config {
     pub register_tokens: Vec<String>,
     /// Client sessions open at once before new ones get 503.
     pub max_sessions: usize,
+    /// Sessions one client (token, or address without tokens) may hold open.
+    pub max_sessions_per_client: usize,
+    /// Items and bytes one list of an edge may have (more and the list is refused).
+    pub max_list_items: usize,
+    pub max_list_bytes: usize,
     /// Requests one session may have in flight at servers (more wait briefly, then are refused).
     pub max_calls_per_session: usize,
     /// Requests in flight at one server, from all sessions (more are refused).
@@ -103,6 +108,9 @@ impl Default for Config {
             auth_tokens: Vec::new(),
             register_tokens: Vec::new(),
             max_sessions: 1024,
+            max_sessions_per_client: 256,
+            max_list_items: 10_000,
+            max_list_bytes: 8 * 1024 * 1024,
             max_calls_per_session: 256,
             max_calls_per_server: 1024,
             limits: Limits::default(),

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::catalog::{Catalog, ListKind, Lists};
+use super::error::Error;
 use super::server::Upstream;
 use super::session::{Kind, Scope, Session};
 use crate::thread::lock;
@@ -162,15 +163,29 @@ impl Registry {
 
     // ---- sessions ----
 
-    /// Adds a session; dropping the returned guard removes it again.
-    pub(crate) fn add_session(self: &Arc<Self>, session: Arc<Session>) -> SessionGuard {
-        self.insert_session(session.clone());
-        SessionGuard { registry: self.clone(), session }
+    /// Adds a session unless the gateway holds `max_total` sessions or its holder (token, or
+    /// address) `max_each`: checked and added under one lock, so bursts cannot slip past.
+    pub(crate) fn admit(
+        &self,
+        session: Arc<Session>,
+        max_total: usize,
+        max_each: usize,
+    ) -> Result<(), Error> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= max_total {
+            return Err(Error::TooManySessions);
+        }
+        let held = sessions.values().filter(|s| s.holder == session.holder).count();
+        if held >= max_each {
+            return Err(Error::TooManySessionsHeld(held));
+        }
+        sessions.insert(session.id.clone(), session);
+        Ok(())
     }
 
-    /// Adds a session that lives until `remove_session` (Streamable HTTP: DELETE or expiry).
-    pub(crate) fn insert_session(&self, session: Arc<Session>) {
-        lock(&self.sessions).insert(session.id.clone(), session);
+    /// A guard that removes `session` (already admitted) when dropped.
+    pub(crate) fn guard(self: &Arc<Self>, session: Arc<Session>) -> SessionGuard {
+        SessionGuard { registry: self.clone(), session }
     }
 
     /// Ends a session: its stream closes and the servers drop what they hold for it.

@@ -12,6 +12,7 @@
 //! may have in flight: past the bound a new call waits a little for a free slot, then is refused.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -52,12 +53,21 @@ pub(crate) enum Scope {
     Server(String),
 }
 
+/// Who a session counts against for `--max-sessions-per-client`: its token, or, on a gateway
+/// without tokens, the address it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Holder {
+    Token(usize),
+    Address(IpAddr),
+}
+
 pub(crate) struct Session {
     pub id: String,
     pub kind: Kind,
     pub scope: Scope,
     /// The credential that opened the session: only it may use the session.
     pub owner: Credential,
+    pub holder: Holder,
     stream: Mutex<Option<Arc<Mailbox>>>,
     state: Mutex<SessionState>,
     last_seen: Mutex<Instant>,
@@ -96,12 +106,17 @@ impl Calls {
 }
 
 impl Session {
-    pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential) -> Session {
+    pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential, peer: IpAddr) -> Session {
+        let holder = match owner {
+            Credential::Token(i) => Holder::Token(i),
+            Credential::Open => Holder::Address(peer),
+        };
         Session {
             id,
             kind,
             scope,
             owner,
+            holder,
             stream: Mutex::new(None),
             state: Mutex::new(SessionState::default()),
             last_seen: Mutex::new(Instant::now()),

@@ -50,7 +50,7 @@ pub(crate) fn serve(
     peer: SocketAddr,
 ) -> Outcome {
     match req.method.as_str() {
-        "POST" => post(gw, conn, req, scope, owner),
+        "POST" => post(gw, conn, req, scope, owner, peer),
         "GET" => get(gw, conn, req, &scope, owner, peer),
         "DELETE" => Outcome::Respond(delete(gw, req, &scope, owner)),
         _ => Outcome::Respond(
@@ -66,6 +66,7 @@ fn post(
     req: &Request,
     scope: Scope,
     owner: Credential,
+    peer: SocketAddr,
 ) -> Outcome {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
@@ -88,7 +89,7 @@ fn post(
         if batch {
             return respond(Error::BadRequest("initialize must not be part of a batch".into()).to_http());
         }
-        match open_session(gw, scope, owner) {
+        match open_session(gw, scope, owner, peer) {
             Ok(s) => (s, true),
             Err(resp) => return respond(resp),
         }
@@ -238,7 +239,12 @@ fn delete(gw: &Gateway, req: &Request, scope: &Scope, owner: Credential) -> Resp
     }
 }
 
-fn open_session(gw: &Gateway, scope: Scope, owner: Credential) -> Result<Arc<Session>, Response> {
+fn open_session(
+    gw: &Gateway,
+    scope: Scope,
+    owner: Credential,
+    peer: SocketAddr,
+) -> Result<Arc<Session>, Response> {
     if let Scope::Server(name) = &scope {
         if gw.registry.server(name).is_none() {
             return Err(Response::error(
@@ -247,12 +253,11 @@ fn open_session(gw: &Gateway, scope: Scope, owner: Credential) -> Result<Arc<Ses
             ));
         }
     }
-    if gw.registry.session_count() >= gw.cfg.max_sessions {
-        log::warn!("refusing a new session: {} open (--max-sessions)", gw.cfg.max_sessions);
-        return Err(Error::TooManySessions.to_http());
+    let session = Arc::new(Session::new(sys::random_hex(16), Kind::Streamable, scope, owner, peer.ip()));
+    if let Err(e) = gw.registry.admit(session.clone(), gw.cfg.max_sessions, gw.cfg.max_sessions_per_client) {
+        log::warn!("{peer}: refusing a new session: {e}");
+        return Err(e.to_http());
     }
-    let session = Arc::new(Session::new(sys::random_hex(16), Kind::Streamable, scope, owner));
-    gw.registry.insert_session(session.clone());
     Ok(session)
 }
 

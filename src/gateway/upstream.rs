@@ -125,6 +125,8 @@ impl<'a> Driver<'a> {
             max_calls: gw.cfg.max_calls_per_server,
             rpc_timeout: gw.cfg.timeout_rpc,
             client_timeout: gw.cfg.timeout_run_tool,
+            max_list_items: gw.cfg.max_list_items,
+            max_list_bytes: gw.cfg.max_list_bytes,
             ..Limits::default()
         };
         // A random first id: ids never repeat across gateway restarts, so an edge that carries
