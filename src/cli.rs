@@ -67,6 +67,8 @@ Options:
       --max-sessions <N>         Client sessions open at once before new ones get 503 [default: 1024]
       --max-sessions-per-client <N>  Sessions one token (or, without tokens, one address) may hold;
                                  more get 429 [default: 256]
+      --max-queue-bytes <N>      Bytes all queues to clients and servers may hold together; past it,
+                                 slow readers lose messages (or their stream) [default: 268435456]
       --max-list-items <N>       Items in one list of a registered server (tools, prompts,
                                  resources, templates); a longer list is refused [default: 10000]
       --max-list-bytes <N>       Bytes of one such list; a bigger one is refused [default: 8388608]
@@ -151,8 +153,8 @@ ask_client, touch and log, a prompt (greet), a resource (sample://readme), a tem
 /// What the command line asks for. (No `Debug`: configurations hold tokens, which must never
 /// be printed.)
 pub(crate) enum Command {
-    Gateway(gateway::Config),
-    Register(register::Config),
+    Gateway(Box<gateway::Config>),
+    Register(Box<register::Config>),
     Demo {
         host: String,
         port: u16,
@@ -226,6 +228,7 @@ fn gateway_args(
                 cfg.max_sessions_per_client = number(p, "--max-sessions-per-client")?;
             }
             Long("max-list-items") => cfg.max_list_items = number(p, "--max-list-items")?,
+            Long("max-queue-bytes") => cfg.max_queue_bytes = number(p, "--max-queue-bytes")?,
             Long("max-list-bytes") => cfg.max_list_bytes = number(p, "--max-list-bytes")?,
             Long("max-header-bytes") => cfg.limits.max_header_bytes = number(p, "--max-header-bytes")?,
             Long("max-body-bytes") => cfg.limits.max_body = number(p, "--max-body-bytes")?,
@@ -274,7 +277,7 @@ fn gateway_args(
     if cfg.heartbeat.timeout <= cfg.heartbeat.interval {
         return Err("--ping-timeout must be longer than --ping-interval".into());
     }
-    Ok(Command::Gateway(cfg))
+    Ok(Command::Gateway(Box::new(cfg)))
 }
 
 fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
@@ -345,7 +348,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
         health.require_gateway = cfg.require_gateway;
         cfg.health = Some(health);
     }
-    Ok(Command::Register(cfg))
+    Ok(Command::Register(Box::new(cfg)))
 }
 
 fn restart(v: &str) -> Result<register::Restart, String> {

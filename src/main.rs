@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod budget;
 mod cli;
 mod demo;
 #[cfg(test)]
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
             println!("mcpport {}", cli::VERSION);
             Ok(0)
         }
-        Command::Gateway(cfg) => gateway::run(cfg).map(|()| 0),
+        Command::Gateway(cfg) => gateway::run(*cfg).map(|()| 0),
         Command::Register(cfg) => register::run(&cfg),
         Command::Demo { host, port } => demo::run(&host, port),
         Command::SampleServer(cfg) => sample_server::run(cfg).map(|()| 0),

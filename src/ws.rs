@@ -25,6 +25,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
+use crate::budget::Budget;
 use crate::http::Transport;
 use crate::sys;
 use crate::thread::lock;
@@ -77,6 +78,8 @@ pub(crate) struct Inbox<T = Out> {
 /// count and in bytes.
 struct Queue<T> {
     state: Mutex<QueueState<T>>,
+    /// A budget shared with other queues, charged too.
+    budget: Option<Arc<Budget>>,
     /// Signalled when an item is taken (for `send_wait`) or the receiver goes.
     space: Condvar,
     capacity: usize,
@@ -97,11 +100,21 @@ pub(crate) fn channel<T: Weigh>(capacity: usize) -> io::Result<(Outbox<T>, Inbox
 
 /// A queue of at most `capacity` items and `max_bytes` bytes, with its wake pipe.
 pub(crate) fn bounded<T: Weigh>(capacity: usize, max_bytes: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
+    bounded_within(capacity, max_bytes, None)
+}
+
+/// The same, its bytes also counted against a `budget` shared with other queues.
+pub(crate) fn bounded_within<T: Weigh>(
+    capacity: usize,
+    max_bytes: usize,
+    budget: Option<Arc<Budget>>,
+) -> io::Result<(Outbox<T>, Inbox<T>)> {
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
     let state = QueueState { items: VecDeque::new(), bytes: 0, senders: 1, receiver_gone: false };
-    let queue = Arc::new(Queue { state: Mutex::new(state), space: Condvar::new(), capacity, max_bytes });
+    let queue =
+        Arc::new(Queue { state: Mutex::new(state), budget, space: Condvar::new(), capacity, max_bytes });
     Ok((Outbox { queue: queue.clone(), wake: Arc::new(wake_tx) }, Inbox { queue, wake: wake_rx }))
 }
 
@@ -124,6 +137,10 @@ impl<T> Drop for Inbox<T> {
         let mut q = lock(&self.queue.state);
         q.receiver_gone = true;
         q.items.clear();
+        if let Some(b) = &self.queue.budget {
+            b.give(q.bytes);
+        }
+        q.bytes = 0;
         drop(q);
         self.queue.space.notify_all();
     }
@@ -134,7 +151,11 @@ impl<T: Weigh> Inbox<T> {
         let mut q = lock(&self.queue.state);
         match q.items.pop_front() {
             Some(item) => {
-                q.bytes -= item.weight();
+                let weight = item.weight();
+                q.bytes -= weight;
+                if let Some(b) = &self.queue.budget {
+                    b.give(weight);
+                }
                 drop(q);
                 self.queue.space.notify_one();
                 Ok(item)
@@ -158,7 +179,7 @@ impl<T: Weigh> Outbox<T> {
         if q.receiver_gone {
             return Err((SendError::Closed, item));
         }
-        if !self.queue.fits(&q, weight) {
+        if !self.queue.fits(&q, weight) || !self.queue.budget.as_ref().is_none_or(|b| b.take(weight)) {
             return Err((SendError::Full, item));
         }
         q.bytes += weight;
@@ -180,6 +201,9 @@ impl<T: Weigh> Outbox<T> {
                 break;
             }
             q = self.queue.space.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(b) = &self.queue.budget {
+            b.force(weight);
         }
         q.bytes += weight;
         q.items.push_back(item);

@@ -40,7 +40,7 @@ pub(crate) fn open_stream(
         let _ = e.to_http().write_to(&mut stream, false);
         return;
     }
-    let rx = session.attach_stream().expect("a new session has no stream");
+    let rx = session.attach_stream(&gw.queue_budget).expect("a new session has no stream");
     let guard = gw.registry.guard(session);
     let session = &guard.session;
     let endpoint = format!("{messages_path}?session_id={id}");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::budget::Budget;
 use crate::thread::lock;
 
 /// The marker a POST's mailbox gets for a request that ends without an answer.
@@ -22,6 +23,8 @@ pub(crate) struct Mailbox {
     ready: Condvar,
     max_items: usize,
     max_bytes: usize,
+    /// The gateway's budget of bytes in all queues, charged too.
+    budget: Option<Arc<Budget>>,
 }
 
 #[derive(Default)]
@@ -41,8 +44,9 @@ pub(crate) enum Empty {
 }
 
 impl Mailbox {
-    pub(crate) fn new(max_items: usize, max_bytes: usize) -> Arc<Mailbox> {
-        Arc::new(Mailbox { state: Mutex::new(Queue::default()), ready: Condvar::new(), max_items, max_bytes })
+    pub(crate) fn new(max_items: usize, max_bytes: usize, budget: Option<Arc<Budget>>) -> Arc<Mailbox> {
+        let state = Mutex::new(Queue::default());
+        Arc::new(Mailbox { state, ready: Condvar::new(), max_items, max_bytes, budget })
     }
 
     /// Queues a message if it fits (one message always fits an empty queue). False when it did
@@ -51,7 +55,7 @@ impl Mailbox {
         let size = weight(&msg);
         let mut q = lock(&self.state);
         let fits = q.items.is_empty() || (q.items.len() < self.max_items && q.bytes + size <= self.max_bytes);
-        if q.closed || !fits {
+        if q.closed || !fits || !self.budget.as_ref().is_none_or(|b| b.take(size)) {
             q.dropped += usize::from(!q.closed);
             return false;
         }
@@ -69,6 +73,9 @@ impl Mailbox {
         if q.closed {
             return false;
         }
+        if let Some(b) = &self.budget {
+            b.force(size);
+        }
         q.bytes += size;
         q.items.push_back((msg, size));
         self.ready.notify_one();
@@ -82,6 +89,9 @@ impl Mailbox {
         loop {
             if let Some((msg, size)) = q.items.pop_front() {
                 q.bytes -= size;
+                if let Some(b) = &self.budget {
+                    b.give(size);
+                }
                 return Ok(msg);
             }
             if q.closed {
@@ -100,6 +110,9 @@ impl Mailbox {
         let mut q = lock(&self.state);
         q.closed = true;
         q.items.clear();
+        if let Some(b) = &self.budget {
+            b.give(q.bytes);
+        }
         q.bytes = 0;
         self.ready.notify_all();
     }
@@ -113,6 +126,14 @@ impl Mailbox {
     /// Messages dropped so far because the reader was too slow.
     pub(crate) fn dropped(&self) -> usize {
         lock(&self.state).dropped
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(lock(&self.state).bytes);
+        }
     }
 }
 
@@ -140,7 +161,8 @@ mod tests {
 
     #[test]
     fn a_mailbox_is_bounded_in_count_and_bytes_but_never_refuses_a_final_answer() {
-        let mb = Mailbox::new(3, 100);
+        let budget = Arc::new(Budget::new(1000));
+        let mb = Mailbox::new(3, 100, Some(budget.clone()));
         assert!(mb.push(json!("x".repeat(200))), "one message always fits an empty queue");
         assert!(!mb.push(json!(1)), "over the bytes");
         assert_eq!(mb.recv(Duration::ZERO), Ok(json!("x".repeat(200))));
@@ -153,6 +175,10 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert_eq!(mb.recv(Duration::ZERO), Err(Empty::Closed));
         assert!(!mb.push_final(json!(5)), "closed");
+        assert_eq!(budget.held(), 0, "everything taken was given back");
+        let other = Mailbox::new(10, 10_000, Some(budget.clone()));
+        assert!(other.push(json!("y".repeat(900))));
+        assert!(!other.push(json!("z".repeat(200))), "the shared budget is spent");
     }
 
     #[test]

@@ -108,11 +108,13 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of everything, with the gauges given: servers ready, and
-    /// sessions open as (legacy SSE, Streamable HTTP).
-    pub(crate) fn render(&self, ready: usize, (legacy, streamable): (u64, u64)) -> String {
+    /// The Prometheus text exposition of everything, with the gauges given: servers ready,
+    /// sessions open as (legacy SSE, Streamable HTTP), and bytes held in queues.
+    pub(crate) fn render(&self, ready: usize, (legacy, streamable): (u64, u64), queued: usize) -> String {
         let mut out = String::new();
         gauge(&mut out, "mcpport_servers_registered", "Servers registered and ready.", &[("", ready as u64)]);
+        let help = "Bytes waiting in queues to clients and servers (bounded by --max-queue-bytes).";
+        gauge(&mut out, "mcpport_queued_bytes", help, &[("", queued as u64)]);
         let sessions = [("transport=\"legacy_sse\"", legacy), ("transport=\"streamable_http\"", streamable)];
         gauge(&mut out, "mcpport_sessions_open", "Client sessions open, by transport.", &sessions);
         self.render_requests(&mut out);
@@ -215,7 +217,8 @@ mod tests {
         m.request("made/up", "gateway", true);
         m.tool_call("pi", Duration::from_millis(30));
         m.tool_call("pi", Duration::from_secs(3));
-        let text = m.render(0, (0, 0));
+        let text = m.render(0, (0, 0), 7);
+        assert!(text.contains("mcpport_queued_bytes 7"), "{text}");
         assert!(text.contains("mcpport_requests_total{method=\"tools/call\",server=\"pi\"} 2"), "{text}");
         assert!(text.contains("mcpport_request_errors_total{method=\"tools/call\",server=\"pi\"} 1"));
         assert!(text.contains("mcpport_requests_total{method=\"other\",server=\"gateway\"} 1"));

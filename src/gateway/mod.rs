@@ -59,6 +59,8 @@ pub(crate) struct Config {
     pub register_tokens: Vec<String>,
     /// Client sessions open at once before new ones get 503.
     pub max_sessions: usize,
+    /// Bytes all client and link queues may hold together.
+    pub max_queue_bytes: usize,
     /// Sessions one client (token, or address without tokens) may hold open.
     pub max_sessions_per_client: usize,
     /// Items and bytes one list of an edge may have (more and the list is refused).
@@ -109,6 +111,7 @@ impl Default for Config {
             register_tokens: Vec::new(),
             max_sessions: 1024,
             max_sessions_per_client: 256,
+            max_queue_bytes: 256 * 1024 * 1024,
             max_list_items: 10_000,
             max_list_bytes: 8 * 1024 * 1024,
             max_calls_per_session: 256,
@@ -134,6 +137,8 @@ pub(crate) struct Gateway {
     pub registry: Arc<Registry>,
     /// The counters served at `/metrics`.
     pub metrics: metrics::Metrics,
+    /// Bytes all client and link queues may hold together (`--max-queue-bytes`).
+    pub queue_budget: Arc<crate::budget::Budget>,
     connections: AtomicUsize,
     /// Calls in flight at servers (waited for at shutdown).
     pub in_flight: Arc<AtomicUsize>,
@@ -201,10 +206,12 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         (true, false) => log::warn!("NO CLIENT AUTHENTICATION: no --auth-token set, so anyone who can reach this port can call tools"),
         _ => {}
     }
+    let queue_budget = Arc::new(crate::budget::Budget::new(cfg.max_queue_bytes));
     let gw = Arc::new(Gateway {
         cfg,
         registry: Arc::new(Registry::new()),
         metrics: metrics::Metrics::new(),
+        queue_budget,
         connections: AtomicUsize::new(0),
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),

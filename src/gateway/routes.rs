@@ -156,9 +156,11 @@ fn same_path(a: &str, b: &str) -> bool {
 
 /// The Prometheus text exposition.
 pub(crate) fn metrics_response(gw: &Gateway) -> Response {
-    Response::empty(200)
-        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        .body(gw.metrics.render(ready_servers(gw), gw.registry.session_kinds()).into_bytes())
+    Response::empty(200).header("Content-Type", "text/plain; version=0.0.4; charset=utf-8").body(
+        gw.metrics
+            .render(ready_servers(gw), gw.registry.session_kinds(), gw.queue_budget.held())
+            .into_bytes(),
+    )
 }
 
 fn ready_servers(gw: &Gateway) -> usize {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::auth::Credential;
 use super::error::Error;
 use super::mailbox::Mailbox;
+use crate::budget::Budget;
 use crate::thread::lock;
 
 /// What a session needs of a link it involved: to cancel a call there, and to say it ended.
@@ -127,12 +128,13 @@ impl Session {
     }
 
     /// Attaches the session's stream; `None` if one is attached already.
-    pub(crate) fn attach_stream(&self) -> Option<Arc<Mailbox>> {
+    /// Its bytes count against `budget`, the gateway's for all queues.
+    pub(crate) fn attach_stream(&self, budget: &Arc<Budget>) -> Option<Arc<Mailbox>> {
         let mut stream = lock(&self.stream);
         if stream.is_some() {
             return None;
         }
-        let mb = Mailbox::new(STREAM_QUEUE, STREAM_BYTES);
+        let mb = Mailbox::new(STREAM_QUEUE, STREAM_BYTES, Some(budget.clone()));
         *stream = Some(mb.clone());
         Some(mb)
     }

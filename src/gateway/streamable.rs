@@ -106,7 +106,7 @@ fn post(
     }
     // Related messages are bounded in count and bytes; final answers always get in (they are
     // bounded by the session's calls in flight).
-    let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES);
+    let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone()));
     let reply = Reply::Post(mailbox.clone());
     let requests = messages.iter().filter(|m| matches!(m, Message::Request { .. })).count();
     for msg in messages {
@@ -212,7 +212,7 @@ fn get(
         Ok(s) => s,
         Err(resp) => return respond(resp),
     };
-    let Some(rx) = session.attach_stream() else {
+    let Some(rx) = session.attach_stream(&gw.queue_budget) else {
         return respond(Response::error(409, "this session already has a stream open"));
     };
     let _stream = Tally::new(&gw.streams);

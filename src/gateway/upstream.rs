@@ -52,7 +52,7 @@ pub(crate) fn serve(
         Ok(reg) => reg,
         Err(why) => return refuse(&mut ws, remote, &why),
     };
-    let (commands, inbox) = match ws::bounded(QUEUE, QUEUE_BYTES) {
+    let (commands, inbox) = match ws::bounded_within(QUEUE, QUEUE_BYTES, Some(gw.queue_budget.clone())) {
         Ok(pair) => pair,
         Err(e) => return refuse(&mut ws, remote, &format!("gateway out of resources: {e}")),
     };
