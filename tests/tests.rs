@@ -4,6 +4,9 @@
 //! - `aggregate`: prompts, resources, subscriptions, completions, logging, pagination.
 //! - `cli`: --help, --version, bad flags (exit status 2).
 //! - `hostile`: limits, slow and oversized input, token roles, session owners, IPv6.
+//! - `hostile_edges`: fake edges that lie, shadow, flood and stall: names and ids owned by the
+//!   credential, first come keeps names and URIs, list caps, the registration deadline, linear
+//!   template matching, secrets and forged lines kept out of logs, sessions per client.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `operator`: metrics, /servers, JSON logs.
@@ -23,6 +26,7 @@ mod concurrency;
 mod correlation;
 mod end_to_end;
 mod hostile;
+mod hostile_edges;
 mod http;
 mod operator;
 mod register_links;

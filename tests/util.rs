@@ -16,6 +16,12 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcpport");
 
+/// The binary `Proc` and `Gateway` start: `MCPPORT_BIN` if set (to run these tests against
+/// another build, e.g. an older commit's), else the one Cargo built for this test binary.
+pub fn bin() -> String {
+    std::env::var("MCPPORT_BIN").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| BIN.to_string())
+}
+
 /// How long any single expectation may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -100,7 +106,7 @@ impl Proc {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -205,7 +211,7 @@ impl Gateway {
 
     /// Starts `mcpport register` with the sample server (test tools on) under `name`.
     pub fn register(&self, name: &str, extra: &[&str]) -> Proc {
-        let stdio = format!("{BIN} sample-server --test-tools");
+        let stdio = format!("{} sample-server --test-tools", bin());
         let url = self.ws_url();
         let mut args = vec!["register", "--stdio", &stdio, "--gateway-url", &url, "--server-name", name];
         args.extend_from_slice(extra);
