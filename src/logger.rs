@@ -63,12 +63,15 @@ impl Log for Logger {
             Level::Trace => "TRACE",
         };
         let now = timestamp(SystemTime::now());
-        let msg = cut(record.args().to_string());
+        // Escaped first, then cut: what is cut is what is written (JSON doubles at most `\` and
+        // `"`, so its cut is half as long).
+        let msg = escape(&record.args().to_string()).into_owned();
         let line = if JSON.load(Ordering::Relaxed) {
+            let msg = cut(msg, MAX_MESSAGE / 2);
             let fields = serde_json::json!({"ts": now, "level": level.trim(), "target": target, "msg": msg});
             format!("{fields}\n")
         } else {
-            format!("{now} {level} {target}: {}\n", escape(&msg))
+            format!("{now} {level} {target}: {}\n", cut(msg, MAX_MESSAGE))
         };
         // One write call per line, so lines from different threads never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -77,10 +80,10 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
-/// Cuts a message at `MAX_MESSAGE` bytes (on a character boundary), saying how much was left.
-fn cut(mut msg: String) -> String {
-    if msg.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
+/// Cuts a message at `max` bytes (on a character boundary), saying how much was left.
+fn cut(mut msg: String, max: usize) -> String {
+    if msg.len() > max {
+        let mut end = max;
         while !msg.is_char_boundary(end) {
             end -= 1;
         }
@@ -145,7 +148,7 @@ mod tests {
         );
         assert_eq!(escape("a\u{1b}[31mred\u{7}"), "a\\u{1b}[31mred\\u{7}");
         assert_eq!(escape("plain ünïcode"), "plain ünïcode");
-        let long = cut("é".repeat(4 * 1024 * 1024));
+        let long = cut("é".repeat(4 * 1024 * 1024), MAX_MESSAGE);
         assert!(long.len() < MAX_MESSAGE + 64 && long.ends_with("more bytes)"), "{}", long.len());
     }
 

@@ -881,12 +881,8 @@ fn sessions_per_client_are_capped_per_token() {
     report("sessions_per_client", &problems);
 }
 
-/// FINDING (left failing on purpose): `logger.rs` cuts a message at 4096 bytes *before* it
-/// escapes control characters, so a client name of control characters turns a cut message into
-/// a line five to six times as long (each U+0001 becomes the 5 characters `\u{1}`, each 2-byte
-/// U+0085 the 6 characters `\u{85}`): measured 20,312 bytes in text logs and 24,386 with
-/// `--log-format json` (where serde writes `\u0001`). Cutting after escaping (or counting the
-/// escaped length while cutting) would keep every line near the 4 KiB bound.
+/// A client name of control characters (each U+0001 escapes to 5 characters) once turned a cut
+/// message into a line five to six times the bound: the logger now escapes first, then cuts.
 #[test]
 fn log_lines_stay_short_when_escaping_expands_them() {
     let _w = Watchdog::new("log_lines_stay_short_when_escaping", Duration::from_secs(30));

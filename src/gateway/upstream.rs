@@ -274,6 +274,9 @@ fn read_registration(
                 let fd = std::os::fd::AsRawFd::as_raw_fd(ws.get_ref().socket());
                 crate::sys::poll(&[(fd, false)], Some(left)).map_err(|e| e.to_string())?;
             }
+            Err(tungstenite::Error::Capacity(_)) if first < max_message => {
+                return Err(format!("{TOO_BIG_FIRST}: the register frame may be {first} bytes at most"))
+            }
             Err(tungstenite::Error::Capacity(e)) => return Err(format!("{TOO_BIG}: {e}")),
             Err(e) => return Err(format!("no registration frame: {e}")),
         }
@@ -327,6 +330,8 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
 
 /// How a message over `--max-ws-message-bytes` is reported (and closed with 1009).
 const TOO_BIG: &str = "message too big (see --max-ws-message-bytes)";
+/// How a first frame over `FIRST_MESSAGE` is reported (and closed with 1009).
+const TOO_BIG_FIRST: &str = "registration frame too big";
 
 /// Reports a failed registration to the edge (an error frame, then close 1008, or 1009 for a
 /// message too big) and logs it.
@@ -334,7 +339,7 @@ fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, why: &str)
     log::warn!("{remote}: registration refused: {why}");
     let _ = ws.get_ref().socket().set_write_timeout(Some(Duration::from_secs(2)));
     let _ = ws.send(WsMessage::text(json!({"status": "error", "message": why}).to_string()));
-    let code = if why.starts_with(TOO_BIG) { 1009 } else { 1008 };
+    let code = if why.starts_with(TOO_BIG) || why.starts_with(TOO_BIG_FIRST) { 1009 } else { 1008 };
     let frame =
         tungstenite::protocol::CloseFrame { code: code.into(), reason: "registration refused".into() };
     let _ = ws.close(Some(frame));
