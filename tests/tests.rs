@@ -4,6 +4,8 @@
 //! - `aggregate`: prompts, resources, subscriptions, completions, logging, pagination.
 //! - `cli`: --help, --version, bad flags (exit status 2).
 //! - `hostile`: limits, slow and oversized input, token roles, session owners, IPv6.
+//! - `hostile_http`: request bodies (overflowing sizes, refused bodies, the body budget),
+//!   lock-outs (idle sockets, one address, the metrics listener), strict framing and `Host`.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `operator`: metrics, /servers, JSON logs.
@@ -23,6 +25,7 @@ mod concurrency;
 mod correlation;
 mod end_to_end;
 mod hostile;
+mod hostile_http;
 mod http;
 mod operator;
 mod register_links;
