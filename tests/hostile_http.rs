@@ -92,7 +92,7 @@ fn chunk_sizes_that_overflow_get_413_and_memory_stays_flat() {
             std::thread::spawn(move || {
                 let head = post_head(port, "/mcp", "Transfer-Encoding: chunked\r\n")
                     + "1\r\n{\r\nffffffffffffffff\r\n";
-                send_while_reading(port, head, 512 * MIB, Duration::from_millis(1500))
+                send_while_reading(port, head, 128 * MIB, Duration::from_millis(1500))
             })
         })
         .collect();
@@ -207,6 +207,9 @@ fn past_the_body_budget_a_body_gets_503_before_it_is_read() {
 fn idle_sockets_cannot_hold_the_connection_cap() {
     let _w = Watchdog::new("idle_cap", Duration::from_secs(60));
     let gw = Gateway::start(&["--max-connections", "40"]);
+    // Once a request went through, the acceptor and the reaper run, and its thread has ended.
+    assert_eq!(gw.http("GET", "/health", &[], b"").status, 200);
+    std::thread::sleep(Duration::from_millis(200));
     let base_threads = proc_status(gw.proc.pid(), "Threads").unwrap();
     let idle: Vec<TcpStream> = (0..40).map(|_| connect(gw.port)).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -291,6 +294,9 @@ fn idle_sockets_do_not_stall_metrics_scrapes() {
     let gw = Gateway::start(&["--metrics-listen", "127.0.0.1:0"]);
     let line = gw.proc.wait_log("metrics on http://");
     let mport: u16 = line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    // Once a scrape went through, every thread of the gateway runs.
+    assert_eq!(http(mport, "GET", "/metrics", &[], b"").status, 200);
+    std::thread::sleep(Duration::from_millis(200));
     let threads = proc_status(gw.proc.pid(), "Threads").unwrap();
     // More idle sockets than the listener holds (32), and one that sends half a request.
     let mut idle: Vec<TcpStream> = (0..40).map(|_| connect(mport)).collect();
