@@ -1,9 +1,11 @@
-//! A budget of bytes shared by many queues: each queue has its own bound, and together they
-//! may not hold more than the budget, so a thousand slow peers cannot add up to more memory
-//! than one operator chose (`--max-queue-bytes`). Taking is all or nothing; what is taken is
-//! given back when the bytes leave the queue.
+//! A budget of bytes shared by many holders: each queue or request body has its own bound, and
+//! together they may not hold more than the budget, so a thousand slow peers cannot add up to
+//! more memory than one operator chose (`--max-queue-bytes` for the queues to clients and edges,
+//! `--max-body-budget` for request bodies). Taking is all or nothing and cannot wrap; what is
+//! taken is given back when the bytes leave (a `Reservation` gives its bytes back on drop).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub(crate) struct Budget {
     held: AtomicUsize,
@@ -11,8 +13,8 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    pub(crate) fn new(max: usize) -> Budget {
-        Budget { held: AtomicUsize::new(0), max }
+    pub(crate) fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget { held: AtomicUsize::new(0), max })
     }
 
     /// Takes `n` bytes if they fit.
@@ -39,6 +41,48 @@ impl Budget {
     /// Bytes held now.
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::SeqCst)
+    }
+}
+
+/// Bytes of a budget held for one holder (a request's body), given back on drop.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Budget({} of {})", self.held(), self.max)
+    }
+}
+
+impl Reservation {
+    /// A reservation of nothing yet.
+    pub(crate) fn new(budget: &Arc<Budget>) -> Reservation {
+        Reservation { budget: budget.clone(), bytes: 0 }
+    }
+
+    /// Grows the reservation to `total` bytes (never shrinks it). False when the budget cannot
+    /// take the difference (then nothing changes).
+    pub(crate) fn grow_to(&mut self, total: usize) -> bool {
+        let Some(more) = total.checked_sub(self.bytes).filter(|m| *m > 0) else { return true };
+        if !self.budget.take(more) {
+            return false;
+        }
+        self.bytes = total;
+        true
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
     }
 }
 

@@ -58,9 +58,15 @@ Options:
       --register-token <TOKEN>   Token for edges only: client tokens cannot register servers,
                                  edge tokens cannot call tools (repeatable)
       --register-token-file <FILE>  Read edge tokens from FILE, one per line
-      --max-connections <N>      Open connections before new ones get 503 [default: 1024]
+      --max-connections <N>      Open connections before new ones get 503; connections idle over
+                                 2 s are closed first to make room [default: 1024]
+      --max-connections-per-ip <N>  Open connections from one address, likewise [default: 64,
+                                 loopback exempt; when set, it holds for loopback too]
       --allow-origin <ORIGIN>    Allow browser pages from ORIGIN (repeatable; * for any). Loopback
                                  origins and the gateway's own address are always allowed
+      --allow-host <HOST>        Without --auth-token, answer requests naming HOST in their Host
+                                 header (repeatable; * for any). Loopback names, IP addresses and
+                                 --host are always allowed; others get 421 (DNS rebinding)
       --session-timeout <SECS>   End Streamable HTTP sessions idle this long [default: 1800]
       --sse-keepalive <SECS>     Keep-alive comment on idle SSE streams (also how soon a client that
                                  left is noticed, and when a slow answer turns into a stream) [default: 15]
@@ -78,6 +84,8 @@ Options:
                                  get an error at once [default: 1024]
       --max-header-bytes <N>     Request line and headers, 431 past it [default: 16384]
       --max-body-bytes <N>       Request body, 413 past it [default: 4194304]
+      --max-body-budget <N>      Request body bytes held at once by all connections together;
+                                 a body that does not fit gets 503 before it is read [default: 67108864]
       --max-ws-message-bytes <N> WebSocket message from an edge, close 1009 past it [default: 16777216]
       --header-timeout <SECS>    Time to send a request's headers, 408 past it [default: 10]
       --idle-timeout <SECS>      Keep-alive connection idle time before it is closed [default: 60]
@@ -232,12 +240,17 @@ fn gateway_args(
             Long("max-list-bytes") => cfg.max_list_bytes = number(p, "--max-list-bytes")?,
             Long("max-header-bytes") => cfg.limits.max_header_bytes = number(p, "--max-header-bytes")?,
             Long("max-body-bytes") => cfg.limits.max_body = number(p, "--max-body-bytes")?,
+            Long("max-body-budget") => cfg.max_body_budget = number(p, "--max-body-budget")?,
             Long("max-ws-message-bytes") => cfg.max_ws_message = number(p, "--max-ws-message-bytes")?,
             Long("header-timeout") => cfg.limits.header_timeout = seconds(p, "--header-timeout")?,
             Long("idle-timeout") => cfg.limits.idle_timeout = seconds(p, "--idle-timeout")?,
             Long("max-connections") => cfg.max_connections = number(p, "--max-connections")?,
+            Long("max-connections-per-ip") => {
+                cfg.max_connections_per_ip = Some(number(p, "--max-connections-per-ip")?);
+            }
             Long("mcp-path") => cfg.mcp_path = path(p, "--mcp-path")?,
             Long("allow-origin") => cfg.allow_origins.push(string(p)?),
+            Long("allow-host") => cfg.allow_hosts.push(allowed_host(&string(p)?)?),
             Long("session-timeout") => cfg.session_timeout = seconds(p, "--session-timeout")?,
             Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
             Long("ping-timeout") => edge_timeout = Some(seconds(p, "--ping-timeout")?),
@@ -256,8 +269,17 @@ fn gateway_args(
     }
     let from_env = env_tokens.unwrap_or_default();
     cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
-    if cfg.max_connections == 0 || cfg.max_sessions == 0 {
-        return Err("--max-connections and --max-sessions must be at least 1".into());
+    if cfg.max_connections == 0 || cfg.max_sessions == 0 || cfg.max_connections_per_ip == Some(0) {
+        return Err(
+            "--max-connections, --max-connections-per-ip and --max-sessions must be at least 1".into()
+        );
+    }
+    if cfg.max_body_budget < cfg.limits.max_body {
+        return Err(format!(
+            "--max-body-budget ({}) must be at least --max-body-bytes ({}): a body that could never fit would \
+             be told to try again forever",
+            cfg.max_body_budget, cfg.limits.max_body
+        ));
     }
     if cfg.max_calls_per_session == 0 || cfg.max_calls_per_server == 0 || cfg.max_sessions_per_client == 0 {
         return Err("--max-calls-per-session and --max-calls-per-server must be at least 1".into());
@@ -434,6 +456,16 @@ fn token_file(path: &str) -> Result<Vec<String>, String> {
     Ok(tokens)
 }
 
+/// A `--allow-host` value: a name or address, optionally with a port (ignored), or `*`.
+fn allowed_host(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]*".contains(&b));
+    if ok && (v == "*" || !v.contains('*')) {
+        Ok(v.to_string())
+    } else {
+        Err(format!("--allow-host {v:?}: give a host name or address as clients write it (e.g. mcp.example.com), or *"))
+    }
+}
+
 fn header(v: &str) -> Result<(String, String), String> {
     match v.split_once(':') {
         Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_string(), val.trim().to_string())),
@@ -494,6 +526,24 @@ mod tests {
     }
 
     #[test]
+    fn gateway_hardening_flags() {
+        let Command::Gateway(cfg) = parse(&["gateway"]).unwrap().command else { panic!() };
+        assert_eq!((cfg.max_connections_per_ip, cfg.max_body_budget), (None, 64 * 1024 * 1024));
+        let args = [
+            "g",
+            "--allow-host",
+            "mcp.example.com",
+            "--allow-host",
+            "[::1]:8",
+            "--max-body-budget",
+            "8388608",
+        ];
+        let Command::Gateway(cfg) = parse(&args).unwrap().command else { panic!() };
+        assert_eq!(cfg.allow_hosts, ["mcp.example.com", "[::1]:8"]);
+        assert_eq!(cfg.max_body_budget, 8 * 1024 * 1024);
+    }
+
+    #[test]
     fn register_needs_stdio_and_a_valid_name() {
         assert!(error_of(&["register"]).contains("--stdio"));
         assert!(error_of(&["register", "--stdio", "x", "--server-name", "a b"]).contains("server-name"));
@@ -513,6 +563,10 @@ mod tests {
             &["gateway", "--bogus"],
             &["gateway", "--timeout-rpc", "-1"],
             &["gateway", "--sse-path", "sse"],
+            &["gateway", "--max-connections-per-ip", "0"],
+            &["gateway", "--max-body-budget", "1000"],
+            &["gateway", "--allow-host", "http://x/"],
+            &["gateway", "--allow-host", "*.example.com"],
             &["register", "--stdio", "x", "--header", "novalue"],
             &["nope"],
             &[],

@@ -1,7 +1,9 @@
 //! Property tests, in place of a coverage-guided fuzzer (which needs nightly Rust): the HTTP
 //! request reader and the JSON-RPC classifier are fed random bytes and mutations of valid input,
-//! from a seeded generator so any failure replays. They must never panic, never hang, and never
-//! hand on anything over the limits. `MCPPORT_FUZZ_CASES=N` runs more cases (default 3000 each);
+//! and the body reader lengths and chunk sizes at the edges of `u64`/`usize`, from a seeded
+//! generator so any failure replays. They must never panic (tests build with overflow checks,
+//! so a wrapping addition is a panic), never hang, and never hold or hand on anything over the
+//! limits. `MCPPORT_FUZZ_CASES=N` runs more cases (default 3000 each);
 //! `MCPPORT_FUZZ_SEED=S` picks another sequence.
 
 use std::io::{self, Read, Write};
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::http::{Conn, Limits, ReadError, Timed};
+use crate::http::body::{MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS};
+use crate::http::{Budget, Conn, Framing, Limits, ReadError, Timed};
 use crate::jsonrpc::{self, Message};
 
 /// xorshift64*: small, fast, and the same everywhere; the seeded generator of every property
@@ -155,9 +158,9 @@ fn the_request_reader_survives_anything_and_keeps_its_limits() {
                 Err(_) => break,
             }
             assert!(
-                conn.buf.len() <= limits.max_header_bytes + 8192,
-                "the buffer grew to {}",
-                conn.buf.len()
+                conn.peak_held() <= limits.max_header_bytes + 2 + limits.max_body,
+                "the reader held {} bytes",
+                conn.peak_held()
             );
         }
     }
@@ -165,6 +168,152 @@ fn the_request_reader_survives_anything_and_keeps_its_limits() {
         requests > 0 && refusals > 0,
         "the generator reaches both outcomes ({requests} read, {refusals} refused)"
     );
+}
+
+/// Sizes at the edges: around the limit, and around `u64::MAX`, `usize::MAX`, `i64::MAX`.
+fn edge_size(r: &mut Rng, max_body: u64) -> u64 {
+    let base = *r.pick(&[0, 1, max_body, u64::MAX, usize::MAX as u64, i64::MAX as u64, 1 << 32, 1 << 63]);
+    match r.below(3) {
+        0 => base,
+        1 => base.wrapping_add(r.below(3) as u64),
+        _ => base.wrapping_sub(r.below(3) as u64),
+    }
+}
+
+/// A `Content-Length` value: the size in decimal, sometimes with a sign, spaces, leading zeros,
+/// one more digit than fits, or a second, different value.
+fn length_field(r: &mut Rng, n: u64) -> String {
+    let digits = n.to_string();
+    match r.below(9) {
+        0 => format!("+{digits}"),
+        1 => format!("-{digits}"),
+        2 => format!("{digits}0"),
+        3 => format!("000000000000000000000{digits}"),
+        4 => format!("{digits}, {}", n.wrapping_add(1)),
+        5 => format!("{digits}\r\nContent-Length: {digits}"),
+        6 => format!("{digits}\r\nContent-Length: {}", n / 2),
+        _ => digits,
+    }
+}
+
+/// A chunk-size line: hex, sometimes with a sign, too many digits, spaces, an extension, or
+/// upper case.
+fn chunk_line(r: &mut Rng, n: u64) -> String {
+    let hex = format!("{n:x}");
+    match r.below(10) {
+        0 => format!("+{hex}"),
+        1 => format!("{}{hex}", "0".repeat(MAX_CHUNK_SIZE_DIGITS + 1 - hex.len().min(MAX_CHUNK_SIZE_DIGITS))),
+        2 => format!("{hex} ;ext=\"v\""),
+        3 => format!("{hex};{}", "e".repeat(r.below(2 * MAX_CHUNK_LINE))),
+        4 => hex.to_uppercase(),
+        5 => format!(" {hex}"),
+        _ => hex,
+    }
+}
+
+/// A request whose body is framed with sizes at the edges, and whose chunk sizes sometimes add
+/// up past `u64::MAX` to something small (the wrap that once let a body past the limit).
+fn hostile_body(r: &mut Rng, max_body: u64) -> Vec<u8> {
+    let mut out = b"POST /mcp HTTP/1.1\r\nHost: a\r\n".to_vec();
+    if r.chance(30) {
+        let n = edge_size(r, max_body);
+        out.extend(format!("Content-Length: {}\r\n\r\n", length_field(r, n)).into_bytes());
+        out.extend(std::iter::repeat_n(b'x', (n as usize).min(2 * max_body as usize)));
+        return out;
+    }
+    out.extend(b"Transfer-Encoding: chunked\r\n\r\n");
+    let mut sum = 0u64;
+    for _ in 0..1 + r.below(5) {
+        let n = match r.below(4) {
+            // Wraps the running total to a few bytes, if the reader added without checking.
+            0 if sum > 0 => 0u64.wrapping_sub(sum).wrapping_add(r.below(8) as u64),
+            1 => 1 + r.below(64) as u64,
+            _ => edge_size(r, max_body),
+        };
+        out.extend(format!("{}\r\n", chunk_line(r, n)).into_bytes());
+        // Real data for sizes that fit (sometimes one byte short or long), a little otherwise.
+        let data = if n <= 2 * max_body { n as usize } else { r.below(9000) };
+        let data = match r.below(8) {
+            0 => data.saturating_sub(1),
+            1 => data + 1,
+            _ => data,
+        };
+        out.extend(std::iter::repeat_n(b'd', data));
+        out.extend(b"\r\n");
+        sum = sum.wrapping_add(n);
+    }
+    out.extend(b"0\r\n");
+    for i in 0..r.below(3) {
+        out.extend(format!("X-Trailer-{i}: {}\r\n", "t".repeat(r.below(1500))).into_bytes());
+    }
+    out.extend(b"\r\n");
+    out
+}
+
+#[test]
+fn sizes_near_the_integer_limits_never_wrap_and_nothing_holds_more_than_the_caps() {
+    let limits = Limits { max_header_bytes: 1024, max_headers: 16, max_body: 4096, ..Limits::default() };
+    let budget = Budget::new(3 * limits.max_body);
+    let mut r = rng();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for _ in 0..cases() {
+        let data = hostile_body(&mut r, limits.max_body as u64);
+        let pieces = (0..4).map(|_| 1 + r.below(4096)).collect();
+        let mut conn = Conn::new(Mem { data, pos: 0, pieces });
+        // Another request's body holds part of the budget meanwhile, sometimes all but a little.
+        let other =
+            crate::http::reserve(&budget, *r.pick(&[0, limits.max_body, 2 * limits.max_body + 100])).unwrap();
+        let outcome = read_one(&mut conn, &limits, &budget);
+        *outcomes.entry(outcome).or_insert(0) += 1;
+        assert!(
+            conn.peak_held() <= limits.max_header_bytes + 2 + limits.max_body,
+            "the reader held {} bytes",
+            conn.peak_held()
+        );
+        drop(other);
+        assert_eq!(budget.held(), 0, "every reservation is given back");
+    }
+    for code in [0, 400, 413, 503] {
+        assert!(outcomes.contains_key(&code), "the generator reaches {code}: {outcomes:?}");
+    }
+}
+
+/// Reads one request as the gateway does (head, reservation, body); 0 when a body was read,
+/// else the refusal's status.
+fn read_one(conn: &mut Conn<Mem>, limits: &Limits, budget: &std::sync::Arc<Budget>) -> u16 {
+    let refused = |e: ReadError| match e {
+        ReadError::Status(code, _) => {
+            assert!([400, 408, 413, 431, 501, 503].contains(&code), "status {code}");
+            code
+        }
+        other => panic!("expected a status, got {other:?}"),
+    };
+    let (_req, framing) = match conn.await_request(limits).and_then(|()| conn.read_head(limits)) {
+        Ok(head) => head,
+        Err(e) => return refused(e),
+    };
+    let declared = match framing {
+        Framing::Length(n) => n,
+        Framing::Chunked => 0,
+    };
+    let mut held = match crate::http::reserve(budget, declared) {
+        Ok(held) => held,
+        Err(e) => return refused(e),
+    };
+    match conn.read_body(framing, limits, &mut held) {
+        Ok(body) => {
+            assert!(body.len() <= limits.max_body, "a body of {} bytes", body.len());
+            assert!(
+                held.bytes() >= body.len(),
+                "{} bytes read on a reservation of {}",
+                body.len(),
+                held.bytes()
+            );
+            assert!(budget.held() <= 3 * limits.max_body);
+            0
+        }
+        Err(e) => refused(e),
+    }
 }
 
 const KEYS: [&str; 8] = ["jsonrpc", "id", "method", "params", "result", "error", "code", "message"];

@@ -7,6 +7,8 @@
 //! - `hostile_edges`: fake edges that lie, shadow, flood and stall: names and ids owned by the
 //!   credential, first come keeps names and URIs, list caps, the registration deadline, linear
 //!   template matching, secrets and forged lines kept out of logs, sessions per client.
+//! - `hostile_http`: request bodies (overflowing sizes, refused bodies, the body budget),
+//!   lock-outs (idle sockets, one address, the metrics listener), strict framing and `Host`.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `operator`: metrics, /servers, JSON logs.
@@ -27,6 +29,7 @@ mod correlation;
 mod end_to_end;
 mod hostile;
 mod hostile_edges;
+mod hostile_http;
 mod http;
 mod operator;
 mod register_links;

@@ -2,7 +2,8 @@
 //! `--register-token` gives edges tokens of their own, so that a client token cannot register
 //! servers and an edge token cannot call tools). Tokens are compared in constant time and never
 //! logged or stored in sessions: a session remembers only which token opened it (its index), so
-//! another token presenting its id gets 404. And the `Origin` check against DNS rebinding.
+//! another token presenting its id gets 404. And the two checks against DNS rebinding: `Origin`
+//! always, and `Host` when clients need no token.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -66,6 +67,64 @@ pub(crate) fn origin_allowed(cfg: &Config, req: &Request, local: Option<SocketAd
     loopback || local.is_some_and(|a| host.parse::<IpAddr>().is_ok_and(|ip| ip == a.ip()))
 }
 
+/// DNS-rebinding protection for a gateway that asks clients for no token: a page on another site
+/// whose name an attacker re-points at this gateway reaches it under that name, so a request
+/// must name the gateway in `Host` as one of: a loopback name (`localhost`, `*.localhost`,
+/// 127.0.0.0/8, `[::1]`), any IP address (a page can only be same-origin with an address by
+/// being served from it), the `--host` it was bound to, or an `--allow-host` (`*` allows any).
+/// With client tokens every request needs one, which a rebound page does not have; and a
+/// request without `Host` (HTTP/1.0) is not from a browser. The caller exempts `/health`
+/// (probes use all sorts of names; it shows counts only) and edge registration (a browser's
+/// WebSocket always carries an `Origin`, which `origin_allowed` checks).
+pub(crate) fn host_allowed(cfg: &Config, req: &Request) -> bool {
+    if !cfg.auth_tokens.is_empty() || cfg.allow_hosts.iter().any(|h| h == "*") {
+        return true;
+    }
+    let Some(host) = req.header("host") else { return true };
+    let Some(name) = host_name(host) else { return false };
+    let bound = host_name(&cfg.host).is_some_and(|b| b.eq_ignore_ascii_case(name));
+    is_loopback_name(name)
+        || name.parse::<IpAddr>().is_ok()
+        || bound
+        || cfg.allow_hosts.iter().filter_map(|h| host_name(h)).any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// What a client refused by the `Host` check is told.
+pub(crate) fn host_refusal(cfg: &Config, host: &str) -> String {
+    let name = host_name(host).unwrap_or(host);
+    let bound = if is_loopback_name(&cfg.host) || cfg.host.parse::<IpAddr>().is_ok() {
+        String::new()
+    } else {
+        format!(", {:?}", cfg.host)
+    };
+    format!(
+        "Host {host:?} is not a name of this gateway. Without --auth-token it answers only to localhost, \
+         IP addresses{bound} and --allow-host names (protection against DNS rebinding); if {name:?} is \
+         its name, start it with --allow-host {name}, or require a token with --auth-token"
+    )
+}
+
+/// Names that resolve to this machine's loopback whatever DNS says (RFC 6761 for `localhost`).
+fn is_loopback_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost")
+        || name.len() > 10 && name.as_bytes()[name.len() - 10..].eq_ignore_ascii_case(b".localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The name in a `Host` value (`name[:port]`, `[v6]:port`), without brackets, port or a final
+/// dot; `None` when empty or malformed.
+fn host_name(host: &str) -> Option<&str> {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None if host.matches(':').count() > 1 => host,
+        None => host.split(':').next().unwrap_or(host),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    (!name.is_empty() && !name.contains(['/', '@', ' '])).then_some(name)
+}
+
 /// The host of an origin (`scheme://host[:port]`), without brackets or port.
 fn origin_host(origin: &str) -> Option<&str> {
     let authority = origin.split_once("://")?.1;
@@ -91,6 +150,44 @@ mod tests {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("localhost:8765"), Some("localhost"));
+        assert_eq!(host_name("[::1]:8765"), Some("::1"));
+        assert_eq!(host_name("::1"), Some("::1"));
+        assert_eq!(host_name("Example.COM."), Some("Example.COM"));
+        assert_eq!(host_name(""), None);
+        assert_eq!(host_name("[::1"), None);
+    }
+
+    #[test]
+    fn without_client_tokens_the_host_must_name_the_gateway() {
+        let with_host = |cfg: &Config, host: &str| {
+            let mut req = request(None);
+            req.headers.push(("Host".into(), host.into()));
+            host_allowed(cfg, &req)
+        };
+        let open = Config { host: "127.0.0.1".into(), ..Config::default() };
+        for ok in
+            ["127.0.0.1:8765", "localhost:1", "LOCALHOST.", "app.localhost", "[::1]:80", "192.168.1.10:8765"]
+        {
+            assert!(with_host(&open, ok), "{ok}");
+        }
+        for bad in ["evil.example.com:8765", "localhost.evil.com", "", "127.0.0.1.evil.com"] {
+            assert!(!with_host(&open, bad), "{bad}");
+        }
+        assert!(host_allowed(&open, &request(None)), "no Host: not a browser");
+        let named =
+            Config { host: "gw.lan".into(), allow_hosts: vec!["mcp.example.com:443".into()], ..open.clone() };
+        assert!(with_host(&named, "gw.lan:8765") && with_host(&named, "MCP.example.com"));
+        assert!(!with_host(&named, "evil.example.com"));
+        let any = Config { allow_hosts: vec!["*".into()], ..open.clone() };
+        assert!(with_host(&any, "evil.example.com"));
+        let tokens = Config { auth_tokens: vec!["t".into()], ..open };
+        assert!(with_host(&tokens, "evil.example.com"), "tokens guard it instead");
+        assert!(host_refusal(&named, "evil.example.com:1").contains("--allow-host evil.example.com"));
     }
 
     #[test]

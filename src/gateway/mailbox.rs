@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_mailbox_is_bounded_in_count_and_bytes_but_never_refuses_a_final_answer() {
-        let budget = Arc::new(Budget::new(1000));
+        let budget = Budget::new(1000);
         let mb = Mailbox::new(3, 100, Some(budget.clone()));
         assert!(mb.push(json!("x".repeat(200))), "one message always fits an empty queue");
         assert!(!mb.push(json!(1)), "over the bytes");

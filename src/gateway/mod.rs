@@ -1,10 +1,12 @@
 //! `mcpport gateway`: binds one port, accepts connections, and gives each its own thread.
 //!
-//! The acceptor enforces the connection cap (503 past it) and spawns a named thread per
+//! The acceptor enforces the connection caps (`admission.rs`: global and per peer address,
+//! closing idle connections to make room, 503 when nothing can) and spawns a named thread per
 //! connection through `thread::spawn`. What a connection becomes (plain requests, an SSE stream,
 //! a registered edge server's WebSocket) is decided in `routes.rs`. All shared state is in
 //! `registry.rs`.
 
+pub(crate) mod admission;
 pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod catalog;
@@ -14,6 +16,7 @@ pub(crate) mod link;
 pub(crate) mod mailbox;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
+pub(crate) mod metrics_server;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod routes;
@@ -28,9 +31,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{Limits, Response, Transport};
+use crate::http::{Budget, Limits, Response, Transport};
 use crate::ws::Heartbeat;
 use crate::{sys, thread};
+use admission::Admission;
 use registry::Registry;
 
 /// Everything `mcpport gateway` was told on its command line, validated. (No `Debug`: it holds
@@ -43,6 +47,9 @@ pub(crate) struct Config {
     pub mcp_path: String,
     /// Origins allowed besides loopback and the gateway's own address (`*` for any).
     pub allow_origins: Vec<String>,
+    /// Names allowed in `Host` besides loopback names, IP addresses and `host` (`*` for any);
+    /// checked only when clients need no token.
+    pub allow_hosts: Vec<String>,
     /// Streamable HTTP sessions idle this long are ended.
     pub session_timeout: Duration,
     /// Path of the legacy SSE stream (`GET`).
@@ -71,7 +78,11 @@ pub(crate) struct Config {
     /// Requests in flight at one server, from all sessions (more are refused).
     pub max_calls_per_server: usize,
     pub limits: Limits,
+    /// Bytes of request bodies held at once across all connections (503 past it).
+    pub max_body_budget: usize,
     pub max_connections: usize,
+    /// Connections from one peer address; `None`: the default, which spares loopback peers.
+    pub max_connections_per_ip: Option<usize>,
     /// Interval of SSE keep-alive comments.
     pub keepalive: Duration,
     /// Pings to registered servers, and how long one may stay silent.
@@ -102,6 +113,7 @@ impl Default for Config {
             port: 8765,
             mcp_path: "/mcp".into(),
             allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
             session_timeout: Duration::from_secs(30 * 60),
             sse_path: "/sse".into(),
             messages_path: "/messages/".into(),
@@ -117,7 +129,9 @@ impl Default for Config {
             max_calls_per_session: 256,
             max_calls_per_server: 1024,
             limits: Limits::default(),
+            max_body_budget: 64 * 1024 * 1024,
             max_connections: 1024,
+            max_connections_per_ip: None,
             keepalive: Duration::from_secs(15),
             heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(60) },
             max_ws_message: 16 * 1024 * 1024,
@@ -138,8 +152,11 @@ pub(crate) struct Gateway {
     /// The counters served at `/metrics`.
     pub metrics: metrics::Metrics,
     /// Bytes all client and link queues may hold together (`--max-queue-bytes`).
-    pub queue_budget: Arc<crate::budget::Budget>,
-    connections: AtomicUsize,
+    pub queue_budget: Arc<Budget>,
+    /// The connection caps.
+    pub admission: Arc<Admission>,
+    /// Bytes of request bodies held across all connections (`--max-body-budget`).
+    pub body_budget: Arc<Budget>,
     /// Calls in flight at servers (waited for at shutdown).
     pub in_flight: Arc<AtomicUsize>,
     /// SSE streams being written (their last events are flushed before exit).
@@ -206,13 +223,16 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         (true, false) => log::warn!("NO CLIENT AUTHENTICATION: no --auth-token set, so anyone who can reach this port can call tools"),
         _ => {}
     }
-    let queue_budget = Arc::new(crate::budget::Budget::new(cfg.max_queue_bytes));
+    let queue_budget = Budget::new(cfg.max_queue_bytes);
+    let admission = Admission::new(cfg.max_connections, cfg.max_connections_per_ip);
+    let body_budget = Budget::new(cfg.max_body_budget);
     let gw = Arc::new(Gateway {
         cfg,
         registry: Arc::new(Registry::new()),
         metrics: metrics::Metrics::new(),
         queue_budget,
-        connections: AtomicUsize::new(0),
+        admission,
+        body_budget,
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),
 
@@ -228,30 +248,10 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
             TcpListener::bind(addr).map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
         log::info!("metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
         let gw4 = gw.clone();
-        thread::spawn("metrics", move || serve_metrics(&gw4, &listener)).map_err(|e| e.to_string())?;
+        thread::spawn("metrics", move || metrics_server::serve(&gw4, &listener))
+            .map_err(|e| e.to_string())?;
     }
     Ok(gw)
-}
-
-/// The `--metrics-listen` server: `GET /metrics` only, one request per connection, tight limits.
-fn serve_metrics(gw: &Gateway, listener: &TcpListener) {
-    let limits = Limits {
-        max_header_bytes: 4096,
-        max_body: 0,
-        header_timeout: Duration::from_secs(2),
-        ..Limits::default()
-    };
-    for stream in listener.incoming().flatten() {
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let mut conn = crate::http::Conn::new(stream);
-        let Ok(req) = conn.read_request(&limits) else { continue };
-        let resp = if req.path == "/metrics" {
-            routes::metrics_response(gw)
-        } else {
-            Response::error(404, "only /metrics here")
-        };
-        let _ = resp.write_to(&mut conn.stream, false);
-    }
 }
 
 /// Ends Streamable HTTP sessions nobody used for `--session-timeout` (clients often vanish
@@ -317,26 +317,26 @@ fn accept_loop(gw: &Arc<Gateway>, listener: &TcpListener) {
     }
 }
 
-/// Gives a new connection its thread, or answers 503 when the gateway is full.
+/// Gives a new connection its thread, or answers 503 when the caps leave no room.
 fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
     };
-    let n = gw.connections.fetch_add(1, Ordering::SeqCst);
-    let guard = ConnectionGuard(gw.clone());
     if gw.shutting_down.load(Ordering::SeqCst) {
         refuse_busy(stream, "the gateway is shutting down");
         return;
     }
-    if n >= gw.cfg.max_connections {
-        log::warn!("refusing {peer}: {n} connections open (--max-connections)");
-        refuse_busy(stream, "the gateway has too many open connections; try again later");
-        return;
-    }
+    let ticket = match gw.admission.admit(peer.ip()) {
+        Ok(ticket) => ticket,
+        Err(why) => {
+            log::warn!("refusing {peer}: {why}");
+            refuse_busy(stream, &why);
+            return;
+        }
+    };
     let gw2 = gw.clone();
     let spawned = thread::spawn(format!("conn-{peer}"), move || {
-        let _guard = guard;
         let _ = stream.set_nodelay(true);
         let transport: Box<dyn Transport> = match &gw2.tls {
             None => Box::new(stream),
@@ -347,7 +347,7 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
         };
         // A client that stops reading must not hold a thread forever: its writes fail instead.
         let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));
-        routes::serve_connection(&gw2, transport, peer);
+        routes::serve_connection(&gw2, transport, peer, &ticket);
     });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for {peer}: {e}");
@@ -359,13 +359,4 @@ fn refuse_busy(mut stream: TcpStream, why: &str) {
     let resp = Response::error(503, why).header("Retry-After", "1");
     let _ = resp.write_to(&mut stream, false);
     let _ = stream.flush();
-}
-
-/// Counts a connection until its thread ends (or it is refused).
-struct ConnectionGuard(Arc<Gateway>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::SeqCst);
-    }
 }

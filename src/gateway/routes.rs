@@ -1,18 +1,22 @@
-//! One connection's life: read requests (keep-alive), authenticate, and route each by method
-//! and path. Most routes answer and loop; two take the connection over for good: the legacy SSE
-//! stream and the edge registration WebSocket.
+//! One connection's life: read requests (keep-alive), and route each by method and path. A
+//! request is refused from its head alone (400, 401, 403, 404, 405, 421, 501, 503) before a
+//! byte of its body is read; its body is read only within the global body budget. Most routes
+//! answer and loop; two take the connection over for good: the legacy SSE stream and the edge
+//! registration WebSocket.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
+use super::admission::Ticket;
 use super::auth::{self, Credential, Role};
 use super::session::Scope;
 use super::streamable::{self, Outcome};
 use super::{legacy, upstream, Gateway};
-use crate::http::{upgrade, Conn, ReadError, Request, Response, Transport};
+use crate::http::{upgrade, Conn, Framing, ReadError, Request, Reservation, Response, Transport};
 
 /// The path edges register on, as in the original.
 pub(crate) const REGISTER_PATH: &str = "/mcp/register";
@@ -33,65 +37,73 @@ enum Route {
     NotFound(String),
 }
 
+/// Methods this server knows (RFC 9110 §9); any other gets 501.
+const KNOWN_METHODS: [&str; 9] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+impl Route {
+    /// The methods the route takes (405 with `Allow` for the others).
+    fn methods(&self) -> &'static [&'static str] {
+        match self {
+            Route::Health | Route::Servers | Route::Metrics => &["GET", "HEAD"],
+            Route::Register | Route::SseStream(..) => &["GET"],
+            Route::Mcp(_) => &["GET", "POST", "DELETE"],
+            Route::SseMessage(_) => &["POST"],
+            Route::NotFound(_) => &[],
+        }
+    }
+}
+
 /// Serves one accepted connection until it closes, errs, or becomes a long-lived stream.
-pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: Box<dyn Transport>, peer: SocketAddr) {
+/// Each request goes head first: everything that can refuse it is decided from the head, and
+/// only then is its body read, within the global body budget.
+pub(crate) fn serve_connection(
+    gw: &Arc<Gateway>,
+    stream: Box<dyn Transport>,
+    peer: SocketAddr,
+    ticket: &Ticket,
+) {
     let local = stream.socket().local_addr().ok();
     let mut conn = Conn::new(stream);
     loop {
-        let req = match conn.read_request(&gw.cfg.limits) {
-            Ok(req) => req,
-            Err(ReadError::Closed) => return,
-            Err(ReadError::Status(code, why)) => {
-                log::warn!("{peer}: bad request ({code}): {why}");
-                let _ = Response::error(code, &why).write_to(&mut conn.stream, false);
-                return conn.linger_close();
-            }
-            Err(ReadError::Io(e)) => {
-                log::debug!("{peer}: connection failed: {e}");
-                return;
-            }
+        let (mut req, framing) = match next_head(gw, &mut conn, ticket) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => return fail(conn, e, peer),
         };
         log::debug!("{peer}: {} {}", req.method, req.path);
         let route = route(gw, &req);
-        let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
-        let credential = auth::check(&gw.cfg, &req, role);
-        let refusal = match &route {
-            Route::Health | Route::NotFound(_) => None,
-            _ if gw.shutting_down.load(std::sync::atomic::Ordering::SeqCst) => {
-                Some(Response::error(503, "the gateway is shutting down").header("Retry-After", "1"))
-            }
-            _ if !auth::origin_allowed(&gw.cfg, &req, local) => {
-                let origin = req.header("origin").unwrap_or_default();
-                log::warn!("{peer}: {} {}: Origin {origin:?} is not allowed", req.method, req.path);
-                Some(Response::error(403, "this Origin is not allowed (see --allow-origin)"))
-            }
-            _ if credential.is_none() => {
-                let whose = if role == Role::Edge { "an edge" } else { "a client" };
-                log::warn!("{peer}: {} {}: missing or wrong bearer token for {whose}", req.method, req.path);
-                Some(
-                    Response::error(401, "a valid 'Authorization: Bearer <token>' header is required")
-                        .header("WWW-Authenticate", "Bearer"),
-                )
-            }
-            _ => None,
+        let owner = match check_head(gw, &req, &route, framing, local, peer) {
+            Ok(owner) => owner,
+            Err(resp) => match refuse(&mut conn, &req, framing, &resp) {
+                Next::Request => continue,
+                Next::Close => return,
+                Next::Linger => return conn.linger_close(),
+            },
         };
-        let owner = credential.unwrap_or(Credential::Open);
-        let resp = match (refusal, route) {
-            (Some(resp), _) => resp,
-            (None, Route::Health) => health(gw),
-            (None, Route::Metrics) => metrics_response(gw),
-            (None, Route::Servers) => {
+        let _held = if framing.has_body() {
+            match take_body(gw, &mut conn, &mut req, framing) {
+                Ok(held) => Some(held),
+                Err(e) => return fail(conn, e, peer),
+            }
+        } else {
+            None
+        };
+        let resp = match route {
+            Route::Health => health(gw),
+            Route::Metrics => metrics_response(gw),
+            Route::Servers => {
                 let servers: Vec<serde_json::Value> =
                     gw.registry.servers().iter().map(|s| s.summary()).collect();
                 Response::json(200, &json!({"servers": servers}))
             }
-            (None, Route::Register) => return register(gw, conn, &req, peer, owner),
-            (None, Route::Mcp(scope)) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer) {
+            Route::Register => return register(gw, conn, &req, peer, owner),
+            Route::Mcp(scope) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => continue,
                 Outcome::Streamed | Outcome::Close => return,
             },
-            (None, Route::SseStream(scope, post_to)) if req.method == "GET" => {
+            Route::SseStream(scope, post_to) => {
                 if let Scope::Server(name) = &scope {
                     if gw.registry.server(name).is_none() {
                         let resp = Response::error(404, &format!("no server named {name:?} is registered"));
@@ -101,15 +113,146 @@ pub(crate) fn serve_connection(gw: &Arc<Gateway>, stream: Box<dyn Transport>, pe
                 }
                 return legacy::open_stream(gw, conn, peer, scope, owner, &post_to);
             }
-            (None, Route::SseStream(..)) => {
-                Response::error(405, "the SSE endpoint takes GET").header("Allow", "GET")
-            }
-            (None, Route::SseMessage(scope)) => legacy::post_message(gw, &req, &scope, owner),
-            (None, Route::NotFound(why)) => Response::error(404, &why),
+            Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
+            Route::NotFound(why) => Response::error(404, &why),
         };
-        if resp.write_to(&mut conn.stream, req.keep_alive()).is_err() || !req.keep_alive() {
+        let head_only = req.method == "HEAD";
+        if resp.write_for(&mut conn.stream, req.keep_alive(), head_only).is_err() || !req.keep_alive() {
             return;
         }
+    }
+}
+
+/// Waits for the next request and reads its head. While waiting the connection is idle and
+/// may be closed to make room for others (then `None`).
+fn next_head(
+    gw: &Gateway,
+    conn: &mut Conn<Box<dyn Transport>>,
+    ticket: &Ticket,
+) -> Result<Option<(Request, Framing)>, ReadError> {
+    let idle = ticket.idle(conn.stream.socket());
+    let head = conn.await_request(&gw.cfg.limits).and_then(|()| conn.read_head(&gw.cfg.limits));
+    if !idle.end() {
+        return Ok(None);
+    }
+    match head {
+        Ok(head) => Ok(Some(head)),
+        Err(ReadError::Closed) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Everything that refuses a request, decided from its head: no body byte has been read yet.
+/// On success, the credential the request presented.
+fn check_head(
+    gw: &Gateway,
+    req: &Request,
+    route: &Route,
+    framing: Framing,
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+) -> Result<Credential, Response> {
+    let hosts = req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("host")).count();
+    if hosts > 1 || (req.http11 && hosts == 0) {
+        return Err(Response::error(400, "an HTTP/1.1 request needs exactly one Host header"));
+    }
+    if !KNOWN_METHODS.contains(&req.method.as_str()) {
+        return Err(Response::error(501, &format!("method {:?} is not implemented here", req.method)));
+    }
+    if let Route::NotFound(why) = route {
+        return Err(Response::error(404, why));
+    }
+    let health = matches!(route, Route::Health);
+    if !health && gw.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Response::error(503, "the gateway is shutting down").header("Retry-After", "1"));
+    }
+    // Edges are not browsers; a browser's WebSocket always carries an Origin, checked below.
+    if !health && !matches!(route, Route::Register) && !auth::host_allowed(&gw.cfg, req) {
+        let host = req.header("host").unwrap_or_default();
+        log::warn!("{peer}: {} {}: Host {host:?} is not one of this gateway's names", req.method, req.path);
+        return Err(Response::error(421, &auth::host_refusal(&gw.cfg, host)));
+    }
+    if !health && !auth::origin_allowed(&gw.cfg, req, local) {
+        let origin = req.header("origin").unwrap_or_default();
+        log::warn!("{peer}: {} {}: Origin {origin:?} is not allowed", req.method, req.path);
+        return Err(Response::error(403, "this Origin is not allowed (see --allow-origin)"));
+    }
+    let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
+    let credential = if health { Some(Credential::Open) } else { auth::check(&gw.cfg, req, role) };
+    let Some(credential) = credential else {
+        let whose = if role == Role::Edge { "an edge" } else { "a client" };
+        log::warn!("{peer}: {} {}: missing or wrong bearer token for {whose}", req.method, req.path);
+        return Err(Response::error(401, "a valid 'Authorization: Bearer <token>' header is required")
+            .header("WWW-Authenticate", "Bearer"));
+    };
+    let methods = route.methods();
+    if !methods.contains(&req.method.as_str()) {
+        let allow = methods.join(", ");
+        return Err(Response::error(405, &format!("{} takes {allow}", req.path)).header("Allow", allow));
+    }
+    if framing.has_body() && req.method != "POST" {
+        return Err(Response::error(400, &format!("{} {} takes no request body", req.method, req.path)));
+    }
+    Ok(credential)
+}
+
+/// What a connection does after a refusal.
+enum Next {
+    Request,
+    Close,
+    /// Close, draining briefly what the client still sends (its body), so the answer is not
+    /// destroyed by a reset.
+    Linger,
+}
+
+/// Answers a refused request. Its body is never read: a connection whose request has one is
+/// closed after the answer.
+fn refuse(conn: &mut Conn<Box<dyn Transport>>, req: &Request, framing: Framing, resp: &Response) -> Next {
+    let keep = req.keep_alive() && !framing.has_body();
+    let written = resp.write_for(&mut conn.stream, keep, req.method == "HEAD").is_ok();
+    match (written, keep, framing.has_body()) {
+        (true, true, _) => Next::Request,
+        (true, false, true) => Next::Linger,
+        _ => Next::Close,
+    }
+}
+
+/// Reserves the body's bytes in the global budget (503 when it is spent), tells a client that
+/// waits for it to go on (`Expect: 100-continue`), and reads the body into `req`.
+fn take_body(
+    gw: &Gateway,
+    conn: &mut Conn<Box<dyn Transport>>,
+    req: &mut Request,
+    framing: Framing,
+) -> Result<Reservation, ReadError> {
+    let declared = match framing {
+        Framing::Length(n) => n,
+        Framing::Chunked => 0,
+    };
+    let mut held = crate::http::reserve(&gw.body_budget, declared)?;
+    if req.http11 && req.header_has_token("expect", "100-continue") {
+        conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(ReadError::Io)?;
+        conn.stream.flush().map_err(ReadError::Io)?;
+    }
+    req.body = conn.read_body(framing, &gw.cfg.limits, &mut held)?;
+    Ok(held)
+}
+
+/// Ends a connection whose request could not be read: a status the client can act on, then a
+/// close that does not destroy it.
+fn fail(mut conn: Conn<Box<dyn Transport>>, e: ReadError, peer: SocketAddr) {
+    match e {
+        ReadError::Closed => {}
+        ReadError::Status(code, why) => {
+            log::warn!("{peer}: bad request ({code}): {why}");
+            let mut resp = Response::error(code, &why);
+            if code == 503 {
+                resp = resp.header("Retry-After", "1");
+            }
+            let _ = resp.write_to(&mut conn.stream, false);
+            conn.linger_close();
+        }
+        ReadError::Io(e) => log::debug!("{peer}: connection failed: {e}"),
     }
 }
 
@@ -154,13 +297,20 @@ fn same_path(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-/// The Prometheus text exposition.
+/// The Prometheus text exposition, with the connection and body-budget gauges.
 pub(crate) fn metrics_response(gw: &Gateway) -> Response {
-    Response::empty(200).header("Content-Type", "text/plain; version=0.0.4; charset=utf-8").body(
-        gw.metrics
-            .render(ready_servers(gw), gw.registry.session_kinds(), gw.queue_budget.held())
-            .into_bytes(),
-    )
+    let mut text = gw.metrics.render(ready_servers(gw), gw.registry.session_kinds(), gw.queue_budget.held());
+    text.push_str(&format!(
+        "# HELP mcpport_connections_open Client and edge connections counted against --max-connections.\n\
+         # TYPE mcpport_connections_open gauge\nmcpport_connections_open {}\n\
+         # HELP mcpport_request_body_bytes_held Bytes of request bodies reserved, of --max-body-budget.\n\
+         # TYPE mcpport_request_body_bytes_held gauge\nmcpport_request_body_bytes_held {}\n",
+        gw.admission.open(),
+        gw.body_budget.held()
+    ));
+    Response::empty(200)
+        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(text.into_bytes())
 }
 
 fn ready_servers(gw: &Gateway) -> usize {

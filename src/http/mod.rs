@@ -1,11 +1,13 @@
 //! Our HTTP/1.1 server side over any `Read + Write` stream: requests read with hard limits and
 //! deadlines, keep-alive, and the pieces other modules build on (responses, SSE, WebSocket upgrade).
 //!
-//! Why our own and not a crate: DESIGN.md §2. What this file owns is reading: the idle wait for a
-//! request's first byte, a deadline for the whole header block (slowloris), caps on header bytes
-//! and count (431), on the body (413), `Content-Length` and `chunked` bodies. Every failure is a
-//! status a client can act on, never a hang or an unbounded buffer.
+//! Why our own and not a crate: DESIGN.md §2. What this file owns is reading a request in two
+//! steps: its head (the idle wait for the first byte, a deadline for the whole header block,
+//! caps on header bytes and count), then, only once the caller has checked the route and the
+//! credential, its body (`body.rs`: strict framing, checked sizes, the global byte budget).
+//! Every failure is a status a client can act on, never a hang or an unbounded buffer.
 
+pub(crate) mod body;
 pub(crate) mod response;
 pub(crate) mod sse;
 pub(crate) mod upgrade;
@@ -14,6 +16,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+pub(crate) use body::{reserve, Budget, Framing, Reservation};
 pub(crate) use response::Response;
 
 /// A byte stream that also exposes its TCP socket (for deadlines, `poll` and addresses).
@@ -162,110 +165,90 @@ pub(crate) enum ReadError {
 pub(crate) struct Conn<S> {
     pub stream: S,
     pub buf: Vec<u8>,
+    /// The most bytes this reader has held at once (buffer plus the body being read).
+    peak: usize,
 }
 
 impl<S: Timed> Conn<S> {
     pub(crate) fn new(stream: S) -> Self {
-        Conn { stream, buf: Vec::new() }
+        Conn { stream, buf: Vec::new(), peak: 0 }
     }
 
-    /// Reads the next request: waits up to the idle timeout for its first byte, then enforces
-    /// the header deadline and every size limit.
-    pub(crate) fn read_request(&mut self, limits: &Limits) -> Result<Request, ReadError> {
-        if self.buf.is_empty() && self.fill(Instant::now() + limits.idle_timeout).map_err(ReadError::Io)? == 0
-        {
-            return Err(ReadError::Closed);
+    /// Waits up to the idle timeout for the first bytes of the next request (at once when some
+    /// are already buffered). `Closed` when the peer closes or stays idle.
+    pub(crate) fn await_request(&mut self, limits: &Limits) -> Result<(), ReadError> {
+        if !self.buf.is_empty() {
+            return Ok(());
         }
+        match self.fill_upto(limits.max_header_bytes, Instant::now() + limits.idle_timeout) {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ReadError::Closed),
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    }
+
+    /// Reads the head of a request whose first byte has arrived: the header deadline, the caps
+    /// on header bytes and count, and strict framing. Not a byte of the body is asked for: what
+    /// the caller learns here (route, credential, length) decides whether the body is read.
+    pub(crate) fn read_head(&mut self, limits: &Limits) -> Result<(Request, Framing), ReadError> {
         let deadline = Instant::now() + limits.header_timeout;
         loop {
-            match parse_head(&self.buf, limits)? {
-                Some((head_len, mut req, framing)) => {
-                    self.buf.drain(..head_len);
-                    req.body = self.read_body(framing, limits)?;
-                    return Ok(req);
-                }
-                None if self.buf.len() >= limits.max_header_bytes => {
-                    return Err(status(431, "request headers too large"))
-                }
-                None => {
-                    if self.fill(deadline).map_err(|e| timeout_as_408(e, "headers"))? == 0 {
-                        return Err(ReadError::Closed);
-                    }
-                }
+            if let Some((head_len, req, framing)) = parse_head(&self.buf, limits)? {
+                self.buf.drain(..head_len);
+                return Ok((req, framing));
+            }
+            if self.buf.len() >= limits.max_header_bytes {
+                return Err(status(431, "request headers too large"));
+            }
+            let room = limits.max_header_bytes - self.buf.len();
+            if self.fill_upto(room, deadline).map_err(|e| timeout_as_408(e, "headers"))? == 0 {
+                return Err(ReadError::Closed);
             }
         }
     }
 
-    fn read_body(&mut self, framing: Framing, limits: &Limits) -> Result<Vec<u8>, ReadError> {
-        let deadline = Instant::now() + limits.body_timeout;
-        match framing {
-            Framing::Length(n) if n > limits.max_body => Err(status(413, "request body too large")),
-            Framing::Length(n) => self.take_exact(n, deadline),
-            Framing::Chunked => self.read_chunked(limits.max_body, deadline),
-        }
+    /// Reads a whole request (for the one-shot servers: health, metrics): the idle wait, the
+    /// head, and the body within `max_body`.
+    pub(crate) fn read_request(&mut self, limits: &Limits) -> Result<Request, ReadError> {
+        self.await_request(limits)?;
+        let (mut req, framing) = self.read_head(limits)?;
+        let mut held = reserve(&Budget::new(limits.max_body), 0)?;
+        req.body = self.read_body(framing, limits, &mut held)?;
+        Ok(req)
     }
 
-    fn take_exact(&mut self, n: usize, deadline: Instant) -> Result<Vec<u8>, ReadError> {
-        while self.buf.len() < n {
-            if self.fill(deadline).map_err(|e| timeout_as_408(e, "body"))? == 0 {
-                return Err(status(400, "connection closed in the middle of the body"));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
+    /// The most bytes this reader has held at once: its buffer plus the body being read.
+    #[cfg(test)]
+    pub(crate) fn peak_held(&self) -> usize {
+        self.peak
     }
 
-    fn read_chunked(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, ReadError> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.take_line(deadline)?;
-            let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| status(400, &format!("bad chunk size {size_text:?}")))?;
-            if size == 0 {
-                // Trailer fields, if any, end with an empty line; they are read and ignored.
-                while !self.take_line(deadline)?.is_empty() {}
-                return Ok(body);
-            }
-            if body.len() + size > max {
-                return Err(status(413, "request body too large"));
-            }
-            body.extend(self.take_exact(size, deadline)?);
-            if !self.take_line(deadline)?.is_empty() {
-                return Err(status(400, "chunk data longer than its size"));
-            }
-        }
+    fn note_held(&mut self, body: usize) {
+        self.peak = self.peak.max(self.buf.len().saturating_add(body));
     }
 
-    fn take_line(&mut self, deadline: Instant) -> Result<String, ReadError> {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
-                self.buf.drain(..pos + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > 4096 {
-                return Err(status(400, "chunk header line too long"));
-            }
-            if self.fill(deadline).map_err(|e| timeout_as_408(e, "body"))? == 0 {
-                return Err(status(400, "connection closed in the middle of the body"));
-            }
-        }
+    /// Reads at most `max` bytes (and at most one chunk) into the buffer, waiting at most until
+    /// `deadline`.
+    fn fill_upto(&mut self, max: usize, deadline: Instant) -> io::Result<usize> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let want = max.clamp(1, READ_CHUNK);
+        let n = self.read_some(&mut chunk[..want], deadline)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        self.note_held(0);
+        Ok(n)
     }
 
-    /// Reads what is available into the buffer, waiting at most until `deadline`.
-    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+    /// One read from the stream into `out`, waiting at most until `deadline`.
+    fn read_some(&mut self, out: &mut [u8], deadline: Instant) -> io::Result<usize> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
         self.stream.set_read_timeout(Some(left))?;
-        let mut chunk = [0u8; 8192];
         loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
+            match self.stream.read(out) {
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
                 Err(e) => return Err(e),
@@ -274,10 +257,14 @@ impl<S: Timed> Conn<S> {
     }
 }
 
+/// Bytes asked of the stream per read.
+const READ_CHUNK: usize = 8192;
+
 impl<S: Transport> Conn<S> {
     /// Closes after an error response without losing it: a close with unread input makes the
     /// kernel send a reset, which can destroy the response before the client reads it. So stop
-    /// sending, then read and discard what the client is still sending, for a bounded time.
+    /// sending, then read and discard what the client is still sending, for a bounded time and
+    /// byte count (nothing is kept: the buffer is cleared every round).
     pub(crate) fn linger_close(mut self) {
         let _ = self.stream.flush();
         let _ = self.stream.socket().shutdown(std::net::Shutdown::Write);
@@ -285,7 +272,7 @@ impl<S: Transport> Conn<S> {
         let mut discarded = 0;
         while discarded < 256 * 1024 {
             self.buf.clear();
-            match self.fill(deadline) {
+            match self.fill_upto(READ_CHUNK, deadline) {
                 Ok(n) if n > 0 => discarded += n,
                 _ => return,
             }
@@ -293,16 +280,12 @@ impl<S: Transport> Conn<S> {
     }
 }
 
-/// How the body of a request is delimited.
-#[derive(Debug, PartialEq)]
-enum Framing {
-    Length(usize),
-    Chunked,
-}
-
 /// Parses the request head if the buffer holds all of it. Returns the head's length, the
 /// request (without body) and how to read the body.
-fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Request, Framing)>, ReadError> {
+pub(crate) fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(usize, Request, Framing)>, ReadError> {
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
@@ -328,26 +311,11 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Request, Fra
         body: Vec::new(),
         http11: parsed.version == Some(1),
     };
-    let framing = framing(&req)?;
+    let framing = body::framing(&req, limits)?;
     Ok(Some((head_len, req, framing)))
 }
 
-fn framing(req: &Request) -> Result<Framing, ReadError> {
-    let chunked = req.header_has_token("transfer-encoding", "chunked");
-    match (req.header("content-length"), chunked) {
-        (Some(_), true) => Err(status(400, "both Content-Length and chunked encoding")),
-        (None, true) => Ok(Framing::Chunked),
-        (None, false) if req.header("transfer-encoding").is_some() => {
-            Err(status(501, "unsupported Transfer-Encoding"))
-        }
-        (None, false) => Ok(Framing::Length(0)),
-        (Some(v), false) => {
-            v.parse().map(Framing::Length).map_err(|_| status(400, &format!("bad Content-Length {v:?}")))
-        }
-    }
-}
-
-fn status(code: u16, why: &str) -> ReadError {
+pub(crate) fn status(code: u16, why: &str) -> ReadError {
     ReadError::Status(code, why.to_string())
 }
 
@@ -396,14 +364,38 @@ mod tests {
     #[test]
     fn bad_heads_get_the_right_status() {
         assert_eq!(status_of(head("GET / HTTP/1.1\r\nBad Header\r\n\r\n")), 400);
-        assert_eq!(status_of(head("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")), 400);
-        assert_eq!(
-            status_of(head("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")),
-            400
-        );
-        assert_eq!(status_of(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")), 501);
         let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(status_of(head(&format!("GET / HTTP/1.1\r\n{many}\r\n"))), 431);
+    }
+
+    #[test]
+    fn framing_is_strict() {
+        let framed = |fields: &str| head(&format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n"));
+        let cases: [(&str, u16); 14] = [
+            ("Content-Length: x\r\n", 400),
+            ("Content-Length: +5\r\n", 400),
+            ("Content-Length: -1\r\n", 400),
+            ("Content-Length: 5 5\r\n", 400),
+            ("Content-Length: 5\r\nContent-Length: 6\r\n", 400),
+            ("Content-Length: 5, 6\r\n", 400),
+            ("Content-Length: 99999999999999999999999\r\n", 413),
+            ("Content-Length: 1\r\nTransfer-Encoding: chunked\r\n", 400),
+            ("Transfer-Encoding: chunked, identity\r\n", 400),
+            ("Transfer-Encoding: gzip\r\n", 400),
+            ("Transfer-Encoding: gzip, chunked\r\n", 501),
+            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
+            ("Transfer-Encoding: \r\n", 400),
+            ("Transfer-Encoding: ,\r\n", 400),
+        ];
+        for (fields, code) in cases {
+            assert_eq!(status_of(framed(fields)), code, "{fields:?}");
+        }
+        let ok = |fields: &str| framed(fields).unwrap().unwrap().2;
+        assert_eq!(ok("Content-Length: 5\r\nContent-Length: 5\r\n"), Framing::Length(5));
+        assert_eq!(ok("Content-Length: 007\r\n"), Framing::Length(7));
+        assert_eq!(ok("Transfer-Encoding: Chunked\r\n"), Framing::Chunked);
+        assert_eq!(ok(""), Framing::Length(0));
+        assert_eq!(status_of(head("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")), 400);
     }
 
     #[test]

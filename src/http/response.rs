@@ -51,6 +51,12 @@ impl Response {
 
     /// Writes the whole response and flushes it.
     pub(crate) fn write_to(&self, w: &mut impl Write, keep_alive: bool) -> io::Result<()> {
+        self.write_for(w, keep_alive, false)
+    }
+
+    /// Writes the response to a request, flushed; to a `HEAD` request (`head_only`) the same
+    /// head, `Content-Length` included, and no body.
+    pub(crate) fn write_for(&self, w: &mut impl Write, keep_alive: bool, head_only: bool) -> io::Result<()> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
@@ -58,7 +64,9 @@ impl Response {
         out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         out.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
         let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if !head_only {
+            bytes.extend_from_slice(&self.body);
+        }
         w.write_all(&bytes)?;
         w.flush()
     }
@@ -81,6 +89,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -103,5 +112,13 @@ mod tests {
             "HTTP/1.1 202 Accepted\r\nContent-Type: text/plain; charset=utf-8\r\nX-A: 1\r\n\
              Content-Length: 8\r\nConnection: keep-alive\r\n\r\nAccepted"
         );
+    }
+
+    #[test]
+    fn a_head_answer_has_the_length_and_no_body() {
+        let mut out = Vec::new();
+        Response::text(200, "ok").write_for(&mut out, false, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"), "{text:?}");
     }
 }
