@@ -351,8 +351,9 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
     if !gateway::upstream::valid_server_name(&cfg.server_name) {
         return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));
     }
-    if !cfg.gateway_url.starts_with("ws://") && !cfg.gateway_url.starts_with("wss://") {
-        return Err(format!("--gateway-url {:?}: must start with ws:// or wss://", cfg.gateway_url));
+    register::handshake::Target::parse(&cfg.gateway_url)?;
+    for (name, value) in &cfg.headers {
+        register::handshake::check_header(name, value)?;
     }
     cfg.tls.identity = match (client_cert, client_key) {
         (Some(cert), Some(key)) => Some((cert, key)),

@@ -13,13 +13,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::client::Request;
-use tungstenite::http::{HeaderName, HeaderValue};
-use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use super::child::{ChildGuard, Forward, Said, Source};
+use super::handshake::{self, Target};
 use super::relay::{Action, Relay};
 use super::Config;
 use crate::http::Transport;
@@ -40,23 +37,22 @@ pub(crate) enum Ended {
 
 /// Dials the gateway and completes the WebSocket handshake.
 pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, String> {
-    let url = &cfg.gateway_url;
-    let request = build_request(cfg)?;
-    let uri = request.uri().clone();
-    let secure = uri.scheme_str() == Some("wss");
-    let host =
-        uri.host().ok_or_else(|| format!("{url}: no host"))?.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let target = Target::parse(&cfg.gateway_url)?;
+    let (host, port) = (target.host.as_str(), target.port);
     let stream = dial(host, port).map_err(|e| format!("cannot reach the gateway at {host}:{port}: {e}"))?;
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| e.to_string())?;
-    let config = WebSocketConfig::default().max_message_size(Some(cfg.max_ws_message));
-    let boxed: Box<dyn Transport> = if secure {
+    let config = ws_config(cfg.max_ws_message);
+    let boxed: Box<dyn Transport> = if target.secure {
         let tls = crate::tls::client_config(&cfg.tls)?;
         let stream = crate::tls::connect(tls, host, stream).map_err(|e| {
             let hint = if e.to_string().contains("UnknownIssuer") {
                 " (a private CA? pass it with --ssl-ca-cert)"
+            } else if e.to_string().contains("InvalidContentType")
+                || e.to_string().contains("corrupt message")
+            {
+                " (is the gateway plain HTTP? then use ws://)"
             } else {
                 ""
             };
@@ -66,32 +62,15 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
     } else {
         Box::new(stream)
     };
-    match tungstenite::client::client_with_config(request, boxed, Some(config)) {
-        Ok((ws, _response)) => {
-            let _ = ws.get_ref().socket().set_write_timeout(None);
-            Ok(ws)
-        }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            Err(format!("the gateway refused the WebSocket upgrade: HTTP {} {}", resp.status(), body.trim()))
-        }
-        Err(e) => Err(format!("WebSocket handshake with {url} failed: {e}")),
-    }
+    let ws = handshake::upgrade(boxed, &target, &cfg.headers, config)
+        .map_err(|e| format!("WebSocket upgrade at {}: {e}", cfg.gateway_url))?;
+    let _ = ws.get_ref().socket().set_write_timeout(None);
+    Ok(ws)
 }
 
-fn build_request(cfg: &Config) -> Result<Request, String> {
-    let mut request = cfg
-        .gateway_url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("bad --gateway-url {:?}: {e}", cfg.gateway_url))?;
-    for (name, value) in &cfg.headers {
-        let name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
-        let value = HeaderValue::from_str(value).map_err(|_| format!("bad value for header {name}"))?;
-        request.headers_mut().append(name, value);
-    }
-    Ok(request)
+/// The link's WebSocket settings: messages up to `max_message` bytes.
+fn ws_config(max_message: usize) -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(max_message))
 }
 
 fn dial(host: &str, port: u16) -> std::io::Result<TcpStream> {

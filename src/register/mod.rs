@@ -14,6 +14,7 @@
 pub(crate) mod backoff;
 pub(crate) mod bridge;
 pub(crate) mod child;
+pub(crate) mod handshake;
 pub(crate) mod health;
 pub(crate) mod relay;
 
