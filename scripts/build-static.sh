@@ -4,7 +4,7 @@
 # Usage: bash scripts/build-static.sh [TARGET...]
 #   TARGET: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-gnueabihf
 #   (default: all three). Output: target/<TARGET>/release/mcpport (or $CARGO_TARGET_DIR/...),
-#   built with `cargo build --release --locked` and the release profile in Cargo.toml.
+#   built with `cargo build --release --locked --no-default-features` (no sample-server test tools) and the release profile in Cargo.toml.
 #
 # Fully static: the musl targets link Rust's self-contained musl; armv7 links glibc statically
 # (`+crt-static`; the armv7 musl rust-std is not installable here, see
@@ -105,9 +105,9 @@ target_dir="${CARGO_TARGET_DIR:-$REPO/target}"
 # ---- Build -----------------------------------------------------------------------------------
 declare -A secs
 for t in "${targets[@]}"; do
-    say "cargo build --release --locked --target $t"
+    say "cargo build --release --locked --no-default-features --target $t"
     start=$EPOCHREALTIME
-    CARGO_ENCODED_RUSTFLAGS="$encoded" cargo build --release --locked --target "$t"
+    CARGO_ENCODED_RUSTFLAGS="$encoded" cargo build --release --locked --no-default-features --target "$t"
     secs[$t]=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 done
 

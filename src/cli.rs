@@ -404,7 +404,11 @@ fn sample_args(p: &mut lexopt::Parser) -> Result<Command, String> {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(SAMPLE_HELP)),
             Long("protocol-version") => cfg.protocol_version = Some(string(p)?),
-            Long("test-tools") => cfg.test_tools = true,
+            Long("test-tools") if cfg!(feature = "test-tools") => cfg.test_tools = true,
+            Long("test-tools") => return Err(
+                "--test-tools: this build has no test tools (it was built without the test-tools feature)"
+                    .into(),
+            ),
             arg => return Err(arg.unexpected().to_string()),
         }
     }

@@ -161,6 +161,12 @@ impl Server {
         lock(&self.cancelled).remove(&key);
     }
 
+    /// Whether the test tools are on: asked for, and built in (the `test-tools` feature, left out
+    /// of the static builds for routers, which then carry none of this code).
+    fn test_tools(&self) -> bool {
+        cfg!(feature = "test-tools") && self.cfg.test_tools
+    }
+
     fn write(&self, msg: &Value) {
         let mut out = lock(&self.out);
         let _ = writeln!(out, "{msg}").and_then(|_| out.flush());
@@ -172,7 +178,7 @@ impl Server {
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({"tools": self.tools()})),
             "tools/call" => self.call(id, &params),
-            _ if self.cfg.test_tools => self.answer_extra(method, &params),
+            _ if self.test_tools() => self.answer_extra(method, &params),
             _ => Err((METHOD_NOT_FOUND, format!("method not found: {method}"))),
         }
     }
@@ -230,7 +236,7 @@ impl Server {
             None if VERSIONS.contains(&asked) => asked,
             None => VERSIONS[VERSIONS.len() - 1],
         };
-        let capabilities = if self.cfg.test_tools {
+        let capabilities = if self.test_tools() {
             json!({"tools": {"listChanged": true}, "prompts": {}, "resources": {"subscribe": true},
                    "completions": {}, "logging": {}})
         } else {
@@ -269,7 +275,7 @@ impl Server {
             "uptime_seconds": {"type": "number"}, "load": {"type": "array", "items": {"type": "number"}},
             "memory_total_kb": {"type": "integer"}, "memory_available_kb": {"type": "integer"}, "pid": {"type": "integer"}}});
         tools[1]["annotations"] = json!({"readOnlyHint": true});
-        if self.cfg.test_tools {
+        if self.test_tools() {
             tools.push(tool(
                 "fail",
                 "Return a tool error with the given message.",
@@ -312,11 +318,11 @@ impl Server {
             "sleep" => {
                 Ok(self.sleep(id, args["seconds"].as_f64().unwrap_or(1.0), &params["_meta"]["progressToken"]))
             }
-            "fail" if self.cfg.test_tools => {
+            "fail" if self.test_tools() => {
                 Ok(text_result(args["message"].as_str().unwrap_or("failed on purpose"), true))
             }
-            "image" if self.cfg.test_tools => Ok(media()),
-            "add_tool" if self.cfg.test_tools => {
+            "image" if self.test_tools() => Ok(media()),
+            "add_tool" if self.test_tools() => {
                 let n = {
                     let mut count = lock(&self.dynamic_tools);
                     *count += 1;
@@ -325,7 +331,7 @@ impl Server {
                 self.write(&jsonrpc::notification("notifications/tools/list_changed", json!({})));
                 Ok(text_result(&format!("added dynamic_{n}"), false))
             }
-            "touch" if self.cfg.test_tools => {
+            "touch" if self.test_tools() => {
                 let uri = args["uri"].as_str().unwrap_or_default();
                 let subscribed = lock(&self.subscribed).contains(uri);
                 if subscribed || args["force"] == true {
@@ -336,7 +342,7 @@ impl Server {
                 }
                 Ok(text_result(&format!("touched {uri} (subscribed: {subscribed})"), false))
             }
-            "log" if self.cfg.test_tools => {
+            "log" if self.test_tools() => {
                 pause(&args["delay_ms"]);
                 let level = args["level"].as_str().unwrap_or("info");
                 let min = lock(&self.log_level).clone();
@@ -347,12 +353,12 @@ impl Server {
                 }
                 Ok(text_result(&format!("logged: {logged}"), false))
             }
-            "ask_client" if self.cfg.test_tools => {
+            "ask_client" if self.test_tools() => {
                 pause(&args["delay_ms"]);
                 let cancel_after = args["cancel_after_ms"].as_u64().map(Duration::from_millis);
                 Ok(self.ask_client(args["method"].as_str().unwrap_or_default(), cancel_after))
             }
-            "spam_list_changed" if self.cfg.test_tools => {
+            "spam_list_changed" if self.test_tools() => {
                 let count = args["count"].as_u64().unwrap_or(1);
                 let line = jsonrpc::notification("notifications/tools/list_changed", json!({})).to_string();
                 let mut out = lock(&self.out);
@@ -362,13 +368,13 @@ impl Server {
                 let _ = out.flush();
                 Ok(text_result(&format!("sent {count}"), false))
             }
-            "flood" if self.cfg.test_tools => {
+            "flood" if self.test_tools() => {
                 let count = args["count"].as_u64().unwrap_or(1);
                 let bytes = args["bytes"].as_u64().unwrap_or(1024).min(64 << 20) as usize;
                 self.flood(count, bytes, &params["_meta"]["progressToken"]);
                 Ok(text_result("flooded", false))
             }
-            n if self.cfg.test_tools && n.starts_with("dynamic_") => Ok(text_result(n, false)),
+            n if self.test_tools() && n.starts_with("dynamic_") => Ok(text_result(n, false)),
             _ => Err((INVALID_PARAMS, format!("Unknown tool: {name}"))),
         }
     }
