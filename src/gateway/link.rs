@@ -662,6 +662,11 @@ impl<D: Clone> Link<D> {
     }
 
     fn server_request(&mut self, now: Instant, edge_id: Value, method: &str, params: Option<Value>) {
+        if method == "roots/list" && matches!(self.sole_caller(), Sole::None) {
+            // Servers ask for roots at start-up, before any client has called: no client, no roots.
+            let empty = jsonrpc::result_response(&edge_id, json!({"roots": []}));
+            return self.out.push_back(Action::ToEdge(empty));
+        }
         match self.route_server_request(now, &edge_id, method, params) {
             Ok(()) => {}
             Err(error) => {
@@ -1397,6 +1402,15 @@ mod tests {
         assert!(
             matches!(&drain(&mut link)[..], [Action::ToEdge(m)] if m["id"] == "e2" && m["result"]["action"] == "accept")
         );
+    }
+
+    #[test]
+    fn roots_asked_with_no_client_in_flight_are_none() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_edge(now, Message::Request { id: json!("r1"), method: "roots/list".into(), params: None });
+        let acts = drain(&mut link);
+        assert!(matches!(&acts[..], [Action::ToEdge(m)] if m["id"] == "r1" && m["result"]["roots"] == json!([])), "{acts:?}");
     }
 
     #[test]
