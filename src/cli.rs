@@ -92,7 +92,7 @@ Options:
       --ping-interval <SECS>     Ping registered servers this often [default: 20]
       --ping-timeout <SECS>      Drop a server silent this long [default: 3x interval]
       --shutdown-grace <SECS>    On SIGINT/SIGTERM, wait this long for requests in flight [default: 10]
-      --metrics-listen <ADDR>    Also serve GET /metrics without auth on ADDR, e.g. 127.0.0.1:9100
+      --metrics-listen <ADDR>    Also serve GET /metrics without auth on ADDR, e.g. 127.0.0.1:9108
                                  (GET /metrics on the main port needs a client token like the rest)
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
       --log-format <FORMAT>      text, or json (one object per line, for collectors) [default: text]
@@ -206,6 +206,19 @@ pub(crate) fn parse_from(args: Vec<OsString>, env_tokens: Option<String>) -> Res
     Ok(Parsed { command, log_level, log_json })
 }
 
+/// Where to look after a mistake: the help of the subcommand the arguments name, else the
+/// general help.
+pub(crate) fn help_hint(args: &[OsString]) -> String {
+    let sub = match args.first().and_then(|a| a.to_str()) {
+        Some("gateway" | "g") => " gateway",
+        Some("register" | "r") => " register",
+        Some("demo") => " demo",
+        Some("sample-server") => " sample-server",
+        _ => "",
+    };
+    format!("Try 'mcpport{sub} --help'.")
+}
+
 fn gateway_args(
     p: &mut lexopt::Parser,
     logging: &mut Logging<'_>,
@@ -218,7 +231,7 @@ fn gateway_args(
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(GATEWAY_HELP)),
             Long("host") => cfg.host = string(p)?,
-            Long("port") => cfg.port = number(p, "--port")?,
+            Long("port") => cfg.port = port(p, "--port", "0 takes a free port")?,
             Long("sse-path") => cfg.sse_path = path(p, "--sse-path")?,
             Long("message-path") | Long("messages-path") => cfg.messages_path = path(p, "--message-path")?,
             Long("timeout-rpc") => cfg.timeout_rpc = seconds(p, "--timeout-rpc")?,
@@ -334,7 +347,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
             Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
             Long("ping-timeout") => ping_timeout = Some(seconds(p, "--ping-timeout")?),
             Long("restart") => cfg.restart = restart(&string(p)?)?,
-            Long("port") => health.port = number(p, "--port")?,
+            Long("port") => health.port = port(p, "--port", "0 turns the health server off")?,
             Long("health-host") => health.host = string(p)?,
             Long("health-endpoint") => health.endpoints.push(path(p, "--health-endpoint")?),
             Long("enable-cors") => health.cors = true,
@@ -342,7 +355,15 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
             Long("no-ssl-verify") => cfg.tls.no_verify = true,
             Long("ssl-certfile") => client_cert = Some(string(p)?),
             Long("ssl-keyfile") => client_key = Some(string(p)?),
-            arg => return Err(arg.unexpected().to_string()),
+            arg if cfg.stdio.is_empty() => return Err(arg.unexpected().to_string()),
+            arg => {
+                // `--stdio npx -y pkg` unquoted: the shell split the command into our arguments.
+                return Err(format!(
+                    "{}; if it belongs to the server's command, quote the whole command: --stdio \"{} ...\"",
+                    arg.unexpected(),
+                    cfg.stdio
+                ));
+            }
         }
     }
     if cfg.stdio.trim().is_empty() {
@@ -384,18 +405,18 @@ fn restart(v: &str) -> Result<register::Restart, String> {
 }
 
 fn demo_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
-    let (mut host, mut port) = ("127.0.0.1".to_string(), 8765);
+    let (mut host, mut bind_port) = ("127.0.0.1".to_string(), 8765);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(DEMO_HELP)),
             Long("host") => host = string(p)?,
-            Long("port") => port = number(p, "--port")?,
+            Long("port") => bind_port = port(p, "--port", "0 takes a free port")?,
             Long("log-level") => *logging.0 = log_level(p)?,
             Long("log-format") => *logging.1 = log_format(p)?,
             arg => return Err(arg.unexpected().to_string()),
         }
     }
-    Ok(Command::Demo { host, port })
+    Ok(Command::Demo { host, port: bind_port })
 }
 
 fn sample_args(p: &mut lexopt::Parser) -> Result<Command, String> {
@@ -424,11 +445,16 @@ fn number<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T,
     v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
+fn port(p: &mut lexopt::Parser, flag: &str, zero: &str) -> Result<u16, String> {
+    let v = string(p)?;
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a port number: use 1-65535 ({zero})"))
+}
+
 fn seconds(p: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
     let v = string(p)?;
     match v.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{flag}: {v:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!("{flag}: {v:?} is not a number of seconds more than 0 and at most 86400")),
     }
 }
 
