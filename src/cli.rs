@@ -33,6 +33,7 @@ Quick start:
   mcpport register --stdio \"mcpport sample-server\" \\
       --gateway-url ws://127.0.0.1:8765/mcp/register --server-name pi
   then point an MCP client at http://127.0.0.1:8765/sse
+  (with mcpport on the PATH: cargo install --path . ; else use its full path, inside --stdio too)
 ";
 
 const GATEWAY_HELP: &str = "\

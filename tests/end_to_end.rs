@@ -187,10 +187,13 @@ fn demo_serves_the_sample_server_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn();
     let mut demo = crate::util::KillOnDrop::new(child.unwrap());
-    let mut url = None;
+    let (mut url, mut register_line) = (None, None);
     for line in BufReader::new(demo.0.stdout.take().unwrap()).lines().map_while(Result::ok) {
         if let Some(u) = line.trim().strip_prefix("MCP endpoint (legacy SSE):") {
             url = Some(u.trim().to_string());
+        }
+        if line.contains(" register --stdio ") {
+            register_line = Some(line.trim().to_string());
         }
         if line.contains("Press Ctrl-C") {
             break;
@@ -202,6 +205,24 @@ fn demo_serves_the_sample_server_and_stops_cleanly() {
     c.initialize("2025-06-18");
     let echo = c.tool("sample_echo", json!({"text": "demo"}));
     assert_eq!(echo["result"]["content"][0]["text"], "demo");
+    // The register command it prints works as printed, with mcpport on the PATH or not.
+    let printed = register_line.expect("the demo printed a register command");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {printed}"))
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut edge = crate::util::KillOnDrop::new(child.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::util::http(port, "GET", "/health", &[], b"").json()["servers"] != 2 {
+        assert!(Instant::now() < deadline, "the printed command did not register: {printed}");
+        assert!(edge.0.try_wait().unwrap().is_none(), "the printed command failed: {printed}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(edge.0.id(), libc::SIGTERM);
+    let _ = edge.0.wait();
     let pid = c.sample_pid("sample_system_info");
     signal(demo.0.id(), libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(10);
