@@ -20,7 +20,10 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
     let base = format!("http://{addr}");
     let me = invocation(&exe);
     let reach = if addr.ip().is_loopback() {
-        format!("from this machine (the demo listens on {} only; --host 0.0.0.0 opens it to others)", addr.ip())
+        format!(
+            "from this machine (the demo listens on {} only; --host 0.0.0.0 opens it to others)",
+            addr.ip()
+        )
     } else {
         "from any machine that can reach this one".to_string()
     };
@@ -38,9 +41,8 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
 /// How to call this program in a printed command so that it works as printed: `mcpport` when
 /// that name on the PATH is this very program, else the (quoted) path of the running executable.
 fn invocation(exe: &std::path::Path) -> String {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("mcpport")).find(|p| p.is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("mcpport")).find(|p| p.is_file()));
     let same = |p: &std::path::Path| {
         std::fs::canonicalize(p).ok().is_some_and(|p| std::fs::canonicalize(exe).is_ok_and(|e| e == p))
     };
@@ -88,7 +90,9 @@ mod tests {
         let exe = std::path::Path::new("/nowhere/on/path/mcpport");
         assert_eq!(invocation(exe), "'/nowhere/on/path/mcpport'");
         let text = banner("http://127.0.0.1:8765", &invocation(exe), "from this machine", &[]);
-        assert!(text.contains("'/nowhere/on/path/mcpport' register --stdio \"'/nowhere/on/path/mcpport' sample-server\""));
+        assert!(text.contains(
+            "'/nowhere/on/path/mcpport' register --stdio \"'/nowhere/on/path/mcpport' sample-server\""
+        ));
         assert!(text.contains("npx -y @modelcontextprotocol/inspector"), "{text}");
         assert!(text.contains("Register another server from this machine"), "{text}");
     }

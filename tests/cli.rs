@@ -59,7 +59,10 @@ fn newcomer_mistakes_say_what_to_do() {
         (&["g", "--nope"], &["Try 'mcpport gateway --help'"]),
         (&["register", "--port", "x", "--stdio", "cat"], &["1-65535", "Try 'mcpport register --help'"]),
         (&["demo", "--port", "99999"], &["1-65535", "Try 'mcpport demo --help'"]),
-        (&["register", "--stdio", "npx", "-y", "@scope/server"], &["'-y'", "quote the whole command", "--stdio \"npx ...\""]),
+        (
+            &["register", "--stdio", "npx", "-y", "@scope/server"],
+            &["'-y'", "quote the whole command", "--stdio \"npx ...\""],
+        ),
         (&["register", "--stdio", "node", "server.js"], &["server.js", "quote the whole command"]),
         (&["fly"], &["Try 'mcpport --help'"]),
     ] {

@@ -252,3 +252,18 @@ fn a_closed_legacy_session_cancels_its_calls_in_flight() {
     assert!(closed.elapsed() < Duration::from_secs(5), "noticed after {:?}", closed.elapsed());
     gw.proc.wait_log("cancelled 1 requests still in flight");
 }
+
+/// `echo` with a wrong argument name is an error result that says `text` is required, not an
+/// empty success.
+#[test]
+fn echo_without_text_is_an_error_that_names_the_argument() {
+    let _w = Watchdog::new("echo_without_text", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let _pi = gw.register_ready("pi");
+    let mut c = gw.client();
+    c.initialize("2025-06-18");
+    let answer = c.tool("pi_echo", json!({"message": "hello"}));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("\"text\"") && text.contains("required"), "{text}");
+}

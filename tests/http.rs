@@ -87,7 +87,9 @@ fn bearer_tokens_guard_everything_but_health() {
     let wrong = gw.http("GET", "/sse", &[("Authorization", "Bearer wrong")], b"");
     assert_eq!(wrong.status, 401);
     let challenge = wrong.header("WWW-Authenticate").unwrap();
-    assert!(challenge.contains("error=\"invalid_token\"") && challenge.contains("not one this gateway accepts"));
+    assert!(
+        challenge.contains("error=\"invalid_token\"") && challenge.contains("not one this gateway accepts")
+    );
     assert_eq!(gw.http("POST", "/messages/?session_id=x", &[], b"{}").status, 401);
     assert!(!gw.proc.log_text().contains("s3cret"), "a token reached the log");
 

@@ -185,11 +185,13 @@ fn fifty_registers_come_back_after_a_gateway_restart() {
 /// it at once, with no further attempt and with its usual last line.
 #[test]
 fn a_signal_during_the_reconnect_wait_ends_register_at_once() {
-    let _w = Watchdog::new("a_signal_during_the_reconnect_wait_ends_register_at_once", Duration::from_secs(60));
+    let _w =
+        Watchdog::new("a_signal_during_the_reconnect_wait_ends_register_at_once", Duration::from_secs(60));
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("ws://127.0.0.1:{dead}/mcp/register");
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        let mut reg = Proc::start(&["register", "--stdio", "cat", "--gateway-url", &url, "--reconnect-max", "30"]);
+        let mut reg =
+            Proc::start(&["register", "--stdio", "cat", "--gateway-url", &url, "--reconnect-max", "30"]);
         assert_eq!(reg.wait_count("reconnecting in", 3, Duration::from_secs(20)), 3, "{}", reg.log_text());
         std::thread::sleep(Duration::from_millis(100));
         let sent = Instant::now();

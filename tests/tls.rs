@@ -196,3 +196,15 @@ fn an_expired_gateway_certificate_is_refused_with_a_clear_error() {
     assert!(edge.log_text().contains("certificate expired"), "{}", edge.log_text());
     assert!(!edge.log_text().contains("private CA?"), "no misleading hint: {}", edge.log_text());
 }
+
+#[test]
+fn generate_certs_says_when_the_server_certificate_is_expired() {
+    let dir = std::env::temp_dir().join(format!("mcpport-tls-expired-say-{}", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/generate-certs.sh");
+    let out =
+        Command::new("bash").args([script, "--out", dir.to_str().unwrap(), "--expired"]).output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("EXPIRED on 2020-01-02"), "{said}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -224,11 +224,8 @@ fn unauthorized(req: &Request, role: Role, peer: SocketAddr) -> Response {
     let whose = if role == Role::Edge { "an edge" } else { "a client" };
     let what = if sent { "wrong bearer token" } else { "no bearer token" };
     log::warn!("{peer}: {} {}: {what} for {whose}", req.method, req.path);
-    let description = if sent {
-        "the bearer token is not one this gateway accepts"
-    } else {
-        "no bearer token was sent"
-    };
+    let description =
+        if sent { "the bearer token is not one this gateway accepts" } else { "no bearer token was sent" };
     let how = match role {
         Role::Edge => {
             "send one of the gateway's --register-token (or, without those, --auth-token) tokens: \
