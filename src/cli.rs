@@ -45,7 +45,7 @@ Registered servers' tools are listed as {server}_{tool}, plus the gateway's own 
 server is also reachable as itself at /servers/NAME/mcp and /servers/NAME/sse.
 
 Options:
-      --host <HOST>              Address to bind [default: 0.0.0.0]
+      --host <HOST>              Address to bind, e.g. :: or ::1 for IPv6 [default: 0.0.0.0]
       --port <PORT>              Port to bind; 0 takes a free port and logs it [default: 8765]
       --sse-path <PATH>          Legacy SSE endpoint [default: /sse]
       --message-path <PATH>      Legacy message endpoint (alias --messages-path) [default: /messages/]
@@ -102,7 +102,9 @@ Options:
       --ssl-keyfile <FILE>       Private key (PEM: PKCS#8, RSA or EC)
       --ssl-ca-certs <FILE>      Require client certificates signed by this CA (mTLS; alias
                                  --ssl-ca-cert)
-      --debug, --ipv6            Accepted for compatibility with the original (no effect)
+      --ipv6                     Listen on IPv6 too: with the default --host, bind :: (dual-stack,
+                                 IPv4 as well); other --host values are used as given
+      --debug                    Accepted for compatibility with the original (no effect)
   -h, --help                     Print this help
 ";
 
@@ -227,7 +229,7 @@ fn gateway_args(
 ) -> Result<Command, String> {
     let mut cfg = gateway::Config::default();
     let mut edge_timeout = None;
-    let (mut ssl_enabled, mut ssl) = (false, (None, None, None));
+    let (mut ssl_enabled, mut ssl, mut ipv6) = (false, (None, None, None), false);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(GATEWAY_HELP)),
@@ -273,13 +275,19 @@ fn gateway_args(
             Long("sse-keepalive") => cfg.keepalive = seconds(p, "--sse-keepalive")?,
             Long("log-level") => *logging.0 = log_level(p)?,
             Long("log-format") => *logging.1 = log_format(p)?,
-            Long("debug") | Long("ipv6") => {}
+            Long("debug") => {}
+            Long("ipv6") => ipv6 = true,
             Long("ssl-enabled") => ssl_enabled = true,
             Long("ssl-certfile") => ssl.0 = Some(string(p)?),
             Long("ssl-keyfile") => ssl.1 = Some(string(p)?),
             Long("ssl-ca-certs" | "ssl-ca-cert") => ssl.2 = Some(string(p)?),
             arg => return Err(arg.unexpected().to_string()),
         }
+    }
+    // `--ipv6` means "listen on IPv6 too": the default 0.0.0.0 becomes `::`, which takes IPv4
+    // as well (IPv4-mapped) where the system allows it (Linux's default, bindv6only=0).
+    if ipv6 && cfg.host == "0.0.0.0" {
+        cfg.host = "::".into();
     }
     let from_env = env_tokens.unwrap_or_default();
     cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
@@ -586,6 +594,18 @@ mod tests {
         };
         assert_eq!(cfg.headers, [("Authorization".to_string(), "Bearer t".to_string())]);
         assert_eq!(cfg.server_id.len(), 36);
+    }
+
+    #[test]
+    fn ipv6_listens_on_ipv6_too() {
+        let host = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Gateway(cfg) => cfg.host,
+            _ => panic!(),
+        };
+        assert_eq!(host(&["gateway", "--ipv6"]), "::");
+        assert_eq!(host(&["gateway", "--ipv6", "--host", "::1"]), "::1");
+        assert_eq!(host(&["gateway", "--host", "127.0.0.1", "--ipv6"]), "127.0.0.1");
+        assert_eq!(host(&["gateway"]), "0.0.0.0");
     }
 
     #[test]
