@@ -289,6 +289,16 @@ fn take_body(
 fn fail(mut conn: Conn<Box<dyn Transport>>, e: ReadError, peer: SocketAddr) {
     match e {
         ReadError::Closed => {}
+        // A TLS ClientHello (a handshake record, 0x16 0x03) on this plain port: no HTTP answer
+        // would mean anything to that client.
+        ReadError::Status(..)
+            if conn.buf.first() == Some(&0x16) && conn.buf.get(1).is_none_or(|&b| b == 3) =>
+        {
+            log::warn!(
+                "{peer}: a client tried TLS on this plain-HTTP port (it should use http:// or ws://, or \
+                 start the gateway with --ssl-enabled); closing without an answer"
+            );
+        }
         ReadError::Status(code, why) => {
             log::warn!("{peer}: bad request ({code}): {why}");
             let mut resp = Response::error(code, &why);
