@@ -249,7 +249,8 @@ mod tests {
         }
         let answer = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nwrong token!".to_vec();
         let mut s = Canned(std::io::Cursor::new(answer), Vec::new());
-        let (head, rest) = read_head(&mut s).unwrap();
+        let target = Target::parse("ws://127.0.0.1:1/mcp/register").unwrap();
+        let (head, rest) = read_head(&mut s, &target).unwrap();
         assert!(head.ends_with(b"\r\n\r\n") && rest == b"wrong token!");
     }
 }
