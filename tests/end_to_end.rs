@@ -267,3 +267,23 @@ fn echo_without_text_is_an_error_that_names_the_argument() {
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("\"text\"") && text.contains("required"), "{text}");
 }
+
+/// A server command that is not found (status 127) is an ERROR that says so, not just the
+/// shell's complaint at INFO.
+#[test]
+fn a_server_command_not_found_is_an_error_that_says_so() {
+    let _w = Watchdog::new("a_server_command_not_found_is_an_error_that_says_so", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let url = gw.ws_url();
+    let mut reg = crate::util::Proc::start(&[
+        "register",
+        "--stdio",
+        "mcpport-no-such-command sample-server",
+        "--gateway-url",
+        &url,
+    ]);
+    assert_eq!(reg.wait_exit(Duration::from_secs(15)).code(), Some(127));
+    let line = reg.wait_log("exited with status 127");
+    assert!(line.contains("ERROR") && line.contains("command was not found"), "{line}");
+    assert!(line.contains("PATH") && line.contains("quote"), "{line}");
+}
