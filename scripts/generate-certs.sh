@@ -75,6 +75,11 @@ if [[ $expired == 1 ]]; then
     rm -rf "$ca_dir"
 fi
 
-echo "generate-certs: wrote $(pwd)/{ca,server,client}.{crt,key} for $domain ($key keys, $days days)"
+if [[ $expired == 1 ]]; then
+    validity="the server certificate EXPIRED on 2020-01-02 (--expired); the CA and client ones $days days"
+else
+    validity="$days days"
+fi
+echo "generate-certs: wrote $(pwd)/{ca,server,client}.{crt,key} for $domain ($key keys, $validity)"
 echo "  gateway:  mcpport gateway --ssl-enabled --ssl-certfile $out/server.crt --ssl-keyfile $out/server.key [--ssl-ca-certs $out/ca.crt]"
 echo "  register: mcpport register --gateway-url wss://$domain:8765/mcp/register --ssl-ca-cert $out/ca.crt [--ssl-certfile $out/client.crt --ssl-keyfile $out/client.key] ..."

@@ -33,6 +33,7 @@ Quick start:
   mcpport register --stdio \"mcpport sample-server\" \\
       --gateway-url ws://127.0.0.1:8765/mcp/register --server-name pi
   then point an MCP client at http://127.0.0.1:8765/sse
+  (with mcpport on the PATH: cargo install --path . ; else use its full path, inside --stdio too)
 ";
 
 const GATEWAY_HELP: &str = "\
@@ -44,7 +45,7 @@ Registered servers' tools are listed as {server}_{tool}, plus the gateway's own 
 server is also reachable as itself at /servers/NAME/mcp and /servers/NAME/sse.
 
 Options:
-      --host <HOST>              Address to bind [default: 0.0.0.0]
+      --host <HOST>              Address to bind, e.g. :: or ::1 for IPv6 [default: 0.0.0.0]
       --port <PORT>              Port to bind; 0 takes a free port and logs it [default: 8765]
       --sse-path <PATH>          Legacy SSE endpoint [default: /sse]
       --message-path <PATH>      Legacy message endpoint (alias --messages-path) [default: /messages/]
@@ -92,7 +93,7 @@ Options:
       --ping-interval <SECS>     Ping registered servers this often [default: 20]
       --ping-timeout <SECS>      Drop a server silent this long [default: 3x interval]
       --shutdown-grace <SECS>    On SIGINT/SIGTERM, wait this long for requests in flight [default: 10]
-      --metrics-listen <ADDR>    Also serve GET /metrics without auth on ADDR, e.g. 127.0.0.1:9100
+      --metrics-listen <ADDR>    Also serve GET /metrics without auth on ADDR, e.g. 127.0.0.1:9108
                                  (GET /metrics on the main port needs a client token like the rest)
       --log-level <LEVEL>        DEBUG, INFO, WARNING, ERROR or CRITICAL [default: INFO]
       --log-format <FORMAT>      text, or json (one object per line, for collectors) [default: text]
@@ -101,7 +102,9 @@ Options:
       --ssl-keyfile <FILE>       Private key (PEM: PKCS#8, RSA or EC)
       --ssl-ca-certs <FILE>      Require client certificates signed by this CA (mTLS; alias
                                  --ssl-ca-cert)
-      --debug, --ipv6            Accepted for compatibility with the original (no effect)
+      --ipv6                     Listen on IPv6 too: with the default --host, bind :: (dual-stack,
+                                 IPv4 as well); other --host values are used as given
+      --debug                    Accepted for compatibility with the original (no effect)
   -h, --help                     Print this help
 ";
 
@@ -206,6 +209,19 @@ pub(crate) fn parse_from(args: Vec<OsString>, env_tokens: Option<String>) -> Res
     Ok(Parsed { command, log_level, log_json })
 }
 
+/// Where to look after a mistake: the help of the subcommand the arguments name, else the
+/// general help.
+pub(crate) fn help_hint(args: &[OsString]) -> String {
+    let sub = match args.first().and_then(|a| a.to_str()) {
+        Some("gateway" | "g") => " gateway",
+        Some("register" | "r") => " register",
+        Some("demo") => " demo",
+        Some("sample-server") => " sample-server",
+        _ => "",
+    };
+    format!("Try 'mcpport{sub} --help'.")
+}
+
 fn gateway_args(
     p: &mut lexopt::Parser,
     logging: &mut Logging<'_>,
@@ -213,12 +229,12 @@ fn gateway_args(
 ) -> Result<Command, String> {
     let mut cfg = gateway::Config::default();
     let mut edge_timeout = None;
-    let (mut ssl_enabled, mut ssl) = (false, (None, None, None));
+    let (mut ssl_enabled, mut ssl, mut ipv6) = (false, (None, None, None), false);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(GATEWAY_HELP)),
             Long("host") => cfg.host = string(p)?,
-            Long("port") => cfg.port = number(p, "--port")?,
+            Long("port") => cfg.port = port(p, "--port", "0 takes a free port")?,
             Long("sse-path") => cfg.sse_path = path(p, "--sse-path")?,
             Long("message-path") | Long("messages-path") => cfg.messages_path = path(p, "--message-path")?,
             Long("timeout-rpc") => cfg.timeout_rpc = seconds(p, "--timeout-rpc")?,
@@ -259,13 +275,19 @@ fn gateway_args(
             Long("sse-keepalive") => cfg.keepalive = seconds(p, "--sse-keepalive")?,
             Long("log-level") => *logging.0 = log_level(p)?,
             Long("log-format") => *logging.1 = log_format(p)?,
-            Long("debug") | Long("ipv6") => {}
+            Long("debug") => {}
+            Long("ipv6") => ipv6 = true,
             Long("ssl-enabled") => ssl_enabled = true,
             Long("ssl-certfile") => ssl.0 = Some(string(p)?),
             Long("ssl-keyfile") => ssl.1 = Some(string(p)?),
             Long("ssl-ca-certs" | "ssl-ca-cert") => ssl.2 = Some(string(p)?),
             arg => return Err(arg.unexpected().to_string()),
         }
+    }
+    // `--ipv6` means "listen on IPv6 too": the default 0.0.0.0 becomes `::`, which takes IPv4
+    // as well (IPv4-mapped) where the system allows it (Linux's default, bindv6only=0).
+    if ipv6 && cfg.host == "0.0.0.0" {
+        cfg.host = "::".into();
     }
     let from_env = env_tokens.unwrap_or_default();
     cfg.auth_tokens.extend(from_env.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from));
@@ -334,7 +356,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
             Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
             Long("ping-timeout") => ping_timeout = Some(seconds(p, "--ping-timeout")?),
             Long("restart") => cfg.restart = restart(&string(p)?)?,
-            Long("port") => health.port = number(p, "--port")?,
+            Long("port") => health.port = port(p, "--port", "0 turns the health server off")?,
             Long("health-host") => health.host = string(p)?,
             Long("health-endpoint") => health.endpoints.push(path(p, "--health-endpoint")?),
             Long("enable-cors") => health.cors = true,
@@ -342,7 +364,15 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
             Long("no-ssl-verify") => cfg.tls.no_verify = true,
             Long("ssl-certfile") => client_cert = Some(string(p)?),
             Long("ssl-keyfile") => client_key = Some(string(p)?),
-            arg => return Err(arg.unexpected().to_string()),
+            arg if cfg.stdio.is_empty() => return Err(arg.unexpected().to_string()),
+            arg => {
+                // `--stdio npx -y pkg` unquoted: the shell split the command into our arguments.
+                return Err(format!(
+                    "{}; if it belongs to the server's command, quote the whole command: --stdio \"{} ...\"",
+                    arg.unexpected(),
+                    cfg.stdio
+                ));
+            }
         }
     }
     if cfg.stdio.trim().is_empty() {
@@ -384,18 +414,18 @@ fn restart(v: &str) -> Result<register::Restart, String> {
 }
 
 fn demo_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
-    let (mut host, mut port) = ("127.0.0.1".to_string(), 8765);
+    let (mut host, mut bind_port) = ("127.0.0.1".to_string(), 8765);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(DEMO_HELP)),
             Long("host") => host = string(p)?,
-            Long("port") => port = number(p, "--port")?,
+            Long("port") => bind_port = port(p, "--port", "0 takes a free port")?,
             Long("log-level") => *logging.0 = log_level(p)?,
             Long("log-format") => *logging.1 = log_format(p)?,
             arg => return Err(arg.unexpected().to_string()),
         }
     }
-    Ok(Command::Demo { host, port })
+    Ok(Command::Demo { host, port: bind_port })
 }
 
 fn sample_args(p: &mut lexopt::Parser) -> Result<Command, String> {
@@ -424,11 +454,16 @@ fn number<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T,
     v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
+fn port(p: &mut lexopt::Parser, flag: &str, zero: &str) -> Result<u16, String> {
+    let v = string(p)?;
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a port number: use 1-65535 ({zero})"))
+}
+
 fn seconds(p: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
     let v = string(p)?;
     match v.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{flag}: {v:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!("{flag}: {v:?} is not a number of seconds more than 0 and at most 86400")),
     }
 }
 
@@ -559,6 +594,18 @@ mod tests {
         };
         assert_eq!(cfg.headers, [("Authorization".to_string(), "Bearer t".to_string())]);
         assert_eq!(cfg.server_id.len(), 36);
+    }
+
+    #[test]
+    fn ipv6_listens_on_ipv6_too() {
+        let host = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Gateway(cfg) => cfg.host,
+            _ => panic!(),
+        };
+        assert_eq!(host(&["gateway", "--ipv6"]), "::");
+        assert_eq!(host(&["gateway", "--ipv6", "--host", "::1"]), "::1");
+        assert_eq!(host(&["gateway", "--host", "127.0.0.1", "--ipv6"]), "127.0.0.1");
+        assert_eq!(host(&["gateway"]), "0.0.0.0");
     }
 
     #[test]

@@ -28,10 +28,11 @@ use cli::Command;
 
 fn main() -> ExitCode {
     let env_tokens = std::env::var("MCP_GATEWAY_AUTH_TOKENS").ok();
-    let parsed = match cli::parse_from(std::env::args_os().skip(1).collect(), env_tokens) {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let parsed = match cli::parse_from(args.clone(), env_tokens) {
         Ok(parsed) => parsed,
         Err(msg) => {
-            eprintln!("mcpport: {msg}\nTry 'mcpport --help'.");
+            eprintln!("mcpport: {msg}\n{}", cli::help_hint(&args));
             return ExitCode::from(2);
         }
     };

@@ -313,7 +313,13 @@ impl Server {
         let args = &params["arguments"];
         let name = params["name"].as_str().unwrap_or_default();
         match name {
-            "echo" => Ok(text_result(args["text"].as_str().unwrap_or_default(), false)),
+            "echo" => Ok(match args["text"].as_str() {
+                Some(text) => text_result(text, false),
+                None => text_result(
+                    &format!("echo: the argument \"text\" (a string) is required; got {args}"),
+                    true,
+                ),
+            }),
             "system_info" => Ok(system_info()),
             "sleep" => {
                 Ok(self.sleep(id, args["seconds"].as_f64().unwrap_or(1.0), &params["_meta"]["progressToken"]))

@@ -117,6 +117,27 @@ pub(crate) fn accept(
     Ok(StreamOwned::new(conn, sock))
 }
 
+/// Whether a client just connected to a TLS port speaks plain HTTP: a look at its first bytes
+/// (a TLS record starts with 0x16; a request line with an upper-case method), waiting for them
+/// at most `HANDSHAKE_TIMEOUT`. Nothing is consumed.
+pub(crate) fn speaks_plain_http(sock: &TcpStream) -> bool {
+    let Ok(before) = sock.read_timeout() else { return false };
+    if sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err() {
+        return false;
+    }
+    let mut first = [0u8; 4];
+    let peeked = sock.peek(&mut first);
+    let _ = sock.set_read_timeout(before);
+    peeked.is_ok_and(|n| looks_like_plain_http(&first[..n]))
+}
+
+/// Whether these first bytes of a connection are a plain HTTP request line (`GET `, `POST`…).
+fn looks_like_plain_http(first: &[u8]) -> bool {
+    !first.is_empty()
+        && first[0].is_ascii_uppercase()
+        && first.iter().all(|b| b.is_ascii_uppercase() || *b == b' ')
+}
+
 /// Runs the client side of the handshake to `host` on a connected socket.
 pub(crate) fn connect(
     config: Arc<ClientConfig>,

@@ -49,3 +49,29 @@ fn bad_flags_exit_2_with_a_clear_message() {
         assert!(err.contains(needle) && err.contains("--help"), "{args:?}: {err}");
     }
 }
+
+/// What a newcomer mistypes gets a message that says how to do it right (issue 12).
+#[test]
+fn newcomer_mistakes_say_what_to_do() {
+    for (args, needles) in [
+        (&["gateway", "--port", "70000"][..], &["--port", "1-65535", "Try 'mcpport gateway --help'"][..]),
+        (&["gateway", "--timeout-run-tool", "0"], &["more than 0 and at most 86400"]),
+        (&["g", "--nope"], &["Try 'mcpport gateway --help'"]),
+        (&["register", "--port", "x", "--stdio", "cat"], &["1-65535", "Try 'mcpport register --help'"]),
+        (&["demo", "--port", "99999"], &["1-65535", "Try 'mcpport demo --help'"]),
+        (
+            &["register", "--stdio", "npx", "-y", "@scope/server"],
+            &["'-y'", "quote the whole command", "--stdio \"npx ...\""],
+        ),
+        (&["register", "--stdio", "node", "server.js"], &["server.js", "quote the whole command"]),
+        (&["fly"], &["Try 'mcpport --help'"]),
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        }
+    }
+    let (_, out, _) = run(&["gateway", "--help"]);
+    assert!(out.contains("127.0.0.1:9108"), "{out}");
+}

@@ -187,10 +187,13 @@ fn demo_serves_the_sample_server_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn();
     let mut demo = crate::util::KillOnDrop::new(child.unwrap());
-    let mut url = None;
+    let (mut url, mut register_line) = (None, None);
     for line in BufReader::new(demo.0.stdout.take().unwrap()).lines().map_while(Result::ok) {
         if let Some(u) = line.trim().strip_prefix("MCP endpoint (legacy SSE):") {
             url = Some(u.trim().to_string());
+        }
+        if line.contains(" register --stdio ") {
+            register_line = Some(line.trim().to_string());
         }
         if line.contains("Press Ctrl-C") {
             break;
@@ -202,6 +205,24 @@ fn demo_serves_the_sample_server_and_stops_cleanly() {
     c.initialize("2025-06-18");
     let echo = c.tool("sample_echo", json!({"text": "demo"}));
     assert_eq!(echo["result"]["content"][0]["text"], "demo");
+    // The register command it prints works as printed, with mcpport on the PATH or not.
+    let printed = register_line.expect("the demo printed a register command");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {printed}"))
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut edge = crate::util::KillOnDrop::new(child.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::util::http(port, "GET", "/health", &[], b"").json()["servers"] != 2 {
+        assert!(Instant::now() < deadline, "the printed command did not register: {printed}");
+        assert!(edge.0.try_wait().unwrap().is_none(), "the printed command failed: {printed}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(edge.0.id(), libc::SIGTERM);
+    let _ = edge.0.wait();
     let pid = c.sample_pid("sample_system_info");
     signal(demo.0.id(), libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -230,4 +251,39 @@ fn a_closed_legacy_session_cancels_its_calls_in_flight() {
     pi.wait_log("cancelled after");
     assert!(closed.elapsed() < Duration::from_secs(5), "noticed after {:?}", closed.elapsed());
     gw.proc.wait_log("cancelled 1 requests still in flight");
+}
+
+/// `echo` with a wrong argument name is an error result that says `text` is required, not an
+/// empty success.
+#[test]
+fn echo_without_text_is_an_error_that_names_the_argument() {
+    let _w = Watchdog::new("echo_without_text", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let _pi = gw.register_ready("pi");
+    let mut c = gw.client();
+    c.initialize("2025-06-18");
+    let answer = c.tool("pi_echo", json!({"message": "hello"}));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("\"text\"") && text.contains("required"), "{text}");
+}
+
+/// A server command that is not found (status 127) is an ERROR that says so, not just the
+/// shell's complaint at INFO.
+#[test]
+fn a_server_command_not_found_is_an_error_that_says_so() {
+    let _w = Watchdog::new("a_server_command_not_found_is_an_error_that_says_so", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let url = gw.ws_url();
+    let mut reg = crate::util::Proc::start(&[
+        "register",
+        "--stdio",
+        "mcpport-no-such-command sample-server",
+        "--gateway-url",
+        &url,
+    ]);
+    assert_eq!(reg.wait_exit(Duration::from_secs(15)).code(), Some(127));
+    let line = reg.wait_log("exited with status 127");
+    assert!(line.contains("ERROR") && line.contains("command was not found"), "{line}");
+    assert!(line.contains("PATH") && line.contains("quote"), "{line}");
 }

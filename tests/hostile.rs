@@ -173,3 +173,19 @@ fn ipv6_dual_stack_and_v6_only() {
     let edge = Proc::start(&["register", "--stdio", &stdio, "--gateway-url", &url, "--server-name", "six"]);
     edge.wait_log("registered as");
 }
+
+/// `--ipv6` with the default host listens on `::`, dual-stack: [::1] and 127.0.0.1 both reach it.
+#[test]
+fn ipv6_flag_with_the_default_host_listens_dual_stack() {
+    let _w = Watchdog::new("ipv6_flag", Duration::from_secs(30));
+    let gw = Proc::start(&["gateway", "--port", "0", "--ipv6"]);
+    let line = gw.wait_log("listening on http");
+    assert!(line.contains("http://[::]:"), "{line}");
+    let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    for host in ["[::1]", "127.0.0.1"] {
+        let mut s = TcpStream::connect(format!("{host}:{port}")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).status, 200, "{host}");
+    }
+}

@@ -80,8 +80,16 @@ fn bearer_tokens_guard_everything_but_health() {
     assert_eq!(gw.http("GET", "/health", &[], b"").status, 200);
     let denied = gw.http("GET", "/sse", &[], b"");
     assert_eq!(denied.status, 401);
-    assert_eq!(denied.header("WWW-Authenticate").as_deref(), Some("Bearer"));
-    assert_eq!(gw.http("GET", "/sse", &[("Authorization", "Bearer wrong")], b"").status, 401);
+    let challenge = denied.header("WWW-Authenticate").unwrap();
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains("no bearer token was sent"), "{challenge}");
+    assert!(denied.json()["message"].as_str().unwrap().contains("--auth-token"));
+    let wrong = gw.http("GET", "/sse", &[("Authorization", "Bearer wrong")], b"");
+    assert_eq!(wrong.status, 401);
+    let challenge = wrong.header("WWW-Authenticate").unwrap();
+    assert!(
+        challenge.contains("error=\"invalid_token\"") && challenge.contains("not one this gateway accepts")
+    );
     assert_eq!(gw.http("POST", "/messages/?session_id=x", &[], b"{}").status, 401);
     assert!(!gw.proc.log_text().contains("s3cret"), "a token reached the log");
 
@@ -99,4 +107,32 @@ fn bearer_tokens_guard_everything_but_health() {
     let ok = gw.register("pi", &["--header", "Authorization: Bearer s3cret"]);
     ok.wait_log("registered as");
     let _ = http(gw.port, "GET", "/health", &[], b"");
+}
+
+/// A client that gets 401 and starts OAuth discovery (mcp-remote does) is told plainly that this
+/// gateway takes a static bearer token, not OAuth, instead of a bare "no such endpoint".
+#[test]
+fn oauth_discovery_is_told_to_send_a_bearer_token() {
+    let _w = Watchdog::new("oauth_discovery_is_told_to_send_a_bearer_token", Duration::from_secs(30));
+    let gw = Gateway::start(&["--auth-token", "s3cret"]);
+    for (method, path) in [
+        ("GET", "/.well-known/oauth-protected-resource"),
+        ("GET", "/.well-known/oauth-protected-resource/mcp"),
+        ("GET", "/.well-known/oauth-authorization-server"),
+        ("GET", "/.well-known/openid-configuration"),
+        ("POST", "/register"),
+        ("GET", "/authorize"),
+        ("POST", "/token"),
+    ] {
+        let resp = gw.http(method, path, &[], b"");
+        assert_eq!(resp.status, 404, "{path}");
+        let message = resp.json()["message"].as_str().unwrap().to_string();
+        for needle in ["does not do OAuth", "Authorization: Bearer <token>", "--header", "missing or wrong"] {
+            assert!(message.contains(needle), "{path}: {message}");
+        }
+    }
+    gw.proc.wait_log("does not do");
+    // Without tokens too: the paths are not endpoints of this gateway.
+    let open = Gateway::start(&[]);
+    assert_eq!(open.http("GET", "/.well-known/oauth-authorization-server", &[], b"").status, 404);
 }

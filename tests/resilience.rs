@@ -180,3 +180,27 @@ fn fifty_registers_come_back_after_a_gateway_restart() {
     assert_eq!(c.tool("edge49_echo", json!({"text": "back"}))["result"]["content"][0]["text"], "back");
     drop(edges);
 }
+
+/// SIGINT or SIGTERM while register waits to reconnect (here to a port nobody listens on) ends
+/// it at once, with no further attempt and with its usual last line.
+#[test]
+fn a_signal_during_the_reconnect_wait_ends_register_at_once() {
+    let _w =
+        Watchdog::new("a_signal_during_the_reconnect_wait_ends_register_at_once", Duration::from_secs(60));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{dead}/mcp/register");
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut reg =
+            Proc::start(&["register", "--stdio", "cat", "--gateway-url", &url, "--reconnect-max", "30"]);
+        assert_eq!(reg.wait_count("reconnecting in", 3, Duration::from_secs(20)), 3, "{}", reg.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+        let sent = Instant::now();
+        signal(reg.pid(), sig);
+        assert!(reg.wait_exit(Duration::from_secs(5)).success(), "{}", reg.log_text());
+        assert!(sent.elapsed() < Duration::from_secs(2), "took {:?}", sent.elapsed());
+        let log = reg.log_text();
+        assert_eq!(reg.count_log("reconnecting in"), 3, "another attempt after the signal:\n{log}");
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.contains("signal received") && last.contains("bye"), "last line {last:?}:\n{log}");
+    }
+}

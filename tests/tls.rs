@@ -120,15 +120,15 @@ fn https_and_wss_on_one_port_with_a_private_ca() {
     blind.wait_log("registered as");
     assert!(blind.log_text().contains("NOT checked"));
 
-    // Plain HTTP on the TLS port is a failed handshake (a TLS alert, record type 21), and the
+    // Plain HTTP on the TLS port is told in plain HTTP to use https (as nginx does), and the
     // gateway goes on serving.
     let mut plain = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     plain.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer);
-    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
-    gw.proc.wait_log("TLS handshake failed");
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{answer:?}");
+    gw.proc.wait_log("plain HTTP to this TLS port");
     assert!(https_health(gw.port, &dir, false).is_ok());
 }
 
@@ -195,4 +195,63 @@ fn an_expired_gateway_certificate_is_refused_with_a_clear_error() {
     assert_eq!(edge.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(edge.log_text().contains("certificate expired"), "{}", edge.log_text());
     assert!(!edge.log_text().contains("private CA?"), "no misleading hint: {}", edge.log_text());
+}
+
+#[test]
+fn generate_certs_says_when_the_server_certificate_is_expired() {
+    let dir = std::env::temp_dir().join(format!("mcpport-tls-expired-say-{}", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/generate-certs.sh");
+    let out =
+        Command::new("bash").args([script, "--out", dir.to_str().unwrap(), "--expired"]).output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("EXPIRED on 2020-01-02"), "{said}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The wrong scheme either way is named on both sides: register suggests the other scheme, the
+/// gateway logs what the client did; a TLS client on a plain port gets no confusing HTTP answer,
+/// a plain HTTP client on a TLS port gets one saying to use https.
+#[test]
+fn the_wrong_scheme_is_named_on_both_sides() {
+    let _w = Watchdog::new("the_wrong_scheme_is_named_on_both_sides", Duration::from_secs(60));
+    let stdio = format!("{} sample-server", crate::util::BIN);
+    let dir = certs("ec");
+    let tls = tls_gateway(&dir, false);
+    let url = format!("ws://localhost:{}/mcp/register", tls.port);
+    let mut plain_to_tls =
+        Proc::start(&["register", "--stdio", &stdio, "--gateway-url", &url, "--require-gateway"]);
+    assert_eq!(plain_to_tls.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(plain_to_tls.log_text().contains("wss://"), "{}", plain_to_tls.log_text());
+    tls.proc.wait_log("a client spoke plain HTTP to this TLS port");
+    let mut s = TcpStream::connect(("127.0.0.1", tls.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("https://"), "{answer}");
+
+    let plain = Gateway::start(&[]);
+    let url = format!("wss://localhost:{}/mcp/register", plain.port);
+    let ca = file(&dir, "ca.crt");
+    let mut tls_to_plain = Proc::start(&[
+        "register",
+        "--stdio",
+        &stdio,
+        "--gateway-url",
+        &url,
+        "--require-gateway",
+        "--ssl-ca-cert",
+        &ca,
+    ]);
+    assert_eq!(tls_to_plain.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(tls_to_plain.log_text().contains("use ws://"), "{}", tls_to_plain.log_text());
+    plain.proc.wait_log("a client tried TLS on this plain-HTTP port");
+    assert!(!plain.proc.log_text().contains("bad request (400)"), "{}", plain.proc.log_text());
+    let mut s = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0]).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "a TLS client got {:?}", String::from_utf8_lossy(&answer));
 }

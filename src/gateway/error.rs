@@ -116,8 +116,9 @@ impl fmt::Display for Error {
             Error::Gone { server, what, why } => write!(f, "{what}: server {server} went away ({why})"),
             Error::Timeout { server, what, after } => write!(
                 f,
-                "{what}: server {server} did not answer within {} s; the request was cancelled",
-                after.as_secs_f64()
+                "{what}: server {server} did not answer within {} s ({}); the request was cancelled",
+                after.as_secs_f64(),
+                if what.starts_with("tool") { "--timeout-run-tool" } else { "--timeout-rpc" }
             ),
             Error::SessionNotFound => {
                 f.write_str("session not found: it ended or never existed; initialize again")
@@ -143,7 +144,7 @@ mod tests {
         let t =
             Error::Timeout { server: "pi".into(), what: "tool echo".into(), after: Duration::from_secs(2) };
         assert_eq!(t.code(), INTERNAL_ERROR);
-        assert!(t.to_string().contains("within 2 s"), "{t}");
+        assert!(t.to_string().contains("within 2 s (--timeout-run-tool)"), "{t}");
         assert_eq!(Error::UnknownMethod("x".into()).response(&json!(3))["error"]["code"], METHOD_NOT_FOUND);
     }
 }

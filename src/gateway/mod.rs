@@ -340,6 +340,19 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let transport: Box<dyn Transport> = match &gw2.tls {
             None => Box::new(stream),
+            Some(_) if crate::tls::speaks_plain_http(&stream) => {
+                log::warn!(
+                    "{peer}: a client spoke plain HTTP to this TLS port (it should use https:// or wss://)"
+                );
+                let resp = Response::error(400, "this port speaks TLS: use https:// (or wss:// to register)");
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = resp.write_to(&mut &stream, false);
+                // Take in what the client sent, so that closing does not reset the answer away.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = std::io::copy(&mut std::io::Read::take(&stream, 64 * 1024), &mut std::io::sink());
+                return;
+            }
             Some(config) => match crate::tls::accept(config.clone(), stream) {
                 Ok(tls) => Box::new(tls),
                 Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),

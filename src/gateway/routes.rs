@@ -35,6 +35,8 @@ enum Route {
     SseStream(Scope, String),
     SseMessage(Scope),
     NotFound(String),
+    /// OAuth discovery, registration and authorization paths: this gateway does not do OAuth.
+    OAuth,
 }
 
 /// Methods this server knows (RFC 9110 §9); any other gets 501.
@@ -49,7 +51,7 @@ impl Route {
             Route::Register | Route::SseStream(..) => &["GET"],
             Route::Mcp(_) => &["GET", "POST", "DELETE"],
             Route::SseMessage(_) => &["POST"],
-            Route::NotFound(_) => &[],
+            Route::NotFound(_) | Route::OAuth => &[],
         }
     }
 }
@@ -115,6 +117,7 @@ pub(crate) fn serve_connection(
             }
             Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
             Route::NotFound(why) => Response::error(404, &why),
+            Route::OAuth => Response::error(404, NO_OAUTH),
         };
         let head_only = req.method == "HEAD";
         if resp.write_for(&mut conn.stream, req.keep_alive(), head_only).is_err() || !req.keep_alive() {
@@ -162,6 +165,15 @@ fn check_head(
     if let Route::NotFound(why) = route {
         return Err(Response::error(404, why));
     }
+    if let Route::OAuth = route {
+        log::warn!(
+            "{peer}: {} {}: a client looks for OAuth, which this gateway does not do (was its bearer token \
+             missing or wrong?)",
+            req.method,
+            req.path
+        );
+        return Err(Response::error(404, NO_OAUTH));
+    }
     let health = matches!(route, Route::Health);
     if !health && gw.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(Response::error(503, "the gateway is shutting down").header("Retry-After", "1"));
@@ -180,10 +192,7 @@ fn check_head(
     let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
     let credential = if health { Some(Credential::Open) } else { auth::check(&gw.cfg, req, role) };
     let Some(credential) = credential else {
-        let whose = if role == Role::Edge { "an edge" } else { "a client" };
-        log::warn!("{peer}: {} {}: missing or wrong bearer token for {whose}", req.method, req.path);
-        return Err(Response::error(401, "a valid 'Authorization: Bearer <token>' header is required")
-            .header("WWW-Authenticate", "Bearer"));
+        return Err(unauthorized(req, role, peer));
     };
     let methods = route.methods();
     if !methods.contains(&req.method.as_str()) {
@@ -194,6 +203,43 @@ fn check_head(
         return Err(Response::error(400, &format!("{} {} takes no request body", req.method, req.path)));
     }
     Ok(credential)
+}
+
+/// What a client looking for OAuth (after a 401, as `mcp-remote` does) is told.
+const NO_OAUTH: &str = "this gateway does not do OAuth: it takes a static bearer token, sent as \
+    'Authorization: Bearer <token>' (with mcp-remote: --header \"Authorization: Bearer <token>\"; the \
+    gateway's tokens are set with --auth-token). The token sent was missing or wrong";
+
+/// The OAuth discovery and registration paths a client tries when it gets 401.
+fn is_oauth_path(path: &str) -> bool {
+    path.starts_with("/.well-known/oauth-protected-resource")
+        || path.starts_with("/.well-known/oauth-authorization-server")
+        || path.starts_with("/.well-known/openid-configuration")
+        || ["/register", "/authorize", "/token"].contains(&path.trim_end_matches('/'))
+}
+
+/// The 401 for a request without a valid token: whether one was sent at all, and where it goes.
+fn unauthorized(req: &Request, role: Role, peer: SocketAddr) -> Response {
+    let sent = req.header("authorization").is_some();
+    let whose = if role == Role::Edge { "an edge" } else { "a client" };
+    let what = if sent { "wrong bearer token" } else { "no bearer token" };
+    log::warn!("{peer}: {} {}: {what} for {whose}", req.method, req.path);
+    let description =
+        if sent { "the bearer token is not one this gateway accepts" } else { "no bearer token was sent" };
+    let how = match role {
+        Role::Edge => {
+            "send one of the gateway's --register-token (or, without those, --auth-token) tokens: \
+             mcpport register --header 'Authorization: Bearer <token>'"
+        }
+        Role::Client => {
+            "send one of the gateway's --auth-token tokens as 'Authorization: Bearer <token>' (with \
+             mcp-remote: --header \"Authorization: Bearer <token>\"). This gateway does not do OAuth"
+        }
+    };
+    Response::error(401, &format!("{description}: {how}")).header(
+        "WWW-Authenticate",
+        format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+    )
 }
 
 /// What a connection does after a refusal.
@@ -243,6 +289,16 @@ fn take_body(
 fn fail(mut conn: Conn<Box<dyn Transport>>, e: ReadError, peer: SocketAddr) {
     match e {
         ReadError::Closed => {}
+        // A TLS ClientHello (a handshake record, 0x16 0x03) on this plain port: no HTTP answer
+        // would mean anything to that client.
+        ReadError::Status(..)
+            if conn.buf.first() == Some(&0x16) && conn.buf.get(1).is_none_or(|&b| b == 3) =>
+        {
+            log::warn!(
+                "{peer}: a client tried TLS on this plain-HTTP port (it should use http:// or ws://, or \
+                 start the gateway with --ssl-enabled); closing without an answer"
+            );
+        }
         ReadError::Status(code, why) => {
             log::warn!("{peer}: bad request ({code}): {why}");
             let mut resp = Response::error(code, &why);
@@ -288,6 +344,9 @@ fn route(gw: &Gateway, req: &Request) -> Route {
             "messages" => return Route::SseMessage(scope),
             _ => {}
         }
+    }
+    if is_oauth_path(path) {
+        return Route::OAuth;
     }
     Route::NotFound(format!("no such endpoint: {path}"))
 }

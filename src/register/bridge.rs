@@ -51,6 +51,8 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
                 " (a private CA? pass it with --ssl-ca-cert)"
             } else if e.to_string().contains("InvalidContentType")
                 || e.to_string().contains("corrupt message")
+                || e.kind() == std::io::ErrorKind::UnexpectedEof
+                || e.kind() == std::io::ErrorKind::ConnectionReset
             {
                 " (is the gateway plain HTTP? then use ws://)"
             } else {

@@ -284,6 +284,10 @@ impl Drop for ChildGuard {
 /// Describes how a process ended, for a person: `exited with status 3`, `was killed by signal 9`.
 pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
+        (Some(127), _) => "exited with status 127: its command was not found (check PATH, and quote the \
+                           whole --stdio command, e.g. --stdio \"npx -y pkg\")"
+            .into(),
+        (Some(126), _) => "exited with status 126: its command could not be run (not executable?)".into(),
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "ended".into(),

@@ -120,7 +120,7 @@ pub(crate) fn upgrade<S: Transport>(
         .write_all(request.as_bytes())
         .and_then(|()| stream.flush())
         .map_err(|e| format!("sending the upgrade: {e}"))?;
-    let (head, rest) = read_head(&mut stream)?;
+    let (head, rest) = read_head(&mut stream, target)?;
     let mut fields = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut fields);
     let parsed = response
@@ -154,7 +154,7 @@ pub(crate) fn upgrade<S: Transport>(
 }
 
 /// Reads up to the end of the response head; returns the head and the bytes after it.
-fn read_head<S: Read>(stream: &mut S) -> Result<(Vec<u8>, Vec<u8>), String> {
+fn read_head<S: Read>(stream: &mut S, target: &Target) -> Result<(Vec<u8>, Vec<u8>), String> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -166,7 +166,20 @@ fn read_head<S: Read>(stream: &mut S) -> Result<(Vec<u8>, Vec<u8>), String> {
             return Err(format!("the gateway's answer has a head over {MAX_HEAD} bytes"));
         }
         match stream.read(&mut chunk) {
-            Ok(0) => return Err("the gateway closed the connection during the WebSocket upgrade".into()),
+            // A TLS gateway spoken to in plain HTTP answers with a TLS alert (0x15) and closes.
+            Ok(0) if buf.first() == Some(&0x15) || !buf.is_empty() && !buf.starts_with(b"HTTP/") => {
+                return Err(format!(
+                    "the gateway answered the WebSocket upgrade with something that is not HTTP and closed \
+                     the connection; {}",
+                    scheme_hint(target)
+                ))
+            }
+            Ok(0) => {
+                return Err(format!(
+                    "the gateway closed the connection during the WebSocket upgrade ({})",
+                    scheme_hint(target)
+                ))
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading the gateway's answer to the upgrade: {e}")),
@@ -236,7 +249,8 @@ mod tests {
         }
         let answer = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nwrong token!".to_vec();
         let mut s = Canned(std::io::Cursor::new(answer), Vec::new());
-        let (head, rest) = read_head(&mut s).unwrap();
+        let target = Target::parse("ws://127.0.0.1:1/mcp/register").unwrap();
+        let (head, rest) = read_head(&mut s, &target).unwrap();
         assert!(head.ends_with(b"\r\n\r\n") && rest == b"wrong token!");
     }
 }

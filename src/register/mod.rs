@@ -115,6 +115,11 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
         if let Some(code) = sup.ensure_child()? {
             return Ok(code);
         }
+        // A signal that came while dialing (which can take CONNECT_TIMEOUT) ends it here.
+        if sys::take_signal() {
+            sup.stop("signal received");
+            return Ok(0);
+        }
         let connected = bridge::connect(cfg).and_then(|mut ws| {
             // The first child starts once the gateway answers: its initialize comes next.
             if sup.child.is_none() {
@@ -219,6 +224,7 @@ impl Supervisor<'_> {
         let delay = self.crashes.next_delay();
         let why = format!("--restart {}", restart_name(self.cfg.restart));
         if self.wait(&why, "restarting the MCP server", delay) {
+            self.stop("signal received");
             return Ok(Some(0));
         }
         self.spawn()?;
@@ -249,6 +255,9 @@ impl Supervisor<'_> {
     /// Logs why and what comes next, and waits `delay` for it, handling the child's output
     /// meanwhile (no link is up). True if a signal came instead.
     fn wait(&mut self, why: &str, next: &str, delay: Duration) -> bool {
+        if sys::take_signal() {
+            return true; // it came before the wait: no promise of a next attempt
+        }
         log::warn!("{why}; {next} in {:.1} s", delay.as_secs_f64());
         let deadline = Instant::now() + delay;
         loop {
@@ -285,6 +294,8 @@ impl Supervisor<'_> {
             let pid = child.pid();
             let how = child.stop(child::STOP_GRACE).map_or("is gone".into(), child::describe);
             log::info!("{why}: stopped the MCP server (pid {pid}, it {how}); bye");
+        } else {
+            log::info!("{why}: the MCP server was not running; bye");
         }
     }
 }
