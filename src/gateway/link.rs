@@ -1408,9 +1408,15 @@ mod tests {
     fn roots_asked_with_no_client_in_flight_are_none() {
         let now = t0();
         let mut link = ready(now);
-        link.handle_edge(now, Message::Request { id: json!("r1"), method: "roots/list".into(), params: None });
+        link.handle_edge(
+            now,
+            Message::Request { id: json!("r1"), method: "roots/list".into(), params: None },
+        );
         let acts = drain(&mut link);
-        assert!(matches!(&acts[..], [Action::ToEdge(m)] if m["id"] == "r1" && m["result"]["roots"] == json!([])), "{acts:?}");
+        assert!(
+            matches!(&acts[..], [Action::ToEdge(m)] if m["id"] == "r1" && m["result"]["roots"] == json!([])),
+            "{acts:?}"
+        );
     }
 
     #[test]
