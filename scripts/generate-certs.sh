@@ -4,16 +4,19 @@
 #
 #   scripts/generate-certs.sh --domain gateway.example.com [--ip 203.0.113.7] [--out certs]
 #                             [--days 825] [--key ec|rsa|rsa-pkcs1|ec-sec1] [--expired]
+#                             [--client NAME]...
 #
 # Writes into --out (default certs/): ca.crt ca.key, server.crt (server + CA chain) server.key,
 # client.crt (client + CA chain) client.key. The server certificate names --domain, localhost,
 # 127.0.0.1 and ::1 (plus --ip). Keys are PKCS#8 PEM (ec: P-256, rsa: 2048 bits), PKCS#1
 # ("BEGIN RSA PRIVATE KEY", rsa-pkcs1) or SEC1 ("BEGIN EC PRIVATE KEY", ec-sec1). Existing files
 # in --out are replaced. --expired makes the server certificate one that expired in 2020, for
-# checking that peers refuse it.
+# checking that peers refuse it. Each --client NAME adds NAME.crt and NAME.key, another client
+# certificate from the same CA (edges with certificates of their own: on a gateway without
+# tokens, a server's name belongs to the certificate that registered it).
 set -euo pipefail
 
-domain=localhost out=certs days=825 key=ec extra_ip="" expired=0
+domain=localhost out=certs days=825 key=ec extra_ip="" expired=0 clients=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --domain) domain=$2; shift 2 ;;
@@ -22,7 +25,8 @@ while [[ $# -gt 0 ]]; do
         --key) key=$2; shift 2 ;;
         --ip) extra_ip=$2; shift 2 ;;
         --expired) expired=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --client) clients+=("$2"); shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "generate-certs: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -57,7 +61,12 @@ openssl req -x509 -new -key ca.key -sha256 -days "$days" -subj "/CN=mcpport priv
 
 san="DNS:$domain,DNS:localhost,IP:127.0.0.1,IP:::1${extra_ip:+,IP:$extra_ip}"
 sign server "/CN=$domain" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=$san\n"
-sign client "/CN=mcpport-edge" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+client_ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+sign client "/CN=mcpport-edge" "$client_ext"
+for name in "${clients[@]}"; do
+    [[ $name =~ ^[A-Za-z0-9_-]+$ && $name != ca && $name != server ]] || { echo "generate-certs: bad --client name $name" >&2; exit 2; }
+    sign "$name" "/CN=$name" "$client_ext"
+done
 rm -f ca.srl
 
 if [[ $expired == 1 ]]; then

@@ -30,6 +30,12 @@ impl Transport for StreamOwned<ServerConnection, TcpStream> {
     fn socket(&self) -> &TcpStream {
         &self.sock
     }
+
+    fn peer_identity(&self) -> Option<[u8; 32]> {
+        let leaf = self.conn.peer_certificates()?.first()?;
+        let digest = ::ring::digest::digest(&::ring::digest::SHA256, leaf.as_ref());
+        digest.as_ref().try_into().ok()
+    }
 }
 
 impl Transport for StreamOwned<ClientConnection, TcpStream> {

@@ -157,6 +157,40 @@ fn mtls_requires_a_client_certificate_from_the_ca() {
 }
 
 #[test]
+fn without_tokens_a_name_belongs_to_the_certificate_that_registered_it() {
+    let _w = Watchdog::new("mtls_names", Duration::from_secs(60));
+    let dir = certs_with(&["--client", "edge2"]);
+    let gw = tls_gateway(&dir, true);
+    let ca = file(&dir, "ca.crt");
+    let with = |cert: &str| {
+        let (c, k) = (file(&dir, &format!("{cert}.crt")), file(&dir, &format!("{cert}.key")));
+        ["--ssl-ca-cert".to_string(), ca.clone(), "--ssl-certfile".into(), c, "--ssl-keyfile".into(), k]
+    };
+    let args = |cert: &str| {
+        let mut a = with(cert).to_vec();
+        a.extend(["--server-id".to_string(), "same-id".to_string()]);
+        a
+    };
+    let first = args("client");
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let pi = register(&gw, "pi", &first);
+    pi.wait_log("registered as");
+    // Another certificate from the same CA, the same name and the same id: refused.
+    let other = args("edge2");
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let mut thief = register(
+        &gw,
+        "pi",
+        &["--require-gateway"].into_iter().chain(other.iter().copied()).collect::<Vec<_>>(),
+    );
+    thief.wait_log("another credential");
+    let _ = thief.child.kill();
+    // The first edge keeps its name (it is still registered and was never replaced).
+    assert!(!pi.log_text().contains("replaced"), "{}", pi.log_text());
+    gw.proc.wait_log("held by a live server that registered with another credential");
+}
+
+#[test]
 fn every_key_format_loads() {
     let _w = Watchdog::new("key_formats", Duration::from_secs(60));
     for kind in ["rsa", "rsa-pkcs1", "ec-sec1"] {

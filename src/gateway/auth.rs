@@ -19,11 +19,24 @@ pub(crate) enum Role {
     Edge,
 }
 
-/// The credential a request presented: none needed, or the token at this index of its list.
+/// The credential a request presented: none needed, the token at this index of its list, or,
+/// on a gateway without tokens for that role, the client certificate (mTLS) by its SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Credential {
     Open,
     Token(usize),
+    Certificate([u8; 32]),
+}
+
+impl Credential {
+    /// An open credential becomes the peer's certificate, when it presented one: then names and
+    /// sessions belong to that certificate.
+    pub(crate) fn with_identity(self, identity: Option<[u8; 32]>) -> Credential {
+        match (self, identity) {
+            (Credential::Open, Some(id)) => Credential::Certificate(id),
+            (c, _) => c,
+        }
+    }
 }
 
 /// The credential of a request for `role`, or `None` when it must be refused (401).

@@ -76,7 +76,7 @@ pub(crate) fn serve_connection(
         log::debug!("{peer}: {} {}", req.method, req.path);
         let route = route(gw, &req);
         let owner = match check_head(gw, &req, &route, framing, local, peer) {
-            Ok(owner) => owner,
+            Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
             Err(resp) => match refuse(&mut conn, &req, framing, &resp) {
                 Next::Request => continue,
                 Next::Close => return,

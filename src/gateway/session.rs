@@ -59,6 +59,7 @@ pub(crate) enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Holder {
     Token(usize),
+    Certificate([u8; 32]),
     Address(IpAddr),
 }
 
@@ -110,6 +111,7 @@ impl Session {
     pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential, peer: IpAddr) -> Session {
         let holder = match owner {
             Credential::Token(i) => Holder::Token(i),
+            Credential::Certificate(id) => Holder::Certificate(id),
             Credential::Open => Holder::Address(peer),
         };
         Session {

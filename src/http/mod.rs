@@ -23,6 +23,11 @@ pub(crate) use response::Response;
 /// Plain TCP now; TLS streams implement it too.
 pub(crate) trait Transport: Read + Write + Send {
     fn socket(&self) -> &TcpStream;
+
+    /// The SHA-256 of the client certificate the peer presented (mTLS), if any.
+    fn peer_identity(&self) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 impl Transport for TcpStream {
@@ -34,6 +39,10 @@ impl Transport for TcpStream {
 impl Transport for Box<dyn Transport> {
     fn socket(&self) -> &TcpStream {
         (**self).socket()
+    }
+
+    fn peer_identity(&self) -> Option<[u8; 32]> {
+        (**self).peer_identity()
     }
 }
 
