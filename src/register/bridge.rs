@@ -51,7 +51,10 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(|e| e.to_string())?;
-    let config = WebSocketConfig::default().max_message_size(Some(cfg.max_ws_message));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(ws::READ_BUFFER)
+        .write_buffer_size(ws::WRITE_BUFFER)
+        .max_message_size(Some(cfg.max_ws_message));
     let boxed: Box<dyn Transport> = if secure {
         let tls = crate::tls::client_config(&cfg.tls)?;
         let stream = crate::tls::connect(tls, host, stream).map_err(|e| {
