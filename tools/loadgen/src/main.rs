@@ -13,6 +13,8 @@
 //!       first target is the stdio server CMD called directly (the floor).
 //!   loadgen load --tool T --sessions S --seconds D [--warmup W] TARGET
 //!       S sessions at once for D seconds: calls/s and latency. TARGET may be stdio:CMD.
+//!   loadgen wait-tool --tool T --timeout S TARGET
+//!       Lists tools every 5 ms until T is listed (exit 0) or S seconds pass (exit 1).
 //!
 //! TARGET: sse:HOST:PORT/PATH or http:HOST:PORT/PATH.
 
@@ -575,6 +577,38 @@ fn load(a: &Args) {
     );
 }
 
+fn wait_tool(a: &Args) {
+    let tool = a.need("tool");
+    let limit = Duration::from_secs(a.num("timeout", 30) as u64);
+    let spec = a.rest.first().cloned().unwrap_or_else(|| fail("wait-tool needs a TARGET"));
+    let t = Target::parse(&spec).unwrap_or_else(|e| fail(e));
+    let started = Instant::now();
+    let mut s = loop {
+        match Session::open(&t) {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > limit => fail(format!("{spec}: {e}")),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let needle = json_string(&tool);
+    while started.elapsed() < limit {
+        match s.call("tools/list", "{}") {
+            Ok(a) if a.text.contains(&needle) => {
+                println!(
+                    r#"{{"scenario":"wait-tool","found":true,"ms":{:.1}}}"#,
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                exit(0);
+            }
+            Ok(_) => {}
+            Err(e) => fail(format!("tools/list: {e}")),
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("loadgen: {tool} not listed within {limit:?}");
+    exit(1)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed = Args::parse(args.get(1..).unwrap_or_default());
@@ -582,6 +616,7 @@ fn main() {
         Some("mesh") => mesh(&parsed),
         Some("compare") => compare(&parsed),
         Some("load") => load(&parsed),
+        Some("wait-tool") => wait_tool(&parsed),
         _ => fail("usage: loadgen mesh|compare|load ... (see the top of tools/loadgen/src/main.rs)"),
     }
 }
