@@ -60,9 +60,13 @@ class Runner:
         self.cmds = []
 
     def start(self, name, argv, stdout=None):
-        shown = [a.replace(str(self.args.ours), "mcpport").replace(str(self.args.loadgen), "loadgen") for a in argv]
-        if self.args.musl:
-            shown = [a.replace(str(self.args.musl), "mcpport-musl") for a in shown]
+        names = [(str(self.args.ours), "mcpport"), (str(self.args.loadgen), "loadgen"),
+                 (str(self.args.peer), "mcpport-0.1.4")]
+        names += [(str(self.args.musl), "mcpport-musl")] if self.args.musl else []
+        names += [(b, f"mcpport-opt-{lvl}") for lvl, _, b in (x.partition("=") for x in self.args.opt_bins)]
+        shown = list(argv)
+        for path, short in names:
+            shown = [a.replace(path, short) for a in shown]
         line = " ".join(a if a and " " not in a else repr(a) for a in shown)
         if line not in self.cmds:
             self.cmds.append(line)
@@ -465,8 +469,9 @@ def report(args, res, cmds):
             w(f"| {level} | {x['size']:,} | {avg('calls_per_s'):,.0f} | {avg('gw_user'):.1f} / {avg('gw_sys'):.1f} | "
               f"{avg('reg_user'):.1f} / {avg('reg_sys'):.1f} |")
     w("\n### Commands the scale scenarios ran\n")
-    w("`mcpport` is the glibc release build, `mcpport-musl` the static x86_64 musl build, `loadgen` tools/loadgen; "
-      "ports are free ones picked at run time.\n")
+    w("`mcpport` is the glibc release build, `mcpport-musl` the static x86_64 musl build, `mcpport-opt-LEVEL` the "
+      "opt-level variants, `mcpport-0.1.4` the original, `loadgen` tools/loadgen; ports are free ones picked at run "
+      "time.\n")
     w("```")
     out.extend(cmds)
     w("```")
