@@ -58,6 +58,14 @@ impl Weigh for Out {
     }
 }
 
+/// tungstenite's buffers for every link, both roles. Its defaults (128 KiB to read into, zeroed
+/// on every read, and 128 KiB of writes gathered before a syscall) cost a quarter of a megabyte per
+/// idle link; a frame bigger than the read buffer still arrives whole (the buffer grows to the
+/// frame's length, read `READ_BUFFER` bytes per syscall), and the owner flushes after each batch
+/// anyway. Measured in BENCHMARKS.md.
+pub(crate) const READ_BUFFER: usize = 4 * 1024;
+pub(crate) const WRITE_BUFFER: usize = 8 * 1024;
+
 /// Bytes a queue may hold unless told otherwise (one item is always let in when the queue is
 /// empty, however big).
 pub(crate) const QUEUE_BYTES: usize = 32 * 1024 * 1024;

@@ -405,6 +405,8 @@ fn register(
         }
     };
     let config = WebSocketConfig::default()
+        .read_buffer_size(crate::ws::READ_BUFFER)
+        .write_buffer_size(crate::ws::WRITE_BUFFER)
         .max_message_size(Some(gw.cfg.max_ws_message))
         .max_frame_size(Some(gw.cfg.max_ws_message));
     match upgrade::accept(conn, req, &key, config) {

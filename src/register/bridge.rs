@@ -72,7 +72,10 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
 
 /// The link's WebSocket settings: messages up to `max_message` bytes.
 fn ws_config(max_message: usize) -> tungstenite::protocol::WebSocketConfig {
-    tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(max_message))
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(ws::READ_BUFFER)
+        .write_buffer_size(ws::WRITE_BUFFER)
+        .max_message_size(Some(max_message))
 }
 
 fn dial(host: &str, port: u16) -> std::io::Result<TcpStream> {
