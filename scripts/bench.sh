@@ -137,7 +137,8 @@ took=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }
     echo
     echo "## Against the original Python mcpport 0.1.4"
     echo
-    cat "$WORK/compare.md"
+    # bench.py's "key: value" header lines as a list
+    sed -E 's/^(command|date|machine|ours|client): +/- \1: /' "$WORK/compare.md"
     echo
     cat "$REPO/scripts/bench/notes.md"
 } >"$OUT"
