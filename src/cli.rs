@@ -73,7 +73,7 @@ Options:
                                  left is noticed, and when a slow answer turns into a stream) [default: 15]
       --max-sessions <N>         Client sessions open at once before new ones get 503 [default: 1024]
       --max-sessions-per-client <N>  Sessions one token (or, without tokens, one address) may hold;
-                                 more get 429 [default: 256]
+                                 more get 429 [default: 256, loopback addresses exempt unless set]
       --max-queue-bytes <N>      Bytes all queues to clients and servers may hold together; past it,
                                  slow readers lose messages (or their stream) [default: 268435456]
       --max-list-items <N>       Items in one list of a registered server (tools, prompts,
@@ -249,7 +249,7 @@ fn gateway_args(
             }
             Long("max-calls-per-server") => cfg.max_calls_per_server = number(p, "--max-calls-per-server")?,
             Long("max-sessions-per-client") => {
-                cfg.max_sessions_per_client = number(p, "--max-sessions-per-client")?;
+                cfg.max_sessions_per_client = Some(number(p, "--max-sessions-per-client")?);
             }
             Long("max-list-items") => cfg.max_list_items = number(p, "--max-list-items")?,
             Long("max-queue-bytes") => cfg.max_queue_bytes = number(p, "--max-queue-bytes")?,
@@ -303,7 +303,10 @@ fn gateway_args(
             cfg.max_body_budget, cfg.limits.max_body
         ));
     }
-    if cfg.max_calls_per_session == 0 || cfg.max_calls_per_server == 0 || cfg.max_sessions_per_client == 0 {
+    if cfg.max_calls_per_session == 0
+        || cfg.max_calls_per_server == 0
+        || cfg.max_sessions_per_client == Some(0)
+    {
         return Err("--max-calls-per-session and --max-calls-per-server must be at least 1".into());
     }
     if cfg.limits.max_header_bytes < 1024 || cfg.max_ws_message < 1024 {

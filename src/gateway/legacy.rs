@@ -10,6 +10,9 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use super::auth::Credential;
 use super::mailbox::{Empty, Mailbox};
@@ -65,24 +68,88 @@ pub(crate) fn write_stream<W: Write>(
     sse: &mut SseWriter<W>,
     rx: &Mailbox,
 ) -> &'static str {
+    let mut pace = Pace::default();
     loop {
-        let written = match rx.recv(gw.cfg.keepalive) {
-            Ok(msg) => {
-                let text = msg.to_string();
-                Metrics::add(&gw.metrics.client_bytes_out, text.len());
-                let written = sse.event(Some("message"), &text);
-                session.written(&msg);
-                written
-            }
-            Err(Empty::Timeout) => sse.comment("keep-alive"),
-            Err(Empty::Closed) => {
-                let _ = sse.finish();
-                return "closed by the gateway";
-            }
+        let written = match pace.due() {
+            Some(notice) => write_message(gw, session, sse, &notice),
+            None => match rx.recv(pace.wait(gw.cfg.keepalive)) {
+                Ok(msg) => match pace.admit(msg) {
+                    Some(msg) => write_message(gw, session, sse, &msg),
+                    None => Ok(()),
+                },
+                Err(Empty::Timeout) if pace.holding() => Ok(()),
+                Err(Empty::Timeout) => sse.comment("keep-alive"),
+                Err(Empty::Closed) => {
+                    let _ = sse.finish();
+                    return "closed by the gateway";
+                }
+            },
         };
         if written.is_err() {
             return "client went away";
         }
+    }
+}
+
+fn write_message<W: Write>(
+    gw: &Gateway,
+    session: &Session,
+    sse: &mut SseWriter<W>,
+    msg: &Value,
+) -> std::io::Result<()> {
+    let text = msg.to_string();
+    Metrics::add(&gw.metrics.client_bytes_out, text.len());
+    let written = sse.event(Some("message"), &text);
+    session.written(msg);
+    written
+}
+
+/// How often a stream writes a `list_changed` at most: while one is held back, more changes of
+/// the same list add nothing (`Session::list_changed` sees it unsent), so a thousand edges
+/// registering in a second become a handful of notices. Other messages never wait for it.
+const LIST_CHANGED_EVERY: Duration = Duration::from_millis(200);
+
+/// The pacing of a stream's `list_changed` notices.
+#[derive(Default)]
+struct Pace {
+    last: Option<Instant>,
+    /// Notices held back, with when they may go.
+    held: Vec<(Value, Instant)>,
+}
+
+impl Pace {
+    /// A message just taken from the queue: it goes now (returned), or a notice is held back.
+    fn admit(&mut self, msg: Value) -> Option<Value> {
+        if !msg["method"].as_str().is_some_and(|m| m.ends_with("/list_changed")) {
+            return Some(msg);
+        }
+        match self.last {
+            Some(at) if at.elapsed() < LIST_CHANGED_EVERY => {
+                self.held.push((msg, at + LIST_CHANGED_EVERY));
+                None
+            }
+            _ => {
+                self.last = Some(Instant::now());
+                Some(msg)
+            }
+        }
+    }
+
+    /// A held notice whose time has come.
+    fn due(&mut self) -> Option<Value> {
+        let i = self.held.iter().position(|(_, at)| *at <= Instant::now())?;
+        self.last = Some(Instant::now());
+        Some(self.held.remove(i).0)
+    }
+
+    fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// How long to wait for the next message: the keep-alive, or less when a notice is held.
+    fn wait(&self, keepalive: Duration) -> Duration {
+        let next = self.held.iter().map(|(_, at)| at.saturating_duration_since(Instant::now())).min();
+        next.map_or(keepalive, |n| n.min(keepalive))
     }
 }
 
@@ -112,5 +179,25 @@ pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope, owne
             log::warn!("session {id}: rejected a message: {invalid:?}");
             Response::json(400, &invalid.to_response())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_changed_notices_are_paced_and_nothing_waits_for_them() {
+        let changed = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        let answer = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {}});
+        let mut pace = Pace::default();
+        assert!(pace.admit(changed.clone()).is_some(), "the first notice goes at once");
+        assert!(pace.admit(changed.clone()).is_none() && pace.holding(), "the next is held back");
+        assert_eq!(pace.admit(answer.clone()), Some(answer), "an answer never waits");
+        assert!(pace.due().is_none());
+        assert!(pace.wait(Duration::from_secs(15)) <= LIST_CHANGED_EVERY);
+        std::thread::sleep(LIST_CHANGED_EVERY);
+        assert_eq!(pace.due(), Some(changed));
+        assert!(!pace.holding());
     }
 }

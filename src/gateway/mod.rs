@@ -68,8 +68,9 @@ pub(crate) struct Config {
     pub max_sessions: usize,
     /// Bytes all client and link queues may hold together.
     pub max_queue_bytes: usize,
-    /// Sessions one client (token, or address without tokens) may hold open.
-    pub max_sessions_per_client: usize,
+    /// Sessions one client (token, certificate, or address without either) may hold open;
+    /// `None`: 256, and loopback addresses (local clients, a reverse proxy on this host) exempt.
+    pub max_sessions_per_client: Option<usize>,
     /// Items and bytes one list of an edge may have (more and the list is refused).
     pub max_list_items: usize,
     pub max_list_bytes: usize,
@@ -122,7 +123,7 @@ impl Default for Config {
             auth_tokens: Vec::new(),
             register_tokens: Vec::new(),
             max_sessions: 1024,
-            max_sessions_per_client: 256,
+            max_sessions_per_client: None,
             max_queue_bytes: 256 * 1024 * 1024,
             max_list_items: 10_000,
             max_list_bytes: 8 * 1024 * 1024,

@@ -18,7 +18,10 @@ use serde_json::Value;
 use super::catalog::{Catalog, ListKind, Lists};
 use super::error::Error;
 use super::server::Upstream;
-use super::session::{Kind, Scope, Session};
+use super::session::{Holder, Kind, Scope, Session};
+
+/// Sessions one client may hold unless `--max-sessions-per-client` says otherwise.
+const DEFAULT_SESSIONS_PER_CLIENT: usize = 256;
 use crate::thread::lock;
 
 /// All shared state of one gateway.
@@ -169,15 +172,23 @@ impl Registry {
         &self,
         session: Arc<Session>,
         max_total: usize,
-        max_each: usize,
+        max_each: Option<usize>,
     ) -> Result<(), Error> {
         let mut sessions = lock(&self.sessions);
         if sessions.len() >= max_total {
             return Err(Error::TooManySessions);
         }
-        let held = sessions.values().filter(|s| s.holder == session.holder).count();
-        if held >= max_each {
-            return Err(Error::TooManySessionsHeld(held));
+        // The default exempts loopback: a reverse proxy on this host brings everyone from there.
+        let max_each = match (max_each, session.holder) {
+            (Some(n), _) => Some(n),
+            (None, Holder::Address(ip)) if ip.is_loopback() => None,
+            (None, _) => Some(DEFAULT_SESSIONS_PER_CLIENT),
+        };
+        if let Some(max) = max_each {
+            let held = sessions.values().filter(|s| s.holder == session.holder).count();
+            if held >= max {
+                return Err(Error::TooManySessionsHeld(held));
+            }
         }
         sessions.insert(session.id.clone(), session);
         Ok(())
