@@ -6,20 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{http, signal, Gateway, Proc, Watchdog, BIN};
-
-/// Waits until /health reports `n` registered (ready) servers.
-fn wait_servers(gw: &Gateway, n: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let health = http(gw.port, "GET", "/health", &[], b"").json();
-        if health["servers"].as_u64() == Some(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "expected {n} servers registered: {health}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::util::{signal, Gateway, Proc, Watchdog, BIN};
 
 /// Client A calls a 4 s tool; the gateway dies (SIGKILL) and comes back on the same port; once
 /// register is back, client B calls a 6 s tool on the same server. The child answers A's call
@@ -44,7 +31,7 @@ fn an_answer_from_an_ended_link_never_reaches_a_client_on_the_next() {
     drop(a);
 
     let gw2 = Gateway::start(&["--port", &port]);
-    wait_servers(&gw2, 1, Duration::from_secs(15));
+    gw2.wait_servers(1, Duration::from_secs(15));
     let mut b = gw2.client();
     b.initialize("2025-06-18");
     let started = Instant::now();
@@ -86,14 +73,14 @@ fn a_dead_childs_leftovers_never_end_the_next_childs_link() {
     std::thread::sleep(Duration::from_millis(500));
 
     let gw2 = Gateway::start(&["--port", &port]);
-    wait_servers(&gw2, 1, Duration::from_secs(15));
+    gw2.wait_servers(1, Duration::from_secs(15));
     let mut c = gw2.client();
     c.initialize("2025-06-18");
     let second = c.sample_pid("pi_system_info");
     assert_ne!(first, second, "the server was restarted");
     // The new link stays up, with the tools listed.
     std::thread::sleep(Duration::from_secs(2));
-    wait_servers(&gw2, 1, Duration::from_secs(1));
+    gw2.wait_servers(1, Duration::from_secs(1));
     assert!(c.tool_names().contains(&"pi_echo".to_string()));
     let log = pi.log_text();
     let after_restart = log.split("restarting the MCP server in").nth(1).unwrap_or_default();

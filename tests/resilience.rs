@@ -13,19 +13,6 @@ fn sample_pid(gw: &Gateway, tool: &str) -> u32 {
     c.sample_pid(tool)
 }
 
-/// Waits until /health reports `n` registered servers.
-fn wait_servers(gw: &Gateway, n: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let servers = http(gw.port, "GET", "/health", &[], b"").json()["servers"].as_u64().unwrap();
-        if servers == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{servers} servers registered, expected {n}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_restarted_gateway_gets_every_register_back_with_the_same_child() {
     let _w = Watchdog::new("restarted_gateway", Duration::from_secs(60));
@@ -40,7 +27,7 @@ fn a_restarted_gateway_gets_every_register_back_with_the_same_child() {
     pi.wait_log("reconnecting in");
 
     let gw2 = Gateway::start(&["--port", &port]);
-    wait_servers(&gw2, 1, Duration::from_secs(15));
+    gw2.wait_servers(1, Duration::from_secs(15));
     assert_eq!(sample_pid(&gw2, "pi_system_info"), pid, "the child kept running");
     pi.wait_log("answered the gateway's initialize from the MCP server's first answer");
 }
@@ -168,12 +155,12 @@ fn fifty_registers_come_back_after_a_gateway_restart() {
     let port = gw.port.to_string();
     let edges: Vec<Proc> =
         (0..N).map(|i| gw.register(&format!("edge{i}"), &["--reconnect-max", "2"])).collect();
-    wait_servers(&gw, N, Duration::from_secs(60));
+    gw.wait_servers(N, Duration::from_secs(60));
     signal(gw.proc.pid(), libc::SIGTERM);
     gw.proc.wait_exit(Duration::from_secs(15));
     let restarted = Instant::now();
     let gw2 = Gateway::start(&["--port", &port]);
-    wait_servers(&gw2, N, Duration::from_secs(60));
+    gw2.wait_servers(N, Duration::from_secs(60));
     eprintln!("{N} registers back {:?} after the restart", restarted.elapsed());
     let mut c = gw2.client();
     c.initialize("2025-06-18");

@@ -205,6 +205,19 @@ impl Gateway {
         Gateway { proc, port }
     }
 
+    /// Waits until /health reports `n` registered (ready) servers.
+    pub fn wait_servers(&self, n: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let health = http(self.port, "GET", "/health", &[], b"").json();
+            if health["servers"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "expected {n} servers registered: {health}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/mcp/register", self.port)
     }

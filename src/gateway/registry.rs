@@ -33,6 +33,8 @@ pub(crate) struct Registry {
 #[derive(Default)]
 struct Servers {
     by_name: BTreeMap<String, Arc<Upstream>>,
+    /// The name each live link holds, by the link's serial (answers to server requests name it).
+    by_serial: HashMap<u64, String>,
     catalog: Catalog,
     next_serial: u64,
 }
@@ -76,6 +78,10 @@ impl Registry {
                 }
             }
             let old = servers.by_name.insert(up.name.clone(), up.clone());
+            if let Some(old) = &old {
+                servers.by_serial.remove(&old.serial);
+            }
+            servers.by_serial.insert(up.serial, up.name.clone());
             let changed = if old.is_some() { servers.catalog.remove(&up.name) } else { Vec::new() };
             (old, changed)
         };
@@ -91,6 +97,7 @@ impl Registry {
             match servers.by_name.get(&up.name) {
                 Some(cur) if Arc::ptr_eq(cur, up) => {
                     servers.by_name.remove(&up.name);
+                    servers.by_serial.remove(&up.serial);
                     Some(servers.catalog.remove(&up.name))
                 }
                 _ => None,
@@ -139,22 +146,26 @@ impl Registry {
 
     /// The live link with this serial, if it still holds its name.
     pub(crate) fn server_by_serial(&self, serial: u64) -> Option<Arc<Upstream>> {
-        lock(&self.servers).by_name.values().find(|s| s.serial == serial).cloned()
+        let servers = lock(&self.servers);
+        let name = servers.by_serial.get(&serial)?;
+        servers.by_name.get(name).cloned()
     }
 
     /// Tells the aggregated sessions which lists changed (one notification per list, however
     /// many kinds map to it; a session with one still unsent gets no second).
     fn tell_changed(&self, changed: &[ListKind]) {
-        let mut sent: Vec<&str> = Vec::new();
-        for kind in changed {
-            let method = kind.changed_notification();
-            if !sent.contains(&method) {
-                sent.push(method);
-                for s in
-                    self.sessions_snapshot().iter().filter(|s| s.scope == Scope::All && s.is_initialized())
-                {
-                    s.list_changed(method);
-                }
+        let mut methods: Vec<&'static str> = Vec::new();
+        for method in changed.iter().map(|k| k.changed_notification()) {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        if methods.is_empty() {
+            return;
+        }
+        for s in self.sessions_snapshot().iter().filter(|s| s.scope == Scope::All && s.is_initialized()) {
+            for method in &methods {
+                s.list_changed(method);
             }
         }
     }

@@ -4,7 +4,6 @@
 //! those belong to the owner thread alone (`link.rs`, driven by `upstream.rs`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -52,7 +51,6 @@ pub(crate) struct Upstream {
     offer: Mutex<Offer>,
     /// Set to make the owner close the link (replaced, or the gateway is shutting down).
     closing: Mutex<Option<(u16, String)>>,
-    closing_set: AtomicBool,
 }
 
 /// What a server offers, once its handshake is done.
@@ -83,7 +81,6 @@ impl Upstream {
             commands,
             offer: Mutex::new(Offer::default()),
             closing: Mutex::new(None),
-            closing_set: AtomicBool::new(false),
         }
     }
 
@@ -120,15 +117,11 @@ impl Upstream {
     /// Asks the owner to close the link with this code and reason (never lost to a full queue).
     pub(crate) fn close(&self, code: u16, reason: &str) {
         *lock(&self.closing) = Some((code, reason.to_string()));
-        self.closing_set.store(true, Ordering::SeqCst);
         self.commands.wake();
     }
 
     /// The close asked for, if any (read by the owner).
     pub(crate) fn close_requested(&self) -> Option<(u16, String)> {
-        if !self.closing_set.load(Ordering::SeqCst) {
-            return None;
-        }
         lock(&self.closing).clone()
     }
 
