@@ -23,6 +23,7 @@ pub(crate) mod routes;
 pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod streamable;
+pub(crate) mod template;
 pub(crate) mod upstream;
 
 use std::io::Write;
