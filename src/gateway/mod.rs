@@ -319,6 +319,47 @@ fn accept_loop(gw: &Arc<Gateway>, listener: &TcpListener) {
     }
 }
 
+/// A connection's thread: TLS if configured, then HTTP until the connection ends.
+///
+/// The rare paths (a TLS handshake, plain HTTP on a TLS port) live in functions of their own
+/// that are never inlined: their locals would otherwise widen this frame, and a thread's stack
+/// pages, once touched (stack probes touch every page of a frame), stay resident for its life.
+fn serve_accepted(gw: &Arc<Gateway>, stream: TcpStream, peer: SocketAddr, ticket: &admission::Ticket) {
+    let _ = stream.set_nodelay(true);
+    let transport: Box<dyn Transport> = match &gw.tls {
+        None => Box::new(stream),
+        Some(_) if crate::tls::speaks_plain_http(&stream) => return refuse_plain_http(stream, peer),
+        Some(config) => match accept_tls(config, stream) {
+            Ok(tls) => tls,
+            Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),
+        },
+    };
+    // A client that stops reading must not hold a thread forever: its writes fail instead.
+    let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));
+    routes::serve_connection(gw, transport, peer, ticket);
+}
+
+#[inline(never)]
+fn accept_tls(config: &Arc<rustls::ServerConfig>, stream: TcpStream) -> Result<Box<dyn Transport>, String> {
+    crate::tls::accept(config.clone(), stream)
+        .map(|tls| Box::new(tls) as Box<dyn Transport>)
+        .map_err(|e| e.to_string())
+}
+
+/// Answers a client that spoke plain HTTP to the TLS port, and says what to do instead.
+#[inline(never)]
+#[cold]
+fn refuse_plain_http(stream: TcpStream, peer: SocketAddr) {
+    log::warn!("{peer}: a client spoke plain HTTP to this TLS port (it should use https:// or wss://)");
+    let resp = Response::error(400, "this port speaks TLS: use https:// (or wss:// to register)");
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = resp.write_to(&mut &stream, false);
+    // Take in what the client sent, so that closing does not reset the answer away.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = std::io::copy(&mut std::io::Read::take(&stream, 64 * 1024), &mut std::io::sink());
+}
+
 /// Gives a new connection its thread, or answers 503 when the caps leave no room.
 fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
     let peer = match stream.peer_addr() {
@@ -338,32 +379,7 @@ fn admit(gw: &Arc<Gateway>, stream: TcpStream) {
         }
     };
     let gw2 = gw.clone();
-    let spawned = thread::spawn(format!("conn-{peer}"), move || {
-        let _ = stream.set_nodelay(true);
-        let transport: Box<dyn Transport> = match &gw2.tls {
-            None => Box::new(stream),
-            Some(_) if crate::tls::speaks_plain_http(&stream) => {
-                log::warn!(
-                    "{peer}: a client spoke plain HTTP to this TLS port (it should use https:// or wss://)"
-                );
-                let resp = Response::error(400, "this port speaks TLS: use https:// (or wss:// to register)");
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = resp.write_to(&mut &stream, false);
-                // Take in what the client sent, so that closing does not reset the answer away.
-                let _ = stream.shutdown(std::net::Shutdown::Write);
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                let _ = std::io::copy(&mut std::io::Read::take(&stream, 64 * 1024), &mut std::io::sink());
-                return;
-            }
-            Some(config) => match crate::tls::accept(config.clone(), stream) {
-                Ok(tls) => Box::new(tls),
-                Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),
-            },
-        };
-        // A client that stops reading must not hold a thread forever: its writes fail instead.
-        let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));
-        routes::serve_connection(&gw2, transport, peer, &ticket);
-    });
+    let spawned = thread::spawn(format!("conn-{peer}"), move || serve_accepted(&gw2, stream, peer, &ticket));
     if let Err(e) = spawned {
         log::error!("cannot start a thread for {peer}: {e}");
     }

@@ -236,14 +236,14 @@ impl<S: Timed> Conn<S> {
         let from_buf = n.min(self.buf.len());
         body.extend(self.buf.drain(..from_buf));
         let mut left = n - from_buf;
-        let mut chunk = [0u8; 8192];
         while left > 0 {
-            let want = left.min(chunk.len());
-            let got = self.read_some(&mut chunk[..want], deadline).map_err(|e| timeout_as_408(e, "body"))?;
+            let want = left.min(super::BODY_CHUNK);
+            let got =
+                super::read_into_tail(body, want, |out| super::read_before(&mut self.stream, out, deadline))
+                    .map_err(|e| timeout_as_408(e, "body"))?;
             if got == 0 {
                 return Err(status(400, "connection closed in the middle of the body"));
             }
-            body.extend_from_slice(&chunk[..got]);
             left -= got;
             self.note_held(body.len());
         }

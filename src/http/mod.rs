@@ -189,6 +189,8 @@ impl<S: Timed> Conn<S> {
         if !self.buf.is_empty() {
             return Ok(());
         }
+        // An idle connection holds no buffer: the last request's capacity goes back now.
+        self.buf = Vec::new();
         match self.fill_upto(limits.max_header_bytes, Instant::now() + limits.idle_timeout) {
             Ok(0) => Err(ReadError::Closed),
             Ok(_) => Ok(()),
@@ -240,34 +242,53 @@ impl<S: Timed> Conn<S> {
     /// Reads at most `max` bytes (and at most one chunk) into the buffer, waiting at most until
     /// `deadline`.
     fn fill_upto(&mut self, max: usize, deadline: Instant) -> io::Result<usize> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let want = max.clamp(1, READ_CHUNK);
-        let n = self.read_some(&mut chunk[..want], deadline)?;
+        // A small chunk: a thread's stack pages, once touched, stay resident for its life, and
+        // the buffer grows only by what arrived (heads are small; a long one takes more reads).
+        let mut chunk = [0u8; HEAD_CHUNK];
+        let n = read_before(&mut self.stream, &mut chunk[..max.clamp(1, HEAD_CHUNK)], deadline)?;
         self.buf.extend_from_slice(&chunk[..n]);
         self.note_held(0);
         Ok(n)
     }
+}
 
-    /// One read from the stream into `out`, waiting at most until `deadline`.
-    fn read_some(&mut self, out: &mut [u8], deadline: Instant) -> io::Result<usize> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        loop {
-            match self.stream.read(out) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
-                Err(e) => return Err(e),
-            }
+/// One read from `stream` into `out`, waiting at most until `deadline`.
+fn read_before<S: Timed>(stream: &mut S, out: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    loop {
+        match stream.read(out) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Bytes asked of the stream per read.
-const READ_CHUNK: usize = 8192;
+/// Bytes asked of the stream per read of a head (through a stack array).
+const HEAD_CHUNK: usize = 2048;
+
+/// Bytes asked of the stream per read of a body (straight into the body's reserved tail).
+const BODY_CHUNK: usize = 16 * 1024;
+
+/// Appends at most `want` bytes to `buf` with one `read` into its tail; returns how many.
+/// Meant for a `buf` already holding the capacity (the body's exact length is reserved).
+fn read_into_tail(
+    buf: &mut Vec<u8>,
+    want: usize,
+    read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let got = read(&mut buf[start..]);
+    let n = *got.as_ref().unwrap_or(&0);
+    buf.truncate(start + n.min(want));
+    got
+}
 
 impl<S: Transport> Conn<S> {
     /// Closes after an error response without losing it: a close with unread input makes the
@@ -281,7 +302,7 @@ impl<S: Transport> Conn<S> {
         let mut discarded = 0;
         while discarded < 256 * 1024 {
             self.buf.clear();
-            match self.fill_upto(READ_CHUNK, deadline) {
+            match self.fill_upto(HEAD_CHUNK, deadline) {
                 Ok(n) if n > 0 => discarded += n,
                 _ => return,
             }
