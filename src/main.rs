@@ -41,6 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(parsed.command, Command::Gateway(_)) {
+        sys::drop_malloc_thread_caches();
+    }
     logger::init(parsed.log_level, parsed.log_json);
     let outcome = match parsed.command {
         Command::Help(text) => {

@@ -1,8 +1,8 @@
 //! The only file with `unsafe`: thin, checked wrappers over the few libc calls std does not offer.
 //!
 //! `poll(2)` for the socket owners, a self-pipe for SIGINT/SIGTERM, `getrandom(2)` for ids and
-//! tokens, signals to whole process groups, and `waitid(2)` to see a child's exit without
-//! reaping it. Each wrapper turns the C convention into an `io::Result` and says in one line why
+//! tokens, signals to whole process groups, `waitid(2)` to see a child's exit without
+//! reaping it, malloc tuning, and giving a resting thread's dead stack pages back. Each wrapper turns the C convention into an `io::Result` and says in one line why
 //! its `unsafe` block is sound.
 #![allow(unsafe_code)]
 
@@ -198,4 +198,95 @@ pub(crate) fn limit_malloc_arenas(arenas: i32) {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = arenas;
+}
+
+/// The glibc tunable that sizes malloc's per-thread cache (tcache).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
+
+/// glibc only: turns off malloc's per-thread caches by re-executing this process once with
+/// `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` (a tunable glibc reads only from the environment,
+/// at start-up; `mallopt` cannot set it). Each thread's cache keeps up to seven freed chunks of
+/// every small size, and in a message-passing design most chunks are freed by a thread other
+/// than the one that allocated them: with a thread per connection, 3,000 threads held about
+/// 11 KiB each, half the gateway's heap (BENCHMARKS.md). Without the caches, small frees go to
+/// the arena's fast bins, at no cost measurable against the syscalls of a call.
+///
+/// Returns (doing nothing) when the user's `GLIBC_TUNABLES` already names the tunable, when
+/// re-executing fails (no `/proc`), and everywhere but glibc. The PID stays the same.
+pub(crate) fn drop_malloc_thread_caches() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if current.contains(TCACHE_TUNABLE) {
+            return;
+        }
+        let tunables = if current.is_empty() {
+            format!("{TCACHE_TUNABLE}=0")
+        } else {
+            format!("{current}:{TCACHE_TUNABLE}=0")
+        };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_default();
+        // `exec` returns only if it failed; then the process carries on with the caches.
+        let _ = std::process::Command::new("/proc/self/exe")
+            .arg0(arg0)
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .exec();
+    }
+}
+
+/// The calling thread's stack: its lowest usable address and its size, as the C library knows
+/// them (the guard page excluded). `None` if the library cannot say.
+pub(crate) fn stack_bounds() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initializes `attr` for the calling thread (checked by its
+    // return value before use); pthread_attr_getstack only reads it and writes the two out
+    // parameters; the attr is destroyed exactly once, after its last use.
+    unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        (rc == 0 && !addr.is_null()).then_some((addr as usize, size))
+    }
+}
+
+/// The size of a memory page.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n.is_power_of_two()).unwrap_or(4096)
+}
+
+/// Tells the kernel the whole pages in `[start, end)` hold nothing worth keeping: they are
+/// unmapped from memory and read back as zeros when next touched. For the unused part of a
+/// thread's own stack, below its current frame (see `thread::rest`).
+pub(crate) fn discard_pages(start: usize, end: usize) {
+    let page = page_size();
+    let (start, end) = (start.next_multiple_of(page), end / page * page);
+    if end > start {
+        // SAFETY: the caller passes a range of its own thread's stack strictly below the live
+        // frames, which no Rust reference points into; MADV_DONTNEED on private anonymous
+        // memory only drops the pages' contents, and a failure changes nothing.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// How many of the pages in `[start, end)` are resident (`mincore(2)`); for tests.
+#[cfg(test)]
+pub(crate) fn resident_pages(start: usize, end: usize) -> usize {
+    let page = page_size();
+    let start = start / page * page;
+    let n = (end.saturating_sub(start)).div_ceil(page);
+    let mut v = vec![0u8; n];
+    // SAFETY: `v` has one byte per page of the range, as mincore requires; the range is mapped
+    // (the caller's own stack), and a failure leaves `v` zeroed.
+    unsafe { libc::mincore(start as *mut libc::c_void, n * page, v.as_mut_ptr()) };
+    v.iter().filter(|&&b| b & 1 != 0).count()
 }

@@ -28,7 +28,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use crate::budget::Budget;
 use crate::http::Transport;
 use crate::sys;
-use crate::thread::lock;
+use crate::thread::{self, lock};
 
 /// A frame for the owner to send.
 #[derive(Debug)]
@@ -370,7 +370,17 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
         let mut fds =
             vec![(owner.ws.get_ref().socket().as_raw_fd(), want_write), (inbox.wake.as_raw_fd(), false)];
         fds.extend(extra.iter().map(|&fd| (fd, false)));
-        let ready = match sys::poll(&fds, Some(timeout)) {
+        // With a write pending (a readiness `poll` does not report back) the thread is not idle.
+        let waited = if want_write {
+            sys::poll(&fds, Some(timeout))
+        } else {
+            thread::wait_resting(
+                timeout,
+                |t| sys::poll(&fds, Some(t)),
+                |r| r.as_ref().is_ok_and(|ready| ready.iter().all(|r| !r.readable && !r.hangup)),
+            )
+        };
+        let ready = match waited {
             Ok(r) => r,
             Err(e) => return End::Failed(format!("poll failed: {e}")),
         };

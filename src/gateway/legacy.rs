@@ -22,7 +22,7 @@ use super::session::{Kind, Scope, Session};
 use super::{mcp, Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
-use crate::{jsonrpc, sys};
+use crate::{jsonrpc, sys, thread};
 
 /// Turns the connection into a session's event stream and writes until the session ends.
 /// `messages_path` is where this stream's client must POST (it differs per scope).
@@ -72,7 +72,11 @@ pub(crate) fn write_stream<W: Write>(
     loop {
         let written = match pace.due() {
             Some(notice) => write_message(gw, session, sse, &notice),
-            None => match rx.recv(pace.wait(gw.cfg.keepalive)) {
+            None => match thread::wait_resting(
+                pace.wait(gw.cfg.keepalive),
+                |t| rx.recv(t),
+                |r| r == &Err(Empty::Timeout),
+            ) {
                 Ok(msg) => match pace.admit(msg) {
                     Some(msg) => write_message(gw, session, sse, &msg),
                     None => Ok(()),

@@ -56,22 +56,55 @@ impl Route {
     }
 }
 
-/// Serves one accepted connection until it closes, errs, or becomes a long-lived stream.
-/// Each request goes head first: everything that can refuse it is decided from the head, and
-/// only then is its body read, within the global body budget.
+/// What a connection becomes when it stops being a series of requests.
+pub(crate) enum Become {
+    /// It closed (or errs, or was answered for the last time).
+    Closed,
+    /// An edge's registration WebSocket, once its upgrade request was accepted from the head.
+    Link { conn: Conn<Box<dyn Transport>>, req: Box<Request>, owner: Credential },
+    /// A legacy SSE stream for a new session.
+    Stream { conn: Conn<Box<dyn Transport>>, scope: Scope, owner: Credential, post_to: String },
+}
+
+/// Serves one accepted connection: requests until it closes, then the long-lived role it took
+/// (a link, a stream), if any. The role runs after `serve_requests` has returned: a thread's
+/// stack pages, once touched, stay resident, and thousands of long-lived roles each waiting
+/// under a request loop's frame would each keep that frame's pages.
 pub(crate) fn serve_connection(
     gw: &Arc<Gateway>,
     stream: Box<dyn Transport>,
     peer: SocketAddr,
     ticket: &Ticket,
 ) {
+    match serve_requests(gw, stream, peer, ticket) {
+        Become::Closed => {}
+        Become::Link { conn, req, owner } => register(gw, conn, &req, peer, owner),
+        Become::Stream { conn, scope, owner, post_to } => {
+            legacy::open_stream(gw, conn, peer, scope, owner, &post_to)
+        }
+    }
+}
+
+/// Serves requests on one connection until it closes, errs, or takes a long-lived role.
+/// Each request goes head first: everything that can refuse it is decided from the head, and
+/// only then is its body read, within the global body budget.
+#[inline(never)]
+fn serve_requests(
+    gw: &Arc<Gateway>,
+    stream: Box<dyn Transport>,
+    peer: SocketAddr,
+    ticket: &Ticket,
+) -> Become {
     let local = stream.socket().local_addr().ok();
     let mut conn = Conn::new(stream);
     loop {
         let (mut req, framing) = match next_head(gw, &mut conn, ticket) {
             Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(e) => return fail(conn, e, peer),
+            Ok(None) => return Become::Closed,
+            Err(e) => {
+                fail(conn, e, peer);
+                return Become::Closed;
+            }
         };
         log::debug!("{peer}: {} {}", req.method, req.path);
         let route = route(gw, &req);
@@ -79,14 +112,20 @@ pub(crate) fn serve_connection(
             Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
             Err(resp) => match refuse(&mut conn, &req, framing, &resp) {
                 Next::Request => continue,
-                Next::Close => return,
-                Next::Linger => return conn.linger_close(),
+                Next::Close => return Become::Closed,
+                Next::Linger => {
+                    conn.linger_close();
+                    return Become::Closed;
+                }
             },
         };
         let _held = if framing.has_body() {
             match take_body(gw, &mut conn, &mut req, framing) {
                 Ok(held) => Some(held),
-                Err(e) => return fail(conn, e, peer),
+                Err(e) => {
+                    fail(conn, e, peer);
+                    return Become::Closed;
+                }
             }
         } else {
             None
@@ -99,21 +138,21 @@ pub(crate) fn serve_connection(
                     gw.registry.servers().iter().map(|s| s.summary()).collect();
                 Response::json(200, &json!({"servers": servers}))
             }
-            Route::Register => return register(gw, conn, &req, peer, owner),
+            Route::Register => return Become::Link { conn, req: Box::new(req), owner },
             Route::Mcp(scope) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => continue,
-                Outcome::Streamed | Outcome::Close => return,
+                Outcome::Streamed | Outcome::Close => return Become::Closed,
             },
             Route::SseStream(scope, post_to) => {
                 if let Scope::Server(name) = &scope {
                     if gw.registry.server(name).is_none() {
                         let resp = Response::error(404, &format!("no server named {name:?} is registered"));
                         let _ = resp.write_to(&mut conn.stream, false);
-                        return;
+                        return Become::Closed;
                     }
                 }
-                return legacy::open_stream(gw, conn, peer, scope, owner, &post_to);
+                return Become::Stream { conn, scope, owner, post_to };
             }
             Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
             Route::NotFound(why) => Response::error(404, &why),
@@ -121,7 +160,7 @@ pub(crate) fn serve_connection(
         };
         let head_only = req.method == "HEAD";
         if resp.write_for(&mut conn.stream, req.keep_alive(), head_only).is_err() || !req.keep_alive() {
-            return;
+            return Become::Closed;
         }
     }
 }

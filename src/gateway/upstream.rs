@@ -41,20 +41,42 @@ struct Registration {
     id: String,
 }
 
-/// Serves one edge connection, registered with `credential`, until it ends.
+/// Serves one edge connection, registered with `credential`, until it ends: the registration,
+/// then the link. Each is a function of its own, never inlined, so the link's long life does not
+/// sit under the registration's frame (a thread's touched stack pages stay resident).
 pub(crate) fn serve(
     gw: &Arc<Gateway>,
     mut ws: WebSocket<Box<dyn Transport>>,
     remote: SocketAddr,
     credential: Credential,
 ) {
-    let reg = match read_registration(&mut ws, gw.cfg.max_ws_message) {
+    if let Some((up, inbox)) = admit_link(gw, &mut ws, remote, credential) {
+        run_link(gw, &mut ws, &up, &inbox);
+    }
+}
+
+/// The registration: reads the edge's first frame, claims its name, and says "received".
+/// `None` when it was refused (the edge has been told why) or the link failed.
+#[inline(never)]
+fn admit_link(
+    gw: &Arc<Gateway>,
+    ws: &mut WebSocket<Box<dyn Transport>>,
+    remote: SocketAddr,
+    credential: Credential,
+) -> Option<(Arc<Upstream>, ws::Inbox<Command>)> {
+    let reg = match read_registration(ws, gw.cfg.max_ws_message) {
         Ok(reg) => reg,
-        Err(why) => return refuse(&mut ws, remote, &why),
+        Err(why) => {
+            refuse(ws, remote, &why);
+            return None;
+        }
     };
     let (commands, inbox) = match ws::bounded_within(QUEUE, QUEUE_BYTES, Some(gw.queue_budget.clone())) {
         Ok(pair) => pair,
-        Err(e) => return refuse(&mut ws, remote, &format!("gateway out of resources: {e}")),
+        Err(e) => {
+            refuse(ws, remote, &format!("gateway out of resources: {e}"));
+            return None;
+        }
     };
     let serial = gw.registry.next_serial();
     let up = Arc::new(Upstream::new(reg.name, reg.id, credential, serial, remote, commands));
@@ -64,7 +86,8 @@ pub(crate) fn serve(
                 "server name {:?} is already held by another live server; pick another --server-name",
                 up.name
             );
-            return refuse(&mut ws, remote, &why);
+            refuse(ws, remote, &why);
+            return None;
         }
         Err(Refusal::NotYours) => {
             let why = format!(
@@ -72,7 +95,8 @@ pub(crate) fn serve(
                  only the edge token (or certificate) that registered it may replace it",
                 up.name
             );
-            return refuse(&mut ws, remote, &why);
+            refuse(ws, remote, &why);
+            return None;
         }
         Ok(Some(old)) => {
             // Its lists left the catalog with the claim, until this link's handshake brings them back.
@@ -86,14 +110,26 @@ pub(crate) fn serve(
         status_frame("received", &up.id, &format!("Registration request received, server ID: {}", up.id));
     if ws.send(WsMessage::text(received.to_string())).is_err() {
         gw.registry.release_name(&up);
-        return log::info!("server {} ({}): link failed during registration", up.name, up.id);
+        log::info!("server {} ({}): link failed during registration", up.name, up.id);
+        return None;
     }
     log::info!("server {} ({}): registering from {remote}", up.name, up.id);
     gw.metrics.count(&gw.metrics.registrations);
+    Some((up, inbox))
+}
+
+/// The link: the owner thread drives the link's state machine until the link ends.
+#[inline(never)]
+fn run_link(
+    gw: &Arc<Gateway>,
+    ws: &mut WebSocket<Box<dyn Transport>>,
+    up: &Arc<Upstream>,
+    inbox: &ws::Inbox<Command>,
+) {
     // Whatever ends this thread, a panic included, the name is released and the tools go.
-    let _claim = Claim { gw, up: &up };
-    let mut driver = Driver::new(gw, &up);
-    let end = ws::drive(&mut ws, &inbox, &[], Some(gw.cfg.heartbeat), &mut driver);
+    let _claim = Claim { gw, up };
+    let mut driver = Driver::new(gw, up);
+    let end = ws::drive(ws, inbox, &[], Some(gw.cfg.heartbeat), &mut driver);
     driver.release(&describe(&end));
 }
 

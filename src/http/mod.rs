@@ -191,7 +191,12 @@ impl<S: Timed> Conn<S> {
         }
         // An idle connection holds no buffer: the last request's capacity goes back now.
         self.buf = Vec::new();
-        match self.fill_upto(limits.max_header_bytes, Instant::now() + limits.idle_timeout) {
+        let idle = crate::thread::wait_resting(
+            limits.idle_timeout,
+            |t| self.fill_upto(limits.max_header_bytes, Instant::now() + t),
+            |r| matches!(r, Err(e) if e.kind() == io::ErrorKind::TimedOut),
+        );
+        match idle {
             Ok(0) => Err(ReadError::Closed),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ReadError::Closed),
