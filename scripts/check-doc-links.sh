@@ -22,6 +22,7 @@ if [[ ${#files[@]} -eq 0 ]]; then
     fi
 fi
 
+command -v python3 >/dev/null || { echo "check-doc-links: python3 is needed" >&2; exit 1; }
 exec python3 - "${files[@]}" <<'PY'
 import os
 import re
@@ -73,7 +74,7 @@ anchors_cache = {}
 def anchors(path):
     """The ids of a Markdown file's headings (repeats get -1, -2...), and its explicit anchors."""
     if path not in anchors_cache:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
         seen, ids = {}, set()
         for _, line in prose(lines):
@@ -93,7 +94,7 @@ REFDEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
 
 linked = {}
 for md in files:
-    with open(md, encoding="utf-8") as f:
+    with open(md, encoding="utf-8", errors="replace") as f:
         lines = f.read().splitlines()
     targets = []
     for n, line in prose(lines):
