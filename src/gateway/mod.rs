@@ -95,7 +95,7 @@ pub(crate) struct Config {
     pub shutdown_grace: Duration,
     /// Serve https:// and wss:// with these PEM files.
     pub tls: Option<TlsFiles>,
-    /// Also serve `GET /metrics`, without authentication, on this address (say 127.0.0.1:9100).
+    /// Also serve `GET /metrics`, without authentication, on this address (say 127.0.0.1:9108).
     pub metrics_listen: Option<String>,
 }
 
