@@ -2,7 +2,8 @@
 //!
 //! `poll(2)` for the socket owners, a self-pipe for SIGINT/SIGTERM, `getrandom(2)` for ids and
 //! tokens, signals to whole process groups, `waitid(2)` to see a child's exit without
-//! reaping it, malloc tuning, and giving a resting thread's dead stack pages back. Each wrapper turns the C convention into an `io::Result` and says in one line why
+//! reaping it, an `eventfd(2)` to wake a polling owner, malloc tuning, and giving a resting
+//! thread's dead stack pages back. Each wrapper turns the C convention into an `io::Result` and says in one line why
 //! its `unsafe` block is sound.
 #![allow(unsafe_code)]
 
@@ -289,4 +290,64 @@ pub(crate) fn resident_pages(start: usize, end: usize) -> usize {
     // (the caller's own stack), and a failure leaves `v` zeroed.
     unsafe { libc::mincore(start as *mut libc::c_void, n * page, v.as_mut_ptr()) };
     v.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+/// A wake-up for a thread waiting in `poll`: one `eventfd(2)` descriptor, shared by the thread
+/// that waits and those that wake it (one descriptor per link, where a pipe took two). Waking
+/// twice before the waiter drains is one wake-up; nothing is ever lost or blocks.
+pub(crate) struct Wake {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Wake {
+    pub(crate) fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd takes two integers and returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+        Ok(Wake { fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) } })
+    }
+
+    /// Makes the descriptor readable until the next `drain`.
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of `one` to our own descriptor. EAGAIN (the counter is
+        // near its maximum) means a wake-up is already pending, so it is ignored.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Takes every pending wake-up: the descriptor is not readable until the next `wake`.
+    pub(crate) fn drain(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads at most 8 bytes into `count`; EAGAIN (nothing pending) is fine.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for Wake {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+
+    #[test]
+    fn two_wakes_are_one_readiness_and_a_drain_takes_it() {
+        let w = Wake::new().unwrap();
+        let ready = |w: &Wake| poll(&[(w.as_raw_fd(), false)], Some(Duration::ZERO)).unwrap()[0].readable;
+        assert!(!ready(&w), "a new wake-up is not pending");
+        w.wake();
+        w.wake();
+        assert!(ready(&w));
+        w.drain();
+        assert!(!ready(&w), "one drain takes both wakes");
+        w.drain(); // nothing pending: does not block
+        w.wake();
+        assert!(ready(&w));
+    }
 }

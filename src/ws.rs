@@ -2,9 +2,9 @@
 //! and the register's side of its gateway link.
 //!
 //! A blocking tungstenite socket cannot be read and written from two threads, so exactly one
-//! thread owns it and waits in `poll(2)` on the socket and on a wake pipe. Other threads queue
-//! frames into a bounded `Outbox` and write one byte to the wake pipe; the owner sends them at
-//! once. Heartbeat pings come from poll's timeout. No fixed-interval polling: an idle link costs
+//! thread owns it and waits in `poll(2)` on the socket and on a wake-up descriptor
+//! (`sys::Wake`). Other threads queue frames into a bounded `Outbox` and signal the wake-up; the
+//! owner sends them at once. Heartbeat pings come from poll's timeout. No fixed-interval polling: an idle link costs
 //! no CPU. Backpressure: while the socket cannot take more bytes, the owner stops draining the
 //! queue, the queue fills, and senders get `Full` instead of growing memory without bound.
 //!
@@ -14,9 +14,8 @@
 //! taken, so a slow peer stops the owner from taking work rather than piling it up.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::mpsc::TryRecvError;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::budget::Budget;
 use crate::http::Transport;
-use crate::sys;
+use crate::sys::{self, Wake};
 use crate::thread::{self, lock};
 
 /// A frame for the owner to send.
@@ -73,13 +72,13 @@ pub(crate) const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// The sending half: cheap to clone, used by any thread.
 pub(crate) struct Outbox<T = Out> {
     queue: Arc<Queue<T>>,
-    wake: Arc<UnixStream>,
+    wake: Arc<Wake>,
 }
 
 /// The receiving half, owned by the socket's owner thread.
 pub(crate) struct Inbox<T = Out> {
     queue: Arc<Queue<T>>,
-    wake: UnixStream,
+    wake: Arc<Wake>,
 }
 
 /// The queue itself: grows as items come (nothing is allocated for a quiet link), bounded in
@@ -101,12 +100,12 @@ struct QueueState<T> {
     receiver_gone: bool,
 }
 
-/// A queue of `capacity` items (and `QUEUE_BYTES`) with its wake pipe.
+/// A queue of `capacity` items (and `QUEUE_BYTES`) with its wake-up descriptor.
 pub(crate) fn channel<T: Weigh>(capacity: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
     bounded(capacity, QUEUE_BYTES)
 }
 
-/// A queue of at most `capacity` items and `max_bytes` bytes, with its wake pipe.
+/// A queue of at most `capacity` items and `max_bytes` bytes, with its wake-up descriptor.
 pub(crate) fn bounded<T: Weigh>(capacity: usize, max_bytes: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
     bounded_within(capacity, max_bytes, None)
 }
@@ -117,13 +116,11 @@ pub(crate) fn bounded_within<T: Weigh>(
     max_bytes: usize,
     budget: Option<Arc<Budget>>,
 ) -> io::Result<(Outbox<T>, Inbox<T>)> {
-    let (wake_tx, wake_rx) = UnixStream::pair()?;
-    wake_tx.set_nonblocking(true)?;
-    wake_rx.set_nonblocking(true)?;
+    let wake = Arc::new(Wake::new()?);
     let state = QueueState { items: VecDeque::new(), bytes: 0, senders: 1, receiver_gone: false };
     let queue =
         Arc::new(Queue { state: Mutex::new(state), budget, space: Condvar::new(), capacity, max_bytes });
-    Ok((Outbox { queue: queue.clone(), wake: Arc::new(wake_tx) }, Inbox { queue, wake: wake_rx }))
+    Ok((Outbox { queue: queue.clone(), wake: wake.clone() }, Inbox { queue, wake }))
 }
 
 impl<T> Clone for Outbox<T> {
@@ -231,8 +228,7 @@ impl<T> Queue<T> {
 impl<T> Outbox<T> {
     /// Wakes the owner without queueing anything (it re-reads whatever flags it watches).
     pub(crate) fn wake(&self) {
-        // A full pipe already holds a wake-up; nothing is lost by ignoring WouldBlock.
-        let _ = (&*self.wake).write(&[1]);
+        self.wake.wake();
     }
 }
 
@@ -385,7 +381,7 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
             Err(e) => return End::Failed(format!("poll failed: {e}")),
         };
         if ready[1].readable {
-            drain_wake_pipe(&inbox.wake);
+            inbox.wake.drain();
         }
         for r in &ready[2..] {
             if r.readable || r.hangup {
@@ -600,9 +596,4 @@ impl<S: Transport> Owner<'_, S> {
             e => End::Failed(e.to_string()),
         }
     }
-}
-
-fn drain_wake_pipe(mut pipe: &UnixStream) {
-    let mut buf = [0u8; 256];
-    while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {}
 }

@@ -14,7 +14,6 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::health::Status;
-use crate::sys;
+use crate::sys::{self, Wake};
 use crate::thread;
 use crate::ws::{Out, Outbox};
 
@@ -76,22 +75,20 @@ impl Forward {
 #[derive(Clone)]
 pub(crate) struct Sink {
     tx: SyncSender<Output>,
-    wake: Arc<UnixStream>,
+    wake: Arc<Wake>,
 }
 
 /// The owner's end: a descriptor to poll, and the reports.
 pub(crate) struct Source {
     rx: Receiver<Output>,
-    wake: UnixStream,
+    wake: Arc<Wake>,
 }
 
-/// The channel every child's stdout reader reports on, with its wake pipe.
+/// The channel every child's stdout reader reports on, with its wake-up descriptor.
 pub(crate) fn channel() -> io::Result<(Sink, Source)> {
     let (tx, rx) = mpsc::sync_channel(OUTPUT_QUEUE);
-    let (wake_tx, wake_rx) = UnixStream::pair()?;
-    wake_tx.set_nonblocking(true)?;
-    wake_rx.set_nonblocking(true)?;
-    Ok((Sink { tx, wake: Arc::new(wake_tx) }, Source { rx, wake: wake_rx }))
+    let wake = Arc::new(Wake::new()?);
+    Ok((Sink { tx, wake: wake.clone() }, Source { rx, wake }))
 }
 
 impl Sink {
@@ -100,7 +97,7 @@ impl Sink {
         if self.tx.send(output).is_err() {
             return false;
         }
-        let _ = (&*self.wake).write(&[1]); // a full pipe already holds a wake-up
+        self.wake.wake();
         true
     }
 }
@@ -111,11 +108,10 @@ impl Source {
         self.wake.as_raw_fd()
     }
 
-    /// Every report queued now. The wake pipe is emptied first, so a report queued after
+    /// Every report queued now. The wake-up is taken first, so a report queued after
     /// this call wakes the next poll.
     pub(crate) fn take(&self) -> Vec<Output> {
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake.drain();
         self.rx.try_iter().collect()
     }
 }
