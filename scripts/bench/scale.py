@@ -247,18 +247,19 @@ def main():
 
         # ---- mesh: registration, then sessions calling edges ----
         for label, binary in builds:
-            log(f"scale: {label}: mesh of {args.edges} edges and {args.sessions} SSE sessions")
-            gw, port = r.gateway(binary)
-            (row,) = r.loadgen(["mesh", "--addr", f"127.0.0.1:{port}", "--edges", str(args.edges), "--sessions",
-                                str(args.sessions), "--calls", str(args.calls), "--watchers", str(args.watchers),
-                                "--watch-pid", str(gw.pid), "--time-limit", "240"], 400)
-            res[f"mesh_{label}"] = row
-            r.stop(gw)
+            for transport, suffix in (("sse", ""), ("http", "_http")):
+                log(f"scale: {label}: mesh of {args.edges} edges and {args.sessions} {transport} sessions")
+                gw, port = r.gateway(binary)
+                (row,) = r.loadgen(["mesh", "--addr", f"127.0.0.1:{port}", "--edges", str(args.edges), "--sessions",
+                                    str(args.sessions), "--calls", str(args.calls), "--watchers", str(args.watchers),
+                                    "--transport", transport, "--watch-pid", str(gw.pid), "--time-limit", "240"], 400)
+                res[f"mesh_{label}{suffix}"] = row
+                r.stop(gw)
 
         # ---- big: as many edges as the descriptor limit allows ----
         if not args.skip_big:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            fit = (soft - 64 - 2 * args.big_sessions) // 3
+            fit = (soft - 64 - 2 * args.big_sessions) // 2
             edges = min(args.big_edges, fit)
             log(f"scale: big run: {edges} edges (of {args.big_edges}; descriptor limit {soft}/{hard}), "
                 f"{args.big_sessions} sessions")
@@ -320,14 +321,15 @@ def report(args, res, cmds):
 
     # targets
     for label in ("glibc", "musl"):
-        m = res.get(f"mesh_{label}")
-        if not m:
-            continue
-        peak = m["phases"].get("calls", {}).get("rss_kib", 0) / MIB
-        ok = peak <= 64 and m.get("errors", 1) == 0 and m.get("registered") == m["edges"]
-        tgt.append((f"RSS, {m['edges']:,} edges + {m.get('sessions', 0):,} SSE sessions calling ({label})", "≤ 64 MiB",
-                    f"{peak:.1f} MiB ({m.get('calls', 0):,} calls, {m.get('errors', '?')} wrong)", ratio(peak, 64),
-                    verdict(ok)))
+        for suffix, kind in (("", "legacy SSE"), ("_http", "Streamable HTTP")):
+            m = res.get(f"mesh_{label}{suffix}")
+            if not m:
+                continue
+            peak = max(v.get("hwm_kib", v["rss_kib"]) for v in m["phases"].values()) / MIB
+            ok = peak <= 64 and m.get("errors", 1) == 0 and m.get("registered") == m["edges"]
+            tgt.append((f"peak RSS, {m['edges']:,} edges + {m.get('sessions', 0):,} {kind} sessions calling ({label})",
+                        "≤ 64 MiB", f"{peak:.1f} MiB ({m.get('calls', 0):,} calls, {m.get('errors', '?')} wrong)",
+                        ratio(peak, 64), verdict(ok)))
     g = res.get("mesh_glibc")
     if g:
         tgt.append((f"register {g['edges']:,} edges one after another (glibc)", "≤ 2 s", f"{g['reg_total_s']:.2f} s",
@@ -418,11 +420,12 @@ def report(args, res, cmds):
     w(f"| gateway after the throughput loads (peak) | {fmt(ag.get('gw'), 2)} ({fmt(ag.get('gw_hwm'), 2)}) | "
       f"{fmt(am.get('gw'), 2)} ({fmt(am.get('gw_hwm'), 2)}) | — |")
 
-    for label in ("glibc", "musl"):
-        m = res.get(f"mesh_{label}")
+    for key in ("glibc", "glibc_http", "musl", "musl_http"):
+        m = res.get(f"mesh_{key}")
         if not m:
             continue
-        w(f"\n### Mesh ({label}): {m['edges']:,} fake edges, then {m.get('sessions', 0):,} legacy SSE sessions × "
+        label, kind = key.split("_")[0], ("Streamable HTTP" if key.endswith("_http") else "legacy SSE")
+        w(f"\n### Mesh ({label}, {kind}): {m['edges']:,} fake edges, then {m.get('sessions', 0):,} {kind} sessions × "
           f"{args.calls} checked calls, call k of session i to edge (i + k) mod {m['edges']:,}\n")
         w(f"- registration, one after another: {m['registered']:,} in {m['reg_total_s']:.2f} s "
           f"(p50 {m['reg_p50_ms']:.2f} ms, p99 {m['reg_p99_ms']:.2f} ms; first tenth {m['reg_first_tenth_ms']:.2f} ms "
@@ -445,8 +448,8 @@ def report(args, res, cmds):
           f"{b.get('sessions', 0)} SSE sessions × 10 calls\n")
         if b["registered"] < b["wanted_edges"]:
             w(f"Fewer than {b['wanted_edges']:,}: the descriptor limit here is {b['nofile'][0]:,} (hard "
-              f"{b['nofile'][1]:,}, and this container may not raise it), and each link holds 3 descriptors in the "
-              "gateway (its socket and a 2-descriptor wake pipe); or registration hit its time limit "
+              f"{b['nofile'][1]:,}, and this container may not raise it), and each link holds 2 descriptors in the "
+              "gateway (its socket and its eventfd wake-up), each session 2; or registration hit its time limit "
               f"({b['reg_errors']} registrations not done: {b['first_reg_error'] or '—'}).\n")
         w(f"- registration: {b['registered']:,} in {b['reg_total_s']:.1f} s (first tenth {b['reg_first_tenth_ms']:.2f} ms "
           f"each, last tenth {b['reg_last_tenth_ms']:.2f} ms)")
