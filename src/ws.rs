@@ -152,7 +152,7 @@ impl<T> Drop for Inbox<T> {
 }
 
 impl<T: Weigh> Inbox<T> {
-    fn try_recv(&self) -> Result<T, TryRecvError> {
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
         let mut q = lock(&self.queue.state);
         match q.items.pop_front() {
             Some(item) => {

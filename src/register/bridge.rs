@@ -3,8 +3,9 @@
 //!
 //! The WebSocket owner thread runs the `Relay` state machine for both directions: frames from
 //! the gateway (the `ws::pump` handler) and the child's lines (its stdout reader's reports, a
-//! descriptor polled beside the socket). A line's frames go back to the reader, which queues them
-//! on this link's own `Outbox`, waiting while it is full (so a slow link slows the child). Each
+//! descriptor polled beside the socket). A line's frames go on this link's own `Outbox` at once
+//! while it has room; what does not fit goes back to the reader, which queues it, waiting while
+//! the queue is full (so a slow link slows the child). Each
 //! link has its own queue, so nothing translated for one link can be sent on another. Between
 //! links the owner keeps handling the child's lines (`child_output` with no link): the child's
 //! requests are refused at once, everything else is dropped, and the child is never stalled.
@@ -203,7 +204,15 @@ impl Ends<'_> {
                 Said::Line(text) => {
                     self.relay.on_child(&text);
                     let (frames, stuck) = self.perform(link.map(|(n, _)| n));
-                    child.forward(Forward { to: link.map(|(_, outbox)| outbox.clone()), frames });
+                    // The frames go on the link's queue now, from this thread, while it has room
+                    // (the common case: no hand-off back and forth on an answer's way); the rest,
+                    // in order, go back to the reader, which waits for room and so slows the child.
+                    let rest = match link {
+                        Some((_, outbox)) => queue_while_room(outbox, frames),
+                        None => frames,
+                    };
+                    let to = link.filter(|_| !rest.is_empty()).map(|(_, outbox)| outbox.clone());
+                    child.forward(Forward { to, frames: rest });
                     if stuck == Heard::Stuck && heard == Heard::Nothing {
                         heard = Heard::Stuck;
                     }
@@ -242,6 +251,22 @@ impl Ends<'_> {
     }
 }
 
+/// Queues `frames` on `outbox` in order, without waiting, until one does not fit; returns that
+/// one and those after it. A closed link takes nothing, and nothing is returned to queue.
+fn queue_while_room(outbox: &Outbox, frames: Vec<String>) -> Vec<String> {
+    let mut frames = frames.into_iter();
+    while let Some(frame) = frames.next() {
+        match outbox.offer(Out::Text(frame)) {
+            Ok(()) => {}
+            Err((ws::SendError::Full, Out::Text(frame))) => {
+                return std::iter::once(frame).chain(frames).collect()
+            }
+            Err(_) => return Vec::new(),
+        }
+    }
+    Vec::new()
+}
+
 /// A `{"status": …}` frame from the gateway (not JSON-RPC), if `text` is one.
 fn status_of(text: &str) -> Option<Value> {
     if !text.contains("\"status\"") {
@@ -254,6 +279,18 @@ fn status_of(text: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_queued_while_there_is_room_and_the_rest_come_back_in_order() {
+        let (outbox, inbox) = ws::channel::<Out>(2).unwrap();
+        let frames: Vec<String> = (1..=4).map(|n| n.to_string()).collect();
+        assert_eq!(queue_while_room(&outbox, frames), vec!["3".to_string(), "4".to_string()]);
+        let queued: Vec<String> =
+            std::iter::from_fn(|| inbox.try_recv().ok()).map(|Out::Text(t)| t).collect();
+        assert_eq!(queued, vec!["1".to_string(), "2".to_string()]);
+        drop(inbox);
+        assert!(queue_while_room(&outbox, vec!["5".into()]).is_empty(), "a closed link takes nothing back");
+    }
 
     #[test]
     fn status_frames_are_told_from_json_rpc() {

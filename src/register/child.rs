@@ -4,8 +4,8 @@
 //! Each child has a generation (bumped on every spawn), and everything its stdout reader sends
 //! is tagged with it, so the owner can drop what a dead child left behind. stdout: the reader
 //! hands each line to the owner (`Sink`), waits for the owner's `Forward`, and sends the frames
-//! in it itself, blocking while the link is backed up (which slows the child down instead of
-//! growing memory); at the end of stdout it reports `Eof`. stdin: a writer thread takes lines
+//! in it (those the owner could not queue at once) itself, blocking while the link is backed up
+//! (which slows the child down instead of growing memory); at the end of stdout it reports `Eof`. stdin: a writer thread takes lines
 //! from a queue the owner never waits on (it must keep draining the child's output, or a child
 //! blocked writing stdout and a link blocked writing stdin would wait for each other forever);
 //! a child that stops reading while work piles up loses its link instead of our memory.
