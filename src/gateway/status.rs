@@ -1,0 +1,105 @@
+//! The status page: `GET /` serves one self-contained HTML page from the binary (inline CSS and
+//! script, no other asset), and `GET /status.json` what it shows: the registered servers with
+//! their requests and errors, and the sessions open by transport. The page calls tools through
+//! the gateway's own Streamable HTTP endpoint, as any client does. The page itself needs no
+//! token (it holds no data, and asks for one when the JSON answers 401); the JSON needs the
+//! same token as every client endpoint. The page's `Content-Security-Policy` allows its own
+//! script and style (by hash) and fetches from its own origin, nothing else.
+
+use serde_json::{json, Value};
+
+use super::Gateway;
+use crate::http::upgrade::base64;
+use crate::http::Response;
+
+/// Where the page finds its data.
+pub(crate) const PATH: &str = "/status.json";
+
+const PAGE: &str = include_str!("status.html");
+
+/// The page, with headers that let it run its own script and nothing else.
+pub(crate) fn page() -> Response {
+    let policy = format!(
+        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; img-src data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        inline_hash("script"),
+        inline_hash("style")
+    );
+    Response::empty(200)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Content-Security-Policy", policy)
+        .header("X-Content-Type-Options", "nosniff")
+        .header("X-Frame-Options", "DENY")
+        .header("Referrer-Policy", "no-referrer")
+        .header("Cache-Control", "no-cache")
+        .body(PAGE.as_bytes().to_vec())
+}
+
+/// The CSP source (`sha256-…`) of the page's one `<tag>` element's content.
+fn inline_hash(tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = PAGE.find(&open).map_or(0, |i| i + open.len());
+    let end = PAGE[start..].find(&format!("</{tag}>")).map_or(start, |i| start + i);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &PAGE.as_bytes()[start..end]);
+    format!("sha256-{}", base64(digest.as_ref()))
+}
+
+/// What the page shows: the servers (as `/servers` lists them, with their requests and errors),
+/// the sessions by transport, and what the gateway answered itself.
+pub(crate) fn report(gw: &Gateway) -> Response {
+    let counts = gw.metrics.by_server();
+    let count = |name: &str| {
+        let (requests, errors) = counts.get(name).copied().unwrap_or_default();
+        json!({"requests": requests, "errors": errors})
+    };
+    let servers: Vec<Value> = gw
+        .registry
+        .servers()
+        .iter()
+        .map(|s| {
+            let mut summary = s.summary();
+            if let (Value::Object(fields), Value::Object(c)) = (&mut summary, count(&s.name)) {
+                fields.extend(c);
+            }
+            summary
+        })
+        .collect();
+    let (legacy, streamable) = gw.registry.session_kinds();
+    let report = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mcpPath": gw.cfg.mcp_path,
+        "servers": servers,
+        "sessions": {"legacySse": legacy, "streamableHttp": streamable},
+        "gateway": count("gateway"),
+    });
+    Response::json(200, &report).header("Cache-Control", "no-store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_is_small_self_contained_and_inserts_text_only() {
+        assert!(PAGE.len() < 16 * 1024, "the page is {} bytes", PAGE.len());
+        for external in ["http://", "https://", "src=", "href=\"/", "@import", "url("] {
+            assert!(!PAGE.contains(external), "the page loads something from elsewhere: {external}");
+        }
+        for markup in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            assert!(!PAGE.contains(markup), "the page inserts markup: {markup}");
+        }
+        assert_eq!(PAGE.matches("<script>").count(), 1);
+        assert_eq!(PAGE.matches("<style>").count(), 1);
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_inline_script() {
+        let resp = page();
+        let csp = &resp.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
+        let script = PAGE.split("<script>").nth(1).unwrap().split("</script>").next().unwrap();
+        let digest = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
+        assert!(csp.contains(&format!("script-src 'sha256-{}'", base64(digest.as_ref()))), "{csp}");
+        assert!(csp.starts_with("default-src 'none'") && csp.contains("connect-src 'self'"));
+        assert_ne!(inline_hash("script"), inline_hash("style"));
+    }
+}
