@@ -165,6 +165,13 @@ fn the_status_page_and_its_json() {
     let head = gw.http("HEAD", "/", &[], b"");
     assert_eq!((head.status, head.body.as_str()), (200, ""));
     assert_eq!(gw.http("GET", "/", &[("Origin", "http://evil.example")], b"").status, 403);
+    // An MCP client given the bare URL is told where to go.
+    let sse = gw.http("GET", "/", &[("Accept", "text/event-stream")], b"");
+    assert_eq!(sse.status, 404);
+    assert!(sse.body.contains("/mcp (Streamable HTTP)"), "{sse:?}");
+    let post = gw.http("POST", "/", &[ACCEPT, JSON], INIT);
+    assert_eq!(post.status, 405);
+    assert!(post.body.contains("/sse (legacy SSE)"), "{post:?}");
 
     // Traffic: two echoes and an unknown tool through the aggregated view (the gateway answers
     // that one), an unknown tool at pi itself (pi answers with an error), a legacy session.

@@ -121,7 +121,7 @@ pub(crate) fn serve_connection(
                     gw.registry.servers().iter().map(|s| s.summary()).collect();
                 Response::json(200, &json!({"servers": servers}))
             }
-            Route::Page => status::page(),
+            Route::Page => status::page(&gw.cfg, &req),
             Route::Status => status::report(gw),
             Route::Register => return register(gw, conn, &req, peer, owner),
             Route::Mcp(scope) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer, &cors) {
@@ -226,7 +226,9 @@ fn check_head(
     };
     if !route.methods().contains(&req.method.as_str()) {
         let allow = route.allow();
-        return Err(Response::error(405, &format!("{} takes {allow}", req.path)).header("Allow", allow));
+        let hint = if matches!(route, Route::Page) { status::not_mcp(&gw.cfg) } else { String::new() };
+        let why = format!("{} takes {allow}{hint}", req.path);
+        return Err(Response::error(405, &why).header("Allow", allow));
     }
     if framing.has_body() && req.method != "POST" {
         return Err(Response::error(400, &format!("{} {} takes no request body", req.method, req.path)));

@@ -8,17 +8,22 @@
 
 use serde_json::{json, Value};
 
-use super::Gateway;
+use super::{Config, Gateway};
 use crate::http::upgrade::base64;
-use crate::http::Response;
+use crate::http::{Request, Response};
 
 /// Where the page finds its data.
 pub(crate) const PATH: &str = "/status.json";
 
 const PAGE: &str = include_str!("status.html");
 
-/// The page, with headers that let it run its own script and nothing else.
-pub(crate) fn page() -> Response {
+/// The page, with headers that let it run its own script and nothing else. An SSE client that
+/// was given the gateway's bare URL is told where the MCP endpoints are instead.
+pub(crate) fn page(cfg: &Config, req: &Request) -> Response {
+    let accept = req.header("accept").unwrap_or("text/html").to_ascii_lowercase();
+    if accept.contains("text/event-stream") && !accept.contains("text/html") {
+        return Response::error(404, &format!("no MCP endpoint here{}", not_mcp(cfg)));
+    }
     let policy = format!(
         "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; img-src data:; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -33,6 +38,15 @@ pub(crate) fn page() -> Response {
         .header("Referrer-Policy", "no-referrer")
         .header("Cache-Control", "no-cache")
         .body(PAGE.as_bytes().to_vec())
+}
+
+/// Where MCP clients that came to `/` should go.
+pub(crate) fn not_mcp(cfg: &Config) -> String {
+    format!(
+        ": / is the gateway's status page, for browsers; MCP clients connect to {} (Streamable HTTP) or \
+         {} (legacy SSE)",
+        cfg.mcp_path, cfg.sse_path
+    )
 }
 
 /// The CSP source (`sha256-…`) of the page's one `<tag>` element's content.
@@ -94,7 +108,15 @@ mod tests {
 
     #[test]
     fn the_policy_allows_exactly_the_inline_script() {
-        let resp = page();
+        let req = Request {
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: vec![("Accept".into(), "text/html,*/*".into())],
+            body: Vec::new(),
+            http11: true,
+        };
+        let resp = page(&Config::default(), &req);
         let csp = &resp.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
         let script = PAGE.split("<script>").nth(1).unwrap().split("</script>").next().unwrap();
         let digest = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
