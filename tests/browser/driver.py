@@ -259,28 +259,41 @@ def check_status_page(page, name):
     return f"row {row[:6]}"
 
 
-def check_tool_call(page, tool, text):
+def call_on_page(page, tool, field, kind, value):
+    """Picks `tool`, fills its one argument `field` (whose input must be of `kind`), calls it, and
+    returns the JSON-RPC answer the page shows."""
     index = wait_until(f"{tool} in the tool list", lambda: page.eval(
         f"(() => {{ const o = [...document.querySelectorAll('#tool option')].find(o => o.textContent === {json.dumps(tool)});"
         " return o ? o.value : null })()"))
     page.eval(f"(() => {{ const s = document.getElementById('tool'); s.value = {json.dumps(index)};"
-              " s.dispatchEvent(new Event('change')); })()")
-    wait_until("the argument form", lambda: page.eval("!!document.querySelector('#args [name=text]')"))
-    page.eval(f"document.querySelector('#args [name=text]').value = {json.dumps(text)};"
-              " document.getElementById('call').click()")
+              " s.dispatchEvent(new Event('change')); document.getElementById('result').className = ''; })()")
+    field_js = f"document.querySelector('#args [name={field}]')"
+    got_kind = wait_until("the argument form", lambda: page.eval(f"{field_js} && {field_js}.type"))
+    if got_kind != kind:
+        raise Failed(f"{tool}'s {field} is a {got_kind!r} field, not {kind!r}")
+    page.eval(f"{field_js}.value = {json.dumps(value)}; document.getElementById('call').click()")
     shown = wait_until("the call's answer on the page", lambda: page.eval(
         "(() => { const r = document.getElementById('result');"
-        " return r.className ? [r.className, r.textContent] : null })()"))
+        " return r.className ? [r.className, r.textContent, r.children.length] : null })()"))
     if shown[0] != "ok":
         raise Failed(f"the call failed on the page: {shown[1][:500]}")
-    answer = json.loads(shown[1])
+    if shown[2]:
+        raise Failed("the answer was inserted as markup, not text")
+    return json.loads(shown[1])
+
+
+def check_tool_call(page, tool, text):
+    answer = call_on_page(page, tool, "text", "text", text)
     got = answer["result"]["content"][0]["text"]
     if got != text:
         raise Failed(f"echo answered {got!r}, not {text!r}")
     # The server's request counter moves on the live page.
     wait_until("the request count to move", lambda: any(
         r and r[0] == tool.split("_")[0] and int(r[8]) >= 1 for r in page.eval(SERVER_ROWS)), limit=10)
-    return f"answer id {answer['id']}, text {got!r}"
+    sleep = call_on_page(page, "sample_sleep", "seconds", "number", "0.2")
+    if sleep["result"].get("isError"):
+        raise Failed(f"sleep with a number from its form failed: {sleep}")
+    return f"answer id {answer['id']}, text {got!r} (as text, not markup); sample_sleep with a number field"
 
 
 CROSS_ORIGIN_PAGE = """<!doctype html><meta charset=utf-8><title>cross-origin MCP client</title>
