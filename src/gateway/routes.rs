@@ -97,7 +97,7 @@ pub(crate) fn serve_connection(
         let route = route(gw, &req);
         let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
         let cors = cors::response_headers(origin.as_deref());
-        let owner = match check_head(gw, &req, &route, framing, (local, peer), origin.as_deref()) {
+        let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
             Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
             Err(resp) => match refuse(&mut conn, &req, framing, &resp.with_headers(&cors)) {
                 Next::Request => continue,
@@ -179,7 +179,8 @@ fn check_head(
     req: &Request,
     route: &Route,
     framing: Framing,
-    (local, peer): (Option<SocketAddr>, SocketAddr),
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
     origin: Option<&str>,
 ) -> Result<Credential, Response> {
     let hosts = req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("host")).count();
