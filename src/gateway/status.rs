@@ -4,18 +4,24 @@
 //! the gateway's own Streamable HTTP endpoint, as any client does. The page itself needs no
 //! token (it holds no data, and asks for one when the JSON answers 401); the JSON needs the
 //! same token as every client endpoint. The page's `Content-Security-Policy` allows its own
-//! script and style (by hash) and fetches from its own origin, nothing else.
+//! script and style (by hash; a test keeps the hashes in step with the page) and fetches from
+//! its own origin, nothing else.
 
 use serde_json::{json, Value};
 
 use super::{Config, Gateway};
-use crate::http::upgrade::base64;
 use crate::http::{Request, Response};
 
 /// Where the page finds its data.
 pub(crate) const PATH: &str = "/status.json";
 
 const PAGE: &str = include_str!("status.html");
+
+/// Lets the page run its own inline script and style (by their SHA-256, which a test checks
+/// against the page) and fetch from its own origin; nothing else.
+const POLICY: &str = "default-src 'none'; script-src 'sha256-e5gFHlivIdMQ2zyNE74s1vQersVW8ZAZJYmoftI1qKU='; \
+                      style-src 'sha256-kbdCEEMSM9LtkDX5QB+5GbVFQXeH4jKno3EjnBEVa7g='; connect-src 'self'; img-src data:; \
+                      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page, with headers that let it run its own script and nothing else. An SSE client that
 /// was given the gateway's bare URL is told where the MCP endpoints are instead.
@@ -24,15 +30,9 @@ pub(crate) fn page(cfg: &Config, req: &Request) -> Response {
     if accept.contains("text/event-stream") && !accept.contains("text/html") {
         return Response::error(404, &format!("no MCP endpoint here{}", not_mcp(cfg)));
     }
-    let policy = format!(
-        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; img-src data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        inline_hash("script"),
-        inline_hash("style")
-    );
     Response::empty(200)
         .header("Content-Type", "text/html; charset=utf-8")
-        .header("Content-Security-Policy", policy)
+        .header("Content-Security-Policy", POLICY)
         .header("X-Content-Type-Options", "nosniff")
         .header("X-Frame-Options", "DENY")
         .header("Referrer-Policy", "no-referrer")
@@ -47,15 +47,6 @@ pub(crate) fn not_mcp(cfg: &Config) -> String {
          {} (legacy SSE)",
         cfg.mcp_path, cfg.sse_path
     )
-}
-
-/// The CSP source (`sha256-…`) of the page's one `<tag>` element's content.
-fn inline_hash(tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = PAGE.find(&open).map_or(0, |i| i + open.len());
-    let end = PAGE[start..].find(&format!("</{tag}>")).map_or(start, |i| start + i);
-    let digest = ring::digest::digest(&ring::digest::SHA256, &PAGE.as_bytes()[start..end]);
-    format!("sha256-{}", base64(digest.as_ref()))
 }
 
 /// What the page shows: the servers (as `/servers` lists them, with their requests and errors),
@@ -106,8 +97,19 @@ mod tests {
         assert_eq!(PAGE.matches("<style>").count(), 1);
     }
 
+    /// The CSP source (`sha256-…`) of the page's one `<tag>` element's content.
+    fn inline_hash(tag: &str) -> String {
+        let content = PAGE.split(&format!("<{tag}>")).nth(1).unwrap().split(&format!("</{tag}>")).next();
+        let digest = ring::digest::digest(&ring::digest::SHA256, content.unwrap().as_bytes());
+        format!("sha256-{}", crate::http::upgrade::base64(digest.as_ref()))
+    }
+
     #[test]
-    fn the_policy_allows_exactly_the_inline_script() {
+    fn the_policy_allows_exactly_the_inline_script_and_style() {
+        for (tag, directive) in [("script", "script-src"), ("style", "style-src")] {
+            let source = format!("{directive} '{}';", inline_hash(tag));
+            assert!(POLICY.contains(&source), "the page's <{tag}> changed: put {source:?} in POLICY");
+        }
         let req = Request {
             method: "GET".into(),
             path: "/".into(),
@@ -118,10 +120,7 @@ mod tests {
         };
         let resp = page(&Config::default(), &req);
         let csp = &resp.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
-        let script = PAGE.split("<script>").nth(1).unwrap().split("</script>").next().unwrap();
-        let digest = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
-        assert!(csp.contains(&format!("script-src 'sha256-{}'", base64(digest.as_ref()))), "{csp}");
-        assert!(csp.starts_with("default-src 'none'") && csp.contains("connect-src 'self'"));
-        assert_ne!(inline_hash("script"), inline_hash("style"));
+        assert_eq!(csp, POLICY);
+        assert!(csp.starts_with("default-src 'none';") && csp.contains("; connect-src 'self';"), "{csp}");
     }
 }
