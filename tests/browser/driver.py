@@ -15,6 +15,7 @@ Names other than loopback ones (app.test, evil.test) are mapped to 127.0.0.1 ins
 stopped by PID (Chromium by its own process group) on the way out; every wait has a deadline.
 
 Usage: python3 driver.py MCPPORT_BIN CHROMIUM OUT_DIR
+(OUT_DIR gets the logs of everything started, the pages' console, and screenshots.)
 Prints one line per check and a closing 'N passed, N failed'; exit status 1 if any failed.
 """
 
@@ -28,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -119,7 +119,7 @@ def register(procs, binary, gw, out, name, token=None):
             f"ws://127.0.0.1:{gw.port}/mcp/register", "--server-name", name]
     if token:
         args += ["--header", f"Authorization: Bearer {token}"]
-    procs.start(args, open(os.path.join(out, f"{name}-register.log"), "w"))
+    procs.start(args, open(gw.log_path.replace("-gateway.log", f"-{name}-register.log"), "w"))
     wait_until(f"{name} to be registered and ready",
                lambda: any(s["name"] == name and s["ready"] for s in gw.status(token)["servers"]))
 
@@ -218,6 +218,12 @@ class Browser:
         self.send("Page.enable", session=session)
         self.send("Page.navigate", {"url": url}, session=session)
         return page
+
+    def save_console(self, path):
+        """Writes what the pages logged and threw (for a failed run's post-mortem)."""
+        with open(path, "w") as f:
+            while not self.console.empty():
+                f.write(json.dumps(self.console.get()) + "\n")
 
     def close(self):
         try:
@@ -396,6 +402,7 @@ def main():
         check("token-page", check_token_page, page, "browser-secret")
         check("token-tool-call", check_tool_call, page, "sample_echo", "with a token")
         page.screenshot(os.path.join(out, "token-page.png"))
+        browser.save_console(os.path.join(out, "console.log"))
         browser.close()
         server.shutdown()
     except Exception as e:
