@@ -200,6 +200,16 @@ fn the_status_page_and_its_json() {
     assert_eq!(pi["counts"]["prompts"], 1);
     assert_eq!((&pi["requests"], &pi["errors"]), (&json!(3), &json!(1)), "{pi}");
     assert_eq!(status["gateway"]["errors"], 1, "{status}");
+
+    // A POST answered as an SSE stream (progress first) carries the CORS headers in its head.
+    let mut headers = c.headers();
+    headers.push(("Origin", "http://localhost:5173"));
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "pi_sleep",
+        "arguments": {"seconds": 1.2}, "_meta": {"progressToken": "p"}}});
+    let streamed = gw.http("POST", "/mcp", &headers, call.to_string().as_bytes());
+    assert_eq!(streamed.header("Content-Type").as_deref(), Some("text/event-stream"), "{streamed:?}");
+    assert_cors(&streamed, "http://localhost:5173", "a POST's SSE answer");
+    assert!(messages_of(&streamed).iter().any(|m| m["id"] == 9 && m["result"].is_object()));
 }
 
 #[test]
