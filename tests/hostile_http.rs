@@ -388,13 +388,13 @@ fn framing_is_strict_and_methods_are_checked() {
     let servers = raw(port, "HEAD /servers HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert_eq!((servers.status, servers.body.as_str()), (200, ""));
 
-    // Methods: known but not taken → 405 with Allow; unknown → 501.
+    // Methods: known but not taken → 405 with Allow; OPTIONS → 204 with Allow; unknown → 501.
     for (method, path, expected, allow) in [
-        ("TRACE", "/health", 405, Some("GET, HEAD")),
-        ("PUT", "/health", 405, Some("GET, HEAD")),
-        ("DELETE", "/servers", 405, Some("GET, HEAD")),
-        ("OPTIONS", "/servers", 405, Some("GET, HEAD")),
-        ("TRACE", "/mcp", 405, Some("GET, POST, DELETE")),
+        ("TRACE", "/health", 405, Some("GET, HEAD, OPTIONS")),
+        ("PUT", "/health", 405, Some("GET, HEAD, OPTIONS")),
+        ("DELETE", "/servers", 405, Some("GET, HEAD, OPTIONS")),
+        ("OPTIONS", "/servers", 204, Some("GET, HEAD, OPTIONS")),
+        ("TRACE", "/mcp", 405, Some("GET, POST, DELETE, OPTIONS")),
         ("FOO", "/health", 501, None),
         ("get", "/servers", 501, None),
     ] {

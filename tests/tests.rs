@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, talks to it over loopback, and kills what it started by PID.
 //!
 //! - `aggregate`: prompts, resources, subscriptions, completions, logging, pagination.
+//! - `browser`: CORS preflights and headers, the status page and its JSON.
 //! - `cli`: --help, --version, bad flags (exit status 2).
 //! - `hostile`: limits, slow and oversized input, token roles, session owners, IPv6.
 //! - `hostile_edges`: fake edges that lie, shadow, flood and stall: names and ids owned by the
@@ -23,6 +24,7 @@
 mod util;
 
 mod aggregate;
+mod browser;
 mod cli;
 mod concurrency;
 mod correlation;

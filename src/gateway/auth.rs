@@ -66,12 +66,20 @@ pub(crate) fn check(cfg: &Config, req: &Request, role: Role) -> Option<Credentia
 /// DNS-rebinding protection: a browser page on another site must not reach the gateway through
 /// a name that resolves to it ("If the Origin header is present and invalid, servers MUST
 /// respond with HTTP 403 Forbidden"). A request without `Origin` is not from a browser page and
-/// passes. Allowed: loopback origins, the address the connection arrived on, and
-/// `--allow-origin` values (`*` allows any).
+/// passes. Allowed: loopback origins, the address the connection arrived on, `--allow-origin`
+/// values (`*` allows any), and a page of the gateway's own (the status page) reached by a name
+/// the gateway answers to: same origin as `Host`, when `Host` is a name of the gateway's or
+/// client tokens guard it (a rebound page is same-origin with its own `Host` too, so not when
+/// `--allow-host '*'` turned the `Host` check off without tokens).
 pub(crate) fn origin_allowed(cfg: &Config, req: &Request, local: Option<SocketAddr>) -> bool {
     let Some(origin) = req.header("origin") else { return true };
     let origin = origin.trim_end_matches('/');
     if cfg.allow_origins.iter().any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    if same_origin(origin, req)
+        && (!cfg.auth_tokens.is_empty() || req.header("host").is_some_and(|h| names_gateway(cfg, h)))
+    {
         return true;
     }
     let Some(host) = origin_host(origin) else { return false };
@@ -93,7 +101,12 @@ pub(crate) fn host_allowed(cfg: &Config, req: &Request) -> bool {
     if !cfg.auth_tokens.is_empty() || cfg.allow_hosts.iter().any(|h| h == "*") {
         return true;
     }
-    let Some(host) = req.header("host") else { return true };
+    req.header("host").is_none_or(|host| names_gateway(cfg, host))
+}
+
+/// Whether a `Host` value names the gateway: a loopback name, an IP address, `--host`, or an
+/// `--allow-host` name (not `*`).
+fn names_gateway(cfg: &Config, host: &str) -> bool {
     let Some(name) = host_name(host) else { return false };
     let bound = host_name(&cfg.host).is_some_and(|b| b.eq_ignore_ascii_case(name));
     is_loopback_name(name)
@@ -136,6 +149,22 @@ fn host_name(host: &str) -> Option<&str> {
     };
     let name = name.strip_suffix('.').unwrap_or(name);
     (!name.is_empty() && !name.contains(['/', '@', ' '])).then_some(name)
+}
+
+/// Whether an origin (`scheme://host[:port]`) is the one a page at `Host` has: the same host and
+/// port, a missing port being the scheme's default.
+fn same_origin(origin: &str, req: &Request) -> bool {
+    let (Some((scheme, authority)), Some(host)) = (origin.split_once("://"), req.header("host")) else {
+        return false;
+    };
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let strip =
+        |a: &str| a.trim().strip_suffix(default).map(str::to_string).unwrap_or_else(|| a.trim().to_string());
+    !authority.is_empty() && strip(authority).eq_ignore_ascii_case(&strip(host))
 }
 
 /// The host of an origin (`scheme://host[:port]`), without brackets or port.
@@ -201,6 +230,31 @@ mod tests {
         let tokens = Config { auth_tokens: vec!["t".into()], ..open };
         assert!(with_host(&tokens, "evil.example.com"), "tokens guard it instead");
         assert!(host_refusal(&named, "evil.example.com:1").contains("--allow-host evil.example.com"));
+    }
+
+    #[test]
+    fn the_gateways_own_pages_are_same_origin_by_a_name_it_answers_to() {
+        let page = |host: &str, origin: &str| {
+            let mut req = request(None);
+            req.headers.push(("Host".into(), host.into()));
+            req.headers.push(("Origin".into(), origin.into()));
+            req
+        };
+        let named =
+            Config { host: "0.0.0.0".into(), allow_hosts: vec!["gw.lan".into()], ..Config::default() };
+        assert!(origin_allowed(&named, &page("gw.lan:8765", "http://gw.lan:8765"), None));
+        assert!(origin_allowed(&named, &page("GW.lan", "http://gw.lan:80"), None), "default port");
+        assert!(!origin_allowed(&named, &page("gw.lan:8765", "http://gw.lan:8766"), None), "another port");
+        assert!(!origin_allowed(&named, &page("gw.lan:8765", "http://other.lan:8765"), None));
+        // A rebound page is same-origin with its own Host: refused unless the name is the
+        // gateway's, or tokens guard it.
+        let rebound = page("evil.example:8765", "http://evil.example:8765");
+        assert!(!origin_allowed(&named, &rebound, None));
+        let any_host = Config { allow_hosts: vec!["*".into()], ..Config::default() };
+        assert!(!origin_allowed(&any_host, &rebound, None));
+        let tokens = Config { auth_tokens: vec!["t".into()], ..Config::default() };
+        assert!(origin_allowed(&tokens, &rebound, None));
+        assert!(!origin_allowed(&tokens, &page("evil.example:8765", "http://gw.lan:8765"), None));
     }
 
     #[test]

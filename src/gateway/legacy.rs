@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::auth::Credential;
+use super::cors::Headers;
 use super::mailbox::{Empty, Mailbox};
 use super::metrics::Metrics;
 use super::reply::Reply;
@@ -25,7 +26,8 @@ use crate::http::{Conn, Request, Response, Transport};
 use crate::{jsonrpc, sys, thread};
 
 /// Turns the connection into a session's event stream and writes until the session ends.
-/// `messages_path` is where this stream's client must POST (it differs per scope).
+/// `messages_path` is where this stream's client must POST (it differs per scope); the answer's
+/// head carries `cors`.
 pub(crate) fn open_stream(
     gw: &Arc<Gateway>,
     conn: Conn<Box<dyn Transport>>,
@@ -33,6 +35,7 @@ pub(crate) fn open_stream(
     scope: Scope,
     owner: Credential,
     messages_path: &str,
+    cors: &Headers,
 ) {
     let _stream = Tally::new(&gw.streams);
     let id = sys::random_hex(16);
@@ -40,14 +43,14 @@ pub(crate) fn open_stream(
     if let Err(e) = gw.registry.admit(session.clone(), gw.cfg.max_sessions, gw.cfg.max_sessions_per_client) {
         log::warn!("{peer}: refusing a new session: {e}");
         let mut stream = conn.stream;
-        let _ = e.to_http().write_to(&mut stream, false);
+        let _ = e.to_http().with_headers(cors).write_to(&mut stream, false);
         return;
     }
     let rx = session.attach_stream(&gw.queue_budget).expect("a new session has no stream");
     let guard = gw.registry.guard(session);
     let session = &guard.session;
     let endpoint = format!("{messages_path}?session_id={id}");
-    let mut sse = match SseWriter::start(conn.stream, &[]) {
+    let mut sse = match SseWriter::start(conn.stream, cors) {
         Ok(sse) => sse,
         Err(e) => return log::debug!("{peer}: SSE stream failed before it started: {e}"),
     };

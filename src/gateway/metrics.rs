@@ -53,7 +53,7 @@ pub(crate) struct Metrics {
 }
 
 /// Requests and errors of one (method, server).
-type Counts = (u64, u64);
+pub(crate) type Counts = (u64, u64);
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -83,6 +83,18 @@ impl Metrics {
         let entry = requests.entry((method, server.to_string())).or_default();
         entry.0 += 1;
         entry.1 += u64::from(!ok);
+    }
+
+    /// Requests and errors by server, over all methods (`gateway` for its own answers): what
+    /// the status page shows.
+    pub(crate) fn by_server(&self) -> BTreeMap<String, Counts> {
+        let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+        for ((_, server), (n, errors)) in lock(&self.requests).iter() {
+            let entry = out.entry(server.clone()).or_default();
+            entry.0 += n;
+            entry.1 += errors;
+        }
+        out
     }
 
     /// Records how long a tool call to `server` took.
@@ -226,5 +238,7 @@ mod tests {
         assert!(text.contains("mcpport_tool_call_duration_seconds_bucket{server=\"pi\",le=\"5\"} 2"));
         assert!(text.contains("mcpport_tool_call_duration_seconds_count{server=\"pi\"} 2"));
         assert!(text.contains("mcpport_sessions_open{transport=\"legacy_sse\"} 0"));
+        let by_server = m.by_server();
+        assert_eq!((by_server["pi"], by_server["gateway"]), ((2, 1), (1, 0)));
     }
 }

@@ -1,8 +1,9 @@
 //! One connection's life: read requests (keep-alive), and route each by method and path. A
 //! request is refused from its head alone (400, 401, 403, 404, 405, 421, 501, 503) before a
-//! byte of its body is read; its body is read only within the global body budget. Most routes
-//! answer and loop; two take the connection over for good: the legacy SSE stream and the edge
-//! registration WebSocket.
+//! byte of its body is read, and a CORS preflight is answered from its head too; a body is read
+//! only within the global body budget. Every answer to an allowed cross-origin request carries
+//! the CORS headers (`cors.rs`). Most routes answer and loop; two take the connection over for
+//! good: the legacy SSE stream and the edge registration WebSocket.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,9 +14,10 @@ use tungstenite::protocol::WebSocketConfig;
 
 use super::admission::Ticket;
 use super::auth::{self, Credential, Role};
+use super::cors::{self, Headers};
 use super::session::Scope;
 use super::streamable::{self, Outcome};
-use super::{legacy, upstream, Gateway};
+use super::{legacy, status, upstream, Gateway};
 use crate::http::{upgrade, Conn, Framing, ReadError, Request, Reservation, Response, Transport};
 
 /// The path edges register on, as in the original.
@@ -28,6 +30,9 @@ enum Route {
     Servers,
     /// Prometheus metrics.
     Metrics,
+    /// The status page for browsers (`/`), and what it shows as JSON.
+    Page,
+    Status,
     Register,
     /// Streamable HTTP.
     Mcp(Scope),
@@ -47,12 +52,27 @@ impl Route {
     /// The methods the route takes (405 with `Allow` for the others).
     fn methods(&self) -> &'static [&'static str] {
         match self {
-            Route::Health | Route::Servers | Route::Metrics => &["GET", "HEAD"],
+            Route::Health | Route::Servers | Route::Metrics | Route::Page | Route::Status => &["GET", "HEAD"],
             Route::Register | Route::SseStream(..) => &["GET"],
             Route::Mcp(_) => &["GET", "POST", "DELETE"],
             Route::SseMessage(_) => &["POST"],
             Route::NotFound(_) | Route::OAuth => &[],
         }
+    }
+
+    /// What `Allow` lists: the methods, and `OPTIONS` (CORS preflights) on every route a browser
+    /// page may use, which is all but edge registration.
+    fn allow(&self) -> String {
+        let mut allow = self.methods().join(", ");
+        if !matches!(self, Route::Register) {
+            allow.push_str(", OPTIONS");
+        }
+        allow
+    }
+
+    /// Routes that need no token: liveness, and the page (it holds no data; it asks for a token).
+    fn open(&self) -> bool {
+        matches!(self, Route::Health | Route::Page)
     }
 }
 
@@ -63,7 +83,7 @@ pub(crate) enum Become {
     /// An edge's registration WebSocket, once its upgrade request was accepted from the head.
     Link { conn: Conn<Box<dyn Transport>>, req: Box<Request>, owner: Credential },
     /// A legacy SSE stream for a new session.
-    Stream { conn: Conn<Box<dyn Transport>>, scope: Scope, owner: Credential, post_to: String },
+    Stream { conn: Conn<Box<dyn Transport>>, scope: Scope, owner: Credential, post_to: String, cors: Headers },
 }
 
 /// Serves one accepted connection: requests until it closes, then the long-lived role it took
@@ -79,8 +99,8 @@ pub(crate) fn serve_connection(
     match serve_requests(gw, stream, peer, ticket) {
         Become::Closed => {}
         Become::Link { conn, req, owner } => register(gw, conn, &req, peer, owner),
-        Become::Stream { conn, scope, owner, post_to } => {
-            legacy::open_stream(gw, conn, peer, scope, owner, &post_to)
+        Become::Stream { conn, scope, owner, post_to, cors } => {
+            legacy::open_stream(gw, conn, peer, scope, owner, &post_to, &cors)
         }
     }
 }
@@ -108,9 +128,11 @@ fn serve_requests(
         };
         log::debug!("{peer}: {} {}", req.method, req.path);
         let route = route(gw, &req);
-        let owner = match check_head(gw, &req, &route, framing, local, peer) {
+        let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
+        let cors = cors::response_headers(origin.as_deref());
+        let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
             Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
-            Err(resp) => match refuse(&mut conn, &req, framing, &resp) {
+            Err(resp) => match refuse(&mut conn, &req, framing, &resp.with_headers(&cors)) {
                 Next::Request => continue,
                 Next::Close => return Become::Closed,
                 Next::Linger => {
@@ -138,8 +160,10 @@ fn serve_requests(
                     gw.registry.servers().iter().map(|s| s.summary()).collect();
                 Response::json(200, &json!({"servers": servers}))
             }
+            Route::Page => status::page(&gw.cfg, &req),
+            Route::Status => status::report(gw),
             Route::Register => return Become::Link { conn, req: Box::new(req), owner },
-            Route::Mcp(scope) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer) {
+            Route::Mcp(scope) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer, &cors) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => continue,
                 Outcome::Streamed | Outcome::Close => return Become::Closed,
@@ -148,17 +172,18 @@ fn serve_requests(
                 if let Scope::Server(name) = &scope {
                     if gw.registry.server(name).is_none() {
                         let resp = Response::error(404, &format!("no server named {name:?} is registered"));
-                        let _ = resp.write_to(&mut conn.stream, false);
+                        let _ = resp.with_headers(&cors).write_to(&mut conn.stream, false);
                         return Become::Closed;
                     }
                 }
-                return Become::Stream { conn, scope, owner, post_to };
+                return Become::Stream { conn, scope, owner, post_to, cors };
             }
             Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
             Route::NotFound(why) => Response::error(404, &why),
             Route::OAuth => Response::error(404, NO_OAUTH),
         };
         let head_only = req.method == "HEAD";
+        let resp = resp.with_headers(&cors);
         if resp.write_for(&mut conn.stream, req.keep_alive(), head_only).is_err() || !req.keep_alive() {
             return Become::Closed;
         }
@@ -184,8 +209,10 @@ fn next_head(
     }
 }
 
-/// Everything that refuses a request, decided from its head: no body byte has been read yet.
-/// On success, the credential the request presented.
+/// Everything that refuses a request, decided from its head: no body byte has been read yet;
+/// and the answer to a CORS preflight (`OPTIONS`), which needs no token (browsers send none on
+/// it) and tells nothing but what any page may send. On success, the credential the request
+/// presented. `origin` is the request's `Origin`, if it has one that is allowed.
 fn check_head(
     gw: &Gateway,
     req: &Request,
@@ -193,6 +220,7 @@ fn check_head(
     framing: Framing,
     local: Option<SocketAddr>,
     peer: SocketAddr,
+    origin: Option<&str>,
 ) -> Result<Credential, Response> {
     let hosts = req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("host")).count();
     if hosts > 1 || (req.http11 && hosts == 0) {
@@ -228,15 +256,19 @@ fn check_head(
         log::warn!("{peer}: {} {}: Origin {origin:?} is not allowed", req.method, req.path);
         return Err(Response::error(403, "this Origin is not allowed (see --allow-origin)"));
     }
+    if req.method == "OPTIONS" && !matches!(route, Route::Register) && !framing.has_body() {
+        return Err(cors::preflight(req, origin, &route.allow()));
+    }
     let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
-    let credential = if health { Some(Credential::Open) } else { auth::check(&gw.cfg, req, role) };
+    let credential = if route.open() { Some(Credential::Open) } else { auth::check(&gw.cfg, req, role) };
     let Some(credential) = credential else {
         return Err(unauthorized(req, role, peer));
     };
-    let methods = route.methods();
-    if !methods.contains(&req.method.as_str()) {
-        let allow = methods.join(", ");
-        return Err(Response::error(405, &format!("{} takes {allow}", req.path)).header("Allow", allow));
+    if !route.methods().contains(&req.method.as_str()) {
+        let allow = route.allow();
+        let hint = if matches!(route, Route::Page) { status::not_mcp(&gw.cfg) } else { String::new() };
+        let why = format!("{} takes {allow}{hint}", req.path);
+        return Err(Response::error(405, &why).header("Allow", allow));
     }
     if framing.has_body() && req.method != "POST" {
         return Err(Response::error(400, &format!("{} {} takes no request body", req.method, req.path)));
@@ -355,6 +387,12 @@ fn route(gw: &Gateway, req: &Request) -> Route {
     let path = req.path.as_str();
     if path == "/health" {
         return Route::Health;
+    }
+    if path == "/" {
+        return Route::Page;
+    }
+    if path == status::PATH {
+        return Route::Status;
     }
     if path == REGISTER_PATH {
         return Route::Register;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::auth::Credential;
+use super::cors::Headers;
 use super::error::Error;
 use super::mailbox::{Empty, Mailbox};
 use super::mcp;
@@ -40,7 +41,8 @@ pub(crate) enum Outcome {
     Close,
 }
 
-/// Serves one request on the MCP endpoint of `scope`.
+/// Serves one request on the MCP endpoint of `scope`. A stream's head carries `cors` (the caller
+/// adds them to a `Respond`).
 pub(crate) fn serve(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
@@ -48,10 +50,11 @@ pub(crate) fn serve(
     scope: Scope,
     owner: Credential,
     peer: SocketAddr,
+    cors: &Headers,
 ) -> Outcome {
     match req.method.as_str() {
-        "POST" => post(gw, conn, req, scope, owner, peer),
-        "GET" => get(gw, conn, req, &scope, owner, peer),
+        "POST" => post(gw, conn, req, scope, owner, peer, cors),
+        "GET" => get(gw, conn, req, &scope, owner, peer, cors),
         "DELETE" => Outcome::Respond(delete(gw, req, &scope, owner)),
         _ => Outcome::Respond(
             Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
@@ -67,6 +70,7 @@ fn post(
     scope: Scope,
     owner: Credential,
     peer: SocketAddr,
+    cors: &Headers,
 ) -> Outcome {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
@@ -116,7 +120,7 @@ fn post(
         return respond(Response::empty(202));
     }
     let session_header = minted.then(|| session.id.clone());
-    let outcome = answer(gw, conn, &mailbox, requests, batch, session_header);
+    let outcome = answer(gw, conn, &mailbox, requests, batch, session_header, cors);
     mailbox.close();
     outcome
 }
@@ -126,7 +130,8 @@ const POST_QUEUE: usize = 1024;
 const POST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Sends the answers to a POST's requests: one JSON body when nothing else comes first and the
-/// answer is quick, else an SSE stream of related messages that ends with the answers.
+/// answer is quick, else an SSE stream of related messages that ends with the answers (its head
+/// carries `cors`; the caller adds them to a JSON body).
 fn answer(
     gw: &Gateway,
     conn: &mut Conn<Box<dyn Transport>>,
@@ -134,6 +139,7 @@ fn answer(
     mut left: usize,
     batch: bool,
     session_header: Option<String>,
+    cors: &Headers,
 ) -> Outcome {
     let mut headers = Vec::new();
     if let Some(id) = &session_header {
@@ -146,15 +152,13 @@ fn answer(
     };
     if let Some(msg) = &first {
         if !batch && is_final(msg) && !msg.is_null() {
-            let mut resp = Response::json(200, msg);
+            let resp = Response::json(200, msg).with_headers(&headers);
             Metrics::add(&gw.metrics.client_bytes_out, resp.body.len());
-            for (k, v) in headers {
-                resp = resp.header(k, v);
-            }
             return respond(resp);
         }
     }
     let _stream = Tally::new(&gw.streams);
+    headers.extend_from_slice(cors);
     let Ok(mut sse) = SseWriter::start(&mut conn.stream, &headers) else { return Outcome::Close };
     let mut next = first;
     while left > 0 {
@@ -201,6 +205,7 @@ fn get(
     scope: &Scope,
     owner: Credential,
     peer: SocketAddr,
+    cors: &Headers,
 ) -> Outcome {
     if !accepts(req, "text/event-stream") {
         return respond(Response::error(
@@ -217,7 +222,7 @@ fn get(
     };
     let _stream = Tally::new(&gw.streams);
     log::info!("session {}: stream opened by {peer}", session.id);
-    let why = match SseWriter::start(&mut conn.stream, &[]) {
+    let why = match SseWriter::start(&mut conn.stream, cors) {
         Ok(mut sse) => legacy::write_stream(gw, &session, &mut sse, &rx),
         Err(_) => "client went away",
     };

@@ -44,6 +44,12 @@ impl Response {
         self
     }
 
+    /// Adds headers every answer to a request carries (CORS, a session id).
+    pub(crate) fn with_headers(mut self, extra: &[(&'static str, String)]) -> Self {
+        self.headers.extend_from_slice(extra);
+        self
+    }
+
     pub(crate) fn body(mut self, body: Vec<u8>) -> Self {
         self.body = body;
         self
@@ -61,7 +67,10 @@ impl Response {
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
-        out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        // A 204 has no body, and no length either (RFC 9110 §8.6).
+        if self.status != 204 {
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
         out.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
         let mut bytes = out.into_bytes();
         if !head_only {
@@ -111,6 +120,16 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 202 Accepted\r\nContent-Type: text/plain; charset=utf-8\r\nX-A: 1\r\n\
              Content-Length: 8\r\nConnection: keep-alive\r\n\r\nAccepted"
+        );
+    }
+
+    #[test]
+    fn a_204_has_no_length() {
+        let mut out = Vec::new();
+        Response::empty(204).header("Allow", "GET").write_to(&mut out, true).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\nAllow: GET\r\nConnection: keep-alive\r\n\r\n"
         );
     }
 

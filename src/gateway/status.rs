@@ -1,0 +1,126 @@
+//! The status page: `GET /` serves one self-contained HTML page from the binary (inline CSS and
+//! script, no other asset), and `GET /status.json` what it shows: the registered servers with
+//! their requests and errors, and the sessions open by transport. The page calls tools through
+//! the gateway's own Streamable HTTP endpoint, as any client does. The page itself needs no
+//! token (it holds no data, and asks for one when the JSON answers 401); the JSON needs the
+//! same token as every client endpoint. The page's `Content-Security-Policy` allows its own
+//! script and style (by hash; a test keeps the hashes in step with the page) and fetches from
+//! its own origin, nothing else.
+
+use serde_json::{json, Value};
+
+use super::{Config, Gateway};
+use crate::http::{Request, Response};
+
+/// Where the page finds its data.
+pub(crate) const PATH: &str = "/status.json";
+
+const PAGE: &str = include_str!("status.html");
+
+/// Lets the page run its own inline script and style (by their SHA-256, which a test checks
+/// against the page) and fetch from its own origin; nothing else.
+const POLICY: &str = "default-src 'none'; script-src 'sha256-e5gFHlivIdMQ2zyNE74s1vQersVW8ZAZJYmoftI1qKU='; \
+                      style-src 'sha256-kbdCEEMSM9LtkDX5QB+5GbVFQXeH4jKno3EjnBEVa7g='; connect-src 'self'; img-src data:; \
+                      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page, with headers that let it run its own script and nothing else. An SSE client that
+/// was given the gateway's bare URL is told where the MCP endpoints are instead.
+pub(crate) fn page(cfg: &Config, req: &Request) -> Response {
+    let accept = req.header("accept").unwrap_or("text/html").to_ascii_lowercase();
+    if accept.contains("text/event-stream") && !accept.contains("text/html") {
+        return Response::error(404, &format!("no MCP endpoint here{}", not_mcp(cfg)));
+    }
+    Response::empty(200)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Content-Security-Policy", POLICY)
+        .header("X-Content-Type-Options", "nosniff")
+        .header("X-Frame-Options", "DENY")
+        .header("Referrer-Policy", "no-referrer")
+        .header("Cache-Control", "no-cache")
+        .body(PAGE.as_bytes().to_vec())
+}
+
+/// Where MCP clients that came to `/` should go.
+pub(crate) fn not_mcp(cfg: &Config) -> String {
+    format!(
+        ": / is the gateway's status page, for browsers; MCP clients connect to {} (Streamable HTTP) or \
+         {} (legacy SSE)",
+        cfg.mcp_path, cfg.sse_path
+    )
+}
+
+/// What the page shows: the servers (as `/servers` lists them, with their requests and errors),
+/// the sessions by transport, and what the gateway answered itself.
+pub(crate) fn report(gw: &Gateway) -> Response {
+    let counts = gw.metrics.by_server();
+    let count = |name: &str| {
+        let (requests, errors) = counts.get(name).copied().unwrap_or_default();
+        json!({"requests": requests, "errors": errors})
+    };
+    let servers: Vec<Value> = gw
+        .registry
+        .servers()
+        .iter()
+        .map(|s| {
+            let mut summary = s.summary();
+            if let (Value::Object(fields), Value::Object(c)) = (&mut summary, count(&s.name)) {
+                fields.extend(c);
+            }
+            summary
+        })
+        .collect();
+    let (legacy, streamable) = gw.registry.session_kinds();
+    let report = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mcpPath": gw.cfg.mcp_path,
+        "servers": servers,
+        "sessions": {"legacySse": legacy, "streamableHttp": streamable},
+        "gateway": count("gateway"),
+    });
+    Response::json(200, &report).header("Cache-Control", "no-store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_is_small_self_contained_and_inserts_text_only() {
+        assert!(PAGE.len() < 16 * 1024, "the page is {} bytes", PAGE.len());
+        for external in ["http://", "https://", "src=", "href=\"/", "@import", "url("] {
+            assert!(!PAGE.contains(external), "the page loads something from elsewhere: {external}");
+        }
+        for markup in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            assert!(!PAGE.contains(markup), "the page inserts markup: {markup}");
+        }
+        assert_eq!(PAGE.matches("<script>").count(), 1);
+        assert_eq!(PAGE.matches("<style>").count(), 1);
+    }
+
+    /// The CSP source (`sha256-…`) of the page's one `<tag>` element's content.
+    fn inline_hash(tag: &str) -> String {
+        let content = PAGE.split(&format!("<{tag}>")).nth(1).unwrap().split(&format!("</{tag}>")).next();
+        let digest = ring::digest::digest(&ring::digest::SHA256, content.unwrap().as_bytes());
+        format!("sha256-{}", crate::http::upgrade::base64(digest.as_ref()))
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_inline_script_and_style() {
+        for (tag, directive) in [("script", "script-src"), ("style", "style-src")] {
+            let source = format!("{directive} '{}';", inline_hash(tag));
+            assert!(POLICY.contains(&source), "the page's <{tag}> changed: put {source:?} in POLICY");
+        }
+        let req = Request {
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: vec![("Accept".into(), "text/html,*/*".into())],
+            body: Vec::new(),
+            http11: true,
+        };
+        let resp = page(&Config::default(), &req);
+        let csp = &resp.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
+        assert_eq!(csp, POLICY);
+        assert!(csp.starts_with("default-src 'none';") && csp.contains("; connect-src 'self';"), "{csp}");
+    }
+}
