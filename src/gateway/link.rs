@@ -70,6 +70,9 @@ pub(crate) struct ClientCaps {
     pub sampling: bool,
     pub elicitation: bool,
     pub roots: bool,
+    /// A 2026-07-28 request: it takes no server requests, and one it has no capability for
+    /// ends it with `MissingCapability`.
+    pub stateless: bool,
 }
 
 impl ClientCaps {
@@ -79,6 +82,7 @@ impl ClientCaps {
             sampling: capabilities.get("sampling").is_some(),
             elicitation: capabilities.get("elicitation").is_some(),
             roots: capabilities.get("roots").is_some(),
+            stateless: false,
         }
     }
 
@@ -694,8 +698,8 @@ impl<D: Clone> Link<D> {
                 return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
             }
         };
-        let (caller, session, caps) = match self.sole_caller() {
-            Sole::One(call) => (call.caller.clone(), call.session.clone(), call.caps),
+        let (caller, session, caps, client_id) = match self.sole_caller() {
+            Sole::One(call) => (call.caller.clone(), call.session.clone(), call.caps, call.client_id.clone()),
             Sole::None => {
                 let why = format!("{method}: no client request of this server is in flight to send it to");
                 return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
@@ -708,6 +712,9 @@ impl<D: Clone> Link<D> {
                 return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
             }
         };
+        if caps.stateless {
+            return self.refuse_stateless(now, &session, &client_id, method, capability, caps);
+        }
         if !caps.allows(capability) {
             let why = format!("{method}: the client did not declare the {capability} capability");
             return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
@@ -732,6 +739,31 @@ impl<D: Clone> Link<D> {
         );
         self.out.push_back(Action::Related { caller, message: request });
         Ok(())
+    }
+
+    /// A server's request during a 2026-07-28 call: that client takes no server requests. One it
+    /// did not declare the capability for ends its call with `MissingCapability` (-32021); the
+    /// server hears an error either way.
+    fn refuse_stateless(
+        &mut self,
+        now: Instant,
+        session: &str,
+        client_id: &Value,
+        method: &str,
+        capability: &'static str,
+        caps: ClientCaps,
+    ) -> Result<(), Error> {
+        let key = (session.to_string(), client_id.to_string());
+        if !caps.allows(capability) {
+            if let Some(id) = self.by_client.get(&key).copied() {
+                let reason = "the client lacks a capability the server needs";
+                self.end_call(now, id, reason, Some(Error::MissingCapability(capability)));
+            }
+            let why = format!("{method}: the client did not declare the {capability} capability");
+            return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
+        }
+        let why = format!("{method}: the client speaks protocol 2026-07-28, which has no server requests");
+        Err(Error::Unroutable { code: INTERNAL_ERROR, why })
     }
 
     /// The id a client sees on a request of this server: it names the link, so the answer
@@ -1250,7 +1282,7 @@ mod tests {
             method: method.into(),
             params,
             timeout: Duration::from_secs(5),
-            caps: ClientCaps { sampling: true, elicitation: true, roots: true },
+            caps: ClientCaps { sampling: true, elicitation: true, roots: true, stateless: false },
             caller,
         }))
     }

@@ -16,7 +16,7 @@ use super::error::Error;
 use super::link::{parse_client_facing_id, Call, ClientCaps, Input};
 use super::reply::{Caller, Reply};
 use super::server::Command;
-use super::session::{Scope, Session};
+use super::session::{Kind, Scope, Session};
 use super::Gateway;
 use crate::jsonrpc::Message;
 use crate::protocol::{LATEST_VERSION, SUPPORTED_VERSIONS};
@@ -116,7 +116,8 @@ fn forward(
     };
     let key = id.to_string();
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
-    let caps = ClientCaps::from_declared(&session.state().client_capabilities);
+    let mut caps = ClientCaps::from_declared(&session.state().client_capabilities);
+    caps.stateless = session.kind == Kind::Stateless;
     // The caller exists only once the session gave the call a slot: a refused call was never
     // anyone's to answer but ours.
     let hand_over = || {

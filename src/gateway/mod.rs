@@ -17,6 +17,7 @@ pub(crate) mod mailbox;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub(crate) mod metrics_server;
+pub(crate) mod modern;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod routes;

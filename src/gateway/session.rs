@@ -45,6 +45,9 @@ pub(crate) const STREAM_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) enum Kind {
     LegacySse,
     Streamable,
+    /// A 2026-07-28 request, or its `subscriptions/listen` stream: a session-like context that
+    /// lives exactly as long as that one HTTP exchange (never found by id by a client).
+    Stateless,
 }
 
 /// What a session sees: every server, prefixed, or one server as itself.

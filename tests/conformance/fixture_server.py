@@ -44,6 +44,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server import Server
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
@@ -142,6 +143,30 @@ class Fixture:
                 "Elicits a form with every kind of enum field (SEP-1330).",
                 NO_ARGS,
                 self.elicitation_enums,
+            ),
+            # What the 2026-07-28 scenarios (server-stateless) probe, served by a legacy server:
+            # the gateway translates.
+            self.name("missing_capability"): (
+                "Asks the client's LLM (sampling) unconditionally: a 2026-07-28 client that did not "
+                "declare sampling gets -32021 from the gateway.",
+                NO_ARGS,
+                self.missing_capability,
+            ),
+            self.name("streaming_elicitation"): (
+                "Reports progress once, then answers.",
+                NO_ARGS,
+                self.streaming_elicitation,
+            ),
+            self.name("logging_tool"): ("Logs one info line, then answers.", NO_ARGS, self.logging_tool),
+            self.name("trigger_tool_change"): (
+                "Adds or removes the tool dynamic_tool and announces tools/list_changed.",
+                NO_ARGS,
+                self.trigger_tool_change,
+            ),
+            self.name("trigger_prompt_change"): (
+                "Adds or removes the prompt dynamic_prompt and announces prompts/list_changed.",
+                NO_ARGS,
+                self.trigger_prompt_change,
             ),
         }
         self.prompts = {
@@ -347,6 +372,36 @@ class Fixture:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
 
+    async def missing_capability(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text="ping"))
+        try:
+            await ctx.session.create_message([message], max_tokens=10, related_request_id=ctx.request_id)
+        except MCPError as e:
+            return self.text(f"Sampling refused: {e}", is_error=True)
+        return self.text("Sampling answered")
+
+    async def streaming_elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        await ctx.session.report_progress(50, 100, "half way")
+        return self.text("Streaming complete")
+
+    async def logging_tool(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        await self.log(ctx, "info", "Diagnostic trace logging activated")
+        return self.text("Logging evaluated")
+
+    async def trigger_tool_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name = self.name("dynamic_tool")
+        if self.tools.pop(name, None) is None:
+            self.tools[name] = ("Appears and disappears with trigger_tool_change.", NO_ARGS, self.simple_text)
+        await ctx.session.send_tool_list_changed()
+        return self.text("Mutation triggered")
+
+    async def trigger_prompt_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name = self.name("dynamic_prompt")
+        if self.prompts.pop(name, None) is None:
+            self.prompts[name] = ("Appears and disappears with trigger_prompt_change.", [], self.simple_prompt)
+        await ctx.session.send_prompt_list_changed()
+        return self.text("Mutation triggered")
+
     # ---- resources ----
 
     STATIC = {
@@ -520,7 +575,10 @@ async def main() -> None:
     fixture = Fixture("" if args.prefix_free else "test_")
     server = build_server(fixture)
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        options = server.create_initialization_options(
+            NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        )
+        await server.run(read_stream, write_stream, options)
 
 
 if __name__ == "__main__":
