@@ -243,3 +243,40 @@ fn listen_acknowledges_then_delivers_only_what_was_asked_tagged() {
         assert_eq!(prompts.next_message(), None, "the filter holds on {path}");
     }
 }
+
+#[test]
+fn a_legacy_edges_question_reaches_a_modern_client_as_input_required_and_the_retry_resumes() {
+    let _w = Watchdog::new("modern_mrtr", Duration::from_secs(40));
+    let gw = Gateway::start(&[]);
+    let _pi = gw.register_ready("pi");
+    let caps = json!({"elicitation": {}});
+    for (path, tool) in [("/mcp", "pi_ask_client"), ("/servers/pi/mcp", "ask_client")] {
+        let params =
+            json!({"name": tool, "arguments": {"method": "elicitation/create"}, "_meta": meta(caps.clone())});
+        let first = answer(&post(&gw, path, 60, "tools/call", params.clone(), &[]));
+        let result = &first["result"];
+        assert_eq!(result["resultType"], "input_required", "{first}");
+        let (key, asked) = result["inputRequests"].as_object().unwrap().iter().next().unwrap();
+        assert_eq!(asked["method"], "elicitation/create");
+        let state = result["requestState"].as_str().unwrap();
+
+        // A changed state is refused; the call still waits for the real one.
+        let mut forged = params.clone();
+        forged["requestState"] = json!(format!("{state}x"));
+        forged["inputResponses"] = json!({key: {"action": "decline"}});
+        let refused = answer(&post(&gw, path, 61, "tools/call", forged, &[]));
+        assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+        let mut retry = params.clone();
+        retry["requestState"] = json!(state);
+        retry["inputResponses"] = json!({key: {"action": "accept", "content": {"name": "Ada"}}});
+        let done = answer(&post(&gw, path, 62, "tools/call", retry.clone(), &[]));
+        assert_eq!(done["result"]["resultType"], "complete", "{done}");
+        let text = done["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("Ada") && text.contains("accept"), "the server got the answer: {text}");
+
+        // Used once: the same state again is refused.
+        let replay = answer(&post(&gw, path, 63, "tools/call", retry, &[]));
+        assert_eq!(replay["error"]["code"], -32602, "{replay}");
+    }
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::aggregate::{self, Routed};
 use super::error::Error;
-use super::link::{parse_client_facing_id, Call, ClientCaps, Input};
+use super::link::{parse_client_facing_id, Call, ClientCaps, ClientInput, Input};
 use super::reply::{Caller, Reply};
 use super::server::Command;
 use super::session::{Kind, Scope, Session};
@@ -118,6 +118,14 @@ fn forward(
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
     let mut caps = ClientCaps::from_declared(&session.state().client_capabilities);
     caps.stateless = session.kind == Kind::Stateless;
+    let mut input = ClientInput::default();
+    session.update(|s| input = std::mem::take(&mut s.input));
+    if input.resume.as_ref().is_some_and(|r| r.server != server) {
+        return Err(Error::InvalidParams(format!(
+            "requestState belongs to another server than the one {} routes to",
+            what()
+        )));
+    }
     // The caller exists only once the session gave the call a slot: a refused call was never
     // anyone's to answer but ours.
     let hand_over = || {
@@ -130,6 +138,7 @@ fn forward(
             params,
             timeout,
             caps,
+            input,
             caller,
         };
         up.tell(Command::Link(Input::Call(Box::new(call))))

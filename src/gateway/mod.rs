@@ -23,6 +23,7 @@ pub(crate) mod reply;
 pub(crate) mod routes;
 pub(crate) mod server;
 pub(crate) mod session;
+pub(crate) mod state;
 pub(crate) mod streamable;
 pub(crate) mod template;
 pub(crate) mod upstream;
@@ -165,6 +166,8 @@ pub(crate) struct Gateway {
     /// SSE streams being written (their last events are flushed before exit).
     pub streams: Arc<AtomicUsize>,
 
+    /// Signs the `requestState` of the `input_required` results made for legacy edges.
+    pub state_key: state::StateKey,
     /// Set by SIGINT/SIGTERM: new connections and requests get 503.
     pub shutting_down: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -239,6 +242,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),
 
+        state_key: state::StateKey::random(),
         shutting_down: AtomicBool::new(false),
         tls,
     });

@@ -23,18 +23,20 @@ use serde_json::{json, Map, Value};
 use super::aggregate;
 use super::auth::Credential;
 use super::error::Error;
+use super::link::ClientInput;
 use super::mailbox::{Empty, Mailbox};
 use super::mcp;
 use super::reply::Reply;
 use super::session::{Kind, Scope, Session};
+use super::state;
 use super::streamable::{self, respond, Outcome, Shape, POST_BYTES, POST_QUEUE};
 use super::{Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{
-    is_modern as modern_version, severity, ALL_VERSIONS, META_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL,
-    META_SERVER_INFO, META_SUBSCRIPTION, META_VERSION, SUPPORTED_VERSIONS,
+    is_modern as modern_version, severity, ALL_VERSIONS, META_CAPABILITIES, META_LOG_LEVEL, META_SERVER_INFO,
+    META_SUBSCRIPTION, META_VERSION, SUPPORTED_VERSIONS,
 };
 use crate::sys;
 
@@ -185,31 +187,7 @@ pub(crate) fn header_value(raw: &str) -> Option<String> {
     let Some(inner) = raw.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) else {
         return Some(raw.to_string());
     };
-    String::from_utf8(base64_decode(inner)?).ok()
-}
-
-/// Standard base64 (RFC 4648 §4), padding optional.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    String::from_utf8(super::state::base64_decode(inner)?).ok()
 }
 
 /// `server/discover`: the versions the gateway speaks, and what this view offers.
@@ -292,7 +270,12 @@ fn call(
     (id, method, params): (Value, String, Value),
     client: Client,
 ) -> Outcome {
+    let (params, input) = match client_input(gw, &method, params) {
+        Ok(taken) => taken,
+        Err(e) => return respond(Response::json(200, &e.response(&id))),
+    };
     let session = stateless_session(scope.clone(), owner, peer, &client.capabilities);
+    session.update(|s| s.input = input);
     let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone()));
     let reply = Reply::Post(mailbox.clone());
     let request = Message::Request { id, method: method.clone(), params: Some(legacy_params(params)) };
@@ -329,11 +312,45 @@ fn stateless_session(
     session
 }
 
-/// The params as a legacy server expects them: the per-request `_meta` of the modern era is
-/// the gateway's to read, not the server's (a progress token stays).
+/// Takes `inputResponses` and `requestState` (MRTR) out of the params: they are the gateway's
+/// to act on, never the server's. A state must be this gateway's, unchanged, unexpired and for
+/// this method.
+fn client_input(gw: &Gateway, method: &str, mut params: Value) -> Result<(Value, ClientInput), Error> {
+    let Some(fields) = params.as_object_mut() else { return Ok((params, ClientInput::default())) };
+    let responses = match fields.remove("inputResponses") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(Error::InvalidParams(
+                "inputResponses must be an object keyed like inputRequests".into(),
+            ))
+        }
+    };
+    let resume = match fields.remove("requestState") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => {
+            let resume = state::open(&gw.state_key, &text).map_err(Error::InvalidParams)?;
+            if resume.method != method {
+                return Err(Error::InvalidParams(format!(
+                    "requestState belongs to a {} request",
+                    resume.method
+                )));
+            }
+            Some(resume)
+        }
+        Some(_) => {
+            return Err(Error::InvalidParams("requestState must be the string the server gave".into()))
+        }
+    };
+    Ok((params, ClientInput { responses, resume }))
+}
+
+/// The params as a legacy server expects them: the version and log level of the modern era are
+/// the gateway's to act on; the client's capabilities and identity stay, so a server that
+/// looks can ask only what this client can answer (a progress token stays too).
 fn legacy_params(mut params: Value) -> Value {
     if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
-        for key in [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL] {
+        for key in [META_VERSION, META_LOG_LEVEL] {
             meta.remove(key);
         }
         if meta.is_empty() {

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::auth::Credential;
 use super::error::Error;
+use super::link::ClientInput;
 use super::mailbox::Mailbox;
 use crate::budget::Budget;
 use crate::thread::lock;
@@ -90,6 +91,8 @@ pub(crate) struct SessionState {
     pub client_capabilities: Value,
     /// The level set with `logging/setLevel` on the aggregated view.
     pub log_level: Option<String>,
+    /// What a 2026-07-28 request brought for the server's questions (taken by its one call).
+    pub input: ClientInput,
 }
 
 /// Calls in flight, and the live links the session involved (told when the session ends; a
