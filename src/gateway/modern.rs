@@ -105,7 +105,9 @@ pub(crate) fn post(
         }
         Message::Request { id, method, params } => (id, method, params.unwrap_or_else(|| json!({}))),
     };
-    let client = match validate(req, &method, &params) {
+    let checked = validate(req, &method, &params)
+        .and_then(|client| check_param_headers(gw, &scope, req, &method, &params).map(|()| client));
+    let client = match checked {
         Ok(client) => client,
         Err(e) => return respond(e.to_http_for(&id)),
     };
@@ -182,12 +184,57 @@ fn mismatch(header: &str, got: &str, body: &str) -> Error {
     ))
 }
 
-/// A standard header's value, decoding the `=?base64?…?=` form; `None` if that form is broken.
+/// A standard header's value, decoding the `=?base64?…?=` form (padded, canonical base64 of
+/// UTF-8); `None` if that form is broken. Anything else is the value as it is.
 pub(crate) fn header_value(raw: &str) -> Option<String> {
     let Some(inner) = raw.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) else {
         return Some(raw.to_string());
     };
+    if inner.len() % 4 != 0 {
+        return None;
+    }
     String::from_utf8(super::state::base64_decode(inner)?).ok()
+}
+
+/// SEP-2243 custom headers: each argument whose schema property carries `x-mcp-header: NAME`
+/// must come as `Mcp-Param-NAME` too, equal once decoded. The schema is the one the server
+/// listed (the gateway forwards every `Mcp-Param-*` it does not know of, by not needing it).
+fn check_param_headers(
+    gw: &Gateway,
+    scope: &Scope,
+    req: &Request,
+    method: &str,
+    params: &Value,
+) -> Result<(), Error> {
+    let Some(name) = params["name"].as_str().filter(|_| method == "tools/call") else { return Ok(()) };
+    let target = match scope {
+        Scope::All => gw.registry.catalog(|c| c.route(name).map(|(s, t)| (s.to_string(), t.to_string()))),
+        Scope::Server(server) => Some((server.clone(), name.to_string())),
+    };
+    let Some(schema) = target.and_then(|(server, tool)| gw.registry.server(&server)?.tool_schema(&tool))
+    else {
+        return Ok(());
+    };
+    let Some(properties) = schema["properties"].as_object() else { return Ok(()) };
+    for (property, definition) in properties {
+        let Some(header) = definition["x-mcp-header"].as_str() else { continue };
+        let expected = match &params["arguments"][property] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        let field = format!("Mcp-Param-{header}");
+        let Some(raw) = req.header(&field) else {
+            return Err(Error::HeaderMismatch(format!("argument {property} needs the {field} header")));
+        };
+        let value = header_value(raw)
+            .ok_or_else(|| Error::HeaderMismatch(format!("the {field} header is not valid base64")))?;
+        if value != expected {
+            return Err(mismatch(&field, &value, &expected));
+        }
+    }
+    Ok(())
 }
 
 /// `server/discover`: the versions the gateway speaks, and what this view offers.
@@ -636,6 +683,12 @@ mod tests {
         wrong.push(("Mcp-Name", "other"));
         assert_eq!(code(validate(&request(&wrong), "tools/call", &call)), -32020);
         assert_eq!(header_value("=?base64?!!?="), None);
+        // SEP-2243's table: padding is required, the alphabet is strict, and a value without
+        // both markers is literal.
+        assert_eq!(header_value("=?base64?SGVsbG8=?=").as_deref(), Some("Hello"));
+        assert_eq!(header_value("=?base64?SGVsbG8?="), None);
+        assert_eq!(header_value("=?base64?SGVs!!!bG8=?="), None);
+        assert_eq!(header_value("=?base64?SGVsbG8=").as_deref(), Some("=?base64?SGVsbG8="));
         assert_eq!(header_value("plain").as_deref(), Some("plain"));
     }
 

@@ -159,6 +159,16 @@ class Fixture:
                 self.streaming_elicitation,
             ),
             self.name("logging_tool"): ("Logs one info line, then answers.", NO_ARGS, self.logging_tool),
+            # SEP-2243: an argument the client must mirror in an Mcp-Param-Region header.
+            self.name("custom_header"): (
+                "Echoes its region, which clients also send as the Mcp-Param-Region header.",
+                {
+                    "type": "object",
+                    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                    "required": ["region"],
+                },
+                self.custom_header,
+            ),
             self.name("trigger_tool_change"): (
                 "Adds or removes the tool dynamic_tool and announces tools/list_changed.",
                 NO_ARGS,
@@ -431,6 +441,9 @@ class Fixture:
         except MCPError as e:
             return self.text(f"Sampling refused: {e}", is_error=True)
         return self.text("Sampling answered")
+
+    async def custom_header(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return self.text(f"region={args.get('region')}")
 
     async def streaming_elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
         await ctx.session.report_progress(50, 100, "half way")
