@@ -1820,6 +1820,135 @@ mod tests {
     }
 
     #[test]
+    fn property_modern_calls_end_once_and_each_state_resumes_at_most_once() {
+        let cases: u64 = std::env::var("MCPPORT_LINK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+        for seed in 1..=cases {
+            run_modern_case(seed);
+        }
+    }
+
+    /// Random interleavings of 2026-07-28 calls, the edge's questions and answers, retries with
+    /// good, replayed and forged states, session ends and time: every caller gets exactly one
+    /// end, a state is accepted at most once, and nothing is left after close.
+    fn run_modern_case(seed: u64) {
+        let mut rng = crate::fuzz::Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+        let mut next = move |n: u64| rng.below(n as usize) as u64;
+        let mut now = t0();
+        let limits = Limits { max_calls: 8, client_timeout: Duration::from_secs(20), ..Limits::default() };
+        let mut link = L::new("pi", 3, 1 + next(1000), limits);
+        link.phase = Phase::Ready;
+        let mut ended: HashMap<u32, u32> = HashMap::new();
+        let mut states: Vec<(Resume, bool)> = Vec::new();
+        let mut upstream: Vec<Value> = Vec::new();
+        let mut asks = 0u64;
+        let mut next_caller = 1u32;
+        let responses = |keys: u64| {
+            let mut map = serde_json::Map::new();
+            for k in 0..keys {
+                map.insert(format!("k{k}"), json!({"action": "accept", "content": {}}));
+            }
+            map
+        };
+        for _ in 0..200 {
+            let mut resumed: Option<(u32, usize)> = None;
+            match next(8) {
+                0 | 1 => {
+                    let caller = next_caller;
+                    next_caller += 1;
+                    let input = ClientInput { responses: responses(next(2)), resume: None };
+                    link.handle_input(now, modern_call(&format!("s{caller}"), 1, all_caps(), input, caller));
+                }
+                2 => {
+                    asks += 1;
+                    let key = format!("k{}", next(3));
+                    let params = json!({"message": "?", "_meta": {INPUT_KEY_META: key}});
+                    let method = "elicitation/create".into();
+                    link.handle_edge(
+                        now,
+                        Message::Request { id: json!(format!("q{asks}")), method, params: Some(params) },
+                    );
+                }
+                3 if !upstream.is_empty() => {
+                    let id = upstream[next(upstream.len() as u64) as usize].clone();
+                    link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"content": []})) });
+                }
+                4 if !states.is_empty() => {
+                    let i = next(states.len() as u64) as usize;
+                    let caller = next_caller;
+                    next_caller += 1;
+                    let mut resume = states[i].0.clone();
+                    let forged = next(4) == 0;
+                    if forged {
+                        resume.round += 1000;
+                    }
+                    let input = ClientInput { responses: responses(3), resume: Some(resume) };
+                    link.handle_input(now, modern_call(&format!("s{caller}"), 1, all_caps(), input, caller));
+                    resumed = Some((caller, i));
+                    if forged {
+                        // A round the call never reached is never accepted.
+                        let acts: Vec<Action<u32>> = drain(&mut link);
+                        assert!(
+                            acts.iter().any(|a| matches!(a, Action::Answer { caller: c, message: Some(m), .. } if *c == caller && m["error"]["code"] == -32602)),
+                            "seed {seed}: a forged round was accepted: {acts:?}"
+                        );
+                        ended.insert(caller, 1);
+                        continue;
+                    }
+                }
+                5 if next_caller > 1 => {
+                    let s = format!("s{}", 1 + next(u64::from(next_caller - 1)));
+                    link.handle_input(now, Input::SessionEnded { session: s });
+                }
+                _ => {
+                    now += Duration::from_millis(next(8000));
+                    link.handle_timeout(now);
+                }
+            }
+            let acts = drain(&mut link);
+            let mut answered_now = HashSet::new();
+            for a in &acts {
+                match a {
+                    Action::ToEdge(m) if m["method"] == "tools/call" => upstream.push(m["id"].clone()),
+                    Action::Answer { caller, message, .. } => {
+                        answered_now.insert(*caller);
+                        let n = ended.entry(*caller).or_default();
+                        *n += 1;
+                        assert_eq!(*n, 1, "seed {seed}: caller {caller} ended twice");
+                        let result = message.as_ref().map(|m| m["result"].clone()).unwrap_or(Value::Null);
+                        if result["resultType"] == "input_required" {
+                            let state = result["requestState"].as_str().unwrap();
+                            states.push((state::open(&StateKey::default(), state).unwrap(), false));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((caller, i)) = resumed {
+                let accepted = !answered_now.contains(&caller)
+                    || acts.iter().any(|a| matches!(a, Action::Answer { caller: c, message: Some(m), .. } if *c == caller && m.get("result").is_some()));
+                if accepted {
+                    assert!(!states[i].1, "seed {seed}: a state was accepted twice");
+                    states[i].1 = true;
+                }
+            }
+        }
+        link.close(now, "the end");
+        for a in drain(&mut link) {
+            if let Action::Answer { caller, .. } = a {
+                *ended.entry(caller).or_default() += 1;
+            }
+        }
+        // Calls that were waiting for input when the link closed had nobody to answer.
+        for caller in 1..next_caller {
+            assert!(
+                ended.get(&caller).copied().unwrap_or(0) <= 1,
+                "seed {seed}: caller {caller} ended twice"
+            );
+        }
+        assert!(link.is_idle(), "seed {seed}: nothing left after close");
+    }
+
+    #[test]
     fn roots_asked_with_no_client_in_flight_are_none() {
         let now = t0();
         let mut link = ready(now);
