@@ -280,3 +280,24 @@ fn a_legacy_edges_question_reaches_a_modern_client_as_input_required_and_the_ret
         assert_eq!(replay["error"]["code"], -32602, "{replay}");
     }
 }
+
+#[test]
+fn listen_is_bounded_and_ends_gracefully_when_the_gateway_stops() {
+    let _w = Watchdog::new("modern_listen_end", Duration::from_secs(40));
+    let mut gw = Gateway::start(&["--shutdown-grace", "1"]);
+    let _pi = gw.register_ready("pi");
+    let uris: Vec<String> = (0..65).map(|i| format!("sample://x{i}")).collect();
+    let too_many = json!({"_meta": meta(json!({})), "notifications": {"resourceSubscriptions": uris}});
+    let resp = post(&gw, "/mcp", 70, "subscriptions/listen", too_many, &[]);
+    assert_eq!(resp.json()["error"]["code"], -32602, "{resp:?}");
+
+    let p = json!({"_meta": meta(json!({})), "notifications": {"toolsListChanged": true}});
+    let mut s = stream(&gw, "/mcp", 71, "subscriptions/listen", p);
+    assert_eq!(s.next_message().unwrap()["method"], "notifications/subscriptions/acknowledged");
+    crate::util::signal(gw.proc.pid(), libc::SIGTERM);
+    let last = s.next_message().expect("a final result before the stream ends");
+    assert_eq!(last["id"], 71, "{last}");
+    assert_eq!(last["result"]["resultType"], "complete");
+    assert_eq!(last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 71);
+    gw.proc.wait_exit(Duration::from_secs(10));
+}

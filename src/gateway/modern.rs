@@ -271,7 +271,8 @@ fn decorate(gw: &Gateway, scope: &Scope, method: &str, result: Result<Value, Err
     if let Some(meta) = meta.as_object_mut() {
         meta.entry(META_SERVER_INFO).or_insert_with(|| server_info(gw, scope));
     }
-    if let Some((ttl, cache_scope)) = caching(gw, method) {
+    let complete = fields.get("resultType").and_then(Value::as_str) == Some("complete");
+    if let Some((ttl, cache_scope)) = caching(gw, method).filter(|_| complete) {
         fields.entry("ttlMs").or_insert_with(|| json!(ttl));
         fields.entry("cacheScope").or_insert_with(|| json!(cache_scope));
     }
