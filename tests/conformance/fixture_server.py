@@ -18,6 +18,13 @@ protocol 2025-11-25 (`src/scenarios/server/*.ts` in modelcontextprotocol/conform
   test_prompt_with_image
 - logging/setLevel, completion/complete, ping
 
+and, for the 2026-07-28 requirements (served to the gateway as a legacy, initialize-era server;
+the gateway translates for 2026-07-28 clients): test_missing_capability, test_streaming_elicitation,
+test_logging_tool, test_trigger_tool_change, test_trigger_prompt_change, test_custom_header
+(x-mcp-header), json_schema_2020_12_tool, the SEP-2322 tools test_input_required_result_* and the
+prompt test_input_required_result_prompt, which ask their questions the legacy way (server requests
+during the call, each naming its key in params._meta["mcpport/inputKey"]).
+
 `--prefix-free` drops the leading `test_` of every tool and prompt name. Registered with a gateway
 under the server name `test`, the aggregated endpoint (which exposes `{server}_{name}`) then shows
 the names the suite expects.
@@ -85,6 +92,32 @@ PNG = png_1x1_red()
 WAV = wav_silence()
 
 NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
+
+# The suite's JSON_SCHEMA_2020_12_FIXTURE (src/scenarios/server/json-schema-2020-12.ts), which the
+# gateway must pass through untouched.
+JSON_SCHEMA_2020_12: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "$anchor": "addressDef",
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": False,
+}
 
 
 class Fixture:
@@ -168,6 +201,13 @@ class Fixture:
                     "required": ["region"],
                 },
                 self.custom_header,
+            ),
+            # json-schema-2020-12 (pending): the suite looks for this exact name, unprefixed; the
+            # aggregated endpoint shows it as test_json_schema_2020_12_tool, which it cannot find.
+            "json_schema_2020_12_tool": (
+                "Takes a contact described with JSON Schema 2020-12 keywords.",
+                JSON_SCHEMA_2020_12,
+                self.simple_text,
             ),
             self.name("trigger_tool_change"): (
                 "Adds or removes the tool dynamic_tool and announces tools/list_changed.",
