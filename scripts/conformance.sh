@@ -6,19 +6,26 @@
 #   per-server  http://127.0.0.1:PORT/servers/test/mcp   fixture as is (names test_*)
 #   aggregated  http://127.0.0.1:PORT/mcp                 fixture --prefix-free, so that the
 #                                                        gateway's {server}_{name} is test_*
-# Each run is the suite's active suite at its default spec version. Exit status: non-zero if a
-# scenario fails on the per-server endpoint (the aggregated run is reported, not scored).
+# Each run is the suite's active suite at its default spec version, or, with
+# CONFORMANCE_REQUIREMENTS, the scenarios that revision requires (`--requirements REV`, at that
+# revision's wire: 2026-07-28 is the stateless era), scored against the suite's own
+# requirements/REV.yaml. Exit status: non-zero if a (scored) scenario fails on the per-server
+# endpoint (the aggregated run is reported, not scored). scripts/conformance-all.sh runs every
+# combination the project tracks.
 #
 # Usage: bash scripts/conformance.sh [suite server options, e.g. --scenario tools-list --verbose]
 # Environment:
-#   CONFORMANCE_VERSION  suite version from npm (default 0.1.16, npm's `latest`)
-#   CONFORMANCE_RUNS     which runs: "per-server aggregated" (default), or one of them
+#   CONFORMANCE_VERSION       suite version from npm (default 0.1.16, npm's `latest`)
+#   CONFORMANCE_REQUIREMENTS  a revision (2025-11-25, 2026-07-28): run and score its requirements
+#                             (needs a 0.2 suite, e.g. CONFORMANCE_VERSION=0.2.0-alpha.12)
+#   CONFORMANCE_RUNS          which runs: "per-server aggregated" (default), or one of them
 #   MCPPORT_BIN          use this mcpport binary instead of building target/release/mcpport
 #
 # Needs network access the first time: everything it installs goes under .conformance/ (node 22
 # from the npm package `node`, the suite, a Python venv with `mcp`) and is reused afterwards;
 # delete .conformance/ to start from scratch. Logs and results of the last run of each endpoint
-# are in .conformance/runs/ENDPOINT/ (gateway.log, register.log, suite.log, results/*/checks.json).
+# are in .conformance/runs/SUITE[-REQUIREMENTS]/ENDPOINT/ (gateway.log, register.log, suite.log,
+# results/*/checks.json).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -28,6 +35,10 @@ RUNS="${CONFORMANCE_RUNS:-per-server aggregated}"
 FIXTURE="$REPO/tests/conformance/fixture_server.py"
 SUMMARY="$REPO/tests/conformance/summary.py"
 SUITE_ARGS=("$@")
+REQUIREMENTS="${CONFORMANCE_REQUIREMENTS:-}"
+[[ -n $REQUIREMENTS ]] && SUITE_ARGS=(--requirements "$REQUIREMENTS" "${SUITE_ARGS[@]}")
+# Each combination keeps its own logs.
+LABEL="$SUITE_VERSION${REQUIREMENTS:+-$REQUIREMENTS}"
 
 say() { echo "conformance: $*"; }
 die() {
@@ -98,6 +109,11 @@ fi
 # What `npx @modelcontextprotocol/conformance` runs, without npx's registry look-up each time.
 SUITE_BIN="$SUITE_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 [[ -f $SUITE_BIN ]] || die "the suite is not installed in $SUITE_DIR (delete it and retry)"
+REQ_FILE=""
+if [[ -n $REQUIREMENTS ]]; then
+    REQ_FILE="$SUITE_DIR/node_modules/@modelcontextprotocol/conformance/requirements/$REQUIREMENTS.yaml"
+    [[ -f $REQ_FILE ]] || die "suite $SUITE_VERSION has no requirements for $REQUIREMENTS"
+fi
 
 VENV="$CONF/venv"
 VENV_REQ="mcp>=2,<3"
@@ -135,7 +151,7 @@ run() { # run NAME PATH [FIXTURE ARGS...]
     local name=$1 path=$2 t0=$SECONDS
     shift 2
     stop_all # whatever an earlier run that failed half-way left running
-    OUT="$CONF/runs/$name"
+    OUT="$CONF/runs/$LABEL/$name"
     rm -rf "$OUT"
     mkdir -p "$OUT/results"
 
@@ -180,8 +196,8 @@ echo
 for name in $RUNS; do
     scored=""
     [[ $name == per-server ]] && scored=" (scored)"
-    echo "== $name$scored: $(cat "$CONF/runs/$name/url" 2>/dev/null || echo "(did not start)")"
-    if ! python3 "$SUMMARY" "$CONF/runs/$name/results"; then
+    echo "== $name$scored, suite $LABEL: $(cat "$CONF/runs/$LABEL/$name/url" 2>/dev/null || echo "(did not start)")"
+    if ! python3 "$SUMMARY" "$CONF/runs/$LABEL/$name/results" ${REQ_FILE:+"$REQ_FILE"}; then
         [[ $name == per-server ]] && status=1
     fi
     echo

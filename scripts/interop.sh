@@ -28,7 +28,9 @@ venv() {
     "$dir/bin/python" -m pip install --quiet "$@"
     printf '%s' "$stamp" >"$dir/.installed"
 }
-venv "$VENVS/sdk" "mcp pytest" mcp pytest
+# mcp 2.3.0: the first SDK whose client speaks 2026-07-28 (test_modern_sdk.py needs it).
+SDK_REQ="mcp==2.3.0"
+venv "$VENVS/sdk" "$SDK_REQ pytest" "$SDK_REQ" pytest
 venv "$VENVS/peer" "$(cat "$PEER_REQS")" -r "$PEER_REQS"
 version() { "$1/bin/python" -m pip list 2>/dev/null | awk -v p="$2" '$1 == p {print p, $2}'; }
 echo "interop: SDK client $(version "$VENVS/sdk" mcp), original $(version "$VENVS/peer" mcpport)"

@@ -6,6 +6,23 @@
 pub(crate) const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// What is answered when a client asks for a version this build does not know.
 pub(crate) const LATEST_VERSION: &str = "2025-11-25";
+/// The stateless revisions (no `initialize`; every request carries its version in `_meta`).
+pub(crate) const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
+/// Every version this build speaks, oldest first (what `server/discover` lists).
+pub(crate) const ALL_VERSIONS: [&str; 5] =
+    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
+
+/// The `_meta` keys of a 2026-07-28 request and result.
+pub(crate) const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub(crate) const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub(crate) const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+pub(crate) const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+pub(crate) const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Whether `version` is a stateless (2026-07-28 or later) revision this build speaks.
+pub(crate) fn is_modern(version: &str) -> bool {
+    MODERN_VERSIONS.contains(&version)
+}
 
 /// The syslog order of MCP log levels, lowest first.
 pub(crate) const LOG_LEVELS: [&str; 8] =

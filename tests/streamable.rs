@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{http, Gateway, HttpResponse, SseReader, Watchdog, WAIT};
+use crate::util::{http, post_stream, Gateway, HttpResponse, SseReader, Watchdog, WAIT};
 
 const ACCEPT: (&str, &str) = ("Accept", "application/json, text/event-stream");
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -58,19 +58,7 @@ impl Client {
 
     /// A request whose answer is read as a stream, event by event.
     fn stream(&self, body: &Value) -> SseReader {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let body = body.to_string();
-        let mut req = format!("POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", self.path);
-        for (k, v) in self.headers() {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        s.write_all(format!("{req}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
-        let mut reader = SseReader::new(s);
-        let head = reader.head();
-        assert_eq!(head.status, 200, "{head:?}");
-        assert!(head.head.contains("text/event-stream"), "{}", head.head);
-        reader
+        post_stream(self.port, &self.path, &self.headers(), &body.to_string())
     }
 }
 

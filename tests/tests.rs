@@ -12,6 +12,7 @@
 //!   lock-outs (idle sockets, one address, the metrics listener), strict framing and `Host`.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
+//! - `modern`: protocol 2026-07-28 (stateless) on both endpoints in front of a legacy edge.
 //! - `operator`: metrics, /servers, JSON logs.
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
 //! - `resilience`: gateway restarts, silent links, crashing children, signals, health, storms.
@@ -33,6 +34,7 @@ mod hostile;
 mod hostile_edges;
 mod hostile_http;
 mod http;
+mod modern;
 mod operator;
 mod register_links;
 mod registration;

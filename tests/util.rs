@@ -455,6 +455,23 @@ fn read_sse(stream: TcpStream, tx: mpsc::Sender<Value>, endpoint: mpsc::Sender<S
     }
 }
 
+/// POSTs `body` on a fresh connection and reads the answer as an SSE stream (asserting 200 and
+/// `text/event-stream`).
+pub fn post_stream(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> SseReader {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.write_all(format!("{req}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).unwrap();
+    let mut reader = SseReader::new(s);
+    let head = reader.head();
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.head.contains("text/event-stream"), "{}", head.head);
+    reader
+}
+
 /// Reads an HTTP response whose body is a chunked SSE stream, event by event.
 pub struct SseReader {
     r: BufReader<TcpStream>,
@@ -502,6 +519,11 @@ impl SseReader {
             self.r.read_exact(&mut chunk).ok()?;
             self.text.push_str(&String::from_utf8_lossy(&chunk[..size]));
         }
+    }
+
+    /// How long a read may wait from now on.
+    pub fn set_timeout(&mut self, limit: Duration) {
+        self.r.get_ref().set_read_timeout(Some(limit)).unwrap();
     }
 
     /// The next JSON-RPC message on the stream.

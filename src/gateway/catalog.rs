@@ -171,7 +171,11 @@ impl Catalog {
         let mut lists = (*entry.lists).clone();
         *kind.items_mut(&mut lists) = items;
         let order = self.order[name];
-        self.put(order, name, Arc::new(lists))
+        let mut changed = self.put(order, name, Arc::new(lists));
+        // The server's other lists went out and came back as they were: only lists announced by
+        // the same notification as this one can have changed.
+        changed.retain(|k| k.changed_notification() == kind.changed_notification());
+        changed
     }
 
     /// Removes a server and everything it exposed. Returns the aggregated lists that changed.

@@ -41,14 +41,35 @@ pub(crate) enum Error {
     TooManySessions,
     /// This client (token, or address without tokens) has this many sessions open (HTTP 429).
     TooManySessionsHeld(usize),
+    /// A 2026-07-28 request whose `_meta` lacks a required field (HTTP 400, -32602).
+    InvalidMeta(String),
+    /// A 2026-07-28 request whose standard headers do not match its body (HTTP 400, -32020).
+    HeaderMismatch(String),
+    /// A 2026-07-28 request that needs a client capability it did not declare (HTTP 400, -32021).
+    MissingCapability(&'static str),
+    /// A 2026-07-28-style request for a protocol version this gateway does not speak (HTTP 400,
+    /// -32022).
+    UnsupportedVersion(String),
+    /// A method the 2026-07-28 revision removed or never had (HTTP 404, -32601).
+    NoSuchMethod(String),
 }
+
+/// 2026-07-28: the standard headers do not match the body.
+pub(crate) const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: the request needs a client capability that was not declared.
+pub(crate) const MISSING_CAPABILITY: i64 = -32021;
+/// 2026-07-28: the requested protocol version is not supported.
+pub(crate) const UNSUPPORTED_VERSION: i64 = -32022;
 
 impl Error {
     /// The JSON-RPC error code.
     pub(crate) fn code(&self) -> i64 {
         match self {
-            Error::UnknownMethod(_) => METHOD_NOT_FOUND,
-            Error::InvalidParams(_) => INVALID_PARAMS,
+            Error::UnknownMethod(_) | Error::NoSuchMethod(_) => METHOD_NOT_FOUND,
+            Error::InvalidParams(_) | Error::InvalidMeta(_) => INVALID_PARAMS,
+            Error::HeaderMismatch(_) => HEADER_MISMATCH,
+            Error::MissingCapability(_) => MISSING_CAPABILITY,
+            Error::UnsupportedVersion(_) => UNSUPPORTED_VERSION,
             Error::ResourceNotFound(_) => RESOURCE_NOT_FOUND,
             Error::Unroutable { code, .. } => *code,
             Error::BadRequest(_) | Error::SessionNotFound => INVALID_REQUEST,
@@ -64,8 +85,12 @@ impl Error {
     /// The HTTP status when this error answers a whole HTTP request.
     pub(crate) fn status(&self) -> u16 {
         match self {
-            Error::BadRequest(_) => 400,
-            Error::SessionNotFound => 404,
+            Error::BadRequest(_)
+            | Error::InvalidMeta(_)
+            | Error::HeaderMismatch(_)
+            | Error::MissingCapability(_)
+            | Error::UnsupportedVersion(_) => 400,
+            Error::SessionNotFound | Error::NoSuchMethod(_) => 404,
             Error::TooManySessions | Error::Busy(_) => 503,
             Error::TooManySessionsHeld(_) => 429,
             _ => 200,
@@ -78,6 +103,16 @@ impl Error {
             Error::ResourceNotFound(uri) => {
                 json!({"code": self.code(), "message": self.to_string(), "data": {"uri": uri}})
             }
+            Error::MissingCapability(cap) => json!({
+                "code": self.code(),
+                "message": self.to_string(),
+                "data": {"requiredCapabilities": {*cap: {}}},
+            }),
+            Error::UnsupportedVersion(requested) => json!({
+                "code": self.code(),
+                "message": self.to_string(),
+                "data": {"supported": crate::protocol::ALL_VERSIONS, "requested": requested},
+            }),
             _ => json!({"code": self.code(), "message": self.to_string()}),
         }
     }
@@ -85,7 +120,12 @@ impl Error {
     /// The HTTP response when this error answers a whole HTTP request: its status, and a
     /// JSON-RPC error without an id as the body, as the spec allows.
     pub(crate) fn to_http(&self) -> Response {
-        let resp = Response::json(self.status(), &self.response(&Value::Null));
+        self.to_http_for(&Value::Null)
+    }
+
+    /// The same, answering the request with `id` (2026-07-28: every error carries the id).
+    pub(crate) fn to_http_for(&self, id: &Value) -> Response {
+        let resp = Response::json(self.status(), &self.response(id));
         match self {
             Error::TooManySessions | Error::TooManySessionsHeld(_) | Error::Busy(_) => {
                 resp.header("Retry-After", "5")
@@ -104,6 +144,20 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::UnknownMethod(m) => write!(f, "method not found: {m}"),
+            Error::NoSuchMethod(m) => {
+                write!(f, "method not found: {m} (not a method of protocol 2026-07-28)")
+            }
+            Error::InvalidMeta(why) | Error::HeaderMismatch(why) => f.write_str(why),
+            Error::MissingCapability(cap) => write!(
+                f,
+                "this request needs the client capability {cap:?}, which the request's \
+                 io.modelcontextprotocol/clientCapabilities does not declare"
+            ),
+            Error::UnsupportedVersion(v) => write!(
+                f,
+                "unsupported protocol version {v:?}; supported: {}",
+                crate::protocol::ALL_VERSIONS.join(", ")
+            ),
             Error::InvalidParams(why) | Error::BadRequest(why) | Error::Busy(why) => f.write_str(why),
             Error::Unroutable { why, .. } => f.write_str(why),
             Error::ResourceNotFound(uri) => write!(f, "Resource not found: {uri}"),

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use super::catalog::{ListKind, Lists};
 use super::error::Error;
 use super::mailbox::weight;
+use super::state::{self, Resume, StateKey};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use crate::protocol::{severity, LATEST_VERSION, SUPPORTED_VERSIONS};
 
@@ -45,8 +46,11 @@ pub(crate) struct Limits {
     pub max_list_bytes: usize,
     /// How long the gateway's own requests (handshake, lists) may take.
     pub rpc_timeout: Duration,
-    /// How long a client has to answer a server's request.
+    /// How long a client has to answer a server's request (and a 2026-07-28 client to come
+    /// back with the input a call waits for).
     pub client_timeout: Duration,
+    /// Signs the `requestState` of `input_required` results.
+    pub state_key: StateKey,
 }
 
 impl Default for Limits {
@@ -60,6 +64,7 @@ impl Default for Limits {
             max_list_bytes: 8 * 1024 * 1024,
             rpc_timeout: Duration::from_secs(10),
             client_timeout: Duration::from_secs(300),
+            state_key: StateKey::default(),
         }
     }
 }
@@ -70,6 +75,9 @@ pub(crate) struct ClientCaps {
     pub sampling: bool,
     pub elicitation: bool,
     pub roots: bool,
+    /// A 2026-07-28 request: it takes no server requests, and one it has no capability for
+    /// ends it with `MissingCapability`.
+    pub stateless: bool,
 }
 
 impl ClientCaps {
@@ -79,6 +87,7 @@ impl ClientCaps {
             sampling: capabilities.get("sampling").is_some(),
             elicitation: capabilities.get("elicitation").is_some(),
             roots: capabilities.get("roots").is_some(),
+            stateless: false,
         }
     }
 
@@ -104,8 +113,27 @@ pub(crate) struct Call<D> {
     /// How long the server may take (restarted by progress).
     pub timeout: Duration,
     pub caps: ClientCaps,
+    /// What a 2026-07-28 request brings for the server's questions.
+    pub input: ClientInput,
     pub caller: D,
 }
+
+/// What a 2026-07-28 request brings for the server's questions (MRTR): answers by key, and the
+/// call it resumes (from a `requestState` the gateway verified).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ClientInput {
+    pub responses: serde_json::Map<String, Value>,
+    pub resume: Option<Resume>,
+}
+
+/// Server requests one call may have waiting for a 2026-07-28 client's input.
+pub(crate) const MAX_INPUTS: usize = 16;
+/// How long server requests that come together are gathered into one `input_required`.
+pub(crate) const GATHER: Duration = Duration::from_millis(50);
+/// The methods that may answer `input_required` (SEP-2322).
+const INPUT_METHODS: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
+/// Where a legacy server may name the key of its question in `input_required` (`params._meta`).
+pub(crate) const INPUT_KEY_META: &str = "mcpport/inputKey";
 
 /// What the link is told.
 #[derive(Debug)]
@@ -228,6 +256,8 @@ enum Slot {
     Request(u64),
     ServerRequest(u64),
     Orphan(u64),
+    /// The server requests of a 2026-07-28 call gathered so far go to its client.
+    Gather(u64),
 }
 
 /// How long a call that ended here without the server's answer still counts as the server's
@@ -246,7 +276,14 @@ struct ClientCall<D> {
     method: String,
     progress_token: Option<Value>,
     caps: ClientCaps,
-    caller: D,
+    /// `None` while the call waits for its 2026-07-28 client to come back with input.
+    caller: Option<D>,
+    /// The server's questions a 2026-07-28 client has to answer (MRTR), the answers that came
+    /// with its request, the `input_required` rounds so far, and whether a round is gathering.
+    inputs: Vec<Asked>,
+    responses: serde_json::Map<String, Value>,
+    round: u32,
+    gathering: bool,
     started: Instant,
     timeout: Duration,
     deadline: Instant,
@@ -266,6 +303,16 @@ enum Purpose {
     },
     /// Nobody waits for the answer (unsubscribe after a session ended, a log level).
     Ignore,
+}
+
+/// A server request waiting for a 2026-07-28 client's input, under its key.
+struct Asked {
+    key: String,
+    edge_id: Value,
+    method: String,
+    params: Value,
+    /// Part of an `input_required` already answered.
+    sent: bool,
 }
 
 struct ServerRequest<D> {
@@ -367,6 +414,9 @@ impl<D: Clone> Link<D> {
     }
 
     fn call(&mut self, now: Instant, mut call: Call<D>) {
+        if call.input.resume.is_some() {
+            return self.resume(now, call);
+        }
         let what = describe_call(&call.method, &call.params);
         if self.phase != Phase::Ready {
             let error = match self.phase {
@@ -450,7 +500,11 @@ impl<D: Clone> Link<D> {
             method: call.method,
             progress_token,
             caps: call.caps,
-            caller: call.caller,
+            caller: Some(call.caller),
+            inputs: Vec::new(),
+            responses: call.input.responses,
+            round: 0,
+            gathering: false,
             started: now,
             timeout: call.timeout,
             deadline,
@@ -480,21 +534,41 @@ impl<D: Clone> Link<D> {
     /// Ends client call `id` without an answer from the server: the server is told to stop, and
     /// the caller gets `error` (or nothing, when the client cancelled).
     fn end_call(&mut self, now: Instant, id: u64, reason: &str, error: Option<Error>) {
+        self.end_here(now, id, Some(reason), error);
+    }
+
+    /// Ends client call `id` here; the server is told to stop when `cancel` says why (else it
+    /// finishes on its own, its answer dropped).
+    fn end_here(&mut self, now: Instant, id: u64, cancel: Option<&str>, error: Option<Error>) {
         let Some(Pending::Client(call)) = self.take_request(id) else { return };
         let until = now + ORPHAN_GRACE;
         self.orphans.insert(id, (call.session.clone(), until));
         self.deadlines.insert((until, Slot::Orphan(id)));
-        self.out.push_back(Action::ToEdge(jsonrpc::notification(
-            "notifications/cancelled",
-            json!({"requestId": id, "reason": reason}),
-        )));
+        if let Some(reason) = cancel {
+            self.out.push_back(Action::ToEdge(jsonrpc::notification(
+                "notifications/cancelled",
+                json!({"requestId": id, "reason": reason}),
+            )));
+        }
+        let reason = cancel.unwrap_or("the call ended at the gateway");
         if let Some(uri) = &call.subscribed {
             self.unsubscribe(&call.session, uri);
         }
+        self.drop_inputs(call.inputs, reason);
         let report =
             Report { method: call.method, ok: false, took: now.saturating_duration_since(call.started) };
         let message = error.map(|e| e.response(&call.client_id));
-        self.out.push_back(Action::Answer { caller: call.caller, message, report });
+        if let Some(caller) = call.caller {
+            self.out.push_back(Action::Answer { caller, message, report });
+        }
+    }
+
+    /// The server's questions that nobody will answer now get an error, so it stops waiting.
+    fn drop_inputs(&mut self, inputs: Vec<Asked>, why: &str) {
+        for asked in inputs {
+            let error = jsonrpc::error_object(INTERNAL_ERROR, &format!("no answer: {why}"));
+            self.out.push_back(Action::ToEdge(response(&asked.edge_id, Err(error))));
+        }
     }
 
     /// Removes a request and its indexes.
@@ -529,7 +603,7 @@ impl<D: Clone> Link<D> {
         let ids: Vec<u64> = self
             .requests
             .iter()
-            .filter(|(_, p)| matches!(p, Pending::Client(c) if c.session == session))
+            .filter(|(_, p)| matches!(p, Pending::Client(c) if c.session == session && c.caller.is_some()))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -638,7 +712,11 @@ impl<D: Clone> Link<D> {
             took: now.saturating_duration_since(call.started),
         };
         let message = Some(response(&call.client_id, outcome));
-        let action = Action::Answer { caller: call.caller, message, report };
+        self.drop_inputs(call.inputs, "the call is over");
+        let Some(caller) = call.caller else {
+            return log::debug!("server {}: a call ended while it waited for its client's input", self.name);
+        };
+        let action = Action::Answer { caller, message, report };
         let waits = self.refresh.map(|r| matches!(r, Refresh::Running { .. }));
         if waits.contains(&true) {
             self.held.push(Held { waits, action });
@@ -694,8 +772,8 @@ impl<D: Clone> Link<D> {
                 return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
             }
         };
-        let (caller, session, caps) = match self.sole_caller() {
-            Sole::One(call) => (call.caller.clone(), call.session.clone(), call.caps),
+        let (caller, session, caps, id) = match self.sole_caller() {
+            Sole::One(id, call) => (call.caller.clone(), call.session.clone(), call.caps, id),
             Sole::None => {
                 let why = format!("{method}: no client request of this server is in flight to send it to");
                 return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
@@ -707,6 +785,12 @@ impl<D: Clone> Link<D> {
                 );
                 return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
             }
+        };
+        if caps.stateless {
+            return self.ask_input(now, id, edge_id, method, params, capability);
+        }
+        let Some(caller) = caller else {
+            return Err(Error::Unroutable { code: INTERNAL_ERROR, why: format!("{method}: no caller") });
         };
         if !caps.allows(capability) {
             let why = format!("{method}: the client did not declare the {capability} capability");
@@ -734,6 +818,143 @@ impl<D: Clone> Link<D> {
         Ok(())
     }
 
+    /// A server's request during a 2026-07-28 call (MRTR): that client takes no server requests,
+    /// so the question waits in the call, answered at once if the request brought its answer,
+    /// else gathered for a moment and sent to the client as an `input_required` result. One it
+    /// did not declare the capability for ends its call with `MissingCapability` (-32021).
+    fn ask_input(
+        &mut self,
+        now: Instant,
+        id: u64,
+        edge_id: &Value,
+        method: &str,
+        params: Option<Value>,
+        capability: &'static str,
+    ) -> Result<(), Error> {
+        let parked = self.parked();
+        let n = self.next_n;
+        let Some(Pending::Client(call)) = self.requests.get_mut(&id) else {
+            let why = format!("{method}: its call is gone");
+            return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
+        };
+        if !call.caps.allows(capability) {
+            // The server hears that its request failed and ends the call itself: not cancelled,
+            // so its answer (dropped) soon ends the orphan that clouds attribution.
+            self.end_here(now, id, None, Some(Error::MissingCapability(capability)));
+            let why = format!("{method}: the client did not declare the {capability} capability");
+            return Err(Error::Unroutable { code: METHOD_NOT_FOUND, why });
+        }
+        if !INPUT_METHODS.contains(&call.method.as_str()) {
+            let why = format!("{method}: a 2026-07-28 client cannot be asked during {}", call.method);
+            return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
+        }
+        let mut params = params.filter(Value::is_object).unwrap_or_else(|| json!({}));
+        let key = input_key(&mut params).unwrap_or_else(|| format!("input-{n}"));
+        if let Some(answer) = call.responses.remove(&key).filter(|a| valid_input(method, a)) {
+            self.out.push_back(Action::ToEdge(jsonrpc::result_response(edge_id, answer)));
+            return Ok(());
+        }
+        if call.inputs.len() >= MAX_INPUTS || parked >= self.limits.max_server_requests {
+            return Err(Error::Busy(format!("{method}: too many questions await clients")));
+        }
+        self.next_n += 1;
+        let asked = Asked { key, edge_id: edge_id.clone(), method: method.into(), params, sent: false };
+        call.inputs.push(asked);
+        if call.caller.is_some() && !call.gathering {
+            call.gathering = true;
+            self.deadlines.insert((now + GATHER, Slot::Gather(id)));
+        }
+        Ok(())
+    }
+
+    /// Calls waiting for their client's input.
+    fn parked(&self) -> usize {
+        self.requests.values().filter(|p| matches!(p, Pending::Client(c) if c.caller.is_none())).count()
+    }
+
+    /// The questions gathered for call `id` go to its client as an `input_required` result;
+    /// the call waits (bounded by `client_timeout`) for the retry that brings the answers.
+    fn gathered(&mut self, now: Instant, id: u64) {
+        let (name, serial, key, ttl) =
+            (self.name.clone(), self.serial, self.limits.state_key, self.limits.client_timeout);
+        let Some(Pending::Client(call)) = self.requests.get_mut(&id) else { return };
+        call.gathering = false;
+        let Some(caller) = call.caller.take() else { return };
+        let mut requests = serde_json::Map::new();
+        for asked in call.inputs.iter_mut().filter(|a| !a.sent) {
+            asked.sent = true;
+            requests.insert(asked.key.clone(), json!({"method": asked.method, "params": asked.params}));
+        }
+        call.round += 1;
+        let resume = Resume { server: name, serial, id, round: call.round, method: call.method.clone() };
+        let result = json!({
+            "resultType": "input_required",
+            "inputRequests": requests,
+            "requestState": state::seal(&key, &resume, ttl),
+        });
+        self.deadlines.remove(&(call.deadline, Slot::Request(id)));
+        call.deadline = now + ttl;
+        self.deadlines.insert((call.deadline, Slot::Request(id)));
+        self.by_client.remove(&(call.session.clone(), call.client_id.to_string()));
+        let report = Report {
+            method: call.method.clone(),
+            ok: true,
+            took: now.saturating_duration_since(call.started),
+        };
+        let message = Some(jsonrpc::result_response(&call.client_id, result));
+        self.out.push_back(Action::Answer { caller, message, report });
+    }
+
+    /// A 2026-07-28 client came back with input for call `resume.id`: its answers go to the
+    /// server, and the call is this request's from now on. A state of a round the call has
+    /// moved past, or of a call that ended, is refused: each state is good once.
+    fn resume(&mut self, now: Instant, call: Call<D>) {
+        let Some(r) = call.input.resume.clone() else { return };
+        let waiting = match self.requests.get(&r.id) {
+            Some(Pending::Client(c)) => {
+                c.caller.is_none() && c.round == r.round && c.method == call.method && r.serial == self.serial
+            }
+            _ => false,
+        };
+        if !waiting {
+            let why = "requestState: that request was already resumed, has ended or expired; send it again without requestState";
+            return self.refuse(call, Error::InvalidParams(why.into()));
+        }
+        let key = (call.session.clone(), call.client_id.to_string());
+        if self.by_client.contains_key(&key) {
+            let why = format!("request id {} is already in flight in this session", call.client_id);
+            return self.refuse(call, Error::InvalidParams(why));
+        }
+        self.by_client.insert(key, r.id);
+        let Some(Pending::Client(c)) = self.requests.get_mut(&r.id) else { return };
+        c.caller = Some(call.caller);
+        c.session = call.session;
+        c.client_id = call.client_id;
+        c.caps = call.caps;
+        c.aggregated = call.aggregated;
+        c.progress_token = call.params.pointer("/_meta/progressToken").cloned();
+        c.responses = call.input.responses;
+        c.timeout = call.timeout;
+        self.deadlines.remove(&(c.deadline, Slot::Request(r.id)));
+        c.deadline = now + call.timeout;
+        self.deadlines.insert((c.deadline, Slot::Request(r.id)));
+        let mut answers = Vec::new();
+        let mut left = Vec::new();
+        for asked in std::mem::take(&mut c.inputs) {
+            match c.responses.remove(&asked.key).filter(|a| valid_input(&asked.method, a)) {
+                Some(answer) => answers.push(jsonrpc::result_response(&asked.edge_id, answer)),
+                // Not answered (or not validly): asked again in the next round.
+                None => left.push(Asked { sent: false, ..asked }),
+            }
+        }
+        c.inputs = left;
+        if !c.inputs.is_empty() {
+            c.gathering = true;
+            self.deadlines.insert((now, Slot::Gather(r.id)));
+        }
+        self.out.extend(answers.into_iter().map(Action::ToEdge));
+    }
+
     /// The id a client sees on a request of this server: it names the link, so the answer
     /// finds its way back, and no other link's answer can complete it.
     fn client_facing_id(&self, n: u64) -> Value {
@@ -746,7 +967,12 @@ impl<D: Clone> Link<D> {
         let mut newest: Option<(u64, &ClientCall<D>)> = None;
         let mut sessions: BTreeSet<&str> = self.orphans.values().map(|(s, _)| s.as_str()).collect();
         for (id, p) in &self.requests {
+            // A call waiting for its 2026-07-28 client's input is blocked on the questions it
+            // asked: what the server asks now is another call's.
             if let Pending::Client(c) = p {
+                if c.caller.is_none() {
+                    continue;
+                }
                 sessions.insert(&c.session);
                 if newest.is_none_or(|(n, _)| *id > n) {
                     newest = Some((*id, c));
@@ -754,7 +980,7 @@ impl<D: Clone> Link<D> {
             }
         }
         match (sessions.len(), newest) {
-            (1, Some((_, call))) => Sole::One(call),
+            (1, Some((id, call))) => Sole::One(id, call),
             (0, _) => Sole::None,
             (n, _) => Sole::Several(n),
         }
@@ -784,10 +1010,10 @@ impl<D: Clone> Link<D> {
         self.deadlines.remove(&(call.deadline, Slot::Request(id)));
         call.deadline = now + call.timeout;
         self.deadlines.insert((call.deadline, Slot::Request(id)));
-        if let Some(token) = call.progress_token.clone() {
+        if let (Some(token), Some(caller)) = (call.progress_token.clone(), call.caller.clone()) {
             params["progressToken"] = token;
             let message = jsonrpc::notification("notifications/progress", params);
-            self.out.push_back(Action::Related { caller: call.caller.clone(), message });
+            self.out.push_back(Action::Related { caller, message });
         }
     }
 
@@ -795,6 +1021,12 @@ impl<D: Clone> Link<D> {
     /// under the id it knows.
     fn server_cancelled(&mut self, params: &Value) {
         let edge_id = &params["requestId"];
+        // A question waiting for a 2026-07-28 client's input is simply not asked any more.
+        for p in self.requests.values_mut() {
+            if let Pending::Client(c) = p {
+                c.inputs.retain(|a| &a.edge_id != edge_id);
+            }
+        }
         let Some(n) = self.server_requests.iter().find(|(_, r)| &r.edge_id == edge_id).map(|(n, _)| *n)
         else {
             return;
@@ -840,10 +1072,10 @@ impl<D: Clone> Link<D> {
             jsonrpc::notification("notifications/message", p)
         };
         let action = match self.sole_caller() {
-            Sole::One(call) if wants(&call.session) => {
-                Some(Action::Related { caller: call.caller.clone(), message: note(call.aggregated) })
+            Sole::One(_, call) if wants(&call.session) => {
+                call.caller.clone().map(|caller| Action::Related { caller, message: note(call.aggregated) })
             }
-            Sole::One(_) => None,
+            Sole::One(..) => None,
             Sole::Several(n) => {
                 log::debug!(
                     "server {}: a log line while {n} sessions have calls in flight: not sent",
@@ -1065,6 +1297,7 @@ impl<D: Clone> Link<D> {
                 Slot::Orphan(id) => {
                     self.orphans.remove(&id);
                 }
+                Slot::Gather(id) => self.gathered(now, id),
             }
         }
     }
@@ -1127,7 +1360,9 @@ impl<D: Clone> Link<D> {
                         took: now.saturating_duration_since(call.started),
                     };
                     let message = Some(error.response(&call.client_id));
-                    self.out.push_back(Action::Answer { caller: call.caller, message, report });
+                    if let Some(caller) = call.caller {
+                        self.out.push_back(Action::Answer { caller, message, report });
+                    }
                 }
                 Some(Pending::Internal { .. }) | None => {}
             }
@@ -1145,7 +1380,7 @@ type Listed = (Vec<Value>, usize, usize);
 
 enum Sole<'a, D> {
     None,
-    One(&'a ClientCall<D>),
+    One(u64, &'a ClientCall<D>),
     Several(usize),
 }
 
@@ -1172,6 +1407,26 @@ fn describe_call(method: &str, params: &Value) -> String {
 /// Whether an update of `uri` concerns a subscription to `sub`: the same URI, or one under it
 /// ("the uri might be a sub-resource of the one that the client actually subscribed to"), at a
 /// path, query or fragment boundary, never a bare prefix (`a://x` does not cover `a://xy`).
+/// The key a legacy server gave its question (`params._meta["mcpport/inputKey"]`), taken out.
+fn input_key(params: &mut Value) -> Option<String> {
+    let meta = params.get_mut("_meta")?.as_object_mut()?;
+    let key = meta.remove(INPUT_KEY_META)?.as_str().filter(|k| !k.is_empty() && k.len() <= 128)?.to_string();
+    if meta.is_empty() {
+        params.as_object_mut()?.remove("_meta");
+    }
+    Some(key)
+}
+
+/// Whether a client's input has the shape of an answer to `method`.
+fn valid_input(method: &str, answer: &Value) -> bool {
+    match method {
+        "elicitation/create" => answer["action"].is_string(),
+        "sampling/createMessage" => answer.get("content").is_some() && answer["role"].is_string(),
+        "roots/list" => answer["roots"].is_array(),
+        _ => false,
+    }
+}
+
 pub(crate) fn uri_covers(sub: &str, uri: &str) -> bool {
     match uri.strip_prefix(sub) {
         Some("") => true,
@@ -1250,7 +1505,8 @@ mod tests {
             method: method.into(),
             params,
             timeout: Duration::from_secs(5),
-            caps: ClientCaps { sampling: true, elicitation: true, roots: true },
+            caps: ClientCaps { sampling: true, elicitation: true, roots: true, stateless: false },
+            input: ClientInput::default(),
             caller,
         }))
     }
@@ -1402,6 +1658,294 @@ mod tests {
         assert!(
             matches!(&drain(&mut link)[..], [Action::ToEdge(m)] if m["id"] == "e2" && m["result"]["action"] == "accept")
         );
+    }
+
+    /// A 2026-07-28 call (stateless caps) with these capabilities and input.
+    fn modern_call(session: &str, id: u64, caps: ClientCaps, input: ClientInput, caller: u32) -> Input<u32> {
+        let Input::Call(mut c) = call(session, id, "tools/call", json!({"name": "x"}), caller) else {
+            unreachable!()
+        };
+        c.caps = ClientCaps { stateless: true, ..caps };
+        c.input = input;
+        Input::Call(c)
+    }
+
+    fn elicit(link: &mut L, now: Instant, edge_id: &str, key: &str) -> Vec<Action<u32>> {
+        let params = json!({"message": "Name?", "_meta": {INPUT_KEY_META: key}});
+        let method = "elicitation/create".into();
+        link.handle_edge(now, Message::Request { id: json!(edge_id), method, params: Some(params) });
+        drain(link)
+    }
+
+    fn all_caps() -> ClientCaps {
+        ClientCaps { sampling: true, elicitation: true, roots: true, stateless: true }
+    }
+
+    /// The `input_required` result a caller got.
+    fn input_required(actions: &[Action<u32>], caller: u32) -> Value {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Answer { caller: c, message: Some(m), .. } if *c == caller => {
+                    Some(m["result"].clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no answer for {caller} in {actions:?}"))
+    }
+
+    #[test]
+    fn a_modern_calls_question_becomes_input_required_and_the_retry_resumes_the_same_call() {
+        let now = t0();
+        let mut link = ready(now);
+        link.handle_input(now, modern_call("s1", 1, all_caps(), ClientInput::default(), 10));
+        let upstream = sent_id(&drain(&mut link), "tools/call");
+        assert!(elicit(&mut link, now, "e1", "user_name").is_empty(), "gathered for a moment first");
+        link.handle_timeout(now + GATHER);
+        let acts = drain(&mut link);
+        let result = input_required(&acts, 10);
+        assert_eq!(result["resultType"], "input_required");
+        assert_eq!(result["inputRequests"]["user_name"]["method"], "elicitation/create");
+        assert!(
+            result["inputRequests"]["user_name"]["params"].get("_meta").is_none(),
+            "the key hint is ours"
+        );
+        let state = result["requestState"].as_str().unwrap().to_string();
+        let resume = state::open(&StateKey::default(), &state).unwrap();
+        assert_eq!((resume.id, resume.round, resume.serial), (upstream.as_u64().unwrap(), 1, 7));
+        // The ephemeral session of round 1 ends: the waiting call stays.
+        link.handle_input(now, Input::SessionEnded { session: "s1".into() });
+        assert!(drain(&mut link)
+            .iter()
+            .all(|a| !matches!(a, Action::ToEdge(m) if m["method"] == "notifications/cancelled")));
+        // The retry brings the answer: the server gets it, and the call is the retry's.
+        let mut responses = serde_json::Map::new();
+        responses.insert("user_name".into(), json!({"action": "accept", "content": {"name": "Al"}}));
+        let input = ClientInput { responses: responses.clone(), resume: Some(resume.clone()) };
+        link.handle_input(now, modern_call("s2", 2, all_caps(), input, 11));
+        let acts = drain(&mut link);
+        assert!(
+            matches!(&acts[..], [Action::ToEdge(m)] if m["id"] == "e1" && m["result"]["content"]["name"] == "Al"),
+            "{acts:?}"
+        );
+        link.handle_edge(now, Message::Response { id: upstream, outcome: Ok(json!({"content": []})) });
+        let acts = drain(&mut link);
+        assert!(
+            matches!(&acts[..], [Action::Answer { caller: 11, message: Some(m), .. }] if m["id"] == 2),
+            "{acts:?}"
+        );
+        // The same state again: used once, refused.
+        let input = ClientInput { responses, resume: Some(resume) };
+        link.handle_input(now, modern_call("s3", 3, all_caps(), input, 12));
+        let acts = drain(&mut link);
+        assert!(
+            matches!(&acts[..], [Action::Answer { caller: 12, message: Some(m), .. }] if m["error"]["code"] == -32602),
+            "{acts:?}"
+        );
+        assert!(link.is_idle(), "nothing left behind");
+    }
+
+    #[test]
+    fn answers_that_came_with_the_request_answer_at_once_and_missing_ones_are_asked() {
+        let now = t0();
+        let mut link = ready(now);
+        let mut responses = serde_json::Map::new();
+        responses.insert("a".into(), json!({"action": "accept", "content": {}}));
+        responses.insert("b".into(), json!(12345)); // not an answer's shape: asked again
+        let input = ClientInput { responses, resume: None };
+        link.handle_input(now, modern_call("s1", 1, all_caps(), input, 10));
+        drain(&mut link);
+        let acts = elicit(&mut link, now, "e1", "a");
+        assert!(
+            matches!(&acts[..], [Action::ToEdge(m)] if m["id"] == "e1" && m["result"]["action"] == "accept")
+        );
+        assert!(elicit(&mut link, now, "e2", "b").is_empty());
+        assert!(elicit(&mut link, now, "e3", "c").is_empty());
+        link.handle_timeout(now + GATHER);
+        let result = input_required(&drain(&mut link), 10);
+        let keys: Vec<&String> = result["inputRequests"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["b", "c"], "questions that came together are asked together");
+    }
+
+    #[test]
+    fn a_missing_capability_ends_the_call_with_32021_and_the_server_finishes_it() {
+        let now = t0();
+        let mut link = ready(now);
+        let caps = ClientCaps { elicitation: false, ..all_caps() };
+        link.handle_input(now, modern_call("s1", 1, caps, ClientInput::default(), 10));
+        drain(&mut link);
+        let acts = elicit(&mut link, now, "e1", "k");
+        let error = acts.iter().find_map(|a| match a {
+            Action::Answer { caller: 10, message: Some(m), .. } => Some(m["error"].clone()),
+            _ => None,
+        });
+        assert_eq!(error.unwrap()["data"]["requiredCapabilities"], json!({"elicitation": {}}));
+        assert!(acts
+            .iter()
+            .any(|a| matches!(a, Action::ToEdge(m) if m["id"] == "e1" && m["error"].is_object())));
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::ToEdge(m) if m["method"] == "notifications/cancelled")),
+            "the server ends the call itself: {acts:?}"
+        );
+    }
+
+    #[test]
+    fn waiting_calls_are_bounded_in_questions_and_time() {
+        let now = t0();
+        let limits = Limits { client_timeout: Duration::from_secs(60), ..Limits::default() };
+        let mut link = L::new("pi", 7, 100, limits);
+        link.phase = Phase::Ready;
+        link.handle_input(now, modern_call("s1", 1, all_caps(), ClientInput::default(), 10));
+        drain(&mut link);
+        for i in 0..MAX_INPUTS {
+            assert!(elicit(&mut link, now, &format!("e{i}"), &format!("k{i}")).is_empty());
+        }
+        let over = elicit(&mut link, now, "e-over", "k-over");
+        assert!(
+            matches!(&over[..], [Action::ToEdge(m)] if m["id"] == "e-over" && m["error"].is_object()),
+            "{over:?}"
+        );
+        link.handle_timeout(now + GATHER);
+        let result = input_required(&drain(&mut link), 10);
+        assert_eq!(result["inputRequests"].as_object().unwrap().len(), MAX_INPUTS);
+        // Nobody comes back: after client_timeout the server is told to stop, its questions fail.
+        link.handle_timeout(now + Duration::from_secs(61));
+        let acts = drain(&mut link);
+        assert!(acts
+            .iter()
+            .any(|a| matches!(a, Action::ToEdge(m) if m["method"] == "notifications/cancelled")));
+        let failed = acts.iter().filter(|a| matches!(a, Action::ToEdge(m) if m["error"].is_object())).count();
+        assert_eq!(failed, MAX_INPUTS);
+        assert!(acts.iter().all(|a| !matches!(a, Action::Answer { .. })), "nobody to answer");
+    }
+
+    #[test]
+    fn property_modern_calls_end_once_and_each_state_resumes_at_most_once() {
+        let cases: u64 = std::env::var("MCPPORT_LINK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+        for seed in 1..=cases {
+            run_modern_case(seed);
+        }
+    }
+
+    /// Random interleavings of 2026-07-28 calls, the edge's questions and answers, retries with
+    /// good, replayed and forged states, session ends and time: every caller gets exactly one
+    /// end, a state is accepted at most once, and nothing is left after close.
+    fn run_modern_case(seed: u64) {
+        let mut rng = crate::fuzz::Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+        let mut next = move |n: u64| rng.below(n as usize) as u64;
+        let mut now = t0();
+        let limits = Limits { max_calls: 8, client_timeout: Duration::from_secs(20), ..Limits::default() };
+        let mut link = L::new("pi", 3, 1 + next(1000), limits);
+        link.phase = Phase::Ready;
+        let mut ended: HashMap<u32, u32> = HashMap::new();
+        let mut states: Vec<(Resume, bool)> = Vec::new();
+        let mut upstream: Vec<Value> = Vec::new();
+        let mut asks = 0u64;
+        let mut next_caller = 1u32;
+        let responses = |keys: u64| {
+            let mut map = serde_json::Map::new();
+            for k in 0..keys {
+                map.insert(format!("k{k}"), json!({"action": "accept", "content": {}}));
+            }
+            map
+        };
+        for _ in 0..200 {
+            let mut resumed: Option<(u32, usize)> = None;
+            match next(8) {
+                0 | 1 => {
+                    let caller = next_caller;
+                    next_caller += 1;
+                    let input = ClientInput { responses: responses(next(2)), resume: None };
+                    link.handle_input(now, modern_call(&format!("s{caller}"), 1, all_caps(), input, caller));
+                }
+                2 => {
+                    asks += 1;
+                    let key = format!("k{}", next(3));
+                    let params = json!({"message": "?", "_meta": {INPUT_KEY_META: key}});
+                    let method = "elicitation/create".into();
+                    link.handle_edge(
+                        now,
+                        Message::Request { id: json!(format!("q{asks}")), method, params: Some(params) },
+                    );
+                }
+                3 if !upstream.is_empty() => {
+                    let id = upstream[next(upstream.len() as u64) as usize].clone();
+                    link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"content": []})) });
+                }
+                4 if !states.is_empty() => {
+                    let i = next(states.len() as u64) as usize;
+                    let caller = next_caller;
+                    next_caller += 1;
+                    let mut resume = states[i].0.clone();
+                    let forged = next(4) == 0;
+                    if forged {
+                        resume.round += 1000;
+                    }
+                    let input = ClientInput { responses: responses(3), resume: Some(resume) };
+                    link.handle_input(now, modern_call(&format!("s{caller}"), 1, all_caps(), input, caller));
+                    resumed = Some((caller, i));
+                    if forged {
+                        // A round the call never reached is never accepted.
+                        let acts: Vec<Action<u32>> = drain(&mut link);
+                        assert!(
+                            acts.iter().any(|a| matches!(a, Action::Answer { caller: c, message: Some(m), .. } if *c == caller && m["error"]["code"] == -32602)),
+                            "seed {seed}: a forged round was accepted: {acts:?}"
+                        );
+                        ended.insert(caller, 1);
+                        continue;
+                    }
+                }
+                5 if next_caller > 1 => {
+                    let s = format!("s{}", 1 + next(u64::from(next_caller - 1)));
+                    link.handle_input(now, Input::SessionEnded { session: s });
+                }
+                _ => {
+                    now += Duration::from_millis(next(8000));
+                    link.handle_timeout(now);
+                }
+            }
+            let acts = drain(&mut link);
+            let mut answered_now = HashSet::new();
+            for a in &acts {
+                match a {
+                    Action::ToEdge(m) if m["method"] == "tools/call" => upstream.push(m["id"].clone()),
+                    Action::Answer { caller, message, .. } => {
+                        answered_now.insert(*caller);
+                        let n = ended.entry(*caller).or_default();
+                        *n += 1;
+                        assert_eq!(*n, 1, "seed {seed}: caller {caller} ended twice");
+                        let result = message.as_ref().map(|m| m["result"].clone()).unwrap_or(Value::Null);
+                        if result["resultType"] == "input_required" {
+                            let state = result["requestState"].as_str().unwrap();
+                            states.push((state::open(&StateKey::default(), state).unwrap(), false));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((caller, i)) = resumed {
+                let accepted = !answered_now.contains(&caller)
+                    || acts.iter().any(|a| matches!(a, Action::Answer { caller: c, message: Some(m), .. } if *c == caller && m.get("result").is_some()));
+                if accepted {
+                    assert!(!states[i].1, "seed {seed}: a state was accepted twice");
+                    states[i].1 = true;
+                }
+            }
+        }
+        link.close(now, "the end");
+        for a in drain(&mut link) {
+            if let Action::Answer { caller, .. } = a {
+                *ended.entry(caller).or_default() += 1;
+            }
+        }
+        // Calls that were waiting for input when the link closed had nobody to answer.
+        for caller in 1..next_caller {
+            assert!(
+                ended.get(&caller).copied().unwrap_or(0) <= 1,
+                "seed {seed}: caller {caller} ended twice"
+            );
+        }
+        assert!(link.is_idle(), "seed {seed}: nothing left after close");
     }
 
     #[test]
@@ -1763,7 +2307,7 @@ mod tests {
                     // Whichever call of this session holds that id now is the one cancelled.
                     if let Some(live) = link.by_client.get(&(s.to_string(), json!(id).to_string())) {
                         if let Some(Pending::Client(c)) = link.requests.get(live) {
-                            m.cancelled.insert(c.caller);
+                            m.cancelled.extend(c.caller);
                         }
                     }
                     link.handle_input(now, Input::Cancel { session: s.into(), client_id: json!(id) });

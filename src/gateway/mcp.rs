@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 
 use super::aggregate::{self, Routed};
 use super::error::Error;
-use super::link::{parse_client_facing_id, Call, ClientCaps, Input};
+use super::link::{parse_client_facing_id, Call, ClientCaps, ClientInput, Input};
 use super::reply::{Caller, Reply};
 use super::server::Command;
-use super::session::{Scope, Session};
+use super::session::{Kind, Scope, Session};
 use super::Gateway;
 use crate::jsonrpc::Message;
 use crate::protocol::{LATEST_VERSION, SUPPORTED_VERSIONS};
@@ -116,7 +116,16 @@ fn forward(
     };
     let key = id.to_string();
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
-    let caps = ClientCaps::from_declared(&session.state().client_capabilities);
+    let mut caps = ClientCaps::from_declared(&session.state().client_capabilities);
+    caps.stateless = session.kind == Kind::Stateless;
+    let mut input = ClientInput::default();
+    session.update(|s| input = std::mem::take(&mut s.input));
+    if input.resume.as_ref().is_some_and(|r| r.server != server) {
+        return Err(Error::InvalidParams(format!(
+            "requestState belongs to another server than the one {} routes to",
+            what()
+        )));
+    }
     // The caller exists only once the session gave the call a slot: a refused call was never
     // anyone's to answer but ours.
     let hand_over = || {
@@ -129,6 +138,7 @@ fn forward(
             params,
             timeout,
             caps,
+            input,
             caller,
         };
         up.tell(Command::Link(Input::Call(Box::new(call))))

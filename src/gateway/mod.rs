@@ -18,11 +18,13 @@ pub(crate) mod mailbox;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub(crate) mod metrics_server;
+pub(crate) mod modern;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod routes;
 pub(crate) mod server;
 pub(crate) mod session;
+pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod streamable;
 pub(crate) mod template;
@@ -166,6 +168,8 @@ pub(crate) struct Gateway {
     /// SSE streams being written (their last events are flushed before exit).
     pub streams: Arc<AtomicUsize>,
 
+    /// Signs the `requestState` of the `input_required` results made for legacy edges.
+    pub state_key: state::StateKey,
     /// Set by SIGINT/SIGTERM: new connections and requests get 503.
     pub shutting_down: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -240,6 +244,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),
 
+        state_key: state::StateKey::random(),
         shutting_down: AtomicBool::new(false),
         tls,
     });

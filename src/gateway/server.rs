@@ -172,6 +172,12 @@ impl Upstream {
     pub(crate) fn initialize_result(&self) -> Value {
         lock(&self.offer).initialize.clone()
     }
+
+    /// The `inputSchema` of tool `name` as the server listed it.
+    pub(crate) fn tool_schema(&self, name: &str) -> Option<Value> {
+        let lists = lock(&self.offer).lists.clone();
+        lists.tools.iter().find(|t| t["name"] == name).map(|t| t["inputSchema"].clone())
+    }
 }
 
 impl LinkPort for Upstream {

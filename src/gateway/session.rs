@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::auth::Credential;
 use super::error::Error;
+use super::link::ClientInput;
 use super::mailbox::Mailbox;
 use crate::budget::Budget;
 use crate::thread::lock;
@@ -45,6 +46,9 @@ pub(crate) const STREAM_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) enum Kind {
     LegacySse,
     Streamable,
+    /// A 2026-07-28 request, or its `subscriptions/listen` stream: a session-like context that
+    /// lives exactly as long as that one HTTP exchange (never found by id by a client).
+    Stateless,
 }
 
 /// What a session sees: every server, prefixed, or one server as itself.
@@ -87,6 +91,8 @@ pub(crate) struct SessionState {
     pub client_capabilities: Value,
     /// The level set with `logging/setLevel` on the aggregated view.
     pub log_level: Option<String>,
+    /// What a 2026-07-28 request brought for the server's questions (taken by its one call).
+    pub input: ClientInput,
 }
 
 /// Calls in flight, and the live links the session involved (told when the session ends; a

@@ -9,7 +9,8 @@
 //! "MUST respond to requests containing [a terminated] session ID with HTTP 404"). `GET` opens the
 //! session's stream for messages unrelated to any request (one per session: 409 for a second);
 //! `DELETE` ends the session. JSON-RPC batches are accepted for sessions that negotiated
-//! 2025-03-26, the only version that has them.
+//! 2025-03-26, the only version that has them. A POST without a session that is not a legacy
+//! `initialize` belongs to the stateless era (2026-07-28) and goes to `modern.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use super::mcp;
 use super::metrics::Metrics;
 use super::reply::Reply;
 use super::session::{Kind, Scope, Session};
-use super::{legacy, Gateway, Tally};
+use super::{legacy, modern, Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
 use crate::jsonrpc::{self, Message};
@@ -83,10 +84,14 @@ fn post(
         ));
     }
     Metrics::add(&gw.metrics.client_bytes_in, req.body.len());
-    let (messages, batch) = match parse_body(&req.body) {
+    let (mut messages, batch) = match parse_body(&req.body) {
         Ok(parsed) => parsed,
         Err(resp) => return respond(resp),
     };
+    if !batch && modern::is_modern(req, &messages[0]) {
+        let Some(msg) = messages.pop() else { return respond(Response::empty(400)) };
+        return modern::post(gw, conn, req, scope, owner, peer, msg, cors);
+    }
     let initializing =
         messages.iter().any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
     let (session, minted) = if initializing {
@@ -119,40 +124,71 @@ fn post(
     if requests == 0 {
         return respond(Response::empty(202));
     }
-    let session_header = minted.then(|| session.id.clone());
-    let outcome = answer(gw, conn, &mailbox, requests, batch, session_header, cors);
+    let headers: Headers = minted.then(|| ("Mcp-Session-Id", session.id.clone())).into_iter().collect();
+    let outcome = answer(gw, conn, &mailbox, requests, batch, headers, cors, &Shape::AS_IS);
     mailbox.close();
     outcome
 }
 
 /// Related messages (and bytes) that may wait for a POST's response to take them.
-const POST_QUEUE: usize = 1024;
-const POST_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const POST_QUEUE: usize = 1024;
+pub(crate) const POST_BYTES: usize = 8 * 1024 * 1024;
+
+/// How a POST's messages are shaped on their way out: each message (a related one that maps
+/// to `None` is dropped), and the HTTP status of an answer sent alone as JSON.
+pub(crate) struct Shape<'a> {
+    pub message: &'a dyn Fn(Value) -> Option<Value>,
+    pub status: &'a dyn Fn(&Value) -> u16,
+}
+
+impl Shape<'_> {
+    /// Legacy sessions: messages as they are, 200.
+    const AS_IS: Shape<'static> = Shape { message: &Some, status: &|_| 200 };
+
+    /// A message shaped; finals always stay.
+    fn apply(&self, msg: Value) -> Option<Value> {
+        if msg.is_null() {
+            return Some(msg);
+        }
+        let fin = is_final(&msg);
+        match (self.message)(msg) {
+            None if fin => Some(Value::Null),
+            shaped => shaped,
+        }
+    }
+}
 
 /// Sends the answers to a POST's requests: one JSON body when nothing else comes first and the
-/// answer is quick, else an SSE stream of related messages that ends with the answers (its head
-/// carries `cors`; the caller adds them to a JSON body).
-fn answer(
+/// answer is quick, else an SSE stream of related messages that ends with the answers. Both
+/// carry `headers`; the stream's head carries `cors` too (the caller adds them to a JSON body).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn answer(
     gw: &Gateway,
     conn: &mut Conn<Box<dyn Transport>>,
     rx: &Mailbox,
     mut left: usize,
     batch: bool,
-    session_header: Option<String>,
+    mut headers: Headers,
     cors: &Headers,
+    shape: &Shape<'_>,
 ) -> Outcome {
-    let mut headers = Vec::new();
-    if let Some(id) = &session_header {
-        headers.push(("Mcp-Session-Id", id.clone()));
-    }
-    let first = match rx.recv(gw.cfg.keepalive) {
+    let next_shaped = |wait| loop {
+        match rx.recv(wait) {
+            Ok(msg) => match shape.apply(msg) {
+                Some(msg) => return Ok(msg),
+                None => continue,
+            },
+            Err(e) => return Err(e),
+        }
+    };
+    let first = match next_shaped(gw.cfg.keepalive) {
         Ok(msg) => Some(msg),
         Err(Empty::Timeout) => None,
         Err(Empty::Closed) => return respond(Response::empty(202)),
     };
     if let Some(msg) = &first {
         if !batch && is_final(msg) && !msg.is_null() {
-            let resp = Response::json(200, msg).with_headers(&headers);
+            let resp = Response::json((shape.status)(msg), msg).with_headers(&headers);
             Metrics::add(&gw.metrics.client_bytes_out, resp.body.len());
             return respond(resp);
         }
@@ -179,7 +215,7 @@ fn answer(
             return Outcome::Close; // the client went away; the requests run on to their end
         }
         if left > 0 {
-            next = match rx.recv(gw.cfg.keepalive) {
+            next = match next_shaped(gw.cfg.keepalive) {
                 Ok(msg) => Some(msg),
                 Err(Empty::Timeout) => None,
                 Err(Empty::Closed) => break,
@@ -193,7 +229,7 @@ fn answer(
 }
 
 /// A request's answer (or the no-answer marker), as opposed to a related message.
-fn is_final(msg: &Value) -> bool {
+pub(crate) fn is_final(msg: &Value) -> bool {
     msg.is_null() || msg.get("method").is_none()
 }
 
@@ -317,27 +353,28 @@ fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Response> {
     Ok((messages, batch))
 }
 
-fn respond(resp: Response) -> Outcome {
+pub(crate) fn respond(resp: Response) -> Outcome {
     Outcome::Respond(resp)
 }
 
 /// The media type of a Content-Type value, without parameters, lowercased.
-fn media_type(v: &str) -> String {
+pub(crate) fn media_type(v: &str) -> String {
     v.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 /// Whether the Accept header admits `media` (exactly, by `type/*`, or by `*/*`).
-fn accepts(req: &Request, media: &str) -> bool {
+pub(crate) fn accepts(req: &Request, media: &str) -> bool {
     let Some(accept) = req.header("accept") else { return false };
     let kind = media.split('/').next().unwrap_or("");
     accept.split(',').map(media_type).any(|m| m == media || m == "*/*" || m == format!("{kind}/*"))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
+    /// A POST to /mcp with these headers and no body.
+    pub(crate) fn request(headers: &[(&str, &str)]) -> Request {
         Request {
             method: "POST".into(),
             path: "/mcp".into(),

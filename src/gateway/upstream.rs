@@ -163,6 +163,7 @@ impl<'a> Driver<'a> {
             client_timeout: gw.cfg.timeout_run_tool,
             max_list_items: gw.cfg.max_list_items,
             max_list_bytes: gw.cfg.max_list_bytes,
+            state_key: gw.state_key,
             ..Limits::default()
         };
         // A random first id: ids never repeat across gateway restarts, so an edge that carries

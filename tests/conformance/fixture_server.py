@@ -18,6 +18,13 @@ protocol 2025-11-25 (`src/scenarios/server/*.ts` in modelcontextprotocol/conform
   test_prompt_with_image
 - logging/setLevel, completion/complete, ping
 
+and, for the 2026-07-28 requirements (served to the gateway as a legacy, initialize-era server;
+the gateway translates for 2026-07-28 clients): test_missing_capability, test_streaming_elicitation,
+test_logging_tool, test_trigger_tool_change, test_trigger_prompt_change, test_custom_header
+(x-mcp-header), json_schema_2020_12_tool, the SEP-2322 tools test_input_required_result_* and the
+prompt test_input_required_result_prompt, which ask their questions the legacy way (server requests
+during the call, each naming its key in params._meta["mcpport/inputKey"]).
+
 `--prefix-free` drops the leading `test_` of every tool and prompt name. Registered with a gateway
 under the server name `test`, the aggregated endpoint (which exposes `{server}_{name}`) then shows
 the names the suite expects.
@@ -44,7 +51,9 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server import Server
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.stdio import stdio_server
+from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.exceptions import MCPError
 
 # logging/setLevel, sampling and the handler-side logging helpers are deprecated as of protocol
@@ -83,6 +92,32 @@ PNG = png_1x1_red()
 WAV = wav_silence()
 
 NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
+
+# The suite's JSON_SCHEMA_2020_12_FIXTURE (src/scenarios/server/json-schema-2020-12.ts), which the
+# gateway must pass through untouched.
+JSON_SCHEMA_2020_12: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "$anchor": "addressDef",
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": False,
+}
 
 
 class Fixture:
@@ -143,6 +178,90 @@ class Fixture:
                 NO_ARGS,
                 self.elicitation_enums,
             ),
+            # What the 2026-07-28 scenarios (server-stateless) probe, served by a legacy server:
+            # the gateway translates.
+            self.name("missing_capability"): (
+                "Asks the client's LLM (sampling) unconditionally: a 2026-07-28 client that did not "
+                "declare sampling gets -32021 from the gateway.",
+                NO_ARGS,
+                self.missing_capability,
+            ),
+            self.name("streaming_elicitation"): (
+                "Reports progress once, then answers.",
+                NO_ARGS,
+                self.streaming_elicitation,
+            ),
+            self.name("logging_tool"): ("Logs one info line, then answers.", NO_ARGS, self.logging_tool),
+            # SEP-2243: an argument the client must mirror in an Mcp-Param-Region header.
+            self.name("custom_header"): (
+                "Echoes its region, which clients also send as the Mcp-Param-Region header.",
+                {
+                    "type": "object",
+                    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                    "required": ["region"],
+                },
+                self.custom_header,
+            ),
+            # json-schema-2020-12 (pending): the suite looks for this exact name, unprefixed; the
+            # aggregated endpoint shows it as test_json_schema_2020_12_tool, which it cannot find.
+            "json_schema_2020_12_tool": (
+                "Takes a contact described with JSON Schema 2020-12 keywords.",
+                JSON_SCHEMA_2020_12,
+                self.simple_text,
+            ),
+            self.name("trigger_tool_change"): (
+                "Adds or removes the tool dynamic_tool and announces tools/list_changed.",
+                NO_ARGS,
+                self.trigger_tool_change,
+            ),
+            # SEP-2322 (MRTR) scenarios, asked the legacy way: server requests during the call,
+            # each naming its input key in params._meta["mcpport/inputKey"]; the gateway turns
+            # them into input_required results for 2026-07-28 clients.
+            self.name("input_required_result_elicitation"): (
+                "Asks the user's name (elicitation, key user_name).",
+                NO_ARGS,
+                self.mrtr_elicitation,
+            ),
+            self.name("input_required_result_sampling"): (
+                "Asks the client's LLM a question (sampling, key capital_question).",
+                NO_ARGS,
+                self.mrtr_sampling,
+            ),
+            self.name("input_required_result_list_roots"): (
+                "Asks the client's roots (roots/list, key client_roots).",
+                NO_ARGS,
+                self.mrtr_roots,
+            ),
+            self.name("input_required_result_request_state"): (
+                "Asks for a confirmation (elicitation, key confirm); answers state-ok.",
+                NO_ARGS,
+                self.mrtr_confirm,
+            ),
+            self.name("input_required_result_tampered_state"): (
+                "Asks for a confirmation (elicitation, key confirm).",
+                NO_ARGS,
+                self.mrtr_confirm,
+            ),
+            self.name("input_required_result_multiple_inputs"): (
+                "Asks three things at once: user_name, greeting and client_roots.",
+                NO_ARGS,
+                self.mrtr_multiple,
+            ),
+            self.name("input_required_result_multi_round"): (
+                "Asks step1 (a name), then step2 (a colour).",
+                NO_ARGS,
+                self.mrtr_multi_round,
+            ),
+            self.name("input_required_result_capabilities"): (
+                "Asks only what the client's declared capabilities allow.",
+                NO_ARGS,
+                self.mrtr_capabilities,
+            ),
+            self.name("trigger_prompt_change"): (
+                "Adds or removes the prompt dynamic_prompt and announces prompts/list_changed.",
+                NO_ARGS,
+                self.trigger_prompt_change,
+            ),
         }
         self.prompts = {
             self.name("simple_prompt"): ("A prompt without arguments.", [], self.simple_prompt),
@@ -160,6 +279,11 @@ class Fixture:
                 self.prompt_with_embedded_resource,
             ),
             self.name("prompt_with_image"): ("A prompt with an image.", [], self.prompt_with_image),
+            self.name("input_required_result_prompt"): (
+                "A prompt that asks the user for context first (elicitation, key user_context).",
+                [],
+                None,
+            ),
         }
 
     def name(self, base: str) -> str:
@@ -179,6 +303,9 @@ class Fixture:
         entry = self.tools.get(params.name)
         if entry is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
+        if entry[2] == self.mrtr_capabilities:
+            meta = params.model_dump(by_alias=True, exclude_none=True).get("_meta") or {}
+            return await self.mrtr_capabilities(ctx, params.arguments or {}, meta)
         return await entry[2](ctx, params.arguments or {})
 
     @staticmethod
@@ -347,6 +474,122 @@ class Fixture:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
 
+    async def missing_capability(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text="ping"))
+        try:
+            await ctx.session.create_message([message], max_tokens=10, related_request_id=ctx.request_id)
+        except MCPError as e:
+            return self.text(f"Sampling refused: {e}", is_error=True)
+        return self.text("Sampling answered")
+
+    async def custom_header(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return self.text(f"region={args.get('region')}")
+
+    async def streaming_elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        await ctx.session.report_progress(50, 100, "half way")
+        return self.text("Streaming complete")
+
+    async def logging_tool(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        await self.log(ctx, "info", "Diagnostic trace logging activated")
+        return self.text("Logging evaluated")
+
+    # ---- MRTR, the legacy way ----
+
+    async def ask(self, ctx: Any, request: Any, result_type: Any) -> Any:
+        """A server request related to the call being handled."""
+        metadata = ServerMessageMetadata(related_request_id=ctx.request_id)
+        return await ctx.session.send_request(request, result_type, metadata=metadata)
+
+    async def ask_elicit(self, ctx: Any, key: str, message: str, field: str, kind: str = "string") -> Any:
+        params = types.ElicitRequestFormParams.model_validate(
+            {
+                "message": message,
+                "requestedSchema": {
+                    "type": "object",
+                    "properties": {field: {"type": kind}},
+                    "required": [field],
+                },
+                "_meta": {"mcpport/inputKey": key},
+            }
+        )
+        return await self.ask(ctx, types.ElicitRequest(params=params), types.ElicitResult)
+
+    async def ask_sample(self, ctx: Any, key: str, text: str, max_tokens: int) -> Any:
+        params = types.CreateMessageRequestParams.model_validate(
+            {
+                "messages": [{"role": "user", "content": {"type": "text", "text": text}}],
+                "maxTokens": max_tokens,
+                "_meta": {"mcpport/inputKey": key},
+            }
+        )
+        return await self.ask(ctx, types.CreateMessageRequest(params=params), types.CreateMessageResult)
+
+    async def ask_roots(self, ctx: Any, key: str) -> Any:
+        params = types.RequestParams.model_validate({"_meta": {"mcpport/inputKey": key}})
+        return await self.ask(ctx, types.ListRootsRequest(params=params), types.ListRootsResult)
+
+    async def mrtr_elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self.ask_elicit(ctx, "user_name", "What is your name?", "name")
+        return self.text(f"Hello, {(result.content or {}).get('name', 'stranger')}!")
+
+    async def mrtr_sampling(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self.ask_sample(ctx, "capital_question", "What is the capital of France?", 100)
+        return self.text(f"LLM response: {getattr(result.content, 'text', result.content)}")
+
+    async def mrtr_roots(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self.ask_roots(ctx, "client_roots")
+        return self.text("Roots: " + ", ".join(str(r.uri) for r in result.roots))
+
+    async def mrtr_confirm(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self.ask_elicit(ctx, "confirm", "Please confirm", "ok", "boolean")
+        return self.text(f"state-ok: confirmed={(result.content or {}).get('ok')}")
+
+    async def mrtr_multiple(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name, greeting, roots = await asyncio.gather(
+            self.ask_elicit(ctx, "user_name", "What is your name?", "name"),
+            self.ask_sample(ctx, "greeting", "Generate a greeting", 50),
+            self.ask_roots(ctx, "client_roots"),
+        )
+        return self.text(
+            f"name={(name.content or {}).get('name')}, greeting={getattr(greeting.content, 'text', '')}, "
+            f"roots={len(roots.roots)}"
+        )
+
+    async def mrtr_multi_round(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        first = await self.ask_elicit(ctx, "step1", "Step 1: What is your name?", "name")
+        second = await self.ask_elicit(ctx, "step2", "Step 2: What is your favorite color?", "color")
+        name, color = (first.content or {}).get("name"), (second.content or {}).get("color")
+        return self.text(f"{name} likes {color}")
+
+    async def mrtr_capabilities(self, ctx: Any, args: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        # The gateway passes the 2026-07-28 client's own capabilities along in _meta.
+        caps = meta.get("io.modelcontextprotocol/clientCapabilities")
+        if caps is None:
+            caps = {"sampling": {}, "elicitation": {}} if self.client_can(ctx, "sampling") else {}
+        asks = []
+        if "sampling" in caps:
+            asks.append(self.ask_sample(ctx, "question", "What is 2 + 2?", 10))
+        if "elicitation" in caps:
+            asks.append(self.ask_elicit(ctx, "user_name", "What is your name?", "name"))
+        if not asks:
+            return self.text("Nothing to ask: the client declared neither sampling nor elicitation")
+        await asyncio.gather(*asks)
+        return self.text("Asked only what the client can answer")
+
+    async def trigger_tool_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name = self.name("dynamic_tool")
+        if self.tools.pop(name, None) is None:
+            self.tools[name] = ("Appears and disappears with trigger_tool_change.", NO_ARGS, self.simple_text)
+        await ctx.session.send_tool_list_changed()
+        return self.text("Mutation triggered")
+
+    async def trigger_prompt_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name = self.name("dynamic_prompt")
+        if self.prompts.pop(name, None) is None:
+            self.prompts[name] = ("Appears and disappears with trigger_prompt_change.", [], self.simple_prompt)
+        await ctx.session.send_prompt_list_changed()
+        return self.text("Mutation triggered")
+
     # ---- resources ----
 
     STATIC = {
@@ -429,6 +672,10 @@ class Fixture:
         missing = [a["name"] for a in entry[1] if a.get("required") and a["name"] not in args]
         if missing:
             raise MCPError(types.INVALID_PARAMS, f"Missing required arguments: {', '.join(missing)}")
+        if entry[2] is None:  # input_required_result_prompt
+            result = await self.ask_elicit(ctx, "user_context", "What context should the prompt use?", "context")
+            context = (result.content or {}).get("context", "")
+            return {"messages": [self.user({"type": "text", "text": f"Prompt with context: {context}"})]}
         return entry[2](args)
 
     @staticmethod
@@ -520,7 +767,10 @@ async def main() -> None:
     fixture = Fixture("" if args.prefix_free else "test_")
     server = build_server(fixture)
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        options = server.create_initialization_options(
+            NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        )
+        await server.run(read_stream, write_stream, options)
 
 
 if __name__ == "__main__":

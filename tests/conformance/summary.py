@@ -1,7 +1,10 @@
 """Summarizes one conformance run: a table of the scenarios the suite ran, from the checks.json
 files it wrote (`-o DIR`: DIR/server-<scenario>-<timestamp>/checks.json), and the failed checks.
 
-Usage: python3 summary.py RESULTS_DIR. Exit status 1 when a scenario failed or nothing ran.
+Usage: python3 summary.py RESULTS_DIR [REQUIREMENTS_YAML]. With a requirements file (the suite's
+`requirements/<revision>.yaml`), the scenarios its `server:` list names are the scored ones: a
+line says how many of them passed, and only they decide the exit status (a required scenario that
+did not run counts as failed). Exit status 1 when a scored scenario failed or nothing ran.
 Standard library only; scripts/conformance.sh runs it with the system python3.
 """
 
@@ -43,12 +46,37 @@ def main() -> int:
         print(f"  {name:<{width}}  {verdict}  {by_status.get('SUCCESS', 0)} passed, {failed} failed{extra}")
         failures += [(name, c) for c in checks if c.get("status") == "FAILURE"]
     print(f"  -- {counts['PASS']} scenarios passed, {counts['FAIL']} failed")
+    failed_names = {name for name, _ in failures} | {name for name, checks in scenarios if not checks}
+    status = 1 if counts["FAIL"] else 0
+    if len(sys.argv) > 2:
+        required = required_server_scenarios(Path(sys.argv[2]))
+        ran = {name for name, _ in scenarios}
+        passed = [n for n in required if n in ran and n not in failed_names]
+        print(f"  -- scored ({Path(sys.argv[2]).stem}): {len(passed)} of {len(required)} required scenarios passed")
+        for n in required:
+            if n not in ran:
+                print(f"  MISSING {n}: required, but the suite did not run it")
+        status = 0 if len(passed) == len(required) else 1
     for name, c in failures:
         message = (c.get("errorMessage") or "").strip().replace("\n", " ")
         if len(message) > 300:
             message = message[:300] + "…"
         print(f"  FAILED {name}: [{c.get('id')}] {message}")
-    return 1 if counts["FAIL"] else 0
+    return status
+
+
+def required_server_scenarios(path: Path) -> list[str]:
+    """The `server:` list of a requirements file (a flat YAML list; no YAML library needed)."""
+    names, inside = [], False
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" "):
+            inside = line.rstrip() == "server:"
+            continue
+        if inside and line.startswith("  - "):
+            names.append(line[4:].strip())
+    return names
 
 
 if __name__ == "__main__":

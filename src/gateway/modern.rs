@@ -1,0 +1,757 @@
+//! The stateless era (protocol 2026-07-28) on the Streamable HTTP endpoints, beside the legacy
+//! sessions of `streamable.rs` ("a dual-era server MAY serve both eras concurrently on the same
+//! endpoint").
+//!
+//! A POST without `Mcp-Session-Id` that is not a legacy `initialize` is one self-contained
+//! request: its `_meta` carries the protocol version and the client's capabilities, and the
+//! standard headers (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`) must match its body.
+//! `server/discover` is answered here; every other method goes through the same views
+//! (`mcp.rs`, `aggregate.rs`) as a legacy session's, under a session-like context that lives
+//! exactly as long as this HTTP exchange (`Kind::Stateless`): progress rides the request's own
+//! stream, log lines only at the `_meta` level asked for, and a client that closes the stream
+//! cancels the call upstream. Results get `resultType`, the gateway's `serverInfo` in `_meta`,
+//! and `ttlMs`/`cacheScope` where the revision wants them. `subscriptions/listen` holds the
+//! POST open as an SSE stream of the `list_changed` and `resources/updated` notices it asked
+//! for, each tagged with its `subscriptionId`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use super::aggregate;
+use super::auth::Credential;
+use super::cors::Headers;
+use super::error::Error;
+use super::link::ClientInput;
+use super::mailbox::{Empty, Mailbox};
+use super::mcp;
+use super::reply::Reply;
+use super::session::{Kind, Scope, Session};
+use super::state;
+use super::streamable::{self, respond, Outcome, Shape, POST_BYTES, POST_QUEUE};
+use super::{Gateway, Tally};
+use crate::http::sse::SseWriter;
+use crate::http::{Conn, Request, Response, Transport};
+use crate::jsonrpc::{self, Message};
+use crate::protocol::{
+    is_modern as modern_version, severity, ALL_VERSIONS, META_CAPABILITIES, META_LOG_LEVEL, META_SERVER_INFO,
+    META_SUBSCRIPTION, META_VERSION, SUPPORTED_VERSIONS,
+};
+use crate::sys;
+
+/// The methods of protocol 2026-07-28 a client may send (besides the ones answered here).
+const METHODS: [&str; 8] = [
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "completion/complete",
+];
+
+/// How long a client may keep a list (or the discovery result): lists change whenever an edge
+/// comes or goes, so the gateway promises little.
+pub(crate) const LIST_TTL_MS: u64 = 5_000;
+
+/// URIs one `subscriptions/listen` may ask updates for.
+pub(crate) const MAX_LISTEN_URIS: usize = 64;
+
+/// Whether a POST without a session belongs to the stateless era: anything but a legacy
+/// `initialize` (one that carries neither the modern header nor modern `_meta`), unless its
+/// `MCP-Protocol-Version` names a legacy version (a legacy client that lost its session).
+pub(crate) fn is_modern(req: &Request, msg: &Message) -> bool {
+    if req.header("mcp-session-id").is_some() {
+        return false;
+    }
+    let header = req.header("mcp-protocol-version");
+    if header.is_some_and(|v| SUPPORTED_VERSIONS.contains(&v)) {
+        return false;
+    }
+    match msg {
+        Message::Request { method, params, .. } if method == "initialize" => {
+            let meta = params.as_ref().and_then(|p| p.pointer("/_meta")).and_then(|m| m.get(META_VERSION));
+            header.is_some() || meta.is_some()
+        }
+        _ => true,
+    }
+}
+
+/// What a valid modern request said about its client.
+struct Client {
+    capabilities: Value,
+    /// The least severity of log lines it wants; none: no log lines at all.
+    log_level: Option<usize>,
+}
+
+/// Serves one stateless message; a stream's head carries `cors` (the caller adds them to a
+/// JSON answer).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn post(
+    gw: &Arc<Gateway>,
+    conn: &mut Conn<Box<dyn Transport>>,
+    req: &Request,
+    scope: Scope,
+    owner: Credential,
+    peer: SocketAddr,
+    msg: Message,
+    cors: &Headers,
+) -> Outcome {
+    let (id, method, params) = match msg {
+        // The revision defines no client notifications over HTTP; they are accepted and ignored.
+        Message::Notification { .. } => return respond(Response::empty(202)),
+        Message::Response { .. } => {
+            let e = Error::BadRequest("protocol 2026-07-28 clients send no JSON-RPC responses".into());
+            return respond(e.to_http());
+        }
+        Message::Request { id, method, params } => (id, method, params.unwrap_or_else(|| json!({}))),
+    };
+    let checked = validate(req, &method, &params)
+        .and_then(|client| check_param_headers(gw, &scope, req, &method, &params).map(|()| client));
+    let client = match checked {
+        Ok(client) => client,
+        Err(e) => return respond(e.to_http_for(&id)),
+    };
+    match method.as_str() {
+        "server/discover" => {
+            let result = decorate(gw, &scope, &method, discover(gw, &scope));
+            match result {
+                Ok(result) => respond(Response::json(200, &jsonrpc::result_response(&id, result))),
+                Err(e) => respond(e.to_http_for(&id)),
+            }
+        }
+        "subscriptions/listen" => listen(gw, conn, scope, owner, peer, id, &params, cors),
+        m if METHODS.contains(&m) => call(gw, conn, scope, owner, peer, (id, method, params), client, cors),
+        _ => respond(Error::NoSuchMethod(method).to_http_for(&id)),
+    }
+}
+
+/// Checks `_meta` and the standard headers against the body, in the order the revision's errors
+/// are told apart: a missing field, a header that differs, a version not spoken.
+fn validate(req: &Request, method: &str, params: &Value) -> Result<Client, Error> {
+    if !params.is_object() {
+        return Err(Error::InvalidMeta(format!("{method}: params must be an object")));
+    }
+    let meta = &params["_meta"];
+    let Some(version) = meta.get(META_VERSION).and_then(Value::as_str) else {
+        return Err(Error::InvalidMeta(format!("{method}: params._meta must carry {META_VERSION}")));
+    };
+    let capabilities = meta.get(META_CAPABILITIES).filter(|c| c.is_object()).cloned();
+    let Some(capabilities) = capabilities else {
+        return Err(Error::InvalidMeta(format!("{method}: params._meta must carry {META_CAPABILITIES}")));
+    };
+    match req.header("mcp-protocol-version") {
+        Some(v) if v == version => {}
+        Some(v) => return Err(mismatch("MCP-Protocol-Version", v, version)),
+        None => return Err(Error::HeaderMismatch("the MCP-Protocol-Version header is missing".into())),
+    }
+    if !modern_version(version) {
+        return Err(Error::UnsupportedVersion(version.to_string()));
+    }
+    match req.header("mcp-method") {
+        Some(m) if m == method => {}
+        Some(m) => return Err(mismatch("Mcp-Method", m, method)),
+        None => return Err(Error::HeaderMismatch("the Mcp-Method header is missing".into())),
+    }
+    let named = match method {
+        "tools/call" | "prompts/get" => params["name"].as_str(),
+        "resources/read" => params["uri"].as_str(),
+        _ => None,
+    };
+    if let Some(name) = named {
+        let Some(header) = req.header("mcp-name") else {
+            return Err(Error::HeaderMismatch(format!("{method} needs the Mcp-Name header")));
+        };
+        let decoded = header_value(header)
+            .ok_or_else(|| Error::HeaderMismatch("the Mcp-Name header is not valid base64".into()))?;
+        if decoded != name {
+            return Err(mismatch("Mcp-Name", &decoded, name));
+        }
+    }
+    let log_level = match meta.get(META_LOG_LEVEL) {
+        None => None,
+        Some(Value::String(l)) if crate::protocol::is_log_level(l) => Some(severity(l)),
+        Some(other) => return Err(Error::InvalidParams(format!("invalid log level {other}"))),
+    };
+    Ok(Client { capabilities, log_level })
+}
+
+fn mismatch(header: &str, got: &str, body: &str) -> Error {
+    let cut = |s: &str| s.chars().take(200).collect::<String>();
+    Error::HeaderMismatch(format!(
+        "the {header} header ({:?}) does not match the body ({:?})",
+        cut(got),
+        cut(body)
+    ))
+}
+
+/// A standard header's value, decoding the `=?base64?…?=` form (padded, canonical base64 of
+/// UTF-8); `None` if that form is broken. Anything else is the value as it is.
+pub(crate) fn header_value(raw: &str) -> Option<String> {
+    let Some(inner) = raw.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) else {
+        return Some(raw.to_string());
+    };
+    if inner.len() % 4 != 0 {
+        return None;
+    }
+    String::from_utf8(super::state::base64_decode(inner)?).ok()
+}
+
+/// SEP-2243 custom headers: each argument whose schema property carries `x-mcp-header: NAME`
+/// must come as `Mcp-Param-NAME` too, equal once decoded. The schema is the one the server
+/// listed (the gateway forwards every `Mcp-Param-*` it does not know of, by not needing it).
+fn check_param_headers(
+    gw: &Gateway,
+    scope: &Scope,
+    req: &Request,
+    method: &str,
+    params: &Value,
+) -> Result<(), Error> {
+    let Some(name) = params["name"].as_str().filter(|_| method == "tools/call") else { return Ok(()) };
+    let target = match scope {
+        Scope::All => gw.registry.catalog(|c| c.route(name).map(|(s, t)| (s.to_string(), t.to_string()))),
+        Scope::Server(server) => Some((server.clone(), name.to_string())),
+    };
+    let Some(schema) = target.and_then(|(server, tool)| gw.registry.server(&server)?.tool_schema(&tool))
+    else {
+        return Ok(());
+    };
+    let Some(properties) = schema["properties"].as_object() else { return Ok(()) };
+    for (property, definition) in properties {
+        let Some(header) = definition["x-mcp-header"].as_str() else { continue };
+        let expected = match &params["arguments"][property] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        let field = format!("Mcp-Param-{header}");
+        let Some(raw) = req.header(&field) else {
+            return Err(Error::HeaderMismatch(format!("argument {property} needs the {field} header")));
+        };
+        let value = header_value(raw)
+            .ok_or_else(|| Error::HeaderMismatch(format!("the {field} header is not valid base64")))?;
+        if value != expected {
+            return Err(mismatch(&field, &value, &expected));
+        }
+    }
+    Ok(())
+}
+
+/// `server/discover`: the versions the gateway speaks, and what this view offers.
+fn discover(gw: &Gateway, scope: &Scope) -> Result<Value, Error> {
+    let offered = view_description(gw, scope)?;
+    let mut result = json!({
+        "supportedVersions": ALL_VERSIONS,
+        "capabilities": offered["capabilities"].clone(),
+    });
+    if let Some(text) = offered["instructions"].as_str().filter(|t| !t.is_empty()) {
+        result["instructions"] = json!(text);
+    }
+    Ok(result)
+}
+
+/// What a legacy `initialize` would answer on this view (the gateway, or the one server).
+fn view_description(gw: &Gateway, scope: &Scope) -> Result<Value, Error> {
+    match scope {
+        Scope::All => Ok(aggregate::initialize_result(gw)),
+        Scope::Server(name) => match gw.registry.server(name) {
+            Some(up) if up.is_ready() => Ok(up.initialize_result()),
+            _ => Err(Error::NotConnected { server: name.clone(), what: "server/discover".into() }),
+        },
+    }
+}
+
+/// Adds what every 2026-07-28 result carries: `resultType`, the answering server's identity in
+/// `_meta`, and the caching fields of the results that have them.
+fn decorate(gw: &Gateway, scope: &Scope, method: &str, result: Result<Value, Error>) -> Result<Value, Error> {
+    let mut result = result?;
+    let Some(fields) = result.as_object_mut() else { return Ok(result) };
+    fields.entry("resultType").or_insert_with(|| json!("complete"));
+    let meta = fields.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.entry(META_SERVER_INFO).or_insert_with(|| server_info(gw, scope));
+    }
+    let complete = fields.get("resultType").and_then(Value::as_str) == Some("complete");
+    if let Some((ttl, cache_scope)) = caching(gw, method).filter(|_| complete) {
+        fields.entry("ttlMs").or_insert_with(|| json!(ttl));
+        fields.entry("cacheScope").or_insert_with(|| json!(cache_scope));
+    }
+    Ok(result)
+}
+
+/// Who answers on this view: the gateway, or the server as it introduced itself.
+fn server_info(gw: &Gateway, scope: &Scope) -> Value {
+    let own = || json!({"name": "mcpport", "title": "mcpport gateway", "version": env!("CARGO_PKG_VERSION")});
+    match scope {
+        Scope::All => own(),
+        Scope::Server(name) => gw
+            .registry
+            .server(name)
+            .map(|up| up.initialize_result()["serverInfo"].clone())
+            .filter(|info| info["name"].is_string() && info["version"].is_string())
+            .unwrap_or_else(own),
+    }
+}
+
+/// `ttlMs` and `cacheScope` for the results that must carry them. Lists and discovery change
+/// when edges come and go (a short TTL); what a resource holds is the edge's, read fresh. With
+/// client tokens, only authorized clients see any of it: private.
+fn caching(gw: &Gateway, method: &str) -> Option<(u64, &'static str)> {
+    let scope = if gw.cfg.auth_tokens.is_empty() { "public" } else { "private" };
+    match method {
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "server/discover" => {
+            Some((LIST_TTL_MS, scope))
+        }
+        "resources/read" => Some((0, "private")),
+        _ => None,
+    }
+}
+
+/// A request for a server (or answered by the aggregated view): served under a stateless
+/// session, answered on this POST.
+#[allow(clippy::too_many_arguments)]
+fn call(
+    gw: &Arc<Gateway>,
+    conn: &mut Conn<Box<dyn Transport>>,
+    scope: Scope,
+    owner: Credential,
+    peer: SocketAddr,
+    (id, method, params): (Value, String, Value),
+    client: Client,
+    cors: &Headers,
+) -> Outcome {
+    let (params, input) = match client_input(gw, &method, params) {
+        Ok(taken) => taken,
+        Err(e) => return respond(Response::json(200, &e.response(&id))),
+    };
+    let session = stateless_session(scope.clone(), owner, peer, &client.capabilities);
+    session.update(|s| s.input = input);
+    let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone()));
+    let reply = Reply::Post(mailbox.clone());
+    let request = Message::Request { id, method: method.clone(), params: Some(legacy_params(params)) };
+    mcp::handle_message(gw, &session, request, &reply);
+    let final_of = |msg: Value| Some(shape_final(gw, &scope, &method, msg));
+    let message = |msg: Value| shape_related(&client, msg);
+    let shaped = |msg: Value| {
+        if streamable::is_final(&msg) {
+            final_of(msg)
+        } else {
+            message(msg)
+        }
+    };
+    let shape = Shape { message: &shaped, status: &status_of };
+    let outcome = streamable::answer(gw, conn, &mailbox, 1, false, Vec::new(), cors, &shape);
+    mailbox.close();
+    // Answered, or the client closed its stream: whatever is still running for it is cancelled.
+    session.end();
+    outcome
+}
+
+fn stateless_session(
+    scope: Scope,
+    owner: Credential,
+    peer: SocketAddr,
+    capabilities: &Value,
+) -> Arc<Session> {
+    let session = Arc::new(Session::new(sys::random_hex(16), Kind::Stateless, scope, owner, peer.ip()));
+    session.update(|s| {
+        s.protocol_version = Some(crate::protocol::MODERN_VERSIONS[0].to_string());
+        s.client_capabilities = capabilities.clone();
+        s.initialized = true;
+    });
+    session
+}
+
+/// Takes `inputResponses` and `requestState` (MRTR) out of the params: they are the gateway's
+/// to act on, never the server's. A state must be this gateway's, unchanged, unexpired and for
+/// this method.
+fn client_input(gw: &Gateway, method: &str, mut params: Value) -> Result<(Value, ClientInput), Error> {
+    let Some(fields) = params.as_object_mut() else { return Ok((params, ClientInput::default())) };
+    let responses = match fields.remove("inputResponses") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(Error::InvalidParams(
+                "inputResponses must be an object keyed like inputRequests".into(),
+            ))
+        }
+    };
+    let resume = match fields.remove("requestState") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => {
+            let resume = state::open(&gw.state_key, &text).map_err(Error::InvalidParams)?;
+            if resume.method != method {
+                return Err(Error::InvalidParams(format!(
+                    "requestState belongs to a {} request",
+                    resume.method
+                )));
+            }
+            Some(resume)
+        }
+        Some(_) => {
+            return Err(Error::InvalidParams("requestState must be the string the server gave".into()))
+        }
+    };
+    Ok((params, ClientInput { responses, resume }))
+}
+
+/// The params as a legacy server expects them: the version and log level of the modern era are
+/// the gateway's to act on; the client's capabilities and identity stay, so a server that
+/// looks can ask only what this client can answer (a progress token stays too).
+fn legacy_params(mut params: Value) -> Value {
+    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+        for key in [META_VERSION, META_LOG_LEVEL] {
+            meta.remove(key);
+        }
+        if meta.is_empty() {
+            if let Some(fields) = params.as_object_mut() {
+                fields.remove("_meta");
+            }
+        }
+    }
+    params
+}
+
+/// A final answer as a modern client must see it.
+fn shape_final(gw: &Gateway, scope: &Scope, method: &str, mut msg: Value) -> Value {
+    if let Some(result) = msg.get_mut("result") {
+        let decorated = decorate(gw, scope, method, Ok(result.take()));
+        *result = decorated.unwrap_or_else(|_| json!({}));
+    } else if msg["error"]["code"] == json!(super::error::RESOURCE_NOT_FOUND) {
+        // 2026-07-28: resource not found is -32602 ("MUST NOT" emit -32002).
+        msg["error"]["code"] = json!(jsonrpc::INVALID_PARAMS);
+    }
+    msg
+}
+
+/// A related message on a modern request's stream: notifications about it only (never a
+/// server request), and log lines only at the level the request asked for.
+fn shape_related(client: &Client, msg: Value) -> Option<Value> {
+    let method = msg["method"].as_str()?;
+    if msg.get("id").is_some() {
+        return None;
+    }
+    match method {
+        "notifications/progress" => Some(msg),
+        "notifications/message" => {
+            let min = client.log_level?;
+            (severity(msg["params"]["level"].as_str().unwrap_or("info")) >= min).then_some(msg)
+        }
+        _ => None,
+    }
+}
+
+/// The HTTP status of an answer sent alone: 2026-07-28 puts some errors in the status too.
+fn status_of(msg: &Value) -> u16 {
+    match msg["error"]["code"].as_i64() {
+        Some(jsonrpc::METHOD_NOT_FOUND) => 404,
+        Some(
+            super::error::HEADER_MISMATCH
+            | super::error::MISSING_CAPABILITY
+            | super::error::UNSUPPORTED_VERSION,
+        ) => 400,
+        _ => 200,
+    }
+}
+
+/// The notices a `subscriptions/listen` asked for.
+#[derive(Debug, Default, PartialEq)]
+struct Filter {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
+    uris: Vec<String>,
+}
+
+impl Filter {
+    fn read(params: &Value) -> Result<Filter, Error> {
+        let n = &params["notifications"];
+        let flag = |key: &str| n[key].as_bool().unwrap_or(false);
+        let uris: Vec<String> = match &n["resourceSubscriptions"] {
+            Value::Null => Vec::new(),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            _ => return Err(Error::InvalidParams("resourceSubscriptions must be an array of URIs".into())),
+        };
+        if uris.len() > MAX_LISTEN_URIS {
+            return Err(Error::InvalidParams(format!(
+                "subscriptions/listen takes at most {MAX_LISTEN_URIS} resourceSubscriptions"
+            )));
+        }
+        Ok(Filter {
+            tools: flag("toolsListChanged"),
+            prompts: flag("promptsListChanged"),
+            resources: flag("resourcesListChanged"),
+            uris,
+        })
+    }
+
+    /// What the gateway agrees to: the list notices this view announces, and the URIs whose
+    /// subscription a server accepted.
+    fn agreed(&self, capabilities: &Value, subscribed: Vec<String>) -> Filter {
+        let changes = |cap: &str| capabilities[cap]["listChanged"].as_bool().unwrap_or(false);
+        Filter {
+            tools: self.tools && changes("tools"),
+            prompts: self.prompts && changes("prompts"),
+            resources: self.resources && changes("resources"),
+            uris: subscribed,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        for (key, on) in [
+            ("toolsListChanged", self.tools),
+            ("promptsListChanged", self.prompts),
+            ("resourcesListChanged", self.resources),
+        ] {
+            if on {
+                out.insert(key.into(), json!(true));
+            }
+        }
+        if !self.uris.is_empty() {
+            out.insert("resourceSubscriptions".into(), json!(self.uris));
+        }
+        Value::Object(out)
+    }
+
+    fn passes(&self, msg: &Value) -> bool {
+        match msg["method"].as_str().unwrap_or_default() {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            "notifications/resources/updated" => {
+                let uri = msg["params"]["uri"].as_str().unwrap_or_default();
+                self.uris.iter().any(|sub| super::link::uri_covers(sub, uri))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `subscriptions/listen`: a session of the registry's (so list changes and updates find it)
+/// for as long as the client keeps this stream open.
+#[allow(clippy::too_many_arguments)]
+fn listen(
+    gw: &Arc<Gateway>,
+    conn: &mut Conn<Box<dyn Transport>>,
+    scope: Scope,
+    owner: Credential,
+    peer: SocketAddr,
+    id: Value,
+    params: &Value,
+    cors: &Headers,
+) -> Outcome {
+    let wanted = match Filter::read(params) {
+        Ok(f) => f,
+        Err(e) => return respond(e.to_http_for(&id)),
+    };
+    let capabilities = match view_description(gw, &scope) {
+        Ok(d) => d["capabilities"].clone(),
+        Err(e) => return respond(e.to_http_for(&id)),
+    };
+    let session = stateless_session(scope, owner, peer, &params["_meta"][META_CAPABILITIES]);
+    if let Err(e) = gw.registry.admit(session.clone(), gw.cfg.max_sessions, gw.cfg.max_sessions_per_client) {
+        log::warn!("{peer}: refusing subscriptions/listen: {e}");
+        return respond(e.to_http_for(&id));
+    }
+    let guard = gw.registry.guard(session.clone());
+    let Some(rx) = session.attach_stream(&gw.queue_budget) else {
+        return respond(Error::Busy("the listen stream could not be attached".into()).to_http_for(&id));
+    };
+    let subscribed = subscribe_all(gw, &session, &wanted.uris);
+    let agreed = wanted.agreed(&capabilities, subscribed);
+    let _stream = Tally::new(&gw.streams);
+    log::info!("{peer}: subscriptions/listen {} opened", session.id);
+    let mut head = vec![("X-Accel-Buffering", "no".to_string())];
+    head.extend_from_slice(cors);
+    let why = match SseWriter::start(&mut conn.stream, &head) {
+        Ok(mut sse) => write_listen(gw, &session, &mut sse, &rx, &agreed, &id),
+        Err(_) => "client went away",
+    };
+    log::info!("{peer}: subscriptions/listen {} ended ({why})", session.id);
+    drop(guard);
+    Outcome::Close
+}
+
+/// Subscribes the listen session to each URI through the views (the link of the server that
+/// holds it does the rest); returns the URIs a server accepted.
+fn subscribe_all(gw: &Arc<Gateway>, session: &Arc<Session>, uris: &[String]) -> Vec<String> {
+    let mailbox = Mailbox::new(MAX_LISTEN_URIS + 1, POST_BYTES, Some(gw.queue_budget.clone()));
+    let reply = Reply::Post(mailbox.clone());
+    for (i, uri) in uris.iter().enumerate() {
+        let request = Message::Request {
+            id: json!(i),
+            method: "resources/subscribe".into(),
+            params: Some(json!({"uri": uri})),
+        };
+        mcp::handle_message(gw, session, request, &reply);
+    }
+    let deadline = Instant::now() + gw.cfg.timeout_rpc;
+    let mut accepted = Vec::new();
+    for _ in 0..uris.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(answer) = mailbox.recv(left.max(Duration::from_millis(1))) else { break };
+        if answer.get("result").is_some() {
+            if let Some(uri) = answer["id"].as_u64().and_then(|i| uris.get(i as usize)) {
+                accepted.push(uri.clone());
+            }
+        }
+    }
+    mailbox.close();
+    accepted
+}
+
+/// The listen stream: the acknowledgement, then the notices that pass the filter, each tagged;
+/// when the gateway ends the stream (shutdown), a final result says it ended gracefully.
+fn write_listen(
+    gw: &Gateway,
+    session: &Session,
+    sse: &mut SseWriter<&mut Box<dyn Transport>>,
+    rx: &Mailbox,
+    agreed: &Filter,
+    id: &Value,
+) -> &'static str {
+    let tag = json!({ META_SUBSCRIPTION: id });
+    let ack = jsonrpc::notification(
+        "notifications/subscriptions/acknowledged",
+        json!({"_meta": tag, "notifications": agreed.to_json()}),
+    );
+    if sse.event(Some("message"), &ack.to_string()).is_err() {
+        return "client went away";
+    }
+    loop {
+        let written = match rx.recv(gw.cfg.keepalive) {
+            Ok(mut msg) => {
+                session.written(&msg);
+                if !agreed.passes(&msg) {
+                    continue;
+                }
+                if let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) {
+                    params.insert("_meta".into(), tag.clone());
+                } else {
+                    msg["params"] = json!({"_meta": tag});
+                }
+                sse.event(Some("message"), &msg.to_string())
+            }
+            Err(Empty::Timeout) => sse.comment("keep-alive"),
+            Err(Empty::Closed) => {
+                let done = json!({"resultType": "complete", "_meta": tag});
+                let _ = sse.event(Some("message"), &jsonrpc::result_response(id, done).to_string());
+                let _ = sse.finish();
+                return "ended by the gateway";
+            }
+        };
+        if written.is_err() {
+            return "client went away";
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::streamable::tests::request;
+    use super::*;
+
+    fn meta() -> Value {
+        json!({META_VERSION: "2026-07-28", META_CAPABILITIES: {}})
+    }
+
+    fn code(r: Result<Client, Error>) -> i64 {
+        r.err().map_or(0, |e| e.code())
+    }
+
+    #[test]
+    fn validation_tells_missing_meta_mismatch_and_version_apart() {
+        let good = [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "tools/list")];
+        assert_eq!(code(validate(&request(&good), "tools/list", &json!({}))), -32602);
+        let no_caps = json!({"_meta": {META_VERSION: "2026-07-28"}});
+        assert_eq!(code(validate(&request(&good), "tools/list", &no_caps)), -32602);
+        assert!(validate(&request(&good), "tools/list", &json!({"_meta": meta()})).is_ok());
+        let other = [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "prompts/list")];
+        assert_eq!(code(validate(&request(&other), "tools/list", &json!({"_meta": meta()}))), -32020);
+        let old = json!({"_meta": {META_VERSION: "v999", META_CAPABILITIES: {}}});
+        assert_eq!(code(validate(&request(&good), "tools/list", &old)), -32020);
+        let both = [("MCP-Protocol-Version", "v999"), ("Mcp-Method", "tools/list")];
+        let e = validate(&request(&both), "tools/list", &old).err().unwrap();
+        assert_eq!((e.code(), e.status()), (-32022, 400));
+        assert_eq!(e.to_object()["data"]["requested"], "v999");
+    }
+
+    #[test]
+    fn mcp_name_must_match_plain_or_base64() {
+        let call = json!({"name": "héllo tool", "_meta": meta()});
+        let base = [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", "tools/call")];
+        assert_eq!(code(validate(&request(&base), "tools/call", &call)), -32020);
+        let encoded = format!("=?base64?{}?=", crate::http::upgrade::base64("héllo tool".as_bytes()));
+        let mut h = base.to_vec();
+        h.push(("Mcp-Name", &encoded));
+        assert!(validate(&request(&h), "tools/call", &call).is_ok());
+        let mut wrong = base.to_vec();
+        wrong.push(("Mcp-Name", "other"));
+        assert_eq!(code(validate(&request(&wrong), "tools/call", &call)), -32020);
+        assert_eq!(header_value("=?base64?!!?="), None);
+        // SEP-2243's table: padding is required, the alphabet is strict, and a value without
+        // both markers is literal.
+        assert_eq!(header_value("=?base64?SGVsbG8=?=").as_deref(), Some("Hello"));
+        assert_eq!(header_value("=?base64?SGVsbG8?="), None);
+        assert_eq!(header_value("=?base64?SGVs!!!bG8=?="), None);
+        assert_eq!(header_value("=?base64?SGVsbG8=").as_deref(), Some("=?base64?SGVsbG8="));
+        assert_eq!(header_value("plain").as_deref(), Some("plain"));
+    }
+
+    #[test]
+    fn eras_are_told_apart_by_session_header_and_initialize() {
+        let init = Message::Request {
+            id: json!(1),
+            method: "initialize".into(),
+            params: Some(json!({"protocolVersion": "2025-11-25"})),
+        };
+        assert!(!is_modern(&request(&[]), &init));
+        assert!(is_modern(&request(&[("MCP-Protocol-Version", "2026-07-28")]), &init));
+        let list = Message::Request { id: json!(1), method: "tools/list".into(), params: None };
+        assert!(is_modern(&request(&[]), &list));
+        assert!(!is_modern(&request(&[("Mcp-Session-Id", "abc")]), &list));
+        assert!(!is_modern(&request(&[("MCP-Protocol-Version", "2025-11-25")]), &list));
+    }
+
+    #[test]
+    fn related_messages_keep_progress_and_only_asked_for_logs() {
+        let quiet = Client { capabilities: json!({}), log_level: None };
+        let log = jsonrpc::notification("notifications/message", json!({"level": "error", "data": "x"}));
+        assert_eq!(shape_related(&quiet, log.clone()), None);
+        let loud = Client { capabilities: json!({}), log_level: Some(severity("warning")) };
+        assert!(shape_related(&loud, log).is_some());
+        let debug = jsonrpc::notification("notifications/message", json!({"level": "debug"}));
+        assert_eq!(shape_related(&loud, debug), None);
+        let ask = jsonrpc::request("mcpport-1-1", "elicitation/create", json!({}));
+        assert_eq!(shape_related(&loud, ask), None);
+        let progress = jsonrpc::notification("notifications/progress", json!({"progressToken": 1}));
+        assert!(shape_related(&quiet, progress).is_some());
+    }
+
+    #[test]
+    fn listen_filters_and_agrees_only_to_what_the_view_announces() {
+        let f =
+            Filter::read(&json!({"notifications": {"promptsListChanged": true, "toolsListChanged": true}}))
+                .unwrap();
+        let agreed = f.agreed(&json!({"tools": {"listChanged": true}, "prompts": {}}), vec![]);
+        assert_eq!(agreed.to_json(), json!({"toolsListChanged": true}));
+        assert!(agreed.passes(&jsonrpc::notification("notifications/tools/list_changed", json!({}))));
+        assert!(!agreed.passes(&jsonrpc::notification("notifications/prompts/list_changed", json!({}))));
+        let many: Vec<String> = (0..=MAX_LISTEN_URIS).map(|i| format!("x://{i}")).collect();
+        assert!(Filter::read(&json!({"notifications": {"resourceSubscriptions": many}})).is_err());
+    }
+
+    #[test]
+    fn removed_methods_and_not_found_take_their_statuses() {
+        assert_eq!(status_of(&Error::NoSuchMethod("ping".into()).response(&json!(1))), 404);
+        assert_eq!(status_of(&Error::MissingCapability("sampling").response(&json!(1))), 400);
+        let e = Error::MissingCapability("sampling").to_object();
+        assert_eq!(e["data"]["requiredCapabilities"], json!({"sampling": {}}));
+        assert_eq!(status_of(&jsonrpc::result_response(&json!(1), json!({}))), 200);
+    }
+}
