@@ -464,10 +464,29 @@ fn port(p: &mut lexopt::Parser, flag: &str, zero: &str) -> Result<u16, String> {
 
 fn seconds(p: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
     let v = string(p)?;
-    match v.parse::<f64>() {
-        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+    match decimal_seconds(&v) {
+        Some(d) if !d.is_zero() && d <= Duration::from_secs(86_400) => Ok(d),
         _ => Err(format!("{flag}: {v:?} is not a number of seconds more than 0 and at most 86400")),
     }
+}
+
+/// `30`, `2.5` or `0.001` (seconds, or a load average from /proc): digits, then at most nine
+/// decimals. Parsed as integers, so the binary carries no float parser (15 KB on a router, for
+/// a few numbers that never need one).
+pub(crate) fn decimal_seconds(v: &str) -> Option<Duration> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty()
+        || !digits(whole)
+        || !digits(frac)
+        || frac.len() > 9
+        || whole.len() > 9
+    {
+        return None;
+    }
+    let secs: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    Some(Duration::new(secs, nanos))
 }
 
 fn path(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
@@ -536,6 +555,21 @@ fn log_level(p: &mut lexopt::Parser) -> Result<LevelFilter, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn seconds_are_decimal_numbers_without_a_float_parser() {
+        assert_eq!(decimal_seconds("30"), Some(Duration::from_secs(30)));
+        assert_eq!(decimal_seconds("2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(decimal_seconds(".25"), Some(Duration::from_millis(250)));
+        assert_eq!(decimal_seconds("1."), Some(Duration::from_secs(1)));
+        assert_eq!(decimal_seconds("0.000000001"), Some(Duration::from_nanos(1)));
+        for bad in
+            ["", ".", "-1", "+1", "1e3", "1.2.3", "0.0000000001", "nan", "inf", " 1", "1 ", "9999999999"]
+        {
+            assert_eq!(decimal_seconds(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Parsed, String> {

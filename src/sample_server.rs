@@ -478,9 +478,9 @@ fn text_result(text: &str, is_error: bool) -> Value {
 /// Reads /proc; on systems without it the fields are null rather than made up.
 fn system_info() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let uptime: Option<f64> = read("/proc/uptime").split_whitespace().next().and_then(|s| s.parse().ok());
-    let load: Vec<f64> =
-        read("/proc/loadavg").split_whitespace().take(3).filter_map(|s| s.parse().ok()).collect();
+    let decimal = |s: &str| crate::cli::decimal_seconds(s).map(|d| d.as_secs_f64());
+    let uptime: Option<f64> = read("/proc/uptime").split_whitespace().next().and_then(decimal);
+    let load: Vec<f64> = read("/proc/loadavg").split_whitespace().take(3).filter_map(decimal).collect();
     let meminfo = read("/proc/meminfo");
     let mem = |key: &str| -> Option<u64> {
         meminfo.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()

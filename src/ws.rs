@@ -100,6 +100,21 @@ struct QueueState<T> {
     receiver_gone: bool,
 }
 
+/// The owner's wait in `poll`: resting (`thread::wait_resting`) unless a write is pending, as the
+/// thread is not idle then (and `poll` does not report writability back). Not generic, so
+/// every kind of owner loop shares it.
+#[inline(never)]
+fn wait_for(fds: &[(RawFd, bool)], want_write: bool, timeout: Duration) -> io::Result<Vec<sys::Ready>> {
+    if want_write {
+        return sys::poll(fds, Some(timeout));
+    }
+    thread::wait_resting(
+        timeout,
+        |t| sys::poll(fds, Some(t)),
+        |r| r.as_ref().is_ok_and(|ready| ready.iter().all(|r| !r.readable && !r.hangup)),
+    )
+}
+
 /// A queue of `capacity` items (and `QUEUE_BYTES`) with its wake-up descriptor.
 pub(crate) fn channel<T: Weigh>(capacity: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
     bounded(capacity, QUEUE_BYTES)
@@ -366,17 +381,7 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
         let mut fds =
             vec![(owner.ws.get_ref().socket().as_raw_fd(), want_write), (inbox.wake.as_raw_fd(), false)];
         fds.extend(extra.iter().map(|&fd| (fd, false)));
-        // With a write pending (a readiness `poll` does not report back) the thread is not idle.
-        let waited = if want_write {
-            sys::poll(&fds, Some(timeout))
-        } else {
-            thread::wait_resting(
-                timeout,
-                |t| sys::poll(&fds, Some(t)),
-                |r| r.as_ref().is_ok_and(|ready| ready.iter().all(|r| !r.readable && !r.hangup)),
-            )
-        };
-        let ready = match waited {
+        let ready = match wait_for(&fds, want_write, timeout) {
             Ok(r) => r,
             Err(e) => return End::Failed(format!("poll failed: {e}")),
         };

@@ -14,6 +14,7 @@ use crate::util::{messages_of, Gateway, HttpResponse, SseReader, StreamableClien
 const APP: &str = "http://app.example";
 const ACCEPT: (&str, &str) = ("Accept", "application/json, text/event-stream");
 const JSON: (&str, &str) = ("Content-Type", "application/json");
+const GZIP: (&str, &str) = ("Accept-Encoding", "gzip, deflate");
 const INIT: &[u8] = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
 
 fn preflight(gw: &Gateway, path: &str, origin: &str) -> HttpResponse {
@@ -156,13 +157,19 @@ fn the_status_page_and_its_json() {
     let gw = Gateway::start(&[]);
     let _pi = gw.register_ready("pi");
 
-    let page = gw.http("GET", "/", &[("Accept", "text/html")], b"");
+    let page = gw.http("GET", "/", &[("Accept", "text/html"), GZIP], b"");
     assert_eq!(page.status, 200);
     assert!(page.header("Content-Type").unwrap().starts_with("text/html"));
+    assert_eq!(page.header("Content-Encoding").as_deref(), Some("gzip"));
     let csp = page.header("Content-Security-Policy").expect("a CSP");
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"), "{csp}");
-    assert!(page.body.contains("<script>") && page.body.len() < 16 * 1024);
-    let head = gw.http("HEAD", "/", &[], b"");
+    let length: usize = page.header("Content-Length").unwrap().parse().unwrap();
+    assert!(length > 1000 && length < 8 * 1024, "{length} bytes");
+    // A client that takes no gzip (the page is carried compressed) is told where the data is.
+    let plain = gw.http("GET", "/", &[("Accept", "text/html")], b"");
+    assert_eq!(plain.status, 406);
+    assert!(plain.body.contains("/status.json"), "{plain:?}");
+    let head = gw.http("HEAD", "/", &[GZIP], b"");
     assert_eq!((head.status, head.body.as_str()), (200, ""));
     assert_eq!(gw.http("GET", "/", &[("Origin", "http://evil.example")], b"").status, 403);
     // An MCP client given the bare URL is told where to go.
@@ -216,7 +223,7 @@ fn the_status_page_and_its_json() {
 fn with_tokens_the_page_is_open_and_its_json_is_not() {
     let _w = Watchdog::new("status_tokens", Duration::from_secs(30));
     let gw = Gateway::start(&["--auth-token", "tok"]);
-    let page = gw.http("GET", "/", &[], b"");
+    let page = gw.http("GET", "/", &[GZIP], b"");
     assert_eq!(page.status, 200, "the page holds no data and asks for the token");
     let refused = gw.http("GET", "/status.json", &[], b"");
     assert_eq!(refused.status, 401);

@@ -5,7 +5,9 @@
 //! token (it holds no data, and asks for one when the JSON answers 401); the JSON needs the
 //! same token as every client endpoint. The page's `Content-Security-Policy` allows its own
 //! script and style (by hash; a test keeps the hashes in step with the page) and fetches from
-//! its own origin, nothing else.
+//! its own origin, nothing else. The binary carries the page gzip-compressed (`status.html.gz`,
+//! made by `scripts/status-page.sh`; a test keeps it in step with `status.html`): every browser
+//! takes gzip, and the page's bytes count against the router's size budget.
 
 use serde_json::{json, Value};
 
@@ -15,6 +17,11 @@ use crate::http::{Request, Response};
 /// Where the page finds its data.
 pub(crate) const PATH: &str = "/status.json";
 
+/// The page as the binary carries it: `status.html`, gzip-compressed.
+const PAGE_GZIP: &[u8] = include_bytes!("status.html.gz");
+
+/// The page's source, for the tests.
+#[cfg(test)]
 const PAGE: &str = include_str!("status.html");
 
 /// Lets the page run its own inline script and style (by their SHA-256, which a test checks
@@ -30,14 +37,23 @@ pub(crate) fn page(cfg: &Config, req: &Request) -> Response {
     if accept.contains("text/event-stream") && !accept.contains("text/html") {
         return Response::error(404, &format!("no MCP endpoint here{}", not_mcp(cfg)));
     }
+    let encodings = req.header("accept-encoding").unwrap_or("").to_ascii_lowercase();
+    if !encodings.split(',').any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip")) {
+        return Response::error(
+            406,
+            &format!("the status page is sent gzip-compressed, as browsers take it; its data is at {PATH}"),
+        );
+    }
     Response::empty(200)
         .header("Content-Type", "text/html; charset=utf-8")
+        .header("Content-Encoding", "gzip")
+        .header("Vary", "Accept-Encoding")
         .header("Content-Security-Policy", POLICY)
         .header("X-Content-Type-Options", "nosniff")
         .header("X-Frame-Options", "DENY")
         .header("Referrer-Policy", "no-referrer")
         .header("Cache-Control", "no-cache")
-        .body(PAGE.as_bytes().to_vec())
+        .body(PAGE_GZIP.to_vec())
 }
 
 /// Where MCP clients that came to `/` should go.
@@ -97,6 +113,21 @@ mod tests {
         assert_eq!(PAGE.matches("<style>").count(), 1);
     }
 
+    #[test]
+    fn the_compressed_page_is_the_page() {
+        use std::io::Write;
+        let mut gunzip = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip (every Debian has it)");
+        gunzip.stdin.take().unwrap().write_all(PAGE_GZIP).unwrap();
+        let out = gunzip.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout == PAGE.as_bytes(), "status.html.gz is stale: run scripts/status-page.sh");
+    }
+
     /// The CSP source (`sha256-…`) of the page's one `<tag>` element's content.
     fn inline_hash(tag: &str) -> String {
         let content = PAGE.split(&format!("<{tag}>")).nth(1).unwrap().split(&format!("</{tag}>")).next();
@@ -114,7 +145,10 @@ mod tests {
             method: "GET".into(),
             path: "/".into(),
             query: String::new(),
-            headers: vec![("Accept".into(), "text/html,*/*".into())],
+            headers: vec![
+                ("Accept".into(), "text/html,*/*".into()),
+                ("Accept-Encoding".into(), "gzip, deflate, br".into()),
+            ],
             body: Vec::new(),
             http11: true,
         };
