@@ -1321,7 +1321,10 @@ impl<D: Clone> Link<D> {
                 )));
                 let why = format!("no answer within {} s", self.limits.rpc_timeout.as_secs_f64());
                 match purpose {
-                    Purpose::Initialize => self.fail(format!("initialize: {why}")),
+                    Purpose::Initialize => self.fail(format!(
+                        "initialize: {why} (a server still starting, such as one npx is downloading, gets another \
+                         try when register reconnects; the gateway's --timeout-rpc sets this wait)"
+                    )),
                     Purpose::List { kind, refresh, .. } => self.list_failed(now, kind, refresh, &why),
                     Purpose::Ignore => {}
                 }
