@@ -69,3 +69,35 @@ fn servers_lists_what_is_registered() {
     assert!(pi["connectedSince"].as_str().unwrap().ends_with('Z'));
     assert!(pi["lastSeen"].as_str().unwrap().ends_with('Z'));
 }
+
+/// A gateway binary with file capabilities (`setcap cap_net_bind_service`, to bind port 443
+/// without root) runs in glibc's secure mode, where `GLIBC_TUNABLES` is erased: it must start
+/// rather than re-execute itself forever to turn malloc's caches off. Needs root, `setcap` and
+/// `setpriv`; skipped (with a note) where they are missing.
+#[test]
+fn a_gateway_with_file_capabilities_starts() {
+    let _w = Watchdog::new("secure mode", Duration::from_secs(30));
+    let dir = std::env::temp_dir().join(format!("mcpport-secure-{}", std::process::id()));
+    let bin = dir.join("mcpport");
+    let prepared = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(crate::util::bin(), &bin))
+        .and_then(|_| std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)))
+        .is_ok();
+    let capped = prepared
+        && std::process::Command::new("setcap")
+            .args(["cap_net_bind_service+ep", bin.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !capped {
+        let _ = std::fs::remove_dir_all(&dir);
+        return eprintln!("skipped: setting file capabilities needs root and setcap");
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    cmd.arg(&bin).args(["gateway", "--host", "127.0.0.1", "--port", "0"]);
+    let gw = crate::util::Proc::start_command(cmd);
+    gw.wait_log("listening on");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
