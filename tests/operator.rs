@@ -101,3 +101,20 @@ fn a_gateway_with_file_capabilities_starts() {
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Started through the dynamic loader (`ld.so mcpport gateway`, as on a `noexec` mount), the
+/// gateway must not re-execute /proc/self/exe, which is then the loader: it would take `gateway`
+/// for the program to load and exit 127. Skipped where no known loader is installed.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn a_gateway_started_through_the_loader_starts() {
+    let _w = Watchdog::new("through the loader", Duration::from_secs(30));
+    let loaders = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux-armhf.so.3"];
+    let Some(loader) = loaders.iter().find(|l| std::path::Path::new(l).exists()) else {
+        return eprintln!("skipped: no glibc loader at a known path");
+    };
+    let mut cmd = std::process::Command::new(loader);
+    cmd.arg(crate::util::bin()).args(["gateway", "--host", "127.0.0.1", "--port", "0"]);
+    let gw = crate::util::Proc::start_command(cmd);
+    gw.wait_log("listening on");
+}
