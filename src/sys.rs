@@ -216,9 +216,9 @@ const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
 /// Returns (doing nothing) when the user's `GLIBC_TUNABLES` already names the tunable or is not
 /// UTF-8, when the process runs in secure mode (setuid, or file capabilities such as
 /// `cap_net_bind_service`: glibc then erases the tunable from the environment, so every run
-/// would re-execute again, forever), when started through the dynamic loader (`ld.so mcpport`,
-/// or a static build: there is no loader to tell the program from), when re-executing fails (no
-/// `/proc`), and everywhere but glibc. The PID stays the same.
+/// would re-execute again, forever), when started through the dynamic loader (`ld.so mcpport`:
+/// /proc/self/exe is then the loader), when re-executing fails (no `/proc`), and everywhere but
+/// glibc. The PID stays the same.
 pub(crate) fn drop_malloc_thread_caches() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -228,7 +228,8 @@ pub(crate) fn drop_malloc_thread_caches() {
             unsafe { (libc::getauxval(libc::AT_SECURE), libc::getauxval(libc::AT_BASE)) };
         // Started as `ld.so mcpport …`, no interpreter was loaded for us (AT_BASE is 0) and
         // /proc/self/exe is the loader itself, which would take `gateway` for a program to run.
-        if interpreter == 0 {
+        // (A static build has no interpreter either, and is always its own /proc/self/exe.)
+        if interpreter == 0 && !cfg!(target_feature = "crt-static") {
             return;
         }
         let Some(tunables) = tunables_without_caches(std::env::var_os("GLIBC_TUNABLES"), secure != 0) else {

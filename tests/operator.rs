@@ -77,20 +77,20 @@ fn servers_lists_what_is_registered() {
 #[test]
 fn a_gateway_with_file_capabilities_starts() {
     let _w = Watchdog::new("secure mode", Duration::from_secs(30));
-    let dir = std::env::temp_dir().join(format!("mcpport-secure-{}", std::process::id()));
-    let bin = dir.join("mcpport");
-    let prepared = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::copy(crate::util::bin(), &bin))
-        .and_then(|_| std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)))
-        .is_ok();
-    let capped = prepared
-        && std::process::Command::new("setcap")
-            .args(["cap_net_bind_service+ep", bin.to_str().unwrap()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    if !capped {
-        let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir(std::env::temp_dir().join(format!("mcpport-secure-{}", std::process::id())));
+    let bin = dir.0.join("mcpport");
+    // Copied and capped by other processes: a file this process held open for writing could be
+    // inherited by a child another test forks meanwhile, and exec would fail (ETXTBSY).
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        let quiet = std::process::Stdio::null;
+        std::process::Command::new(program).args(args).stderr(quiet()).status().is_ok_and(|s| s.success())
+    };
+    let prepared = std::fs::create_dir_all(&dir.0)
+        .and_then(|()| std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)))
+        .is_ok()
+        && run("cp", &[crate::util::bin().as_ref(), bin.as_os_str()])
+        && run("setcap", &["cap_net_bind_service+ep".as_ref(), bin.as_os_str()]);
+    if !prepared {
         return eprintln!("skipped: setting file capabilities needs root and setcap");
     }
     let mut cmd = std::process::Command::new("setpriv");
@@ -98,8 +98,15 @@ fn a_gateway_with_file_capabilities_starts() {
     cmd.arg(&bin).args(["gateway", "--host", "127.0.0.1", "--port", "0"]);
     let gw = crate::util::Proc::start_command(cmd);
     gw.wait_log("listening on");
-    drop(gw);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A directory removed when the test ends, however it ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Started through the dynamic loader (`ld.so mcpport gateway`, as on a `noexec` mount), the
