@@ -213,20 +213,27 @@ const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
 /// 11 KiB each, half the gateway's heap (BENCHMARKS.md). Without the caches, small frees go to
 /// the arena's fast bins, at no cost measurable against the syscalls of a call.
 ///
-/// Returns (doing nothing) when the user's `GLIBC_TUNABLES` already names the tunable, when
-/// re-executing fails (no `/proc`), and everywhere but glibc. The PID stays the same.
+/// Returns (doing nothing) when the user's `GLIBC_TUNABLES` already names the tunable or is not
+/// UTF-8, when the process runs in secure mode (setuid, or file capabilities such as
+/// `cap_net_bind_service`: glibc then erases the tunable from the environment, so every run
+/// would re-execute again, forever), when started through the dynamic loader (`ld.so mcpport`:
+/// /proc/self/exe is then the loader), when re-executing fails (no `/proc`), and everywhere but
+/// glibc. The PID stays the same.
 pub(crate) fn drop_malloc_thread_caches() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
-        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if current.contains(TCACHE_TUNABLE) {
+        // SAFETY: getauxval reads values the kernel gave the process at exec.
+        let (secure, interpreter) =
+            unsafe { (libc::getauxval(libc::AT_SECURE), libc::getauxval(libc::AT_BASE)) };
+        // Started as `ld.so mcpport …`, no interpreter was loaded for us (AT_BASE is 0) and
+        // /proc/self/exe is the loader itself, which would take `gateway` for a program to run.
+        // (A static build has no interpreter either, and is always its own /proc/self/exe.)
+        if interpreter == 0 && !cfg!(target_feature = "crt-static") {
             return;
         }
-        let tunables = if current.is_empty() {
-            format!("{TCACHE_TUNABLE}=0")
-        } else {
-            format!("{current}:{TCACHE_TUNABLE}=0")
+        let Some(tunables) = tunables_without_caches(std::env::var_os("GLIBC_TUNABLES"), secure != 0) else {
+            return;
         };
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
@@ -237,6 +244,24 @@ pub(crate) fn drop_malloc_thread_caches() {
             .env("GLIBC_TUNABLES", tunables)
             .exec();
     }
+}
+
+/// The `GLIBC_TUNABLES` to re-execute with (the user's settings, then the caches' off), or
+/// `None` when there is nothing to do or it would not stick (see `drop_malloc_thread_caches`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tunables_without_caches(current: Option<std::ffi::OsString>, secure: bool) -> Option<String> {
+    let current = match current {
+        None => String::new(),
+        Some(v) => v.into_string().ok()?,
+    };
+    if secure || current.contains(TCACHE_TUNABLE) {
+        return None;
+    }
+    Some(if current.is_empty() {
+        format!("{TCACHE_TUNABLE}=0")
+    } else {
+        format!("{current}:{TCACHE_TUNABLE}=0")
+    })
 }
 
 /// The calling thread's stack: its lowest usable address and its size, as the C library knows
@@ -329,6 +354,35 @@ impl Wake {
 impl AsRawFd for Wake {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tunables_tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn the_caches_go_once_after_the_users_tunables() {
+        let off = Some("glibc.malloc.tcache_count=0".to_string());
+        assert_eq!(tunables_without_caches(None, false), off);
+        assert_eq!(tunables_without_caches(Some("".into()), false), off);
+        assert_eq!(
+            tunables_without_caches(Some("glibc.malloc.check=3".into()), false),
+            Some("glibc.malloc.check=3:glibc.malloc.tcache_count=0".into())
+        );
+        assert_eq!(tunables_without_caches(Some("glibc.malloc.tcache_count=7".into()), false), None);
+    }
+
+    #[test]
+    fn no_re_exec_where_glibc_would_erase_the_tunable_or_the_users_are_not_text() {
+        // Secure mode (setcap, setuid): glibc erases the tunable, so the next run would not see
+        // it and would re-execute again, forever.
+        assert_eq!(tunables_without_caches(None, true), None);
+        assert_eq!(tunables_without_caches(Some("glibc.malloc.check=3".into()), true), None);
+        let not_text = OsString::from_vec(b"glibc.malloc.check=\xff".to_vec());
+        assert_eq!(tunables_without_caches(Some(not_text), false), None, "the user's are kept");
     }
 }
 

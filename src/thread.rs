@@ -133,9 +133,16 @@ mod tests {
         .join()
         .unwrap();
         let (deep, rested, page) = measured;
-        let pages_of_48k = 48 * 1024 / page;
-        assert!(deep >= pages_of_48k, "the dig touched {deep} pages");
-        assert!(rested + pages_of_48k - 4 <= deep, "rest kept {rested} of {deep} pages");
+        let Some(back) = pages_surely_given_back(page) else { return };
+        assert!(deep >= 48 * 1024 / page, "the dig touched {deep} pages");
+        assert!(rested + back <= deep, "rest kept {rested} of {deep} pages");
+    }
+
+    /// How many pages a rest after a 48 KiB dig surely gives back: 32 KiB of them (the rest may
+    /// share a page with live frames or the margin). `None` where pages are so big (64 KiB on some
+    /// aarch64 kernels) that a 256 KiB stack has too few to tell; the tests then check nothing.
+    fn pages_surely_given_back(page: usize) -> Option<usize> {
+        (page <= 16 * 1024).then_some(32 * 1024 / page)
     }
 
     #[test]
@@ -173,7 +180,8 @@ mod tests {
         let (got, waits, deep, rested, again) = seen;
         assert_eq!(got, None);
         assert_eq!(waits, vec![SETTLE, Duration::from_millis(200)]);
-        assert!(rested + 8 <= deep, "the quiet wait gave pages back ({deep} -> {rested})");
+        let back = pages_surely_given_back(sys::page_size()).unwrap_or(0);
+        assert!(rested + back <= deep, "the quiet wait gave pages back ({deep} -> {rested})");
         assert_eq!(again, vec![SETTLE * 2]);
     }
 

@@ -69,3 +69,59 @@ fn servers_lists_what_is_registered() {
     assert!(pi["connectedSince"].as_str().unwrap().ends_with('Z'));
     assert!(pi["lastSeen"].as_str().unwrap().ends_with('Z'));
 }
+
+/// A gateway binary with file capabilities (`setcap cap_net_bind_service`, to bind port 443
+/// without root) runs in glibc's secure mode, where `GLIBC_TUNABLES` is erased: it must start
+/// rather than re-execute itself forever to turn malloc's caches off. Needs root, `setcap` and
+/// `setpriv`; skipped (with a note) where they are missing.
+#[test]
+fn a_gateway_with_file_capabilities_starts() {
+    let _w = Watchdog::new("secure mode", Duration::from_secs(30));
+    let dir = TempDir(std::env::temp_dir().join(format!("mcpport-secure-{}", std::process::id())));
+    let bin = dir.0.join("mcpport");
+    // Copied and capped by other processes: a file this process held open for writing could be
+    // inherited by a child another test forks meanwhile, and exec would fail (ETXTBSY).
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        let quiet = std::process::Stdio::null;
+        std::process::Command::new(program).args(args).stderr(quiet()).status().is_ok_and(|s| s.success())
+    };
+    let prepared = std::fs::create_dir_all(&dir.0)
+        .and_then(|()| std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)))
+        .is_ok()
+        && run("cp", &[crate::util::bin().as_ref(), bin.as_os_str()])
+        && run("setcap", &["cap_net_bind_service+ep".as_ref(), bin.as_os_str()]);
+    if !prepared {
+        return eprintln!("skipped: setting file capabilities needs root and setcap");
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    cmd.arg(&bin).args(["gateway", "--host", "127.0.0.1", "--port", "0"]);
+    let gw = crate::util::Proc::start_command(cmd);
+    gw.wait_log("listening on");
+}
+
+/// A directory removed when the test ends, however it ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Started through the dynamic loader (`ld.so mcpport gateway`, as on a `noexec` mount), the
+/// gateway must not re-execute /proc/self/exe, which is then the loader: it would take `gateway`
+/// for the program to load and exit 127. Skipped where no known loader is installed.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn a_gateway_started_through_the_loader_starts() {
+    let _w = Watchdog::new("through the loader", Duration::from_secs(30));
+    let loaders = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux-armhf.so.3"];
+    let Some(loader) = loaders.iter().find(|l| std::path::Path::new(l).exists()) else {
+        return eprintln!("skipped: no glibc loader at a known path");
+    };
+    let mut cmd = std::process::Command::new(loader);
+    cmd.arg(crate::util::bin()).args(["gateway", "--host", "127.0.0.1", "--port", "0"]);
+    let gw = crate::util::Proc::start_command(cmd);
+    gw.wait_log("listening on");
+}

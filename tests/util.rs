@@ -107,10 +107,16 @@ impl Proc {
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(bin());
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Proc::start_command(cmd)
+    }
+
+    /// Starts `cmd` (mcpport, or a command that runs it), its stderr read as the log.
+    pub fn start_command(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start mcpport");
         STARTED.lock().unwrap().push(child.id());
         let stderr = child.stderr.take().unwrap();

@@ -37,8 +37,7 @@ pub(crate) fn page(cfg: &Config, req: &Request) -> Response {
     if accept.contains("text/event-stream") && !accept.contains("text/html") {
         return Response::error(404, &format!("no MCP endpoint here{}", not_mcp(cfg)));
     }
-    let encodings = req.header("accept-encoding").unwrap_or("").to_ascii_lowercase();
-    if !encodings.split(',').any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip")) {
+    if !takes_gzip(req.header("accept-encoding").unwrap_or("")) {
         return Response::error(
             406,
             &format!("the status page is sent gzip-compressed, as browsers take it; its data is at {PATH}"),
@@ -54,6 +53,31 @@ pub(crate) fn page(cfg: &Config, req: &Request) -> Response {
         .header("Referrer-Policy", "no-referrer")
         .header("Cache-Control", "no-cache")
         .body(PAGE_GZIP.to_vec())
+}
+
+/// Whether `Accept-Encoding` takes gzip (RFC 9110 §12.5.3): `gzip` (or `x-gzip`) with a weight
+/// above zero, or else `*` with one; `gzip;q=0` refuses it, whatever `*` says.
+fn takes_gzip(accept_encoding: &str) -> bool {
+    let mut star = false;
+    for entry in accept_encoding.split(',') {
+        let mut parts = entry.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let wanted =
+            !parts.any(|p| p.trim().to_ascii_lowercase().strip_prefix("q=").is_some_and(weight_is_zero));
+        match coding.as_str() {
+            "gzip" | "x-gzip" => return wanted,
+            "*" => star = wanted,
+            _ => {}
+        }
+    }
+    star
+}
+
+/// Whether a `q` value is zero (`0`, `0.`, `0.000`).
+fn weight_is_zero(q: &str) -> bool {
+    let q = q.trim();
+    let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
+    !whole.is_empty() && whole.bytes().all(|b| b == b'0') && frac.bytes().all(|b| b == b'0')
 }
 
 /// Where MCP clients that came to `/` should go.
@@ -111,6 +135,18 @@ mod tests {
         }
         assert_eq!(PAGE.matches("<script>").count(), 1);
         assert_eq!(PAGE.matches("<style>").count(), 1);
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_a_client_that_takes_it() {
+        for yes in
+            ["gzip", "gzip, deflate, br", "br;q=1.0, GZIP;q=0.5", "x-gzip", "*", "br, *;q=0.1", "gzip;q=1"]
+        {
+            assert!(takes_gzip(yes), "{yes:?}");
+        }
+        for no in ["", "identity", "br", "gzip;q=0", "gzip; q=0.000", "*, gzip;q=0", "*;q=0", "gzipx"] {
+            assert!(!takes_gzip(no), "{no:?}");
+        }
     }
 
     #[test]
