@@ -133,9 +133,22 @@ pub(crate) struct Catalog {
 struct Entry {
     name: String,
     lists: Arc<Lists>,
-    /// Per list kind, the items exposed (tools and prompts renamed) and their route keys.
-    exposed: [Vec<Value>; 4],
+    /// Per list kind, the items exposed, as positions in `lists` (nothing is copied: a page is
+    /// built from the server's own items), and their route keys, in step: a tool's or prompt's
+    /// key is the name it is exposed under, a resource's its URI, a template's its text.
+    exposed: [Vec<usize>; 4],
     keys: [Vec<String>; 4],
+}
+
+impl Entry {
+    /// The item at `pos` of a list, as clients see it: a tool or prompt under its exposed `key`.
+    fn shown(&self, kind: ListKind, pos: usize, key: &str) -> Value {
+        let mut item = kind.items(&self.lists)[pos].clone();
+        if matches!(kind, ListKind::Tools | ListKind::Prompts) {
+            item["name"] = Value::String(key.to_string());
+        }
+        item
+    }
 }
 
 struct UriOwner {
@@ -216,16 +229,16 @@ impl Catalog {
                 ListKind::Resources => self.claim_uri(order, item),
                 ListKind::Templates => self.claim_template(order, pos, &entry.name, item),
             };
-            if let Some((key, item)) = exposed {
+            if let Some(key) = exposed {
                 entry.keys[i].push(key);
-                entry.exposed[i].push(item);
+                entry.exposed[i].push(pos);
             }
         }
         self.counts[i] += entry.exposed[i].len();
         !entry.exposed[i].is_empty()
     }
 
-    fn claim_uri(&mut self, order: u64, item: &Value) -> Option<(String, Value)> {
+    fn claim_uri(&mut self, order: u64, item: &Value) -> Option<String> {
         let uri = item["uri"].as_str().filter(|u| u.len() <= MAX_URI)?;
         match self.uri_routes.get_mut(uri) {
             Some(owner) => {
@@ -236,7 +249,7 @@ impl Catalog {
             }
             None => {
                 self.uri_routes.insert(uri.to_string(), UriOwner { server: order, waiting: Vec::new() });
-                Some((uri.to_string(), item.clone()))
+                Some(uri.to_string())
             }
         }
     }
@@ -253,12 +266,12 @@ impl Catalog {
             return;
         };
         owner.server = next;
-        let item =
-            self.servers.get(&next).and_then(|e| e.lists.resources.iter().find(|r| r["uri"] == uri).cloned());
-        if let (Some(entry), Some(item)) = (self.servers.get_mut(&next), item) {
+        let pos =
+            self.servers.get(&next).and_then(|e| e.lists.resources.iter().position(|r| r["uri"] == uri));
+        if let (Some(entry), Some(pos)) = (self.servers.get_mut(&next), pos) {
             let i = index(ListKind::Resources);
             entry.keys[i].push(uri.to_string());
-            entry.exposed[i].push(item);
+            entry.exposed[i].push(pos);
             self.counts[i] += 1;
             if !changed.contains(&ListKind::Resources) {
                 changed.push(ListKind::Resources);
@@ -266,13 +279,7 @@ impl Catalog {
         }
     }
 
-    fn claim_template(
-        &mut self,
-        order: u64,
-        pos: usize,
-        server: &str,
-        item: &Value,
-    ) -> Option<(String, Value)> {
+    fn claim_template(&mut self, order: u64, pos: usize, server: &str, item: &Value) -> Option<String> {
         let text = item["uriTemplate"].as_str().filter(|t| t.len() <= MAX_URI)?;
         if self.template_texts.contains_key(text) {
             return None;
@@ -280,7 +287,7 @@ impl Catalog {
         let template = Template { server: server.to_string(), template: UriTemplate::parse(text)? };
         self.templates.insert((order, pos), template);
         self.template_texts.insert(text.to_string(), (order, pos));
-        Some((text.to_string(), item.clone()))
+        Some(text.to_string())
     }
 
     fn release_template(&mut self, text: &str, order: u64) {
@@ -338,13 +345,14 @@ impl Catalog {
         }
         let mut skip = start.saturating_sub(own);
         for entry in self.servers.values() {
-            let list = &entry.exposed[index(kind)];
+            let (list, keys) = (&entry.exposed[index(kind)], &entry.keys[index(kind)]);
             if skip >= list.len() {
                 skip -= list.len();
                 continue;
             }
             let take = n.saturating_sub(items.len());
-            items.extend(list[skip..].iter().take(take).cloned());
+            let shown = list[skip..].iter().zip(&keys[skip..]).take(take);
+            items.extend(shown.map(|(&pos, key)| entry.shown(kind, pos, key)));
             skip = 0;
             if items.len() >= n {
                 break;
@@ -366,11 +374,7 @@ fn index(kind: ListKind) -> usize {
 
 /// Exposes a tool or prompt under its name, unless an earlier server holds that name (then
 /// with the hash suffix), and records the route back to the original.
-fn name_item(
-    routes: &mut HashMap<String, (String, String)>,
-    server: &str,
-    item: &Value,
-) -> Option<(String, Value)> {
+fn name_item(routes: &mut HashMap<String, (String, String)>, server: &str, item: &Value) -> Option<String> {
     let Some(original) = item.get("name").and_then(Value::as_str) else {
         log::warn!("server {server}: ignoring a list item without a name");
         return None;
@@ -383,10 +387,8 @@ fn name_item(
         log::warn!("server {server}: {original:?} collides even after hashing; not exposed");
         return None;
     }
-    let mut item = item.clone();
-    item["name"] = Value::String(exposed.clone());
     routes.insert(exposed.clone(), (server.to_string(), original.to_string()));
-    Some((exposed, item))
+    Some(exposed)
 }
 
 /// `{server}_{tool}`, made to fit `^[A-Za-z0-9_-]{1,64}$`.

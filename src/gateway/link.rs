@@ -190,7 +190,10 @@ pub(crate) struct Link<D> {
     next_id: u64,
     next_n: u64,
     phase: Phase,
+    /// The server's `initialize` result, until the handshake hands it over (`Action::Ready`).
     initialize: Value,
+    /// Whether the server declared `logging` (the one part of `initialize` the link keeps).
+    logging: bool,
     handshake_lists: Lists,
     /// Per list kind: is a refresh running, and must it run again when done.
     refresh: [Refresh; 4],
@@ -335,6 +338,7 @@ impl<D: Clone> Link<D> {
             next_n: 1,
             phase: Phase::Initializing,
             initialize: Value::Null,
+            logging: false,
             handshake_lists: Lists::default(),
             refresh: [Refresh::Idle; 4],
             requests: HashMap::new(),
@@ -657,8 +661,7 @@ impl<D: Clone> Link<D> {
     /// Tells the server the most verbose level any session wants, when that changed.
     fn tell_level(&mut self, now: Instant) {
         let wanted = self.wanted_level();
-        let logs = self.initialize["capabilities"].get("logging").is_some();
-        if wanted == self.edge_level || self.phase != Phase::Ready || !logs {
+        if wanted == self.edge_level || self.phase != Phase::Ready || !self.logging {
             return;
         }
         self.edge_level = wanted;
@@ -1126,6 +1129,7 @@ impl<D: Clone> Link<D> {
                 self.name
             );
         }
+        self.logging = result["capabilities"].get("logging").is_some();
         self.initialize = result;
         self.out.push_back(Action::ToEdge(jsonrpc::notification("notifications/initialized", json!({}))));
         self.phase = Phase::Listing;
@@ -1233,7 +1237,8 @@ impl<D: Clone> Link<D> {
         }
         self.phase = Phase::Ready;
         let lists = std::mem::take(&mut self.handshake_lists);
-        self.out.push_back(Action::Ready { initialize: self.initialize.clone(), lists });
+        // Handed over, not copied: the server's record keeps it; the link keeps `logging`.
+        self.out.push_back(Action::Ready { initialize: std::mem::take(&mut self.initialize), lists });
         self.tell_level(now);
         for kind in ListKind::ALL {
             if self.refresh[index(kind)] == Refresh::Dirty {
@@ -2279,7 +2284,7 @@ mod tests {
         let limits = Limits { max_calls: 8, ..Limits::default() };
         let mut link = L::new("pi", 1, 1 + next(1000), limits);
         link.phase = Phase::Ready;
-        link.initialize = json!({"capabilities": {"logging": {}}});
+        link.logging = true;
         let sessions = ["a", "b", "c"];
         let mut m = Model { seed, ..Model::default() };
         let (mut next_caller, mut next_edge) = (1u32, 1u64);

@@ -195,11 +195,13 @@ impl<'a> Driver<'a> {
                     out.push_back(Out::Text(text));
                 }
                 Action::Answer { caller, message, report } => {
-                    caller.finish(message);
+                    // Counted before it is delivered: a client that reads its answer and then
+                    // the metrics finds the call counted.
                     metrics.request(&report.method, &self.up.name, report.ok);
                     if report.method == "tools/call" {
                         metrics.tool_call(&self.up.name, report.took);
                     }
+                    caller.finish(message);
                 }
                 Action::Related { caller, message } => caller.related(message),
                 Action::ToSession { session, message } => {
