@@ -1109,7 +1109,7 @@ impl<D: Clone> Link<D> {
                 Err(e) => self.fail(format!("initialize: the server answered with an error: {e}")),
             },
             Purpose::List { kind, items, bytes, pages, refresh } => match outcome {
-                Ok(page) => self.list_page(now, kind, (items, bytes, pages), refresh, &page),
+                Ok(page) => self.list_page(now, kind, (items, bytes, pages), refresh, page),
                 Err(e) => {
                     self.list_failed(now, kind, refresh, &format!("the server answered with an error: {e}"))
                 }
@@ -1152,22 +1152,24 @@ impl<D: Clone> Link<D> {
         self.ask(now, kind.method(), params, Purpose::List { kind, items, bytes, pages, refresh });
     }
 
-    fn list_page(&mut self, now: Instant, kind: ListKind, so_far: Listed, refresh: bool, page: &Value) {
+    fn list_page(&mut self, now: Instant, kind: ListKind, so_far: Listed, refresh: bool, mut page: Value) {
         let (mut items, bytes, pages) = so_far;
-        let Some(page_items) = page[kind.key()].as_array() else {
+        let page_bytes = weight(&page[kind.key()]);
+        // Moved out of the page, not copied: the parsed items are the ones the gateway keeps.
+        let Some(Value::Array(page_items)) = page.get_mut(kind.key()).map(Value::take) else {
             let why = format!("the result has no {:?} array", kind.key());
             return self.list_failed(now, kind, refresh, &why);
         };
-        let before = items.len();
-        items.extend(page_items.iter().filter(|item| item.is_object()).cloned());
-        if items.len() - before < page_items.len() {
+        let (before, listed) = (items.len(), page_items.len());
+        items.extend(page_items.into_iter().filter(Value::is_object));
+        if items.len() - before < listed {
             log::warn!(
                 "server {}: {} listed items that are not objects; they were left out",
                 self.name,
                 kind.method()
             );
         }
-        let (bytes, pages) = (bytes.saturating_add(weight(&page[kind.key()])), pages + 1);
+        let (bytes, pages) = (bytes.saturating_add(page_bytes), pages + 1);
         let more = matches!(&page["nextCursor"], Value::String(c) if !c.is_empty());
         let l = self.limits;
         let over = if items.len() > l.max_list_items {
