@@ -82,12 +82,14 @@ pub(crate) enum Become {
     Closed,
     /// An edge's registration WebSocket, once its upgrade request was accepted from the head.
     Link { conn: Conn<Box<dyn Transport>>, req: Box<Request>, owner: Credential },
+    /// A Streamable HTTP session's stream of messages unrelated to any request (its `GET`).
+    Unrelated { conn: Conn<Box<dyn Transport>>, stream: Box<streamable::Unrelated> },
     /// A legacy SSE stream for a new session.
     Stream { conn: Conn<Box<dyn Transport>>, scope: Scope, owner: Credential, post_to: String, cors: Headers },
 }
 
 /// Serves one accepted connection: requests until it closes, then the long-lived role it took
-/// (a link, a stream), if any. The role runs after `serve_requests` has returned: a thread's
+/// (a link, a legacy or Streamable HTTP session stream), if any. The role runs after `serve_requests` has returned: a thread's
 /// stack pages, once touched, stay resident, and thousands of long-lived roles each waiting
 /// under a request loop's frame would each keep that frame's pages.
 pub(crate) fn serve_connection(
@@ -99,6 +101,7 @@ pub(crate) fn serve_connection(
     match serve_requests(gw, stream, peer, ticket) {
         Become::Closed => {}
         Become::Link { conn, req, owner } => register(gw, conn, &req, peer, owner),
+        Become::Unrelated { conn, stream } => streamable::write_unrelated(gw, conn, *stream),
         Become::Stream { conn, scope, owner, post_to, cors } => {
             legacy::open_stream(gw, conn, peer, scope, owner, &post_to, &cors)
         }
@@ -167,6 +170,7 @@ fn serve_requests(
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => continue,
                 Outcome::Streamed | Outcome::Close => return Become::Closed,
+                Outcome::Unrelated(stream) => return Become::Unrelated { conn, stream },
             },
             Route::SseStream(scope, post_to) => {
                 if let Scope::Server(name) = &scope {

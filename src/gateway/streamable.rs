@@ -40,6 +40,16 @@ pub(crate) enum Outcome {
     Streamed,
     /// The handler wrote its answer; close the connection.
     Close,
+    /// The connection becomes the session's stream of unrelated messages (`write_unrelated`,
+    /// run once the request loop has returned).
+    Unrelated(Box<Unrelated>),
+}
+
+/// A session's stream for messages unrelated to any request, attached and waiting to be written.
+pub(crate) struct Unrelated {
+    session: Arc<Session>,
+    rx: Arc<Mailbox>,
+    cors: Headers,
 }
 
 /// Serves one request on the MCP endpoint of `scope`. A stream's head carries `cors` (the caller
@@ -55,7 +65,7 @@ pub(crate) fn serve(
 ) -> Outcome {
     match req.method.as_str() {
         "POST" => post(gw, conn, req, scope, owner, peer, cors),
-        "GET" => get(gw, conn, req, &scope, owner, peer, cors),
+        "GET" => get(gw, req, &scope, owner, peer, cors),
         "DELETE" => Outcome::Respond(delete(gw, req, &scope, owner)),
         _ => Outcome::Respond(
             Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
@@ -233,10 +243,10 @@ pub(crate) fn is_final(msg: &Value) -> bool {
     msg.is_null() || msg.get("method").is_none()
 }
 
-/// Opens the session's stream for messages unrelated to any request.
+/// Attaches the session's stream for messages unrelated to any request; the connection's
+/// thread writes it once the request loop has returned (`write_unrelated`).
 fn get(
     gw: &Arc<Gateway>,
-    conn: &mut Conn<Box<dyn Transport>>,
     req: &Request,
     scope: &Scope,
     owner: Credential,
@@ -256,9 +266,16 @@ fn get(
     let Some(rx) = session.attach_stream(&gw.queue_budget) else {
         return respond(Response::error(409, "this session already has a stream open"));
     };
-    let _stream = Tally::new(&gw.streams);
     log::info!("session {}: stream opened by {peer}", session.id);
-    let why = match SseWriter::start(&mut conn.stream, cors) {
+    Outcome::Unrelated(Box::new(Unrelated { session, rx, cors: cors.clone() }))
+}
+
+/// Writes a session's stream of unrelated messages until it ends; the connection's thread does
+/// nothing else from then on.
+pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, stream: Unrelated) {
+    let Unrelated { session, rx, cors } = stream;
+    let _stream = Tally::new(&gw.streams);
+    let why = match SseWriter::start(&mut conn.stream, &cors) {
         Ok(mut sse) => legacy::write_stream(gw, &session, &mut sse, &rx),
         Err(_) => "client went away",
     };
@@ -266,7 +283,6 @@ fn get(
         session.detach_stream(); // a new GET may attach
     }
     log::info!("session {}: stream ended ({why})", session.id);
-    Outcome::Close
 }
 
 fn delete(gw: &Gateway, req: &Request, scope: &Scope, owner: Credential) -> Response {
