@@ -24,9 +24,7 @@ where
     T: Send + 'static,
 {
     Builder::new().name(name.into()).stack_size(STACK_SIZE).spawn(|| {
-        if let Some((low, _)) = sys::stack_bounds() {
-            STACK.set(Some(Stack { low, worked: true }));
-        }
+        STACK.set(Some(Stack { low: None, worked: true }));
         f()
     })
 }
@@ -37,11 +35,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A thread's stack as `rest` sees it: its lowest address, and whether it has worked since it
-/// last gave pages back.
+/// A thread's stack as `rest` sees it: its lowest address (asked of the C library at the first
+/// rest, not at every thread's start: glibc's answer costs a syscall, and short connections
+/// never rest), and whether it has worked since it last gave pages back.
 #[derive(Clone, Copy)]
 struct Stack {
-    low: usize,
+    low: Option<usize>,
     worked: bool,
 }
 
@@ -96,10 +95,11 @@ fn worked_unless_quiet<T>(got: T, quiet: &impl Fn(&T) -> bool) -> T {
 #[inline(never)]
 pub(crate) fn rest() {
     let Some(stack) = STACK.get() else { return };
-    STACK.set(Some(Stack { worked: false, ..stack }));
+    let Some(low) = stack.low.or_else(|| sys::stack_bounds().map(|(low, _)| low)) else { return };
+    STACK.set(Some(Stack { low: Some(low), worked: false }));
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    sys::discard_pages(stack.low, here.saturating_sub(REST_MARGIN));
+    sys::discard_pages(low, here.saturating_sub(REST_MARGIN));
 }
 
 #[cfg(test)]

@@ -310,6 +310,19 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
+def by_phase(m):
+    """The gateway's RSS and threads in each phase of a mesh run, as one line."""
+    return "; ".join(f"{k} {v['rss_kib'] / MIB:.1f} MiB, {v['threads']:,} threads" for k, v in m["phases"].items())
+
+
+def per_edge_kib(m):
+    """The gateway's RSS per registered edge (KiB), or None when nothing registered."""
+    reg = m["phases"].get("registered")
+    if not reg or not m["registered"]:
+        return None
+    return (reg["rss_kib"] - m["phases"].get("start", {}).get("rss_kib", 0)) / m["registered"]
+
+
 def report(args, res, cmds):
     out = []
     w = out.append
@@ -436,11 +449,9 @@ def report(args, res, cmds):
             w(f"- sessions: {m['sessions']:,} opened in {m['open_s']:.2f} s ({m['sessions_failed']} failed); "
               f"{m['calls']:,} calls, {m['errors']} wrong or failed, {m['calls_per_s']:,.0f} calls/s, "
               f"p50 {m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms (all sessions at once on 2 CPUs)")
-        w("- gateway by phase (max of 50 ms samples): " + "; ".join(
-            f"{k} {v['rss_kib'] / MIB:.1f} MiB, {v['threads']:,} threads" for k, v in m["phases"].items()))
-        reg = m["phases"].get("registered", {})
-        if reg and m["registered"]:
-            per = (reg["rss_kib"] - m["phases"].get("start", {}).get("rss_kib", 0)) / m["registered"]
+        w("- gateway by phase (max of 50 ms samples): " + by_phase(m))
+        per = per_edge_kib(m)
+        if per is not None:
             w(f"- per edge: {per:.1f} KiB of gateway RSS once registered")
     b = res.get("big")
     if b:
@@ -455,12 +466,11 @@ def report(args, res, cmds):
           f"each, last tenth {b['reg_last_tenth_ms']:.2f} ms)")
         if b.get("sessions"):
             w(f"- sessions: {b['calls']:,} calls, {b['errors']} wrong or failed, p50 {b['p50_ms']:.1f} ms")
-        w("- gateway by phase: " + "; ".join(
-            f"{k} {v['rss_kib'] / MIB:.1f} MiB, {v['threads']:,} threads" for k, v in b["phases"].items()))
-        reg = b["phases"].get("registered", {})
-        if reg and b["registered"]:
-            per = (reg["rss_kib"] - b["phases"].get("start", {}).get("rss_kib", 0)) / b["registered"]
-            w(f"- per edge: {per:.1f} KiB of RSS and {reg['threads'] / max(1, b['registered']):.2f} threads")
+        w("- gateway by phase: " + by_phase(b))
+        per = per_edge_kib(b)
+        if per is not None:
+            threads = b["phases"]["registered"]["threads"] / b["registered"]
+            w(f"- per edge: {per:.1f} KiB of RSS and {threads:.2f} threads")
     o = res.get("opt")
     if o:
         w("\n### opt-level: CPU per call, 8 Streamable HTTP sessions, same load, two passes each\n")

@@ -266,14 +266,8 @@ mod tests {
     }
 
     fn request(auth: Option<&str>) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/sse".into(),
-            query: String::new(),
-            headers: auth.map(|a| vec![("Authorization".to_string(), a.to_string())]).unwrap_or_default(),
-            body: Vec::new(),
-            http11: true,
-        }
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        Request::with("GET", "/sse", &headers)
     }
 
     #[test]

@@ -89,14 +89,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "OPTIONS".into(),
-            path: "/mcp".into(),
-            query: String::new(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: Vec::new(),
-            http11: true,
-        }
+        Request::with("OPTIONS", "/mcp", headers)
     }
 
     #[test]

@@ -22,7 +22,6 @@ use serde_json::{json, Map, Value};
 
 use super::aggregate;
 use super::auth::Credential;
-use super::cors::Headers;
 use super::error::Error;
 use super::link::ClientInput;
 use super::mailbox::{Empty, Mailbox};
@@ -30,7 +29,7 @@ use super::mcp;
 use super::reply::Reply;
 use super::session::{Kind, Scope, Session};
 use super::state;
-use super::streamable::{self, respond, Outcome, Shape, POST_BYTES, POST_QUEUE};
+use super::streamable::{self, respond, Asker, Outcome, Shape, POST_BYTES, POST_QUEUE};
 use super::{Gateway, Tally};
 use crate::http::sse::SseWriter;
 use crate::http::{Conn, Request, Response, Transport};
@@ -87,18 +86,13 @@ struct Client {
     log_level: Option<usize>,
 }
 
-/// Serves one stateless message; a stream's head carries `cors` (the caller adds them to a
-/// JSON answer).
-#[allow(clippy::too_many_arguments)]
+/// Serves one stateless message.
 pub(crate) fn post(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
     req: &Request,
-    scope: Scope,
-    owner: Credential,
-    peer: SocketAddr,
+    asker: Asker<'_>,
     msg: Message,
-    cors: &Headers,
 ) -> Outcome {
     let (id, method, params) = match msg {
         // The revision defines no client notifications over HTTP; they are accepted and ignored.
@@ -110,21 +104,21 @@ pub(crate) fn post(
         Message::Request { id, method, params } => (id, method, params.unwrap_or_else(|| json!({}))),
     };
     let checked = validate(req, &method, &params)
-        .and_then(|client| check_param_headers(gw, &scope, req, &method, &params).map(|()| client));
+        .and_then(|client| check_param_headers(gw, &asker.scope, req, &method, &params).map(|()| client));
     let client = match checked {
         Ok(client) => client,
         Err(e) => return respond(e.to_http_for(&id)),
     };
     match method.as_str() {
         "server/discover" => {
-            let result = decorate(gw, &scope, &method, discover(gw, &scope));
+            let result = decorate(gw, &asker.scope, &method, discover(gw, &asker.scope));
             match result {
                 Ok(result) => respond(Response::json(200, &jsonrpc::result_response(&id, result))),
                 Err(e) => respond(e.to_http_for(&id)),
             }
         }
-        "subscriptions/listen" => listen(gw, conn, scope, owner, peer, id, &params, cors),
-        m if METHODS.contains(&m) => call(gw, conn, scope, owner, peer, (id, method, params), client, cors),
+        "subscriptions/listen" => listen(gw, conn, asker, id, &params),
+        m if METHODS.contains(&m) => call(gw, conn, asker, (id, method, params), client),
         _ => respond(Error::NoSuchMethod(method).to_http_for(&id)),
     }
 }
@@ -313,17 +307,14 @@ fn caching(gw: &Gateway, method: &str) -> Option<(u64, &'static str)> {
 
 /// A request for a server (or answered by the aggregated view): served under a stateless
 /// session, answered on this POST.
-#[allow(clippy::too_many_arguments)]
 fn call(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
-    scope: Scope,
-    owner: Credential,
-    peer: SocketAddr,
+    asker: Asker<'_>,
     (id, method, params): (Value, String, Value),
     client: Client,
-    cors: &Headers,
 ) -> Outcome {
+    let Asker { scope, owner, peer, cors } = asker;
     let (params, input) = match client_input(gw, &method, params) {
         Ok(taken) => taken,
         Err(e) => return respond(Response::json(200, &e.response(&id))),
@@ -534,17 +525,14 @@ impl Filter {
 
 /// `subscriptions/listen`: a session of the registry's (so list changes and updates find it)
 /// for as long as the client keeps this stream open.
-#[allow(clippy::too_many_arguments)]
 fn listen(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
-    scope: Scope,
-    owner: Credential,
-    peer: SocketAddr,
+    asker: Asker<'_>,
     id: Value,
     params: &Value,
-    cors: &Headers,
 ) -> Outcome {
+    let Asker { scope, owner, peer, cors } = asker;
     let wanted = match Filter::read(params) {
         Ok(f) => f,
         Err(e) => return respond(e.to_http_for(&id)),

@@ -16,7 +16,7 @@ use super::admission::Ticket;
 use super::auth::{self, Credential, Role};
 use super::cors::{self, Headers};
 use super::session::Scope;
-use super::streamable::{self, Outcome};
+use super::streamable::{self, Asker, Outcome};
 use super::{legacy, status, upstream, Gateway};
 use crate::http::{upgrade, Conn, Framing, ReadError, Request, Reservation, Response, Transport};
 
@@ -166,12 +166,14 @@ fn serve_requests(
             Route::Page => status::page(&gw.cfg, &req),
             Route::Status => status::report(gw),
             Route::Register => return Become::Link { conn, req: Box::new(req), owner },
-            Route::Mcp(scope) => match streamable::serve(gw, &mut conn, &req, scope, owner, peer, &cors) {
-                Outcome::Respond(resp) => resp,
-                Outcome::Streamed if req.keep_alive() => continue,
-                Outcome::Streamed | Outcome::Close => return Become::Closed,
-                Outcome::Unrelated(stream) => return Become::Unrelated { conn, stream },
-            },
+            Route::Mcp(scope) => {
+                match streamable::serve(gw, &mut conn, &req, Asker { scope, owner, peer, cors: &cors }) {
+                    Outcome::Respond(resp) => resp,
+                    Outcome::Streamed if req.keep_alive() => continue,
+                    Outcome::Streamed | Outcome::Close => return Become::Closed,
+                    Outcome::Unrelated(stream) => return Become::Unrelated { conn, stream },
+                }
+            }
             Route::SseStream(scope, post_to) => {
                 if let Scope::Server(name) = &scope {
                     if gw.registry.server(name).is_none() {

@@ -177,17 +177,11 @@ mod tests {
             let source = format!("{directive} '{}';", inline_hash(tag));
             assert!(POLICY.contains(&source), "the page's <{tag}> changed: put {source:?} in POLICY");
         }
-        let req = Request {
-            method: "GET".into(),
-            path: "/".into(),
-            query: String::new(),
-            headers: vec![
-                ("Accept".into(), "text/html,*/*".into()),
-                ("Accept-Encoding".into(), "gzip, deflate, br".into()),
-            ],
-            body: Vec::new(),
-            http11: true,
-        };
+        let req = Request::with(
+            "GET",
+            "/",
+            &[("Accept", "text/html,*/*"), ("Accept-Encoding", "gzip, deflate, br")],
+        );
         let resp = page(&Config::default(), &req);
         let csp = &resp.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
         assert_eq!(csp, POLICY);

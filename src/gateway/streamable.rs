@@ -52,21 +52,28 @@ pub(crate) struct Unrelated {
     cors: Headers,
 }
 
-/// Serves one request on the MCP endpoint of `scope`. A stream's head carries `cors` (the caller
-/// adds them to a `Respond`).
+/// Who asks on an MCP endpoint: the view it asks, the credential it presented, its address, and
+/// the CORS headers its answers carry (a stream's head carries them; the caller adds them to a
+/// `Respond`). What every handler of a request there needs besides the gateway, the connection
+/// and the request itself.
+pub(crate) struct Asker<'a> {
+    pub scope: Scope,
+    pub owner: Credential,
+    pub peer: SocketAddr,
+    pub cors: &'a Headers,
+}
+
+/// Serves one request on the MCP endpoint of the asker's scope.
 pub(crate) fn serve(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
     req: &Request,
-    scope: Scope,
-    owner: Credential,
-    peer: SocketAddr,
-    cors: &Headers,
+    asker: Asker<'_>,
 ) -> Outcome {
     match req.method.as_str() {
-        "POST" => post(gw, conn, req, scope, owner, peer, cors),
-        "GET" => get(gw, req, &scope, owner, peer, cors),
-        "DELETE" => Outcome::Respond(delete(gw, req, &scope, owner)),
+        "POST" => post(gw, conn, req, asker),
+        "GET" => get(gw, req, asker),
+        "DELETE" => Outcome::Respond(delete(gw, req, &asker.scope, asker.owner)),
         _ => Outcome::Respond(
             Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
                 .header("Allow", "GET, POST, DELETE"),
@@ -74,15 +81,7 @@ pub(crate) fn serve(
     }
 }
 
-fn post(
-    gw: &Arc<Gateway>,
-    conn: &mut Conn<Box<dyn Transport>>,
-    req: &Request,
-    scope: Scope,
-    owner: Credential,
-    peer: SocketAddr,
-    cors: &Headers,
-) -> Outcome {
+fn post(gw: &Arc<Gateway>, conn: &mut Conn<Box<dyn Transport>>, req: &Request, asker: Asker<'_>) -> Outcome {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
         return respond(Response::error(415, "POST bodies must be Content-Type: application/json"));
@@ -100,7 +99,7 @@ fn post(
     };
     if !batch && modern::is_modern(req, &messages[0]) {
         let Some(msg) = messages.pop() else { return respond(Response::empty(400)) };
-        return modern::post(gw, conn, req, scope, owner, peer, msg, cors);
+        return modern::post(gw, conn, req, asker, msg);
     }
     let initializing =
         messages.iter().any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
@@ -108,12 +107,12 @@ fn post(
         if batch {
             return respond(Error::BadRequest("initialize must not be part of a batch".into()).to_http());
         }
-        match open_session(gw, scope, owner, peer) {
+        match open_session(gw, asker.scope, asker.owner, asker.peer) {
             Ok(s) => (s, true),
             Err(resp) => return respond(resp),
         }
     } else {
-        match find_session(gw, req, &scope, owner) {
+        match find_session(gw, req, &asker.scope, asker.owner) {
             Ok(s) => (s, false),
             Err(resp) => return respond(resp),
         }
@@ -135,7 +134,7 @@ fn post(
         return respond(Response::empty(202));
     }
     let headers: Headers = minted.then(|| ("Mcp-Session-Id", session.id.clone())).into_iter().collect();
-    let outcome = answer(gw, conn, &mailbox, requests, batch, headers, cors, &Shape::AS_IS);
+    let outcome = answer(gw, conn, &mailbox, requests, batch, headers, asker.cors, &Shape::AS_IS);
     mailbox.close();
     outcome
 }
@@ -245,21 +244,15 @@ pub(crate) fn is_final(msg: &Value) -> bool {
 
 /// Attaches the session's stream for messages unrelated to any request; the connection's
 /// thread writes it once the request loop has returned (`write_unrelated`).
-fn get(
-    gw: &Arc<Gateway>,
-    req: &Request,
-    scope: &Scope,
-    owner: Credential,
-    peer: SocketAddr,
-    cors: &Headers,
-) -> Outcome {
+fn get(gw: &Arc<Gateway>, req: &Request, asker: Asker<'_>) -> Outcome {
+    let Asker { scope, owner, peer, cors } = asker;
     if !accepts(req, "text/event-stream") {
         return respond(Response::error(
             406,
             "GET on the MCP endpoint opens an SSE stream: accept text/event-stream",
         ));
     }
-    let session = match find_session(gw, req, scope, owner) {
+    let session = match find_session(gw, req, &scope, owner) {
         Ok(s) => s,
         Err(resp) => return respond(resp),
     };
@@ -391,14 +384,7 @@ pub(crate) mod tests {
 
     /// A POST to /mcp with these headers and no body.
     pub(crate) fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "POST".into(),
-            path: "/mcp".into(),
-            query: String::new(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: Vec::new(),
-            http11: true,
-        }
+        Request::with("POST", "/mcp", headers)
     }
 
     #[test]

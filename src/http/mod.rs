@@ -103,6 +103,19 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// A bodiless HTTP/1.1 request, for tests.
+    #[cfg(test)]
+    pub(crate) fn with(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: Vec::new(),
+            http11: true,
+        }
+    }
+
     /// The first value of a header, by case-insensitive name.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
