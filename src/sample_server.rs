@@ -108,6 +108,7 @@ impl Server {
         match msg {
             Message::Request { id, method, params } => {
                 self.started(&id);
+                let waits = may_wait(&method, params.as_ref());
                 let me = self.clone();
                 let work = move || {
                     let reply = match me.answer(&id, &method, params.unwrap_or(json!({}))) {
@@ -117,6 +118,11 @@ impl Server {
                     me.write(&reply);
                     me.finished(&id);
                 };
+                // What answers at once is answered here, in order; a tool that may wait (for time,
+                // or for the client's answer, which this thread reads) gets a thread of its own.
+                if !waits {
+                    return work();
+                }
                 if thread::spawn("sample-call", work).is_err() {
                     eprintln!("sample-server: cannot start a thread");
                 }
@@ -456,6 +462,13 @@ impl Server {
 }
 
 /// Sleeps for `ms` milliseconds when it is a number (a tool's optional `delay_ms`).
+/// Whether answering `method` may wait (for time, or for the client's answer to a request of
+/// ours, which only the reading thread can deliver): tool calls but the quick built-in ones.
+fn may_wait(method: &str, params: Option<&Value>) -> bool {
+    let tool = params.and_then(|p| p["name"].as_str()).unwrap_or_default();
+    method == "tools/call" && !matches!(tool, "echo" | "system_info")
+}
+
 fn pause(ms: &Value) {
     if let Some(ms) = ms.as_u64() {
         std::thread::sleep(Duration::from_millis(ms.min(600_000)));

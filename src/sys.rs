@@ -18,6 +18,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Ready {
     pub readable: bool,
+    /// Writable (only reported when asked for).
+    pub writable: bool,
     /// Hang-up or error: reading will tell the details.
     pub hangup: bool,
 }
@@ -46,9 +48,21 @@ pub(crate) fn poll(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> io::Resu
         .iter()
         .map(|p| Ready {
             readable: p.revents & libc::POLLIN != 0,
+            writable: p.revents & libc::POLLOUT != 0,
             hangup: p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
         })
         .collect())
+}
+
+/// Sets `O_NONBLOCK` on `fd` (our end of a pipe; std offers it for sockets only).
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL reads and sets flags of a descriptor; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Fills `buf` with random bytes from the kernel's CSPRNG.

@@ -2,22 +2,23 @@
 //! and the register's side of its gateway link.
 //!
 //! A blocking tungstenite socket cannot be read and written from two threads, so exactly one
-//! thread owns it and waits in `poll(2)` on the socket and on a wake-up descriptor
-//! (`sys::Wake`). Other threads queue frames into a bounded `Outbox` and signal the wake-up; the
-//! owner sends them at once. Heartbeat pings come from poll's timeout. No fixed-interval polling: an idle link costs
-//! no CPU. Backpressure: while the socket cannot take more bytes, the owner stops draining the
-//! queue, the queue fills, and senders get `Full` instead of growing memory without bound.
+//! thread owns it and waits in `poll(2)` on the socket, on the descriptors its `Handler` names
+//! (register: the child's pipes and the signal pipe) and, when other threads talk to it, on a
+//! wake-up descriptor (`sys::Wake`): they queue typed commands into a bounded `Outbox` (the
+//! gateway's link owner) and signal the wake-up. Heartbeat pings come from poll's timeout. No
+//! fixed-interval polling: an idle link costs no CPU. Backpressure: while the socket cannot take
+//! more bytes, the owner stops draining the queue, the queue fills, and senders get `Full`
+//! instead of growing memory without bound; a handler sees how many frames wait and stops
+//! watching what makes more.
 //!
-//! The queue carries whatever the owner's `Handler` understands: frames (`Out`, for register) or
-//! typed commands (the gateway's link owner); it is bounded in count and in bytes. What the
-//! handler wants sent waits in a short local queue that is drained before the next command is
-//! taken, so a slow peer stops the owner from taking work rather than piling it up.
+//! What the handler wants sent waits in a short local queue that is drained before the next
+//! command is taken, so a slow peer stops the owner from taking work rather than piling it up.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::TryRecvError;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -65,10 +66,6 @@ impl Weigh for Out {
 pub(crate) const READ_BUFFER: usize = 4 * 1024;
 pub(crate) const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Bytes a queue may hold unless told otherwise (one item is always let in when the queue is
-/// empty, however big).
-pub(crate) const QUEUE_BYTES: usize = 32 * 1024 * 1024;
-
 /// The sending half: cheap to clone, used by any thread.
 pub(crate) struct Outbox<T = Out> {
     queue: Arc<Queue<T>>,
@@ -87,8 +84,6 @@ struct Queue<T> {
     state: Mutex<QueueState<T>>,
     /// A budget shared with other queues, charged too.
     budget: Option<Arc<Budget>>,
-    /// Signalled when an item is taken (for `send_wait`) or the receiver goes.
-    space: Condvar,
     capacity: usize,
     max_bytes: usize,
 }
@@ -100,32 +95,19 @@ struct QueueState<T> {
     receiver_gone: bool,
 }
 
-/// The owner's wait in `poll`: resting (`thread::wait_resting`) unless a write is pending, as the
-/// thread is not idle then (and `poll` does not report writability back). Not generic, so
-/// every kind of owner loop shares it.
+/// The owner's wait in `poll`, resting (`thread::wait_resting`) once nothing has happened for a
+/// while. Not generic, so every kind of owner loop shares it.
 #[inline(never)]
-fn wait_for(fds: &[(RawFd, bool)], want_write: bool, timeout: Duration) -> io::Result<Vec<sys::Ready>> {
-    if want_write {
-        return sys::poll(fds, Some(timeout));
-    }
+fn wait_for(fds: &[(RawFd, bool)], timeout: Duration) -> io::Result<Vec<sys::Ready>> {
     thread::wait_resting(
         timeout,
         |t| sys::poll(fds, Some(t)),
-        |r| r.as_ref().is_ok_and(|ready| ready.iter().all(|r| !r.readable && !r.hangup)),
+        |r| r.as_ref().is_ok_and(|ready| ready.iter().all(|r| !r.readable && !r.writable && !r.hangup)),
     )
 }
 
-/// A queue of `capacity` items (and `QUEUE_BYTES`) with its wake-up descriptor.
-pub(crate) fn channel<T: Weigh>(capacity: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
-    bounded(capacity, QUEUE_BYTES)
-}
-
-/// A queue of at most `capacity` items and `max_bytes` bytes, with its wake-up descriptor.
-pub(crate) fn bounded<T: Weigh>(capacity: usize, max_bytes: usize) -> io::Result<(Outbox<T>, Inbox<T>)> {
-    bounded_within(capacity, max_bytes, None)
-}
-
-/// The same, its bytes also counted against a `budget` shared with other queues.
+/// A queue of at most `capacity` items and `max_bytes` bytes, with its wake-up descriptor, its
+/// bytes also counted against a `budget` shared with other queues.
 pub(crate) fn bounded_within<T: Weigh>(
     capacity: usize,
     max_bytes: usize,
@@ -133,8 +115,7 @@ pub(crate) fn bounded_within<T: Weigh>(
 ) -> io::Result<(Outbox<T>, Inbox<T>)> {
     let wake = Arc::new(Wake::new()?);
     let state = QueueState { items: VecDeque::new(), bytes: 0, senders: 1, receiver_gone: false };
-    let queue =
-        Arc::new(Queue { state: Mutex::new(state), budget, space: Condvar::new(), capacity, max_bytes });
+    let queue = Arc::new(Queue { state: Mutex::new(state), budget, capacity, max_bytes });
     Ok((Outbox { queue: queue.clone(), wake: wake.clone() }, Inbox { queue, wake }))
 }
 
@@ -161,8 +142,6 @@ impl<T> Drop for Inbox<T> {
             b.give(q.bytes);
         }
         q.bytes = 0;
-        drop(q);
-        self.queue.space.notify_all();
     }
 }
 
@@ -176,8 +155,6 @@ impl<T: Weigh> Inbox<T> {
                 if let Some(b) = &self.queue.budget {
                     b.give(weight);
                 }
-                drop(q);
-                self.queue.space.notify_one();
                 Ok(item)
             }
             None if q.senders == 0 => Err(TryRecvError::Disconnected),
@@ -187,11 +164,6 @@ impl<T: Weigh> Inbox<T> {
 }
 
 impl<T: Weigh> Outbox<T> {
-    /// Queues an item without waiting.
-    pub(crate) fn send(&self, item: T) -> Result<(), SendError> {
-        self.offer(item).map_err(|(e, _)| e)
-    }
-
     /// Queues an item without waiting; on failure the item comes back, with why.
     pub(crate) fn offer(&self, item: T) -> Result<(), (SendError, T)> {
         let weight = item.weight();
@@ -201,29 +173,6 @@ impl<T: Weigh> Outbox<T> {
         }
         if !self.queue.fits(&q, weight) || !self.queue.budget.as_ref().is_none_or(|b| b.take(weight)) {
             return Err((SendError::Full, item));
-        }
-        q.bytes += weight;
-        q.items.push_back(item);
-        drop(q);
-        self.wake();
-        Ok(())
-    }
-
-    /// Queues an item, waiting while the queue is full (backpressure onto the caller).
-    pub(crate) fn send_wait(&self, item: T) -> Result<(), SendError> {
-        let weight = item.weight();
-        let mut q = lock(&self.queue.state);
-        loop {
-            if q.receiver_gone {
-                return Err(SendError::Closed);
-            }
-            if self.queue.fits(&q, weight) {
-                break;
-            }
-            q = self.queue.space.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-        if let Some(b) = &self.queue.budget {
-            b.force(weight);
         }
         q.bytes += weight;
         q.items.push_back(item);
@@ -247,23 +196,19 @@ impl<T> Outbox<T> {
     }
 }
 
-/// What the owner tells a closure handler about (see `pump`).
-pub(crate) enum Event {
-    /// A text frame (binary frames holding UTF-8 are passed on as text).
-    Text(String),
-    /// One of the extra descriptors is readable.
-    Fd,
-}
-
 /// What the owner of a socket does with what arrives: frames from the peer, items from its
-/// queue, extra descriptors, and the passing of time. Frames to send go into `out`.
+/// queue, descriptors of its own, and the passing of time. Frames to send go into `out`.
 pub(crate) trait Handler<T> {
     /// A text frame from the peer (binary frames holding UTF-8 are passed on as text).
     fn on_text(&mut self, text: String, out: &mut VecDeque<Out>) -> Flow;
     /// An item from the queue.
     fn on_item(&mut self, item: T, out: &mut VecDeque<Out>) -> Flow;
-    /// One of the extra descriptors is readable.
-    fn on_fd(&mut self, _out: &mut VecDeque<Out>) -> Flow {
+    /// Descriptors to wait on besides the socket, as (descriptor, want-writable), asked before
+    /// every wait. `pending` is how many frames wait for the socket: a handler that makes frames
+    /// from a descriptor stops watching it while they pile up.
+    fn watch(&self, _pending: usize, _fds: &mut Vec<(RawFd, bool)>) {}
+    /// Descriptor `fd` of those `watch` named is ready.
+    fn on_ready(&mut self, _fd: RawFd, _ready: sys::Ready, _out: &mut VecDeque<Out>) -> Flow {
         Flow::Continue
     }
     /// The owner woke up (a frame, an item, a deadline): the time is `now`.
@@ -309,43 +254,12 @@ pub(crate) enum End {
 /// How long to wait for the peer's answer to our close frame before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// Runs the owner loop until the link ends, with a closure for a handler: queued `Out` frames are
-/// sent as they are. `extra` descriptors (a signal pipe, say) are polled too and reported as
-/// `Event::Fd`.
-pub(crate) fn pump<S: Transport>(
-    ws: &mut WebSocket<S>,
-    inbox: &Inbox,
-    extra: &[RawFd],
-    heartbeat: Option<Heartbeat>,
-    on: impl FnMut(Event) -> Flow,
-) -> End {
-    drive(ws, inbox, extra, heartbeat, &mut Frames(on))
-}
-
-/// The closure handler of `pump`.
-struct Frames<F>(F);
-
-impl<F: FnMut(Event) -> Flow> Handler<Out> for Frames<F> {
-    fn on_text(&mut self, text: String, _out: &mut VecDeque<Out>) -> Flow {
-        (self.0)(Event::Text(text))
-    }
-
-    fn on_item(&mut self, item: Out, out: &mut VecDeque<Out>) -> Flow {
-        out.push_back(item);
-        Flow::Continue
-    }
-
-    fn on_fd(&mut self, _out: &mut VecDeque<Out>) -> Flow {
-        (self.0)(Event::Fd)
-    }
-}
-
-/// Runs the owner loop until the link ends: `handler` gets every frame, queued item, extra
-/// descriptor event and deadline, and what it puts in `out` is sent in order.
+/// Runs the owner loop until the link ends: `handler` gets every frame, queued item (when there
+/// is a queue), event on its own descriptors and deadline, and what it puts in `out` is sent in
+/// order.
 pub(crate) fn drive<S: Transport, T: Weigh>(
     ws: &mut WebSocket<S>,
-    inbox: &Inbox<T>,
-    extra: &[RawFd],
+    inbox: Option<&Inbox<T>>,
     heartbeat: Option<Heartbeat>,
     handler: &mut impl Handler<T>,
 ) -> End {
@@ -378,19 +292,20 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
         if let Some(at) = handler.deadline() {
             timeout = timeout.min(at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
         }
-        let mut fds =
-            vec![(owner.ws.get_ref().socket().as_raw_fd(), want_write), (inbox.wake.as_raw_fd(), false)];
-        fds.extend(extra.iter().map(|&fd| (fd, false)));
-        let ready = match wait_for(&fds, want_write, timeout) {
+        let mut fds = vec![(owner.ws.get_ref().socket().as_raw_fd(), want_write)];
+        fds.extend(inbox.map(|inbox| (inbox.wake.as_raw_fd(), false)));
+        let theirs = fds.len();
+        handler.watch(owner.pending.len(), &mut fds);
+        let ready = match wait_for(&fds, timeout) {
             Ok(r) => r,
             Err(e) => return End::Failed(format!("poll failed: {e}")),
         };
-        if ready[1].readable {
+        if let Some(inbox) = inbox.filter(|_| ready[1].readable) {
             inbox.wake.drain();
         }
-        for r in &ready[2..] {
-            if r.readable || r.hangup {
-                let flow = handler.on_fd(&mut owner.pending);
+        for (&(fd, _), r) in fds[theirs..].iter().zip(&ready[theirs..]) {
+            if r.readable || r.writable || r.hangup {
+                let flow = handler.on_ready(fd, *r, &mut owner.pending);
                 owner.follow(flow);
             }
         }
@@ -450,7 +365,7 @@ impl<S: Transport> Owner<'_, S> {
     /// (poll for writable).
     fn send_queued<T: Weigh>(
         &mut self,
-        inbox: &Inbox<T>,
+        inbox: Option<&Inbox<T>>,
         handler: &mut impl Handler<T>,
     ) -> Result<bool, End> {
         // A frame that met a full socket sits in tungstenite's buffer: nothing more is written
@@ -473,7 +388,7 @@ impl<S: Transport> Owner<'_, S> {
             let frame = match self.pending.pop_front() {
                 Some(Out::Text(text)) => Message::text(text),
                 None if self.close_after.is_some() => break,
-                None => match inbox.try_recv() {
+                None => match inbox.map_or(Err(TryRecvError::Empty), Inbox::try_recv) {
                     Ok(item) => {
                         let flow = handler.on_item(item, &mut self.pending);
                         self.follow(flow);

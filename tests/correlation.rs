@@ -632,7 +632,7 @@ fn threads_bounded_for_big_batches_list_changed_storms_and_pipelined_posts() {
 fn memory_bounded_when_a_client_does_not_read_its_stream() {
     let _w = Watchdog::new("memory_bounded", Duration::from_secs(60));
     let gw = Gateway::start(&[]);
-    let _pi = gw.register_ready("pi");
+    let pi = gw.register_ready("pi");
     // Another edge: the flooding one's own link is busy carrying its 400 MiB (its later answers
     // queue behind them, which is the edge's business); everyone else must not notice.
     let _other = gw.register_ready("other");
@@ -640,14 +640,23 @@ fn memory_bounded_when_a_client_does_not_read_its_stream() {
     s.initialize(json!({}));
     let mut problems = Vec::new();
     let sampler = Sampler::start(gw.proc.pid());
+    // register, between a child writing as fast as it can and a link that cannot take it, stops
+    // reading the child: its memory stays bounded too.
+    let edge_sampler = Sampler::start(pi.pid());
     let flood = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "flood", "arguments": {"count": 400, "bytes": 1_048_576}, "_meta": {"progressToken": "flood"}}});
     let unread = s.open(&flood);
     std::thread::sleep(Duration::from_secs(10));
     let peak = sampler.peak_rss_mb();
-    eprintln!("a client not reading 400 MiB of progress: gateway peak RSS {peak} MiB");
+    let edge_peak = edge_sampler.peak_rss_mb();
+    eprintln!(
+        "a client not reading 400 MiB of progress: peak RSS gateway {peak} MiB, register {edge_peak} MiB"
+    );
     if peak >= 150 {
         problems.push(format!("the gateway's RSS reached {peak} MiB while a client did not read its stream"));
+    }
+    if edge_peak >= 100 {
+        problems.push(format!("register's RSS reached {edge_peak} MiB while its link was backed up"));
     }
     drop(unread);
 

@@ -1,6 +1,7 @@
 //! `register` across links and child restarts, against the real binary: an answer the child
 //! gives after the gateway link it was asked on has ended never reaches anyone on a later link,
-//! and what a dead child wrote never ends the link of the child that replaced it.
+//! what a dead child wrote never ends the link of the child that replaced it, and a gateway that
+//! stops reading costs register bounded memory.
 
 use std::time::{Duration, Instant};
 
@@ -86,4 +87,56 @@ fn a_dead_childs_leftovers_never_end_the_next_childs_link() {
     let after_restart = log.split("restarting the MCP server in").nth(1).unwrap_or_default();
     assert_eq!(after_restart.matches("connected to").count(), 1, "the new link was lost:\n{log}");
     assert!(!after_restart.contains("the link was closed"), "the new link was closed:\n{log}");
+}
+
+/// A gateway that stops reading while the child writes as fast as it can: register stops reading
+/// the child (its stdout is not polled while frames wait for the socket), so its memory stays
+/// bounded, and it gives the silent link up by its ping timeout and dials again.
+#[test]
+fn a_gateway_that_stops_reading_costs_register_bounded_memory() {
+    let _w = Watchdog::new("gateway_stops_reading", Duration::from_secs(90));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://127.0.0.1:{}/mcp/register", listener.local_addr().unwrap().port());
+    let stdio = format!("{BIN} sample-server --test-tools");
+    let args = ["register", "--stdio", &stdio, "--gateway-url", &url, "--server-name", "pi"];
+    let pi = Proc::start(&[&args[..], &["--ping-interval", "2", "--ping-timeout", "6"]].concat());
+    let (stream, _) = listener.accept().unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ws = tungstenite::accept(stream).unwrap();
+    assert_eq!(read_json(&mut ws)["method"], "register");
+    let send = |ws: &mut tungstenite::WebSocket<_>, v: serde_json::Value| {
+        ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+    };
+    send(&mut ws, json!({"status": "registered", "message": "ok"}));
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}),
+    );
+    let answer = read_json(&mut ws);
+    assert_eq!(answer["id"], 1, "{answer}");
+    send(&mut ws, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    // 400 MiB of progress, and then this end reads nothing more.
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "flood", "arguments": {"count": 400, "bytes": 1_048_576}, "_meta": {"progressToken": "f"}}}),
+    );
+    let sampler = crate::util::Sampler::start(pi.pid());
+    pi.wait_log("did not answer pings");
+    let peak = sampler.peak_rss_mb();
+    eprintln!("register behind a gateway that stopped reading: peak RSS {peak} MiB");
+    assert!(peak < 64, "register's RSS reached {peak} MiB while its link was not read");
+    drop(ws);
+    listener.set_nonblocking(false).unwrap();
+    let (_again, _) = listener.accept().unwrap();
+}
+
+/// The next text frame, as JSON.
+fn read_json<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) -> serde_json::Value {
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
 }

@@ -61,6 +61,7 @@ impl Mailbox {
         }
         q.bytes += size;
         q.items.push_back((msg, size));
+        drop(q); // the reader wakes to a free lock
         self.ready.notify_one();
         true
     }
@@ -78,6 +79,7 @@ impl Mailbox {
         }
         q.bytes += size;
         q.items.push_back((msg, size));
+        drop(q); // the reader wakes to a free lock
         self.ready.notify_one();
         true
     }

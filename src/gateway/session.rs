@@ -102,6 +102,8 @@ struct Calls {
     in_flight: HashMap<String, Arc<dyn LinkPort>>,
     links: HashMap<u64, Weak<dyn LinkPort>>,
     ended: bool,
+    /// Threads waiting in `begin_call` for a free slot (`end_call` wakes one only then).
+    waiting: usize,
 }
 
 impl Calls {
@@ -246,7 +248,9 @@ impl Session {
                     "this session has {max} requests in flight (--max-calls-per-session); wait for answers and try again"
                 )));
             }
+            calls.waiting += 1;
             calls = self.call_ended.wait_timeout(calls, left).unwrap_or_else(|p| p.into_inner()).0;
+            calls.waiting -= 1;
         }
         calls.involve(&link);
         calls.in_flight.insert(client_key.to_string(), link);
@@ -268,8 +272,14 @@ impl Session {
 
     /// Frees the slot of call `client_key` (its answer was delivered, or it ended otherwise).
     pub(crate) fn end_call(&self, client_key: &str) {
-        lock(&self.calls).in_flight.remove(client_key);
-        self.call_ended.notify_one();
+        let waiting = {
+            let mut calls = lock(&self.calls);
+            calls.in_flight.remove(client_key);
+            calls.waiting
+        };
+        if waiting > 0 {
+            self.call_ended.notify_one();
+        }
     }
 
     /// Calls in flight.

@@ -129,7 +129,7 @@ fn run_link(
     // Whatever ends this thread, a panic included, the name is released and the tools go.
     let _claim = Claim { gw, up };
     let mut driver = Driver::new(gw, up);
-    let end = ws::drive(ws, inbox, &[], Some(gw.cfg.heartbeat), &mut driver);
+    let end = ws::drive(ws, Some(inbox), Some(gw.cfg.heartbeat), &mut driver);
     driver.release(&describe(&end));
 }
 

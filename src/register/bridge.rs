@@ -1,28 +1,32 @@
 //! One link to the gateway: dial out, upgrade to WebSocket, send the `register` frame, then relay
 //! JSON-RPC both ways until one side ends. `{"status": …}` frames are for us, never the child.
 //!
-//! The WebSocket owner thread runs the `Relay` state machine for both directions: frames from
-//! the gateway (the `ws::pump` handler) and the child's lines (its stdout reader's reports, a
-//! descriptor polled beside the socket). A line's frames go on this link's own `Outbox` at once
-//! while it has room; what does not fit goes back to the reader, which queues it, waiting while
-//! the queue is full (so a slow link slows the child). Each
-//! link has its own queue, so nothing translated for one link can be sent on another. Between
-//! links the owner keeps handling the child's lines (`child_output` with no link): the child's
+//! One thread, the WebSocket's owner, runs the `Relay` state machine for both directions and does
+//! all the I/O: it waits in one `poll` on the socket, the child's stdout (and its stdin while
+//! messages wait for it) and the signal pipe (`ws::drive` with `LinkHandler`). A frame from the
+//! gateway goes through the relay into the child's stdin at once; a line from the child goes
+//! through the relay into the link's frames at once. While the socket cannot take the frames
+//! made so far, the child's stdout is not read, so a slow link slows the child instead of
+//! growing memory. The frames made for a link are sent on that link only. Between links the
+//! owner keeps handling the child's lines (`Ends::child_output` with no link): the child's
 //! requests are refused at once, everything else is dropped, and the child is never stalled.
 
+use std::collections::VecDeque;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
-use super::child::{ChildGuard, Forward, Said, Source};
+use super::child::ChildGuard;
 use super::handshake::{self, Target};
+use super::pipes::Said;
 use super::relay::{Action, Relay};
 use super::Config;
 use crate::http::Transport;
 use crate::sys;
-use crate::ws::{self, End, Event, Flow, Out, Outbox};
+use crate::ws::{self, End, Flow, Out};
 
 /// How long dialing and the WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,17 +105,13 @@ pub(crate) fn register(ws: &mut WebSocket<Box<dyn Transport>>, cfg: &Config) -> 
     ws.send(Message::text(frame.to_string())).map_err(|e| format!("cannot send the registration: {e}"))
 }
 
-/// Frames queued for the gateway on one link, beyond which the child's reader waits.
-const LINK_QUEUE: usize = 256;
-
 /// What the owner relays between, on a link and between links.
 pub(crate) struct Ends<'a> {
     pub relay: &'a mut Relay,
-    pub child: Option<&'a ChildGuard>,
-    pub output: &'a Source,
+    pub child: Option<&'a mut ChildGuard>,
 }
 
-/// What the child's reports called for.
+/// What the child's output, or a message for it, called for.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Heard {
     Nothing,
@@ -127,29 +127,12 @@ pub(crate) fn relay(
     ws: &mut WebSocket<Box<dyn Transport>>,
     ends: &mut Ends<'_>,
     cfg: &Config,
-    signal_fd: i32,
+    signal_fd: RawFd,
 ) -> Ended {
-    let (outbox, inbox) = match ws::channel(LINK_QUEUE) {
-        Ok(pair) => pair,
-        Err(e) => return Ended::Link(format!("cannot make the link's queue: {e}")),
-    };
     let link = ends.relay.link_up();
-    let mut signalled = false;
-    let fds = [signal_fd, ends.output.fd()];
-    let end = ws::pump(ws, &inbox, &fds, Some(cfg.heartbeat), |ev| match ev {
-        Event::Text(text) => on_gateway_frame(&text, ends, link, &outbox, cfg),
-        Event::Fd if sys::take_signal() => {
-            signalled = true;
-            log::info!("signal received: closing the link and stopping the MCP server");
-            Flow::Close(1001, "register is shutting down".into())
-        }
-        Event::Fd => match ends.child_output(Some((link, &outbox))) {
-            Heard::Nothing => Flow::Continue,
-            Heard::Ended => Flow::Close(1000, "the MCP server process exited".into()),
-            Heard::Stuck => Flow::Close(1011, "the MCP server is not reading its stdin".into()),
-        },
-    });
-    drop(inbox); // a reader waiting to queue frames for this link gives up on them
+    let mut handler = LinkHandler { ends, link, cfg, signal_fd, signalled: false };
+    let end = ws::drive::<_, Out>(ws, None, Some(cfg.heartbeat), &mut handler);
+    let signalled = handler.signalled;
     ends.relay.link_down(link);
     ends.perform(None);
     if signalled {
@@ -164,55 +147,106 @@ pub(crate) fn relay(
     })
 }
 
-fn on_gateway_frame(text: &str, ends: &mut Ends<'_>, link: u64, outbox: &Outbox, cfg: &Config) -> Flow {
-    if let Some(status) = status_of(text) {
-        let message = status["message"].as_str().unwrap_or_default();
-        match status["status"].as_str().unwrap_or_default() {
-            "error" => log::error!("the gateway refused the registration: {message}"),
-            "registered" => log::info!("registered as {:?} with the gateway: {message}", cfg.server_name),
-            other => log::info!("gateway: {other}: {message}"),
+/// The owner loop's handler while link `link` is up.
+struct LinkHandler<'e, 'a> {
+    ends: &'e mut Ends<'a>,
+    link: u64,
+    cfg: &'e Config,
+    signal_fd: RawFd,
+    signalled: bool,
+}
+
+impl ws::Handler<Out> for LinkHandler<'_, '_> {
+    fn on_text(&mut self, text: String, out: &mut VecDeque<Out>) -> Flow {
+        if let Some(status) = status_of(&text) {
+            log_status(&status, self.cfg);
+            return Flow::Continue;
         }
-        return Flow::Continue;
+        self.ends.relay.on_gateway(self.link, &text);
+        let (frames, heard) = self.ends.perform(Some(self.link));
+        out.extend(frames.into_iter().map(Out::Text));
+        flow_after(heard)
     }
-    ends.relay.on_gateway(link, text);
-    let (frames, heard) = ends.perform(Some(link));
-    // Answers register gives itself (initialize from the cache, refusals): a gateway that lets
-    // them pile up is not reading, and loses the link rather than our memory.
-    for frame in frames {
-        if outbox.send(Out::Text(frame)).is_err() {
-            return Flow::Close(1011, "the gateway is not reading register's answers".into());
+
+    fn on_item(&mut self, item: Out, out: &mut VecDeque<Out>) -> Flow {
+        out.push_back(item);
+        Flow::Continue
+    }
+
+    /// The signal pipe always; the child's stdout while the socket takes what it says; its
+    /// stdin while messages wait for it.
+    fn watch(&self, pending: usize, fds: &mut Vec<(RawFd, bool)>) {
+        fds.push((self.signal_fd, false));
+        self.ends.watch(pending == 0, fds);
+    }
+
+    fn on_ready(&mut self, fd: RawFd, _ready: sys::Ready, out: &mut VecDeque<Out>) -> Flow {
+        if fd == self.signal_fd {
+            if !sys::take_signal() {
+                return Flow::Continue;
+            }
+            self.signalled = true;
+            log::info!("signal received: closing the link and stopping the MCP server");
+            return Flow::Close(1001, "register is shutting down".into());
         }
+        let (frames, heard) = self.ends.on_ready(fd, Some(self.link));
+        out.extend(frames.into_iter().map(Out::Text));
+        flow_after(heard)
     }
+}
+
+/// Whether the link goes on after what the child did.
+fn flow_after(heard: Heard) -> Flow {
     match heard {
+        Heard::Nothing => Flow::Continue,
+        Heard::Ended => Flow::Close(1000, "the MCP server process exited".into()),
         Heard::Stuck => Flow::Close(1011, "the MCP server is not reading its stdin".into()),
-        _ => Flow::Continue,
+    }
+}
+
+/// Logs a `{"status": …}` frame of the gateway.
+fn log_status(status: &Value, cfg: &Config) {
+    let message = status["message"].as_str().unwrap_or_default();
+    match status["status"].as_str().unwrap_or_default() {
+        "error" => log::error!("the gateway refused the registration: {message}"),
+        "registered" => log::info!("registered as {:?} with the gateway: {message}", cfg.server_name),
+        other => log::info!("gateway: {other}: {message}"),
     }
 }
 
 impl Ends<'_> {
-    /// Takes the child's reports. Each line of the current child goes through the relay, and
-    /// back to its reader with the frames for `link` (none when no link is up); what an older
-    /// child wrote is dropped (its reader gives up once its guard is gone).
-    pub(crate) fn child_output(&mut self, link: Option<(u64, &Outbox)>) -> Heard {
+    /// The child's descriptors to wait on: stdout if `read` (the link takes more), stdin while
+    /// messages wait for it.
+    pub(crate) fn watch(&self, read: bool, fds: &mut Vec<(RawFd, bool)>) {
+        let Some(child) = self.child.as_deref() else { return };
+        fds.extend(child.stdout_fd().filter(|_| read).map(|fd| (fd, false)));
+        fds.extend(child.stdin_fd_to_watch().map(|fd| (fd, true)));
+    }
+
+    /// One of the child's descriptors is ready: waiting messages go to its stdin, or its lines
+    /// go through the relay. Returns the frames for `link` (none when no link is up).
+    pub(crate) fn on_ready(&mut self, fd: RawFd, link: Option<u64>) -> (Vec<String>, Heard) {
+        let Some(child) = self.child.as_deref_mut() else { return (Vec::new(), Heard::Nothing) };
+        if Some(fd) == child.stdin_fd_to_watch() {
+            // A closed stdin is reported by stdout's end, which follows.
+            let _ = child.write_waiting();
+            return (Vec::new(), Heard::Nothing);
+        }
+        self.child_output(link)
+    }
+
+    /// Reads what the child said: each line goes through the relay, and the frames it makes
+    /// for `link` are returned.
+    pub(crate) fn child_output(&mut self, link: Option<u64>) -> (Vec<String>, Heard) {
+        let Some(child) = self.child.as_deref_mut() else { return (Vec::new(), Heard::Nothing) };
+        let mut frames = Vec::new();
         let mut heard = Heard::Nothing;
-        for output in self.output.take() {
-            let Some(child) = self.child.filter(|c| c.generation() == output.generation) else {
-                log::debug!("dropped output of MCP server generation {}, since replaced", output.generation);
-                continue;
-            };
-            match output.said {
+        for said in child.read_stdout() {
+            match said {
                 Said::Line(text) => {
                     self.relay.on_child(&text);
-                    let (frames, stuck) = self.perform(link.map(|(n, _)| n));
-                    // The frames go on the link's queue now, from this thread, while it has room
-                    // (the common case: no hand-off back and forth on an answer's way); the rest,
-                    // in order, go back to the reader, which waits for room and so slows the child.
-                    let rest = match link {
-                        Some((_, outbox)) => queue_while_room(outbox, frames),
-                        None => frames,
-                    };
-                    let to = link.filter(|_| !rest.is_empty()).map(|(_, outbox)| outbox.clone());
-                    child.forward(Forward { to, frames: rest });
+                    let (more, stuck) = self.perform(link);
+                    frames.extend(more);
                     if stuck == Heard::Stuck && heard == Heard::Nothing {
                         heard = Heard::Stuck;
                     }
@@ -226,18 +260,19 @@ impl Ends<'_> {
                 }
             }
         }
-        heard
+        (frames, heard)
     }
 
     /// Carries out the relay's actions: lines go to the child's stdin now; frames for `link`
-    /// are returned for the caller to queue. `Heard::Stuck` if the child's stdin is full.
+    /// are returned for the caller to send. `Heard::Stuck` if the child's stdin is full.
     pub(crate) fn perform(&mut self, link: Option<u64>) -> (Vec<String>, Heard) {
         let mut frames = Vec::new();
         let mut heard = Heard::Nothing;
         while let Some(action) = self.relay.poll_action() {
             match action {
                 Action::ToChild(line) => {
-                    if self.child.is_some_and(|c| !c.send(line)) {
+                    // A child that closed its stdin cannot take requests either.
+                    if self.child.as_deref_mut().is_some_and(|c| c.send(line).is_err()) {
                         heard = Heard::Stuck;
                     }
                 }
@@ -249,22 +284,6 @@ impl Ends<'_> {
         }
         (frames, heard)
     }
-}
-
-/// Queues `frames` on `outbox` in order, without waiting, until one does not fit; returns that
-/// one and those after it. A closed link takes nothing, and nothing is returned to queue.
-fn queue_while_room(outbox: &Outbox, frames: Vec<String>) -> Vec<String> {
-    let mut frames = frames.into_iter();
-    while let Some(frame) = frames.next() {
-        match outbox.offer(Out::Text(frame)) {
-            Ok(()) => {}
-            Err((ws::SendError::Full, Out::Text(frame))) => {
-                return std::iter::once(frame).chain(frames).collect()
-            }
-            Err(_) => return Vec::new(),
-        }
-    }
-    Vec::new()
 }
 
 /// A `{"status": …}` frame from the gateway (not JSON-RPC), if `text` is one.
@@ -279,18 +298,6 @@ fn status_of(text: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_are_queued_while_there_is_room_and_the_rest_come_back_in_order() {
-        let (outbox, inbox) = ws::channel::<Out>(2).unwrap();
-        let frames: Vec<String> = (1..=4).map(|n| n.to_string()).collect();
-        assert_eq!(queue_while_room(&outbox, frames), vec!["3".to_string(), "4".to_string()]);
-        let queued: Vec<String> =
-            std::iter::from_fn(|| inbox.try_recv().ok()).map(|Out::Text(t)| t).collect();
-        assert_eq!(queued, vec!["1".to_string(), "2".to_string()]);
-        drop(inbox);
-        assert!(queue_while_room(&outbox, vec!["5".into()]).is_empty(), "a closed link takes nothing back");
-    }
 
     #[test]
     fn status_frames_are_told_from_json_rpc() {

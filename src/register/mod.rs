@@ -16,6 +16,7 @@ pub(crate) mod bridge;
 pub(crate) mod child;
 pub(crate) mod handshake;
 pub(crate) mod health;
+pub(crate) mod pipes;
 pub(crate) mod relay;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::sys;
 use crate::ws::Heartbeat;
 use backoff::{Backoff, STABLE};
 use bridge::{Ended, Ends};
-use child::{ChildGuard, Sink, Source};
+use child::ChildGuard;
 use health::Status;
 use relay::{Relay, MAX_PENDING};
 
@@ -96,7 +97,6 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
     if let Some(h) = &cfg.health {
         health::start(h.clone(), status.clone())?;
     }
-    let (sink, output) = child::channel().map_err(|e| e.to_string())?;
     let mut sup = Supervisor {
         cfg,
         status: status.clone(),
@@ -104,8 +104,6 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
         child: None,
         generation: 0,
         relay: Relay::new(MAX_PENDING),
-        sink,
-        output,
         started: Instant::now(),
         crashes: Backoff::new(cfg.reconnect_max),
     };
@@ -186,9 +184,6 @@ struct Supervisor<'a> {
     /// The generation of the newest child (0 before the first).
     generation: u64,
     relay: Relay,
-    /// Where the children's stdout readers report, and where the owner takes their reports.
-    sink: Sink,
-    output: Source,
     started: Instant,
     crashes: Backoff,
 }
@@ -235,21 +230,15 @@ impl Supervisor<'_> {
     fn spawn(&mut self) -> Result<(), String> {
         self.generation += 1;
         let cfg = self.cfg;
-        let child = ChildGuard::spawn(
-            &cfg.stdio,
-            &cfg.server_name,
-            self.generation,
-            self.sink.clone(),
-            self.status.clone(),
-        )
-        .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", cfg.stdio))?;
+        let child = ChildGuard::spawn(&cfg.stdio, &cfg.server_name, self.generation, self.status.clone())
+            .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", cfg.stdio))?;
         self.child = Some(child);
         self.started = Instant::now();
         Ok(())
     }
 
     fn ends(&mut self) -> Ends<'_> {
-        Ends { relay: &mut self.relay, child: self.child.as_ref(), output: &self.output }
+        Ends { relay: &mut self.relay, child: self.child.as_mut() }
     }
 
     /// Logs why and what comes next, and waits `delay` for it, handling the child's output
@@ -265,7 +254,8 @@ impl Supervisor<'_> {
             if left.is_zero() {
                 return false;
             }
-            let fds = [(self.signal_fd, false), (self.output.fd(), false)];
+            let mut fds = vec![(self.signal_fd, false)];
+            self.ends().watch(true, &mut fds);
             let ready = match sys::poll(&fds, Some(left)) {
                 Ok(ready) => ready,
                 Err(e) => {
@@ -277,8 +267,10 @@ impl Supervisor<'_> {
             if ready[0].readable && sys::take_signal() {
                 return true;
             }
-            if ready[1].readable {
-                self.ends().child_output(None);
+            for (&(fd, _), r) in fds[1..].iter().zip(&ready[1..]) {
+                if r.readable || r.writable || r.hangup {
+                    self.ends().on_ready(fd, None);
+                }
             }
         }
     }
