@@ -126,7 +126,7 @@ took=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }
     echo "Written by \`bash scripts/bench.sh${*:+ $*}\` (scripts/bench/); the notes at the end are scripts/bench/notes.md."
     echo "Regenerate rather than edit. Everything ran on 127.0.0.1."
     echo
-    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- . ':!BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "- machine: nproc $(nproc), $cpu, $mem memory, Linux $(uname -r), descriptor limit $(ulimit -n) (hard $(ulimit -Hn))"
     echo "- toolchain: $(rustc --version); mcpport $(stat -c %s "$OURS") bytes (glibc)${MUSL:+, $(stat -c %s "$MUSL") bytes (x86_64 musl, static)}"
     echo "- whole run: $took s"
