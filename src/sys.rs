@@ -27,14 +27,24 @@ pub(crate) struct Ready {
 /// Waits until one of `fds` (descriptor, want-writable) is ready or `timeout` passes.
 /// Returns one `Ready` per descriptor; all false on timeout. `EINTR` counts as a timeout.
 pub(crate) fn poll(fds: &[(RawFd, bool)], timeout: Option<Duration>) -> io::Result<Vec<Ready>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&(fd, want_write)| libc::pollfd {
-            fd,
-            events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },
-            revents: 0,
-        })
-        .collect();
+    let pollfd = |&(fd, want_write): &(RawFd, bool)| libc::pollfd {
+        fd,
+        events: libc::POLLIN | if want_write { libc::POLLOUT } else { 0 },
+        revents: 0,
+    };
+    // A few descriptors (every owner loop) go on the stack: nothing is allocated before the
+    // wait, so a resting thread's wait touches no deeper page than its own frames.
+    let mut few = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 8];
+    let mut many = Vec::new();
+    let pfds: &mut [libc::pollfd] = if fds.len() <= few.len() {
+        for (slot, fd) in few.iter_mut().zip(fds) {
+            *slot = pollfd(fd);
+        }
+        &mut few[..fds.len()]
+    } else {
+        many.extend(fds.iter().map(pollfd));
+        &mut many
+    };
     let ms = timeout.map_or(-1, |t| t.as_millis().clamp(0, i32::MAX as u128) as i32);
     // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd structs.
     let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
@@ -63,6 +73,20 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Waits up to `timeout` for `fd` to be readable (or hung up): `poll` on one descriptor, with
+/// nothing allocated, so an idle connection's wait stays as shallow as its caller.
+pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
+    // SAFETY: `pfd` is one valid, exclusively borrowed pollfd struct.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) };
+    }
+    Ok(pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
 }
 
 /// Fills `buf` with random bytes from the kernel's CSPRNG.
@@ -306,8 +330,8 @@ pub(crate) fn page_size() -> usize {
 
 /// Tells the kernel the whole pages in `[start, end)` hold nothing worth keeping: they are
 /// unmapped from memory and read back as zeros when next touched. For the unused part of a
-/// thread's own stack, below its current frame (see `thread::rest`).
-pub(crate) fn discard_pages(start: usize, end: usize) {
+/// thread's own stack, below its current frame (see `discard_stack_below`).
+fn discard_pages(start: usize, end: usize) {
     let page = page_size();
     let (start, end) = (start.next_multiple_of(page), end / page * page);
     if end > start {
@@ -316,6 +340,21 @@ pub(crate) fn discard_pages(start: usize, end: usize) {
         // memory only drops the pages' contents, and a failure changes nothing.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
+}
+
+/// Room kept below `discard_stack_below`'s marker while pages are discarded: the rest of its own
+/// small frame and the return address into it, with room to spare (glibc's and musl's `madvise` are syscall stubs
+/// that use no stack; a signal that comes meanwhile is delivered after the syscall).
+const BELOW_FRAME: usize = 256;
+
+/// Discards the whole pages of the calling thread's stack from `low` up to a little below this
+/// function's own frame, the deepest live one: its caller's frames and everything above stay.
+/// Never inlined, so `here` is below every frame of the caller.
+#[inline(never)]
+pub(crate) fn discard_stack_below(low: usize) {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    discard_pages(low, here.saturating_sub(BELOW_FRAME));
 }
 
 /// How many of the pages in `[start, end)` are resident (`mincore(2)`); for tests.

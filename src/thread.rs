@@ -54,9 +54,6 @@ thread_local! {
 /// early wake and one `madvise` per quiet spell.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Room left below the caller's frame for the frames of `rest` itself and of the syscall.
-const REST_MARGIN: usize = 2048;
-
 /// Waits with `wait` for up to `timeout`; `quiet` tells a wait that found nothing. If the thread
 /// worked since it last rested and the first `SETTLE` of the wait is quiet, the thread `rest`s
 /// and waits out the remainder. The caller sees one wait of `timeout`.
@@ -77,6 +74,16 @@ pub(crate) fn wait_resting<T>(
     worked_unless_quiet(wait(timeout - SETTLE), &quiet)
 }
 
+/// The lowest address of this thread's stack, noting that the thread rests from now on; `None`
+/// on threads `spawn` did not start. Out of line: glibc's answer, the first time, runs deep.
+#[inline(never)]
+fn resting_low() -> Option<usize> {
+    let stack = STACK.get()?;
+    let low = stack.low.or_else(|| sys::stack_bounds().map(|(low, _)| low))?;
+    STACK.set(Some(Stack { low: Some(low), worked: false }));
+    Some(low)
+}
+
 fn worked_unless_quiet<T>(got: T, quiet: &impl Fn(&T) -> bool) -> T {
     if !quiet(&got) {
         if let Some(stack) = STACK.get() {
@@ -92,14 +99,15 @@ fn worked_unless_quiet<T>(got: T, quiet: &impl Fn(&T) -> bool) -> T {
 /// connection that is much of the gateway's memory (ARCHITECTURE.md, "What bounds what").
 /// Memory below the stack pointer is dead by the ABI, so dropping it is safe; the pages come
 /// back as zeros on the next deep call. A no-op on threads `spawn` did not start.
-#[inline(never)]
+///
+/// Inlined into its caller, so that while the pages go, nothing but `discard_stack_below`'s
+/// small frame lies below the caller's: the page that frame sits in stays resident, and a
+/// waiting thread keeps no deeper page than its wait needs.
+#[inline(always)]
 pub(crate) fn rest() {
-    let Some(stack) = STACK.get() else { return };
-    let Some(low) = stack.low.or_else(|| sys::stack_bounds().map(|(low, _)| low)) else { return };
-    STACK.set(Some(Stack { low: Some(low), worked: false }));
-    let marker = 0u8;
-    let here = std::hint::black_box(&marker) as *const u8 as usize;
-    sys::discard_pages(low, here.saturating_sub(REST_MARGIN));
+    if let Some(low) = resting_low() {
+        sys::discard_stack_below(low);
+    }
 }
 
 #[cfg(test)]

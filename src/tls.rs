@@ -36,11 +36,19 @@ impl Transport for StreamOwned<ServerConnection, TcpStream> {
         let digest = ::ring::digest::digest(&::ring::digest::SHA256, leaf.as_ref());
         digest.as_ref().try_into().ok()
     }
+
+    fn holds_input(&self) -> bool {
+        true
+    }
 }
 
 impl Transport for StreamOwned<ClientConnection, TcpStream> {
     fn socket(&self) -> &TcpStream {
         &self.sock
+    }
+
+    fn holds_input(&self) -> bool {
+        true
     }
 }
 

@@ -125,3 +125,90 @@ fn a_gateway_started_through_the_loader_starts() {
     let gw = crate::util::Proc::start_command(cmd);
     gw.wait_log("listening on");
 }
+
+/// Each connection thread of `pid` waiting in a syscall, what it waits for, its resident stack
+/// pages, and how many of those lie below the page its stack pointer is in; from `/proc`: the
+/// stack pointer, the mapping holding it, and that mapping's present bits in `pagemap`.
+fn waiting_threads_stack_pages(pid: u32) -> Vec<(String, usize, usize)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps: Vec<(u64, u64)> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .collect();
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let syscall = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        if !comm.starts_with("conn-") || fields.len() < 9 {
+            continue;
+        }
+        let sp = u64::from_str_radix(fields[fields.len() - 2].trim_start_matches("0x"), 16).unwrap();
+        let Some(&(low, high)) = maps.iter().find(|(a, b)| *a <= sp && sp < *b) else { continue };
+        let pages = ((high - low) / 4096) as usize;
+        let mut bits = vec![0u8; pages * 8];
+        pagemap.seek(SeekFrom::Start(low / 4096 * 8)).unwrap();
+        pagemap.read_exact(&mut bits).unwrap();
+        let resident: Vec<bool> = bits.chunks(8).map(|e| e[7] & 0x80 != 0).collect();
+        let sp_page = ((sp - low) / 4096) as usize;
+        let present = resident.iter().filter(|&&r| r).count();
+        let below = resident[..sp_page].iter().filter(|&&r| r).count();
+        // poll with one descriptor: a connection waiting for a request; with more: a link owner.
+        let what = match (fields[0], fields[2]) {
+            ("7", "0x1") => "a connection waiting for a request",
+            ("7", _) => "a link owner",
+            ("202", _) => "a stream waiting for a message",
+            _ => "another wait",
+        };
+        out.push((format!("{what} (syscall {})", fields[0]), present, below));
+    }
+    out
+}
+
+/// A resting thread keeps no stack page below the one its wait runs in: resting discards them,
+/// and nothing it does before blocking again (no allocation, no deeper frame) touches them. In
+/// the release build a connection waiting for its next request and a legacy SSE stream waiting
+/// for its next message then keep two pages (the C library's thread block, and the frames of the
+/// wait, request handling being out of line), a link owner three (ARCHITECTURE.md, "What bounds
+/// what").
+#[test]
+fn idle_connections_keep_two_stack_pages() {
+    let _w = Watchdog::new("idle_stack_pages", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let _pi = gw.register_ready("pi");
+    let mut keep_alive = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+    .to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    std::io::Write::write_all(&mut keep_alive, format!("{head}{body}").as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(keep_alive.try_clone().unwrap());
+    let answer = crate::util::read_one_response(&mut reader).unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let mut stream = SseClient::connect(gw.port, "/sse", &[]);
+    stream.initialize("2025-06-18");
+    // A second after the last activity a quiet thread rests; give it that and some.
+    std::thread::sleep(Duration::from_millis(2500));
+    let threads = waiting_threads_stack_pages(gw.proc.pid());
+    assert!(threads.len() >= 3, "the link, the keep-alive connection and the stream wait: {threads:?}");
+    let below: Vec<_> = threads.iter().filter(|(_, _, below)| *below > 0).collect();
+    assert!(below.is_empty(), "resting threads keeping pages below their wait: {below:?} (all: {threads:?})");
+    if cfg!(debug_assertions) {
+        return; // unoptimized frames are several times deeper
+    }
+    let most = |what: &str| if what.starts_with("a link owner") { 3 } else { 2 };
+    let heavy: Vec<_> = threads.iter().filter(|(what, pages, _)| *pages > most(what)).collect();
+    assert!(
+        heavy.is_empty(),
+        "idle threads keeping more stack pages than they should: {heavy:?} (all: {threads:?})"
+    );
+}

@@ -121,7 +121,7 @@ fn serve_requests(
     let local = stream.socket().local_addr().ok();
     let mut conn = Conn::new(stream);
     loop {
-        let (mut req, framing) = match next_head(gw, &mut conn, ticket) {
+        let (req, framing) = match next_head(gw, &mut conn, ticket) {
             Ok(Some(head)) => head,
             Ok(None) => return Become::Closed,
             Err(e) => {
@@ -129,71 +129,95 @@ fn serve_requests(
                 return Become::Closed;
             }
         };
-        log::debug!("{peer}: {} {}", req.method, req.path);
-        let route = route(gw, &req);
-        let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
-        let cors = cors::response_headers(origin.as_deref());
-        let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
-            Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
-            Err(resp) => match refuse(&mut conn, &req, framing, &resp.with_headers(&cors)) {
-                Next::Request => continue,
-                Next::Close => return Become::Closed,
-                Next::Linger => {
-                    conn.linger_close();
-                    return Become::Closed;
-                }
-            },
+        conn = match serve_request(gw, conn, req, framing, peer, local) {
+            Served::Again(conn) => conn,
+            Served::Ends(role) => return role,
         };
-        let _held = if framing.has_body() {
-            match take_body(gw, &mut conn, &mut req, framing) {
-                Ok(held) => Some(held),
-                Err(e) => {
-                    fail(conn, e, peer);
-                    return Become::Closed;
-                }
-            }
-        } else {
-            None
-        };
-        let resp = match route {
-            Route::Health => health(gw),
-            Route::Metrics => metrics_response(gw),
-            Route::Servers => {
-                let servers: Vec<serde_json::Value> =
-                    gw.registry.servers().iter().map(|s| s.summary()).collect();
-                Response::json(200, &json!({"servers": servers}))
-            }
-            Route::Page => status::page(&gw.cfg, &req),
-            Route::Status => status::report(gw),
-            Route::Register => return Become::Link { conn, req: Box::new(req), owner },
-            Route::Mcp(scope) => {
-                match streamable::serve(gw, &mut conn, &req, Asker { scope, owner, peer, cors: &cors }) {
-                    Outcome::Respond(resp) => resp,
-                    Outcome::Streamed if req.keep_alive() => continue,
-                    Outcome::Streamed | Outcome::Close => return Become::Closed,
-                    Outcome::Unrelated(stream) => return Become::Unrelated { conn, stream },
-                }
-            }
-            Route::SseStream(scope, post_to) => {
-                if let Scope::Server(name) = &scope {
-                    if gw.registry.server(name).is_none() {
-                        let resp = Response::error(404, &format!("no server named {name:?} is registered"));
-                        let _ = resp.with_headers(&cors).write_to(&mut conn.stream, false);
-                        return Become::Closed;
-                    }
-                }
-                return Become::Stream { conn, scope, owner, post_to, cors };
-            }
-            Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
-            Route::NotFound(why) => Response::error(404, &why),
-            Route::OAuth => Response::error(404, NO_OAUTH),
-        };
-        let head_only = req.method == "HEAD";
-        let resp = resp.with_headers(&cors);
-        if resp.write_for(&mut conn.stream, req.keep_alive(), head_only).is_err() || !req.keep_alive() {
-            return Become::Closed;
-        }
     }
+}
+
+/// What serving one request left: the connection, for the next request, or how it ends.
+enum Served {
+    Again(Conn<Box<dyn Transport>>),
+    Ends(Become),
+}
+
+/// Serves one request whose head has arrived: the connection back for the next one, or the
+/// role it ends in. Out of line, so that its frame (the routes, the responses) is not under a
+/// connection's idle wait for the next request: a thread keeps the stack pages it waits under.
+#[inline(never)]
+fn serve_request(
+    gw: &Arc<Gateway>,
+    mut conn: Conn<Box<dyn Transport>>,
+    mut req: Request,
+    framing: Framing,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Served {
+    log::debug!("{peer}: {} {}", req.method, req.path);
+    let route = route(gw, &req);
+    let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
+    let cors = cors::response_headers(origin.as_deref());
+    let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
+        Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
+        Err(resp) => match refuse(&mut conn, &req, framing, &resp.with_headers(&cors)) {
+            Next::Request => return Served::Again(conn),
+            Next::Close => return Served::Ends(Become::Closed),
+            Next::Linger => {
+                conn.linger_close();
+                return Served::Ends(Become::Closed);
+            }
+        },
+    };
+    let _held = if framing.has_body() {
+        match take_body(gw, &mut conn, &mut req, framing) {
+            Ok(held) => Some(held),
+            Err(e) => {
+                fail(conn, e, peer);
+                return Served::Ends(Become::Closed);
+            }
+        }
+    } else {
+        None
+    };
+    let resp = match route {
+        Route::Health => health(gw),
+        Route::Metrics => metrics_response(gw),
+        Route::Servers => {
+            let servers: Vec<serde_json::Value> = gw.registry.servers().iter().map(|s| s.summary()).collect();
+            Response::json(200, &json!({"servers": servers}))
+        }
+        Route::Page => status::page(&gw.cfg, &req),
+        Route::Status => status::report(gw),
+        Route::Register => return Served::Ends(Become::Link { conn, req: Box::new(req), owner }),
+        Route::Mcp(scope) => {
+            match streamable::serve(gw, &mut conn, &req, Asker { scope, owner, peer, cors: &cors }) {
+                Outcome::Respond(resp) => resp,
+                Outcome::Streamed if req.keep_alive() => return Served::Again(conn),
+                Outcome::Streamed | Outcome::Close => return Served::Ends(Become::Closed),
+                Outcome::Unrelated(stream) => return Served::Ends(Become::Unrelated { conn, stream }),
+            }
+        }
+        Route::SseStream(scope, post_to) => {
+            if let Scope::Server(name) = &scope {
+                if gw.registry.server(name).is_none() {
+                    let resp = Response::error(404, &format!("no server named {name:?} is registered"));
+                    let _ = resp.with_headers(&cors).write_to(&mut conn.stream, false);
+                    return Served::Ends(Become::Closed);
+                }
+            }
+            return Served::Ends(Become::Stream { conn, scope, owner, post_to, cors });
+        }
+        Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
+        Route::NotFound(why) => Response::error(404, &why),
+        Route::OAuth => Response::error(404, NO_OAUTH),
+    };
+    let head_only = req.method == "HEAD";
+    let resp = resp.with_headers(&cors);
+    if resp.write_for(&mut conn.stream, req.keep_alive(), head_only).is_err() || !req.keep_alive() {
+        return Served::Ends(Become::Closed);
+    }
+    Served::Again(conn)
 }
 
 /// Waits for the next request and reads its head. While waiting the connection is idle and

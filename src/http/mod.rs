@@ -14,6 +14,7 @@ pub(crate) mod upgrade;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub(crate) use body::{reserve, Budget, Framing, Reservation};
@@ -27,6 +28,12 @@ pub(crate) trait Transport: Read + Write + Send {
     /// The SHA-256 of the client certificate the peer presented (mTLS), if any.
     fn peer_identity(&self) -> Option<[u8; 32]> {
         None
+    }
+
+    /// Whether the stream may hold input its socket no longer shows (TLS: decrypted records),
+    /// so that waiting for the socket to be readable could miss it.
+    fn holds_input(&self) -> bool {
+        false
     }
 }
 
@@ -44,17 +51,34 @@ impl Transport for Box<dyn Transport> {
     fn peer_identity(&self) -> Option<[u8; 32]> {
         (**self).peer_identity()
     }
+
+    fn holds_input(&self) -> bool {
+        (**self).holds_input()
+    }
 }
 
 /// A stream whose reads can be given a timeout: what reading requests needs (a seam for tests,
 /// which feed the reader from memory).
 pub(crate) trait Timed: Read + Write {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Waits up to `timeout` for input without reading it: `Ok(false)` when none came. A stream
+    /// that cannot tell says `Ok(true)` at once, and the caller's read does the waiting.
+    fn wait_readable(&self, _timeout: Duration) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl<T: Transport + ?Sized> Timed for T {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.socket().set_read_timeout(timeout)
+    }
+
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        if self.holds_input() {
+            return Ok(true);
+        }
+        crate::sys::wait_readable(self.socket().as_raw_fd(), timeout)
     }
 }
 
@@ -204,11 +228,19 @@ impl<S: Timed> Conn<S> {
         }
         // An idle connection holds no buffer: the last request's capacity goes back now.
         self.buf = Vec::new();
-        let idle = crate::thread::wait_resting(
+        // The wait itself is shallow (no read chunk on the stack while idle), then the read.
+        let deadline = Instant::now() + limits.idle_timeout;
+        let stream = &self.stream;
+        let came = crate::thread::wait_resting(
             limits.idle_timeout,
-            |t| self.fill_upto(limits.max_header_bytes, Instant::now() + t),
-            |r| matches!(r, Err(e) if e.kind() == io::ErrorKind::TimedOut),
+            |t| stream.wait_readable(t),
+            |r| matches!(r, Ok(false)),
         );
+        let idle = match came {
+            Ok(true) => self.fill_upto(limits.max_header_bytes, deadline),
+            Ok(false) => Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => Err(e),
+        };
         match idle {
             Ok(0) => Err(ReadError::Closed),
             Ok(_) => Ok(()),
