@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::catalog::{ListKind, Lists};
+use super::eras::{self, ClientMeta, Era};
 use super::error::Error;
 use super::mailbox::weight;
 use super::state::{self, Resume, StateKey};
@@ -91,7 +92,7 @@ impl ClientCaps {
         }
     }
 
-    fn allows(&self, capability: &str) -> bool {
+    pub(crate) fn allows(&self, capability: &str) -> bool {
         match capability {
             "sampling" => self.sampling,
             "elicitation" => self.elicitation,
@@ -113,6 +114,8 @@ pub(crate) struct Call<D> {
     /// How long the server may take (restarted by progress).
     pub timeout: Duration,
     pub caps: ClientCaps,
+    /// Who the client is, for a 2026-07-28 edge's `_meta`.
+    pub client: ClientMeta,
     /// What a 2026-07-28 request brings for the server's questions.
     pub input: ClientInput,
     pub caller: D,
@@ -124,6 +127,17 @@ pub(crate) struct Call<D> {
 pub(crate) struct ClientInput {
     pub responses: serde_json::Map<String, Value>,
     pub resume: Option<Resume>,
+    /// A `requestState` that is not this gateway's: a 2026-07-28 edge's own (passed back to it),
+    /// or a forged one (refused, with why the gateway could not open it).
+    pub foreign: Option<ForeignState>,
+}
+
+/// A `requestState` the gateway did not make.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ForeignState {
+    pub state: String,
+    /// Why it is not this gateway's (what a legacy edge's caller is told).
+    pub why: String,
 }
 
 /// Server requests one call may have waiting for a 2026-07-28 client's input.
@@ -190,6 +204,8 @@ pub(crate) struct Link<D> {
     next_id: u64,
     next_n: u64,
     phase: Phase,
+    /// Which era the server speaks (known once the handshake or the probe is answered).
+    era: Era,
     /// The server's `initialize` result, until the handshake hands it over (`Action::Ready`).
     initialize: Value,
     /// Whether the server declared `logging` (the one part of `initialize` the link keeps).
@@ -296,6 +312,10 @@ struct ClientCall<D> {
 
 enum Purpose {
     Initialize,
+    /// `server/discover`, asked because the server refused `initialize` (its error, as text).
+    Discover {
+        refused: String,
+    },
     /// One page of a list; `items` so far, their `bytes`, `pages` read so far.
     List {
         kind: ListKind,
@@ -337,6 +357,7 @@ impl<D: Clone> Link<D> {
             next_id: first_id.max(1),
             next_n: 1,
             phase: Phase::Initializing,
+            era: Era::Legacy,
             initialize: Value::Null,
             logging: false,
             handshake_lists: Lists::default(),
@@ -407,6 +428,12 @@ impl<D: Clone> Link<D> {
                 self.levels.insert(session, Level { min: severity(&level), aggregated: true });
                 self.tell_level(now);
             }
+            Input::Notify { method, .. } if self.era == Era::Modern => {
+                log::debug!(
+                    "server {}: {method} not sent (protocol 2026-07-28 has no such notification)",
+                    self.name
+                );
+            }
             Input::Notify { method, params } => {
                 let mut note = json!({"jsonrpc": "2.0", "method": method});
                 if let Some(p) = params {
@@ -420,6 +447,10 @@ impl<D: Clone> Link<D> {
     fn call(&mut self, now: Instant, mut call: Call<D>) {
         if call.input.resume.is_some() {
             return self.resume(now, call);
+        }
+        if let Some(foreign) = call.input.foreign.as_ref().filter(|_| self.era == Era::Legacy) {
+            let why = foreign.why.clone();
+            return self.refuse(call, Error::InvalidParams(why));
         }
         let what = describe_call(&call.method, &call.params);
         if self.phase != Phase::Ready {
@@ -445,6 +476,21 @@ impl<D: Clone> Link<D> {
         }
         let mut subscribed = None;
         match call.method.as_str() {
+            "resources/subscribe" | "resources/unsubscribe" if self.era == Era::Modern => {
+                let why = format!(
+                    "{}: server {} speaks protocol 2026-07-28, which has no resource subscriptions \
+                     (the gateway does not listen toward it yet)",
+                    call.method, self.name
+                );
+                return self.refuse(call, Error::Unroutable { code: METHOD_NOT_FOUND, why });
+            }
+            "logging/setLevel" if self.era == Era::Modern => {
+                // 2026-07-28 has no setLevel: the level rides each of this session's requests.
+                let level = call.params["level"].as_str().unwrap_or("info");
+                let level = Level { min: severity(level), aggregated: call.aggregated };
+                self.levels.insert(call.session.clone(), level);
+                return self.answer_locally(call, json!({}));
+            }
             "resources/subscribe" => {
                 let uri = call.params["uri"].as_str().unwrap_or_default().to_string();
                 if !self.subscriptions.contains_key(&uri)
@@ -481,7 +527,7 @@ impl<D: Clone> Link<D> {
             }
             _ => {}
         }
-        if self.roots_from.as_ref().is_some_and(|owner| *owner != call.session) {
+        if self.era == Era::Legacy && self.roots_from.as_ref().is_some_and(|owner| *owner != call.session) {
             // The server holds another client's roots: it must ask again, and this client answers.
             self.roots_from = None;
             self.out.push_back(Action::ToEdge(jsonrpc::notification(
@@ -491,6 +537,13 @@ impl<D: Clone> Link<D> {
         }
         let id = self.mint();
         let mut params = call.params;
+        let mut responses = call.input.responses;
+        if self.era == Era::Modern {
+            let level = self.levels.get(&call.session).map(|l| crate::protocol::LOG_LEVELS[l.min]);
+            eras::envelope(&mut params, &call.client, level.or(call.client.log_level.as_deref()));
+            let state = call.input.foreign.map(|f| f.state);
+            eras::carry_input(&mut params, std::mem::take(&mut responses), state);
+        }
         let progress_token =
             params.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, json!(id)));
         self.out.push_back(Action::ToEdge(jsonrpc::request(id, &call.method, params)));
@@ -506,7 +559,7 @@ impl<D: Clone> Link<D> {
             caps: call.caps,
             caller: Some(call.caller),
             inputs: Vec::new(),
-            responses: call.input.responses,
+            responses,
             round: 0,
             gathering: false,
             started: now,
@@ -661,7 +714,8 @@ impl<D: Clone> Link<D> {
     /// Tells the server the most verbose level any session wants, when that changed.
     fn tell_level(&mut self, now: Instant) {
         let wanted = self.wanted_level();
-        if wanted == self.edge_level || self.phase != Phase::Ready || !self.logging {
+        if wanted == self.edge_level || self.phase != Phase::Ready || !self.logging || self.era == Era::Modern
+        {
             return;
         }
         self.edge_level = wanted;
@@ -698,6 +752,10 @@ impl<D: Clone> Link<D> {
     }
 
     fn complete(&mut self, now: Instant, call: ClientCall<D>, outcome: Result<Value, Value>) {
+        let outcome = match self.era {
+            Era::Modern => self.modern_outcome(&call, outcome),
+            Era::Legacy => outcome,
+        };
         match (&call.subscribed, &outcome) {
             (Some(uri), Err(_)) => {
                 self.unsubscribe(&call.session, uri);
@@ -728,6 +786,31 @@ impl<D: Clone> Link<D> {
         }
     }
 
+    /// A modern edge's answer: an `input_required` passes through to a 2026-07-28 client when it
+    /// asks only what that client can answer, within bounds; a legacy session gets an error (the
+    /// gateway does not yet put a modern edge's questions to a legacy client).
+    fn modern_outcome(&self, call: &ClientCall<D>, outcome: Result<Value, Value>) -> Result<Value, Value> {
+        let result = match outcome {
+            Ok(result) if eras::is_input_required(&result) => result,
+            other => return other,
+        };
+        let checked = match call.caps.stateless {
+            true => eras::check_input_required(&result, call.caps),
+            false => Err("it needs input from the client (input_required), and the gateway does not yet \
+                          put a 2026-07-28 server's questions to a legacy-era client"
+                .into()),
+        };
+        match checked {
+            Ok(()) => Ok(result),
+            Err(why) => {
+                let why =
+                    format!("{}: server {}: {why}", describe_call(&call.method, &Value::Null), self.name);
+                log::warn!("session {}: {why}", call.session);
+                Err(Error::Unroutable { code: INTERNAL_ERROR, why }.to_object())
+            }
+        }
+    }
+
     /// A list of `kind` is in (or failed): answers that waited only for it go out, in order.
     fn release_held(&mut self, kind: Option<ListKind>) {
         for h in &mut self.held {
@@ -743,6 +826,12 @@ impl<D: Clone> Link<D> {
     }
 
     fn server_request(&mut self, now: Instant, edge_id: Value, method: &str, params: Option<Value>) {
+        if self.era == Era::Modern {
+            let why = format!("{method}: a 2026-07-28 server sends no requests (it answers input_required)");
+            log::warn!("server {}: {why}", self.name);
+            let error = Error::Unroutable { code: METHOD_NOT_FOUND, why };
+            return self.out.push_back(Action::ToEdge(error.response(&edge_id)));
+        }
         if method == "roots/list" && matches!(self.sole_caller(), Sole::None) {
             // Servers ask for roots at start-up, before any client has called: no client, no roots.
             let empty = jsonrpc::result_response(&edge_id, json!({"roots": []}));
@@ -1106,8 +1195,9 @@ impl<D: Clone> Link<D> {
         match purpose {
             Purpose::Initialize => match outcome {
                 Ok(result) => self.initialized(now, result),
-                Err(e) => self.fail(format!("initialize: the server answered with an error: {e}")),
+                Err(e) => self.probe(now, e.to_string()),
             },
+            Purpose::Discover { refused } => self.discovered(now, &refused, outcome),
             Purpose::List { kind, items, bytes, pages, refresh } => match outcome {
                 Ok(page) => self.list_page(now, kind, (items, bytes, pages), refresh, page),
                 Err(e) => {
@@ -1129,9 +1219,45 @@ impl<D: Clone> Link<D> {
                 self.name
             );
         }
+        log::info!("server {}: speaks the legacy era (protocol {version})", self.name);
         self.logging = result["capabilities"].get("logging").is_some();
-        self.initialize = result;
         self.out.push_back(Action::ToEdge(jsonrpc::notification("notifications/initialized", json!({}))));
+        self.described(now, result);
+    }
+
+    /// The server refused `initialize`: maybe it speaks only 2026-07-28, which has no handshake.
+    /// It is asked `server/discover`, bounded like any request of the gateway's own.
+    fn probe(&mut self, now: Instant, refused: String) {
+        self.ask(now, "server/discover", eras::discover_params(), Purpose::Discover { refused });
+    }
+
+    /// The answer to the probe: a server that names 2026-07-28 is a modern edge; anything else
+    /// ends the handshake with both refusals.
+    fn discovered(&mut self, now: Instant, refused: &str, outcome: Result<Value, Value>) {
+        let description = match outcome {
+            Ok(result) => eras::discovered(&self.name, &result),
+            Err(e) => Err(format!("the server answered with an error: {e}")),
+        };
+        match description {
+            Ok(description) => {
+                log::info!(
+                    "server {}: speaks the modern era (protocol {}, no initialize)",
+                    self.name,
+                    description["protocolVersion"].as_str().unwrap_or_default()
+                );
+                self.era = Era::Modern;
+                self.described(now, description);
+            }
+            Err(why) => self.fail(format!(
+                "initialize: the server answered with an error: {refused}; server/discover: {why}"
+            )),
+        }
+    }
+
+    /// The server is known (by its `initialize` result, or its discovery in that shape): its
+    /// lists are read next.
+    fn described(&mut self, now: Instant, result: Value) {
+        self.initialize = result;
         self.phase = Phase::Listing;
         for kind in ListKind::ALL {
             if self.initialize["capabilities"].get(kind.capability()).is_some() {
@@ -1147,7 +1273,7 @@ impl<D: Clone> Link<D> {
 
     /// Asks for a page of a list; `so_far` is (items, their bytes, pages) already read.
     fn list(&mut self, now: Instant, kind: ListKind, so_far: Listed, refresh: bool, cursor: Option<Value>) {
-        let params = cursor.map_or(json!({}), |c| json!({"cursor": c}));
+        let params = eras::list_params(self.era, cursor);
         let (items, bytes, pages) = so_far;
         self.ask(now, kind.method(), params, Purpose::List { kind, items, bytes, pages, refresh });
     }
@@ -1332,6 +1458,9 @@ impl<D: Clone> Link<D> {
                         "initialize: {why} (a server still starting, such as one npx is downloading, gets another \
                          try when register reconnects; the gateway's --timeout-rpc sets this wait)"
                     )),
+                    Purpose::Discover { refused } => self.fail(format!(
+                        "initialize: the server answered with an error: {refused}; server/discover: {why}"
+                    )),
                     Purpose::List { kind, refresh, .. } => self.list_failed(now, kind, refresh, &why),
                     Purpose::Ignore => {}
                 }
@@ -1454,6 +1583,10 @@ pub(crate) fn parse_client_facing_id(id: &Value) -> Option<(u64, u64)> {
 }
 
 #[cfg(test)]
+#[path = "link_eras_tests.rs"]
+mod eras_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
@@ -1516,6 +1649,7 @@ mod tests {
             params,
             timeout: Duration::from_secs(5),
             caps: ClientCaps { sampling: true, elicitation: true, roots: true, stateless: false },
+            client: ClientMeta::default(),
             input: ClientInput::default(),
             caller,
         }))
@@ -1543,7 +1677,13 @@ mod tests {
             now,
             Message::Response { id: sent_id(&a, "initialize"), outcome: Err(json!({"code": 1})) },
         );
-        assert!(matches!(drain(&mut bad).last(), Some(Action::Fail { .. })));
+        // A refused initialize is followed by the 2026-07-28 probe; refused too, the link fails.
+        let probe = sent_id(&drain(&mut bad), "server/discover");
+        let unknown = json!({"code": -32601, "message": "nope"});
+        bad.handle_edge(now, Message::Response { id: probe, outcome: Err(unknown) });
+        assert!(
+            matches!(drain(&mut bad).last(), Some(Action::Fail { why }) if why.contains("server/discover"))
+        );
         // Silence is a failure too, after the rpc timeout.
         let mut silent = L::new("y", 2, 1, Limits::default());
         silent.start(now);
@@ -1731,7 +1871,7 @@ mod tests {
         // The retry brings the answer: the server gets it, and the call is the retry's.
         let mut responses = serde_json::Map::new();
         responses.insert("user_name".into(), json!({"action": "accept", "content": {"name": "Al"}}));
-        let input = ClientInput { responses: responses.clone(), resume: Some(resume.clone()) };
+        let input = ClientInput { responses: responses.clone(), resume: Some(resume.clone()), foreign: None };
         link.handle_input(now, modern_call("s2", 2, all_caps(), input, 11));
         let acts = drain(&mut link);
         assert!(
@@ -1745,7 +1885,7 @@ mod tests {
             "{acts:?}"
         );
         // The same state again: used once, refused.
-        let input = ClientInput { responses, resume: Some(resume) };
+        let input = ClientInput { responses, resume: Some(resume), foreign: None };
         link.handle_input(now, modern_call("s3", 3, all_caps(), input, 12));
         let acts = drain(&mut link);
         assert!(
@@ -1762,7 +1902,7 @@ mod tests {
         let mut responses = serde_json::Map::new();
         responses.insert("a".into(), json!({"action": "accept", "content": {}}));
         responses.insert("b".into(), json!(12345)); // not an answer's shape: asked again
-        let input = ClientInput { responses, resume: None };
+        let input = ClientInput { responses, resume: None, foreign: None };
         link.handle_input(now, modern_call("s1", 1, all_caps(), input, 10));
         drain(&mut link);
         let acts = elicit(&mut link, now, "e1", "a");
@@ -1865,7 +2005,7 @@ mod tests {
                 0 | 1 => {
                     let caller = next_caller;
                     next_caller += 1;
-                    let input = ClientInput { responses: responses(next(2)), resume: None };
+                    let input = ClientInput { responses: responses(next(2)), resume: None, foreign: None };
                     link.handle_input(now, modern_call(&format!("s{caller}"), 1, all_caps(), input, caller));
                 }
                 2 => {
@@ -1891,7 +2031,7 @@ mod tests {
                     if forged {
                         resume.round += 1000;
                     }
-                    let input = ClientInput { responses: responses(3), resume: Some(resume) };
+                    let input = ClientInput { responses: responses(3), resume: Some(resume), foreign: None };
                     link.handle_input(now, modern_call(&format!("s{caller}"), 1, all_caps(), input, caller));
                     resumed = Some((caller, i));
                     if forged {
@@ -2277,6 +2417,9 @@ mod tests {
         /// The edge's own requests: (edge id, the link's number for it once routed).
         edge_asks: Vec<(Value, Option<u64>)>,
         answered_edge: HashSet<String>,
+        /// The edge speaks 2026-07-28: no server request reaches a client, and every request
+        /// the edge gets is a modern one (never one the revision removed).
+        modern: bool,
     }
 
     fn run_case(seed: u64) {
@@ -2287,8 +2430,12 @@ mod tests {
         let mut link = L::new("pi", 1, 1 + next(1000), limits);
         link.phase = Phase::Ready;
         link.logging = true;
+        let modern = seed % 2 == 0;
+        if modern {
+            link.era = Era::Modern;
+        }
         let sessions = ["a", "b", "c"];
-        let mut m = Model { seed, ..Model::default() };
+        let mut m = Model { seed, modern, ..Model::default() };
         let (mut next_caller, mut next_edge) = (1u32, 1u64);
         for _ in 0..200 {
             match next(10) {
@@ -2299,11 +2446,22 @@ mod tests {
                     next_caller += 1;
                     m.callers.insert(caller, (s, id));
                     let params = json!({"name": "t", "_meta": {"progressToken": caller}});
-                    link.handle_input(now, call(s, id, "tools/call", params, caller));
+                    let mut input = call(s, id, "tools/call", params, caller);
+                    if let (true, Input::Call(c)) = (modern && next(2) == 0, &mut input) {
+                        c.caps.stateless = true;
+                    }
+                    link.handle_input(now, input);
                 }
                 3 if !m.upstream.is_empty() => {
                     let id = m.upstream[next(m.upstream.len() as u64) as usize].clone();
-                    link.handle_edge(now, Message::Response { id, outcome: Ok(json!({"n": 1})) });
+                    let result = match next(4) {
+                        // A modern edge's question (or a legacy edge's odd result of that shape).
+                        0 => json!({"resultType": "input_required", "requestState": "s",
+                                    "inputRequests": {"k": {"method": "roots/list", "params": {}}}}),
+                        1 => json!({"resultType": "input_required", "inputRequests": "bogus"}),
+                        _ => json!({"n": 1}),
+                    };
+                    link.handle_edge(now, Message::Response { id, outcome: Ok(result) });
                 }
                 4 if !m.upstream.is_empty() => {
                     let token = m.upstream[next(m.upstream.len() as u64) as usize].clone();
@@ -2332,6 +2490,10 @@ mod tests {
                         now,
                         Message::Request { id: edge_id, method: method.into(), params: None },
                     );
+                }
+                7 if modern => {
+                    let s = sessions[next(3) as usize];
+                    link.handle_input(now, Input::SetLevel { session: s.into(), level: "debug".into() });
                 }
                 7 if !m.edge_asks.is_empty() => {
                     let i = next(m.edge_asks.len() as u64) as usize;
@@ -2376,6 +2538,17 @@ mod tests {
             while let Some(action) = link.poll_action() {
                 match action {
                     Action::ToEdge(msg) if msg.get("method").is_some() => {
+                        if self.modern {
+                            let removed = ["ping", "logging/setLevel", "notifications/roots/list_changed"];
+                            assert!(
+                                !removed.contains(&msg["method"].as_str().unwrap()),
+                                "seed {seed}: {msg}"
+                            );
+                            if msg.get("id").is_some() {
+                                let version = &msg["params"]["_meta"][crate::protocol::META_VERSION];
+                                assert_eq!(version, "2026-07-28", "seed {seed}: not a modern request: {msg}");
+                            }
+                        }
                         if msg.get("id").is_some() {
                             self.upstream.push(msg["id"].clone());
                         }
@@ -2392,6 +2565,7 @@ mod tests {
                             assert_eq!(token, &json!(caller), "seed {seed}: progress under another's token");
                         }
                         if message.get("id").is_some() {
+                            assert!(!self.modern, "seed {seed}: a modern edge's request reached a client");
                             let (s, _) = self.callers[&caller];
                             assert_eq!(busy.len(), 1, "seed {seed}: routed with {busy:?} busy");
                             assert!(busy.contains(s), "seed {seed}: routed to a session not in flight");
