@@ -123,6 +123,7 @@ fn respond(method: &str, params: &Value, discovery: Discovery) -> Result<Value, 
     }
     let complete = |mut v: Value| {
         v["resultType"] = json!("complete");
+        v["_meta"] = json!({"io.modelcontextprotocol/serverInfo": {"name": "modern-fake", "version": "1"}});
         Ok(v)
     };
     match method {
@@ -200,6 +201,9 @@ fn a_2026_only_edge_serves_clients_of_both_eras() {
         let done = answer(&post(&gw, path, 2, "tools/call", retry, &[]));
         assert_eq!(text(&done), "Hello, \"Ada\"", "{path}: {done}");
         assert_eq!(done["result"]["resultType"], "complete", "{path}");
+        // Who answers: the server on its own endpoint, the gateway on the aggregated one.
+        let info = &done["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"];
+        assert_eq!(info, if path == "/mcp" { "mcpport" } else { "modern-fake" }, "{path}");
     }
     // Never a method the revision removed, and never a legacy request.
     let seen = edge.seen.lock().unwrap().clone();

@@ -268,7 +268,10 @@ fn decorate(gw: &Gateway, scope: &Scope, method: &str, result: Result<Value, Err
     fields.entry("resultType").or_insert_with(|| json!("complete"));
     let meta = fields.entry("_meta").or_insert_with(|| json!({}));
     if let Some(meta) = meta.as_object_mut() {
-        meta.entry(META_SERVER_INFO).or_insert_with(|| server_info(gw, scope));
+        // On the aggregated view the gateway answers, whatever a 2026-07-28 edge said it was.
+        if *scope == Scope::All || !meta.contains_key(META_SERVER_INFO) {
+            meta.insert(META_SERVER_INFO.into(), server_info(gw, scope));
+        }
     }
     let complete = fields.get("resultType").and_then(Value::as_str) == Some("complete");
     if let Some((ttl, cache_scope)) = caching(gw, method).filter(|_| complete) {
