@@ -2,7 +2,8 @@
 //! (it refuses `initialize` and answers `server/discover`) registers as a modern edge; legacy
 //! and 2026-07-28 clients both reach it, every request it gets carries the modern `_meta`, its
 //! `input_required` passes to a 2026-07-28 client and the retry brings its own `requestState`
-//! back; a probe answered with nonsense fails the registration and the gateway serves on.
+//! back, and a legacy client is asked its questions as server requests; a probe answered with
+//! nonsense fails the registration and the gateway serves on.
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,9 +182,29 @@ fn a_2026_only_edge_serves_clients_of_both_eras() {
     let call = edge.seen("tools/call").pop().unwrap();
     assert_eq!(call["params"]["_meta"][VERSION_KEY], "2026-07-28");
     assert!(call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"].is_object());
-    // What it needs input for, a legacy client cannot be asked yet: an error, not a hang.
+    // A question for a client that did not declare the capability: an error, not a hang.
     let asked = legacy.tool("fresh_ask", json!({}));
-    assert!(asked["error"]["message"].as_str().unwrap().contains("input_required"), "{asked}");
+    assert!(asked["error"]["message"].as_str().unwrap().contains("elicitation capability"), "{asked}");
+    // One that did is asked the edge's question as a server request, and its answer goes back
+    // to the edge with the edge's requestState.
+    let mut able = SseClient::connect(gw.port, "/servers/fresh/sse", &[]);
+    able.initialize_with("2025-06-18", json!({"elicitation": {}}));
+    able.send_id(7, "tools/call", json!({"name": "ask", "arguments": {}}));
+    let question = loop {
+        let msg = able.next(Duration::from_secs(10)).expect("the edge's question");
+        if msg["method"] == "elicitation/create" {
+            break msg;
+        }
+    };
+    assert_eq!(question["params"]["message"], "Name?");
+    able.reply(&question["id"], json!({"action": "accept", "content": {"name": "Grace"}}));
+    let done = loop {
+        let msg = able.next(Duration::from_secs(10)).expect("the call's answer");
+        if msg["id"] == 7 {
+            break msg;
+        }
+    };
+    assert_eq!(text(&done), "Hello, \"Grace\"", "{done}");
 
     // A 2026-07-28 client on both endpoints: the edge's question and state pass through, and the
     // retry carries them back.

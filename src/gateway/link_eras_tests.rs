@@ -231,15 +231,21 @@ fn a_bogus_input_required_or_one_for_a_legacy_session_is_an_error_and_the_link_g
     let mut link = modern(now);
     let huge = input_required(&"x".repeat(eras::MAX_EDGE_STATE_BYTES + 1));
     let no_caps = ClientCaps::default();
+    let mut shy = legacy_call("a", 3, json!({"name": "t"}), 3);
+    shy.caps.elicitation = false;
+    let mut listing = legacy_call("a", 5, json!({}), 5);
+    listing.method = "tools/list".into();
     let cases = [
         (stateless_call(1, ClientCaps { elicitation: true, ..no_caps }, ClientInput::default(), 1), huge),
         (stateless_call(2, no_caps, ClientInput::default(), 2), input_required("s")),
-        (legacy_call("a", 3, json!({"name": "t"}), 3), input_required("s")),
+        (shy, input_required("s")),
+        (listing, input_required("s")),
     ];
     for (call, result) in cases {
         let caller = call.caller;
+        let method = call.method.clone();
         link.handle_input(now, Input::Call(Box::new(call)));
-        let req = sent(&drain(&mut link), "tools/call");
+        let req = sent(&drain(&mut link), &method);
         answer(&mut link, now, &req["id"], Ok(result));
         let error = only_answer(&drain(&mut link), caller);
         assert_eq!(error["error"]["code"], INTERNAL_ERROR, "{error}");
@@ -267,4 +273,181 @@ fn a_state_the_gateway_did_not_make_is_refused_for_a_legacy_edge() {
     let refused = only_answer(&drain(&mut link), 1);
     assert_eq!(refused["error"]["code"], crate::jsonrpc::INVALID_PARAMS);
     assert!(link.is_idle());
+}
+
+/// The questions a legacy client was asked: (client-facing id, method), in order.
+fn questions(actions: &[Action<u32>], caller: u32) -> Vec<(Value, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Related { caller: c, message } if *c == caller && message.get("id").is_some() => {
+                Some((message["id"].clone(), message["method"].as_str().unwrap().to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn client_answer(link: &mut L, now: Instant, session: &str, id: &Value, outcome: Result<Value, Value>) {
+    let (_, n) = parse_client_facing_id(id).unwrap();
+    link.handle_input(now, Input::ClientAnswer { session: session.into(), n, outcome });
+}
+
+fn two_questions(state: &str) -> Value {
+    json!({
+        "resultType": "input_required",
+        "inputRequests": {
+            "who": {"method": "elicitation/create", "params": {"message": "Name?"}},
+            "where": {"method": "roots/list"},
+        },
+        "requestState": state,
+    })
+}
+
+#[test]
+fn a_legacy_clients_call_is_asked_the_edges_questions_and_retried_with_the_answers() {
+    let now = Instant::now();
+    let mut link = modern(now);
+    let params = json!({"name": "t", "arguments": {"x": 1}, "_meta": {"progressToken": "mine"}});
+    link.handle_input(now, Input::Call(Box::new(legacy_call("a", 1, params, 1))));
+    let first = sent(&drain(&mut link), "tools/call");
+    answer(&mut link, now, &first["id"], Ok(two_questions("s1")));
+    let asked = drain(&mut link);
+    let qs = questions(&asked, 1);
+    assert_eq!(qs.len(), 2, "{asked:?}");
+    assert!(requests(&asked).is_empty(), "nothing goes to the edge while the client answers");
+    assert!(qs.iter().all(|(id, _)| id.as_str().unwrap().starts_with("mcpport-9-")));
+    // Another session's answer is not this one's; the right one, once both are in, retries.
+    client_answer(&mut link, now, "b", &qs[0].0, Ok(json!({"action": "accept"})));
+    assert!(drain(&mut link).is_empty());
+    for (id, method) in &qs {
+        let reply = if method == "roots/list" {
+            json!({"roots": [{"uri": "file:///w"}]})
+        } else {
+            json!({"action": "accept", "content": {"name": "Ada"}})
+        };
+        client_answer(&mut link, now, "a", id, Ok(reply));
+    }
+    let retry = sent(&drain(&mut link), "tools/call");
+    assert_ne!(retry["id"], first["id"], "a retry has a new id");
+    assert_eq!(retry["params"]["requestState"], "s1");
+    assert_eq!(retry["params"]["inputResponses"]["who"]["content"]["name"], "Ada");
+    assert_eq!(retry["params"]["inputResponses"]["where"]["roots"][0]["uri"], "file:///w");
+    assert_eq!(retry["params"]["arguments"], json!({"x": 1}));
+    assert_eq!(retry["params"]["_meta"][META_VERSION], "2026-07-28");
+    assert_eq!(retry["params"]["_meta"]["progressToken"], retry["id"], "progress follows the retry");
+    // Progress on the retry reaches the client under its own token.
+    let progress = json!({"progressToken": retry["id"], "progress": 1});
+    link.handle_edge(
+        now,
+        Message::Notification { method: "notifications/progress".into(), params: Some(progress) },
+    );
+    assert!(
+        matches!(&drain(&mut link)[..], [Action::Related { caller: 1, message }] if message["params"]["progressToken"] == "mine")
+    );
+    // A second round, then the answer.
+    let one = json!({"resultType": "input_required", "requestState": "s2",
+                     "inputRequests": {"again": {"method": "elicitation/create", "params": {"message": "Sure?"}}}});
+    answer(&mut link, now, &retry["id"], Ok(one));
+    let qs = questions(&drain(&mut link), 1);
+    client_answer(&mut link, now, "a", &qs[0].0, Ok(json!({"action": "decline"})));
+    let second = sent(&drain(&mut link), "tools/call");
+    assert_eq!(second["params"]["requestState"], "s2");
+    assert_eq!(second["params"]["inputResponses"], json!({"again": {"action": "decline"}}));
+    answer(&mut link, now, &second["id"], Ok(json!({"content": [], "resultType": "complete"})));
+    let done = only_answer(&drain(&mut link), 1);
+    assert_eq!(done["id"], 1, "the client's own id");
+    assert!(done["result"]["content"].is_array());
+    assert!(link.is_idle());
+}
+
+#[test]
+fn relayed_questions_are_bounded_in_rounds_and_time_and_end_with_the_call() {
+    let now = Instant::now();
+    let mut link = modern(now);
+    // An edge that never stops asking: the call ends after MAX_ROUNDS rounds.
+    link.handle_input(now, Input::Call(Box::new(legacy_call("a", 1, json!({"name": "t"}), 1))));
+    let mut req = sent(&drain(&mut link), "tools/call");
+    for round in 0..=relay::MAX_ROUNDS {
+        answer(&mut link, now, &req["id"], Ok(input_required(&format!("s{round}"))));
+        let out = drain(&mut link);
+        if round == relay::MAX_ROUNDS {
+            let error = only_answer(&out, 1);
+            assert!(error["error"]["message"].as_str().unwrap().contains("rounds"), "{error}");
+            break;
+        }
+        let qs = questions(&out, 1);
+        client_answer(&mut link, now, "a", &qs[0].0, Ok(json!({"action": "accept"})));
+        req = sent(&drain(&mut link), "tools/call");
+    }
+    assert!(link.is_idle());
+    // A question nobody answers: withdrawn at the client timeout, and the call ends with an error.
+    link.handle_input(now, Input::Call(Box::new(legacy_call("a", 2, json!({"name": "t"}), 2))));
+    let req = sent(&drain(&mut link), "tools/call");
+    answer(&mut link, now, &req["id"], Ok(input_required("s")));
+    assert_eq!(questions(&drain(&mut link), 2).len(), 1);
+    link.handle_timeout(now + Limits::default().client_timeout + Duration::from_millis(1));
+    let out = drain(&mut link);
+    assert!(requests(&out).is_empty(), "the edge has nothing to cancel: {out:?}");
+    assert!(
+        matches!(&out[..], [Action::Related { message, .. }, Action::Answer { caller: 2, message: Some(e), .. }]
+        if message["method"] == "notifications/cancelled" && e["error"]["message"].as_str().unwrap().contains("did not answer"))
+    );
+    assert!(link.is_idle());
+    // The client's error, its cancel, its session's end: each ends the call at once.
+    for (caller, how) in [(3u32, "error"), (4, "cancel"), (5, "session")] {
+        link.handle_input(
+            now,
+            Input::Call(Box::new(legacy_call("c", u64::from(caller), json!({"name": "t"}), caller))),
+        );
+        let req = sent(&drain(&mut link), "tools/call");
+        answer(&mut link, now, &req["id"], Ok(two_questions("s")));
+        let qs = questions(&drain(&mut link), caller);
+        match how {
+            "error" => {
+                client_answer(&mut link, now, "c", &qs[0].0, Err(json!({"code": -1, "message": "no"})))
+            }
+            "cancel" => {
+                link.handle_input(now, Input::Cancel { session: "c".into(), client_id: json!(caller) })
+            }
+            _ => link.handle_input(now, Input::SessionEnded { session: "c".into() }),
+        }
+        let out = drain(&mut link);
+        assert!(requests(&out).is_empty(), "{how}: nothing for the edge: {out:?}");
+        let withdrawn = out
+            .iter()
+            .filter(|a| matches!(a, Action::Related { message, .. } if message["method"] == "notifications/cancelled"))
+            .count();
+        assert_eq!(withdrawn, if how == "error" { 1 } else { 2 }, "{how}: open questions withdrawn: {out:?}");
+        let ends: Vec<&Option<Value>> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Answer { caller: c, message, .. } if *c == caller => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends.len(), 1, "{how}: one end");
+        assert_eq!(ends[0].is_some(), how == "error", "{how}: an error answer, or none when cancelled");
+        // A late answer to a withdrawn question reaches nobody.
+        client_answer(&mut link, now, "c", &qs[1].0, Ok(json!({"roots": []})));
+        assert!(drain(&mut link).is_empty());
+        assert!(link.is_idle(), "{how}");
+    }
+}
+
+#[test]
+fn relayed_questions_within_the_links_cap_on_server_requests() {
+    let now = Instant::now();
+    let mut link = L::new("m", 9, 500, Limits { max_server_requests: 3, ..Limits::default() });
+    link.era = Era::Modern;
+    link.phase = Phase::Ready;
+    link.handle_input(now, Input::Call(Box::new(legacy_call("a", 1, json!({"name": "t"}), 1))));
+    let req = sent(&drain(&mut link), "tools/call");
+    answer(&mut link, now, &req["id"], Ok(two_questions("s")));
+    assert_eq!(questions(&drain(&mut link), 1).len(), 2);
+    link.handle_input(now, Input::Call(Box::new(legacy_call("b", 2, json!({"name": "t"}), 2))));
+    let req = sent(&drain(&mut link), "tools/call");
+    answer(&mut link, now, &req["id"], Ok(two_questions("s")));
+    let refused = only_answer(&drain(&mut link), 2);
+    assert!(refused["error"]["message"].as_str().unwrap().contains("too many questions"), "{refused}");
 }
