@@ -5,8 +5,8 @@
 #   0.2.0-alpha.12  --requirements 2025-11-25 (the legacy era, scored)
 #   0.2.0-alpha.12  --requirements 2026-07-28 (the stateless era, scored)
 # each against /servers/test/mcp and /mcp, with the fixture in its legacy era (it answers
-# initialize); then 2026-07-28 again with the fixture in its modern era (a 2026-07-28-only
-# edge, rows labelled -modern). The release binary is built once. Prints one line per
+# initialize); then all three again with the fixture in its modern era (a 2026-07-28-only
+# edge, rows labelled -modern: legacy clients reach it through the gateway's translation). The release binary is built once. Prints one line per
 # combination and endpoint; exit status non-zero if any scored run failed on either endpoint.
 #
 # Usage: bash scripts/conformance-all.sh
@@ -20,7 +20,7 @@ if [[ -z ${MCPPORT_BIN:-} ]]; then
 fi
 # version:requirements:fixture era
 PLAN=("0.1.16::legacy" "0.2.0-alpha.12:2025-11-25:legacy" "0.2.0-alpha.12:2026-07-28:legacy"
-    "0.2.0-alpha.12:2026-07-28:modern")
+    "0.1.16::modern" "0.2.0-alpha.12:2025-11-25:modern" "0.2.0-alpha.12:2026-07-28:modern")
 SUITES="$REPO/.conformance"
 status=0
 lines=()

@@ -31,8 +31,10 @@ SDK's stdio server serves the era of the first request it gets), answers `server
 its `requestState` (the SDK's `RequestStateBoundary`, so a tampered state is refused), serves
 `subscriptions/listen` (list changes are published on its bus), and asks its questions the
 2026-07-28 way: the MRTR tools and prompt return `input_required` results and read the retry's
-`inputResponses` and `requestState`; `test_missing_capability` answers -32021 itself when the
-request's client capabilities lack sampling.
+`inputResponses` and `requestState` (the sampling and elicitation tools of the legacy scenarios
+too, which the gateway turns into server requests for legacy clients); log lines only at the
+request's `logLevel`; `test_missing_capability` answers -32021 itself when the request's client
+capabilities lack sampling.
 
 `--prefix-free` drops the leading `test_` of every tool and prompt name. Registered with a gateway
 under the server name `test`, the aggregated endpoint (which exposes `{server}_{name}`) then shows
@@ -128,6 +130,75 @@ JSON_SCHEMA_2020_12: dict[str, Any] = {
     "then": {"required": ["phone"]},
     "else": {"required": ["email"]},
     "additionalProperties": False,
+}
+
+
+# The forms the elicitation tools ask for (the suite's scenarios name these fields).
+USER_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "username": {"type": "string", "description": "User's response"},
+        "email": {"type": "string", "description": "User's email address"},
+    },
+    "required": ["username", "email"],
+}
+
+DEFAULTS_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "User name", "default": "John Doe"},
+        "age": {"type": "integer", "description": "User age", "default": 30},
+        "score": {"type": "number", "description": "User score", "default": 95.5},
+        "status": {
+            "type": "string",
+            "description": "User status",
+            "enum": ["active", "inactive", "pending"],
+            "default": "active",
+        },
+        "verified": {"type": "boolean", "description": "Verification status", "default": True},
+    },
+}
+
+ENUMS_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "untitledSingle": {
+            "type": "string",
+            "description": "Pick one option",
+            "enum": ["option1", "option2", "option3"],
+        },
+        "titledSingle": {
+            "type": "string",
+            "description": "Pick one titled option",
+            "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"},
+            ],
+        },
+        "legacyEnum": {
+            "type": "string",
+            "description": "Pick one (legacy titled enum)",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"],
+        },
+        "untitledMulti": {
+            "type": "array",
+            "description": "Pick several options",
+            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        },
+        "titledMulti": {
+            "type": "array",
+            "description": "Pick several titled options",
+            "items": {
+                "anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"},
+                ]
+            },
+        },
+    },
 }
 
 
@@ -404,83 +475,19 @@ class Fixture:
     NO_ELICITATION = "Cannot elicit: the client did not declare the elicitation capability"
 
     async def elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
-        schema = {
-            "type": "object",
-            "properties": {
-                "username": {"type": "string", "description": "User's response"},
-                "email": {"type": "string", "description": "User's email address"},
-            },
-            "required": ["username", "email"],
-        }
-        result = await self.elicit(ctx, str(args.get("message", "")), schema)
+        result = await self.elicit(ctx, str(args.get("message", "")), USER_FORM)
         if result is None:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"User response: action={result.action}, content={json.dumps(result.content)}")
 
     async def elicitation_defaults(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
-        schema = {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "description": "User name", "default": "John Doe"},
-                "age": {"type": "integer", "description": "User age", "default": 30},
-                "score": {"type": "number", "description": "User score", "default": 95.5},
-                "status": {
-                    "type": "string",
-                    "description": "User status",
-                    "enum": ["active", "inactive", "pending"],
-                    "default": "active",
-                },
-                "verified": {"type": "boolean", "description": "Verification status", "default": True},
-            },
-        }
-        result = await self.elicit(ctx, "Please review and update the form fields with defaults", schema)
+        result = await self.elicit(ctx, "Please review and update the form fields with defaults", DEFAULTS_FORM)
         if result is None:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
 
     async def elicitation_enums(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
-        schema = {
-            "type": "object",
-            "properties": {
-                "untitledSingle": {
-                    "type": "string",
-                    "description": "Pick one option",
-                    "enum": ["option1", "option2", "option3"],
-                },
-                "titledSingle": {
-                    "type": "string",
-                    "description": "Pick one titled option",
-                    "oneOf": [
-                        {"const": "value1", "title": "First Option"},
-                        {"const": "value2", "title": "Second Option"},
-                        {"const": "value3", "title": "Third Option"},
-                    ],
-                },
-                "legacyEnum": {
-                    "type": "string",
-                    "description": "Pick one (legacy titled enum)",
-                    "enum": ["opt1", "opt2", "opt3"],
-                    "enumNames": ["Option One", "Option Two", "Option Three"],
-                },
-                "untitledMulti": {
-                    "type": "array",
-                    "description": "Pick several options",
-                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
-                },
-                "titledMulti": {
-                    "type": "array",
-                    "description": "Pick several titled options",
-                    "items": {
-                        "anyOf": [
-                            {"const": "value1", "title": "First Choice"},
-                            {"const": "value2", "title": "Second Choice"},
-                            {"const": "value3", "title": "Third Choice"},
-                        ]
-                    },
-                },
-            },
-        }
-        result = await self.elicit(ctx, "Please choose from the enum fields", schema)
+        result = await self.elicit(ctx, "Please choose from the enum fields", ENUMS_FORM)
         if result is None:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
@@ -808,6 +815,12 @@ class ModernFixture(Fixture):
             "input_required_result_multi_round": self.m_multi_round,
             "input_required_result_capabilities": self.m_capabilities,
             "missing_capability": self.m_missing_capability,
+            "sampling": self.m_sampling_tool,
+            "elicitation": self.m_elicitation_form,
+            "elicitation_sep1034_defaults": self.m_elicitation_defaults,
+            "elicitation_sep1330_enums": self.m_elicitation_enums,
+            "tool_with_logging": self.m_tool_with_logging,
+            "logging_tool": self.m_logging,
         }
         self.modern_tools = {self.name(base): handler for base, handler in modern.items()}
 
@@ -831,8 +844,6 @@ class ModernFixture(Fixture):
         try:
             if handler is not None:
                 return await handler(ctx, params)
-            if params.name == self.name("logging_tool"):
-                return await self.m_logging(ctx, params)
             return await super().call_tool(ctx, params)
         except NeedInput as need:
             return need.result()
@@ -908,13 +919,52 @@ class ModernFixture(Fixture):
         got = self.ask(params, {"ping": sample_request("ping", 10)})
         return self.text(f"Sampling answered: {bool(got)}")
 
+    async def m_log(self, ctx: Any, params: Any, level: str, data: Any) -> None:
+        """2026-07-28: a log line only when the request asked for them, at its level or above."""
+        wanted = (self.wire(params).get("_meta") or {}).get(META_LOG_LEVEL)
+        if wanted in LEVELS and LEVELS.index(level) >= LEVELS.index(wanted):
+            await ctx.session.send_log_message(level, data, logger="fixture", related_request_id=ctx.request_id)
+
     async def m_logging(self, ctx: Any, params: Any) -> dict[str, Any]:
-        # 2026-07-28: log lines only when the request asked for them, at its level.
-        level = (self.wire(params).get("_meta") or {}).get(META_LOG_LEVEL)
-        if level is not None and LEVELS.index("info") >= LEVELS.index(level):
-            await ctx.session.send_log_message("info", "Diagnostic trace logging activated", logger="fixture",
-                                               related_request_id=ctx.request_id)
+        await self.m_log(ctx, params, "info", "Diagnostic trace logging activated")
         return self.text("Logging evaluated")
+
+    async def m_tool_with_logging(self, ctx: Any, params: Any) -> dict[str, Any]:
+        for i, step in enumerate(("Tool execution started", "Tool processing data", "Tool execution completed")):
+            if i:
+                await anyio.sleep(0.05)
+            await self.m_log(ctx, params, "info", step)
+        return self.text("Tool with logging executed successfully")
+
+    def caps(self, params: Any) -> dict[str, Any]:
+        return (self.wire(params).get("_meta") or {}).get(META_CAPABILITIES) or {}
+
+    async def m_sampling_tool(self, ctx: Any, params: Any) -> dict[str, Any]:
+        if "sampling" not in self.caps(params):
+            return self.text("Cannot sample: the client did not declare the sampling capability", is_error=True)
+        prompt = str((params.arguments or {}).get("prompt", ""))
+        got = self.ask(params, {"sample": sample_request(prompt, 100)})
+        content = got["sample"].get("content")
+        text = content.get("text") if isinstance(content, dict) else None
+        return self.text(f"LLM response: {text if text is not None else content}")
+
+    async def m_form(self, params: Any, message: str, form: dict[str, Any], said: str) -> dict[str, Any]:
+        if "elicitation" not in self.caps(params):
+            return self.text(self.NO_ELICITATION, is_error=True)
+        request = {"method": "elicitation/create", "params": {"message": message, "requestedSchema": form}}
+        got = self.ask(params, {"form": request})["form"]
+        return self.text(f"{said}: action={got.get('action')}, content={json.dumps(got.get('content'))}")
+
+    async def m_elicitation_form(self, ctx: Any, params: Any) -> dict[str, Any]:
+        message = str((params.arguments or {}).get("message", ""))
+        return await self.m_form(params, message, USER_FORM, "User response")
+
+    async def m_elicitation_defaults(self, ctx: Any, params: Any) -> dict[str, Any]:
+        message = "Please review and update the form fields with defaults"
+        return await self.m_form(params, message, DEFAULTS_FORM, "Elicitation completed")
+
+    async def m_elicitation_enums(self, ctx: Any, params: Any) -> dict[str, Any]:
+        return await self.m_form(params, "Please choose from the enum fields", ENUMS_FORM, "Elicitation completed")
 
     async def trigger_tool_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
         name = self.name("dynamic_tool")
