@@ -83,7 +83,11 @@ impl Drop for ModernEdge {
 
 type Shared = (Arc<Mutex<Vec<Value>>>, Arc<Mutex<Vec<Value>>>, Arc<AtomicBool>);
 
+/// The resource a legacy client subscribes to through the gateway's listen.
+const WATCHED: &str = "m://watched";
+
 fn serve(mut ws: WebSocket<TcpStream>, discovery: Discovery, (seen, statuses, stop): Shared) {
+    let mut listen: Option<(Value, Value)> = None;
     while !stop.load(Ordering::Relaxed) {
         let text = match ws.read() {
             Ok(Message::Text(t)) => t.as_str().to_owned(),
@@ -103,7 +107,33 @@ fn serve(mut ws: WebSocket<TcpStream>, discovery: Discovery, (seen, statuses, st
         }
         seen.lock().unwrap().push(msg.clone());
         let (Some(method), Some(id)) = (msg["method"].as_str(), msg.get("id")) else { continue };
-        let reply = match respond(method, &msg["params"], discovery) {
+        let params = &msg["params"];
+        if method == "subscriptions/listen" {
+            // A long-lived request: acknowledged, answered only when it ends.
+            let tag = json!({"io.modelcontextprotocol/subscriptionId": id});
+            listen = Some((id.clone(), params["notifications"].clone()));
+            let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                             "params": {"notifications": params["notifications"], "_meta": tag}});
+            if ws.send(Message::text(ack.to_string())).is_err() {
+                return;
+            }
+            continue;
+        }
+        if method == "tools/call" && params["name"] == "touch" {
+            // An update of the watched resource, on the open listen, if it asks for it.
+            if let Some((lid, filter)) = &listen {
+                let watched =
+                    filter["resourceSubscriptions"].as_array().is_some_and(|u| u.contains(&json!(WATCHED)));
+                if watched {
+                    let update = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                        "params": {"uri": WATCHED, "_meta": {"io.modelcontextprotocol/subscriptionId": lid}}});
+                    if ws.send(Message::text(update.to_string())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let reply = match respond(method, params, discovery) {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
             Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
         };
@@ -131,13 +161,19 @@ fn respond(method: &str, params: &Value, discovery: Discovery) -> Result<Value, 
         "server/discover" if discovery == Discovery::Garbage => Ok(json!({"supportedVersions": 42})),
         "server/discover" => complete(json!({
             "supportedVersions": ["2026-07-28"],
-            "capabilities": {"tools": {}},
+            "capabilities": {"tools": {}, "resources": {"subscribe": true}},
             "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern-fake", "version": "1"}},
         })),
         "tools/list" => complete(json!({"ttlMs": 0, "cacheScope": "public", "tools": [
             {"name": "whoami", "inputSchema": {"type": "object"}},
             {"name": "ask", "inputSchema": {"type": "object"}},
         ]})),
+        "resources/list" => complete(json!({"ttlMs": 0, "cacheScope": "public",
+                                            "resources": [{"uri": WATCHED, "name": "watched"}]})),
+        "resources/templates/list" => {
+            complete(json!({"ttlMs": 0, "cacheScope": "public", "resourceTemplates": []}))
+        }
+        "tools/call" if params["name"] == "touch" => complete(json!({"content": []})),
         "tools/call" if params["name"] == "whoami" => {
             let client = &params["_meta"]["io.modelcontextprotocol/clientInfo"]["name"];
             complete(json!({"content": [{"type": "text", "text": format!("you are {client}")}]}))
@@ -205,6 +241,20 @@ fn a_2026_only_edge_serves_clients_of_both_eras() {
         }
     };
     assert_eq!(text(&done), "Hello, \"Grace\"", "{done}");
+    // Its subscription reaches the edge as the filter of the gateway's listen there, and the
+    // edge's update comes back to it.
+    let sub = able.call("resources/subscribe", json!({"uri": WATCHED}));
+    assert!(sub["result"].is_object(), "{sub}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let updated = loop {
+        assert!(Instant::now() < deadline, "no resources/updated reached the subscriber");
+        able.send_id(8, "tools/call", json!({"name": "touch", "arguments": {}}));
+        let got = able.collect(Duration::from_millis(200));
+        if let Some(update) = got.into_iter().find(|m| m["method"] == "notifications/resources/updated") {
+            break update;
+        }
+    };
+    assert_eq!(updated["params"], json!({"uri": WATCHED}), "untagged: {updated}");
 
     // A 2026-07-28 client on both endpoints: the edge's question and state pass through, and the
     // retry carries them back.

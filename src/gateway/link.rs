@@ -28,8 +28,11 @@ use super::state::{self, Resume, StateKey};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use crate::protocol::{severity, LATEST_VERSION, SUPPORTED_VERSIONS};
 
+#[path = "link_listen.rs"]
+mod listen;
 #[path = "link_relay.rs"]
 mod relay;
+use listen::{Announces, Listening};
 use relay::Relay;
 
 /// A client session, by its id.
@@ -210,6 +213,9 @@ pub(crate) struct Link<D> {
     phase: Phase,
     /// Which era the server speaks (known once the handshake or the probe is answered).
     era: Era,
+    /// What a modern edge can notify, and the listen the link holds open at it (`link_listen.rs`).
+    announces: Announces,
+    listening: Listening,
     /// The server's `initialize` result, until the handshake hands it over (`Action::Ready`).
     initialize: Value,
     /// Whether the server declared `logging` (the one part of `initialize` the link keeps).
@@ -281,6 +287,8 @@ enum Slot {
     Orphan(u64),
     /// The server requests of a 2026-07-28 call gathered so far go to its client.
     Gather(u64),
+    /// The listen at a 2026-07-28 edge is opened again with the subscriptions of now.
+    Listen,
 }
 
 /// How long a call that ended here without the server's answer still counts as the server's
@@ -374,6 +382,8 @@ impl<D: Clone> Link<D> {
             next_n: 1,
             phase: Phase::Initializing,
             era: Era::Legacy,
+            announces: Announces::default(),
+            listening: Listening::default(),
             initialize: Value::Null,
             logging: false,
             handshake_lists: Lists::default(),
@@ -493,12 +503,7 @@ impl<D: Clone> Link<D> {
         let mut subscribed = None;
         match call.method.as_str() {
             "resources/subscribe" | "resources/unsubscribe" if self.era == Era::Modern => {
-                let why = format!(
-                    "{}: server {} speaks protocol 2026-07-28, which has no resource subscriptions \
-                     (the gateway does not listen toward it yet)",
-                    call.method, self.name
-                );
-                return self.refuse(call, Error::Unroutable { code: METHOD_NOT_FOUND, why });
+                return self.subscribe_by_listening(now, call);
             }
             "logging/setLevel" if self.era == Era::Modern => {
                 // 2026-07-28 has no setLevel: the level rides each of this session's requests.
@@ -593,6 +598,33 @@ impl<D: Clone> Link<D> {
             relay,
         };
         self.requests.insert(id, Pending::Client(entry));
+    }
+
+    /// A subscribe or unsubscribe at a 2026-07-28 edge: the link's table changes, and the listen
+    /// at the edge follows it (`link_listen.rs`); the client is answered at once.
+    fn subscribe_by_listening(&mut self, now: Instant, call: Call<D>) {
+        let uri = call.params["uri"].as_str().unwrap_or_default().to_string();
+        if call.method == "resources/unsubscribe" {
+            if self.unsubscribe(&call.session, &uri) {
+                self.relisten_soon(now);
+            }
+            return self.answer_locally(call, json!({}));
+        }
+        if !self.announces.subscribe || uri.is_empty() {
+            let why =
+                format!("resources/subscribe: server {} does not offer resource subscriptions", self.name);
+            return self.refuse(call, Error::Unroutable { code: METHOD_NOT_FOUND, why });
+        }
+        if !self.subscriptions.contains_key(&uri) && self.subscriptions.len() >= self.limits.max_subscriptions
+        {
+            let why = format!("server {} has too many subscriptions; unsubscribe first", self.name);
+            return self.refuse(call, Error::Busy(why));
+        }
+        self.subscriptions.entry(uri.clone()).or_default().insert(call.session.clone());
+        if self.confirmed.insert(uri) {
+            self.relisten_soon(now);
+        }
+        self.answer_locally(call, json!({}))
     }
 
     fn refuse(&mut self, call: Call<D>, error: Error) {
@@ -707,8 +739,12 @@ impl<D: Clone> Link<D> {
             .map(|(uri, _)| uri.clone())
             .collect();
         for uri in uris {
-            if self.unsubscribe(session, &uri) {
-                self.ask(now, "resources/unsubscribe", json!({"uri": uri}), Purpose::Ignore);
+            if !self.unsubscribe(session, &uri) {
+                continue;
+            }
+            match self.era {
+                Era::Legacy => self.ask(now, "resources/unsubscribe", json!({"uri": uri}), Purpose::Ignore),
+                Era::Modern => self.relisten_soon(now),
             }
         }
         let asked: Vec<u64> =
@@ -766,6 +802,7 @@ impl<D: Clone> Link<D> {
     /// One message from the edge.
     pub(crate) fn handle_edge(&mut self, now: Instant, msg: Message) {
         match msg {
+            Message::Response { id, outcome } if self.listen_ended(&id, &outcome) => {}
             Message::Response { id, outcome } => match id.as_u64().and_then(|id| self.take_request(id)) {
                 Some(Pending::Client(call)) => self.complete(now, call, outcome),
                 Some(Pending::Internal { purpose, .. }) => self.internal_answer(now, purpose, outcome),
@@ -1124,7 +1161,10 @@ impl<D: Clone> Link<D> {
 
     fn notification(&mut self, now: Instant, method: &str, params: Option<Value>) {
         // MCP params are objects; anything else from an edge is treated as none at all.
-        let params = params.filter(Value::is_object).unwrap_or_else(|| json!({}));
+        let mut params = params.filter(Value::is_object).unwrap_or_else(|| json!({}));
+        if self.untag(method, &mut params) {
+            return;
+        }
         match method {
             "notifications/progress" => self.progress(now, params),
             "notifications/cancelled" => self.server_cancelled(&params),
@@ -1301,6 +1341,9 @@ impl<D: Clone> Link<D> {
     /// The server is known (by its `initialize` result, or its discovery in that shape): its
     /// lists are read next.
     fn described(&mut self, now: Instant, result: Value) {
+        if self.era == Era::Modern {
+            self.announces = Announces::from_capabilities(&result["capabilities"]);
+        }
         self.initialize = result;
         self.phase = Phase::Listing;
         for kind in ListKind::ALL {
@@ -1412,6 +1455,7 @@ impl<D: Clone> Link<D> {
         // Handed over, not copied: the server's record keeps it; the link keeps `logging`.
         self.out.push_back(Action::Ready { initialize: std::mem::take(&mut self.initialize), lists });
         self.tell_level(now);
+        self.listen();
         for kind in ListKind::ALL {
             if self.refresh[index(kind)] == Refresh::Dirty {
                 self.refresh[index(kind)] = Refresh::Idle;
@@ -1475,6 +1519,7 @@ impl<D: Clone> Link<D> {
                     self.orphans.remove(&id);
                 }
                 Slot::Gather(id) => self.gathered(now, id),
+                Slot::Listen => self.listen(),
             }
         }
     }
@@ -1555,6 +1600,7 @@ impl<D: Clone> Link<D> {
         }
         self.server_requests.clear();
         self.deadlines.clear();
+        self.stop_listening();
         self.subscriptions.clear();
         self.confirmed.clear();
         self.orphans.clear();
@@ -2486,6 +2532,9 @@ mod tests {
         let modern = seed % 2 == 0;
         if modern {
             link.era = Era::Modern;
+            link.announces = Announces::from_capabilities(
+                &json!({"tools": {"listChanged": true}, "resources": {"subscribe": true}}),
+            );
         }
         let sessions = ["a", "b", "c"];
         let mut m = Model { seed, modern, ..Model::default() };
@@ -2498,8 +2547,14 @@ mod tests {
                     let caller = next_caller;
                     next_caller += 1;
                     m.callers.insert(caller, (s, id));
-                    let params = json!({"name": "t", "_meta": {"progressToken": caller}});
-                    let mut input = call(s, id, "tools/call", params, caller);
+                    let params = json!({"name": "t", "uri": format!("r://{}", next(4)), "_meta": {"progressToken": caller}});
+                    // At a modern edge, some are subscriptions (the link's listen follows them).
+                    let method = match next(6) {
+                        0 if modern => "resources/subscribe",
+                        1 if modern => "resources/unsubscribe",
+                        _ => "tools/call",
+                    };
+                    let mut input = call(s, id, method, params, caller);
                     if let (true, Input::Call(c)) = (modern && next(2) == 0, &mut input) {
                         c.caps.stateless = true;
                         m.stateless.insert(caller);
@@ -2579,6 +2634,19 @@ mod tests {
                 }
             }
             m.check(&mut link);
+        }
+        if modern {
+            // The listen ends up asking for exactly the URIs someone is subscribed to.
+            now += GATHER;
+            link.handle_timeout(now);
+            m.check(&mut link);
+            let wanted: Vec<&String> = link.subscriptions.keys().collect();
+            let asked = &link.listening_filter()["resourceSubscriptions"];
+            assert_eq!(
+                asked.as_array().map_or(0, Vec::len),
+                wanted.len(),
+                "seed {seed}: {asked} for {wanted:?}"
+            );
         }
         link.close(now, "the end");
         m.check(&mut link);

@@ -66,6 +66,7 @@ fn modern(now: Instant) -> L {
     while let Some(ask) = asks.pop() {
         assert_eq!(ask["params"]["_meta"][META_VERSION], "2026-07-28", "lists are modern requests: {ask}");
         let key = match ask["method"].as_str().unwrap() {
+            "subscriptions/listen" => continue,
             "tools/list" => "tools",
             "resources/list" => "resources",
             "resources/templates/list" => "resourceTemplates",
@@ -187,13 +188,13 @@ fn a_legacy_sessions_call_reaches_a_modern_edge_in_modern_meta_with_its_level() 
     assert_eq!(meta[eras::META_CLIENT_INFO]["name"], "legacy-client");
     assert_eq!(meta[META_LOG_LEVEL], "warning");
     assert_eq!(meta["progressToken"], req["id"], "progress tokens are still the link's");
-    // Notifications a legacy client sends have no 2026-07-28 counterpart; subscriptions neither.
+    // Notifications a legacy client sends have no 2026-07-28 counterpart.
     link.handle_input(now, Input::Notify { method: "notifications/roots/list_changed".into(), params: None });
     assert!(drain(&mut link).is_empty());
     let mut sub = legacy_call("a", 3, json!({"uri": "m://r"}), 3);
     sub.method = "resources/subscribe".into();
     link.handle_input(now, Input::Call(Box::new(sub)));
-    assert_eq!(only_answer(&drain(&mut link), 3)["error"]["code"], METHOD_NOT_FOUND);
+    assert!(only_answer(&drain(&mut link), 3)["result"].is_object(), "answered here: the listen follows");
     // The answer passes through.
     answer(&mut link, now, &req["id"], Ok(json!({"content": [], "resultType": "complete"})));
     assert_eq!(only_answer(&drain(&mut link), 2)["result"]["resultType"], "complete");
@@ -450,4 +451,124 @@ fn relayed_questions_within_the_links_cap_on_server_requests() {
     answer(&mut link, now, &req["id"], Ok(two_questions("s")));
     let refused = only_answer(&drain(&mut link), 2);
     assert!(refused["error"]["message"].as_str().unwrap().contains("too many questions"), "{refused}");
+}
+
+fn listens(actions: &[Action<u32>]) -> Vec<Value> {
+    requests(actions).into_iter().filter(|m| m["method"] == "subscriptions/listen").collect()
+}
+
+fn subscribe(link: &mut L, now: Instant, session: &str, id: u64, method: &str, uri: &str) -> Value {
+    let mut call = legacy_call(session, id, json!({"uri": uri}), id as u32);
+    call.method = method.into();
+    link.handle_input(now, Input::Call(Box::new(call)));
+    only_answer(&drain(link), id as u32)
+}
+
+#[test]
+fn the_link_listens_at_a_modern_edge_and_follows_the_subscriptions() {
+    let now = Instant::now();
+    let (mut link, after) = probed(now, Ok(discovery()));
+    let mut asks = requests(&after);
+    let mut opened = Vec::new();
+    while let Some(ask) = asks.pop() {
+        if ask["method"] == "subscriptions/listen" {
+            opened.push(ask);
+            continue;
+        }
+        let key = match ask["method"].as_str().unwrap() {
+            "tools/list" => "tools",
+            "resources/list" => "resources",
+            _ => "resourceTemplates",
+        };
+        answer(&mut link, now, &ask["id"], Ok(json!({key: []})));
+        asks.extend(requests(&drain(&mut link)));
+    }
+    // At Ready: the list changes the edge announces, no URIs yet, in a modern request.
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let first = opened.pop().unwrap();
+    assert_eq!(first["params"]["notifications"], json!({"toolsListChanged": true}));
+    assert_eq!(first["params"]["_meta"][META_VERSION], "2026-07-28");
+    // Two subscribes within GATHER: answered at once, then one new listen naming both.
+    assert!(subscribe(&mut link, now, "a", 1, "resources/subscribe", "m://r/1")["result"].is_object());
+    assert!(subscribe(&mut link, now, "b", 2, "resources/subscribe", "m://r/2")["result"].is_object());
+    assert!(drain(&mut link).is_empty());
+    let later = now + GATHER;
+    link.handle_timeout(later);
+    let out = drain(&mut link);
+    let cancel = requests(&out).into_iter().find(|m| m["method"] == "notifications/cancelled").unwrap();
+    assert_eq!(cancel["params"]["requestId"], first["id"], "the old listen is cancelled");
+    let second = listens(&out).pop().unwrap();
+    assert_eq!(second["params"]["notifications"]["resourceSubscriptions"], json!(["m://r/1", "m://r/2"]));
+    // What the edge sends on it: the acknowledgement is the link's; an update reaches its one
+    // subscriber, untagged; a list change is a refresh and a broadcast.
+    let sid = json!({"io.modelcontextprotocol/subscriptionId": second["id"]});
+    let ack = json!({"notifications": second["params"]["notifications"], "_meta": sid});
+    link.handle_edge(
+        later,
+        Message::Notification {
+            method: "notifications/subscriptions/acknowledged".into(),
+            params: Some(ack),
+        },
+    );
+    assert!(drain(&mut link).is_empty());
+    let update = json!({"uri": "m://r/2", "_meta": sid});
+    link.handle_edge(
+        later,
+        Message::Notification { method: "notifications/resources/updated".into(), params: Some(update) },
+    );
+    let out = drain(&mut link);
+    assert!(
+        matches!(&out[..], [Action::ToSession { session, message }]
+        if session == "b" && message["params"] == json!({"uri": "m://r/2"})),
+        "{out:?}"
+    );
+    link.handle_edge(
+        later,
+        Message::Notification {
+            method: "notifications/tools/list_changed".into(),
+            params: Some(json!({"_meta": sid})),
+        },
+    );
+    let out = drain(&mut link);
+    assert_eq!(sent(&out, "tools/list")["params"]["_meta"][META_VERSION], "2026-07-28");
+    assert!(out.iter().any(|a| matches!(a, Action::Broadcast(m) if m["method"] == "notifications/tools/list_changed" && m.get("params").is_none_or(|p| p.get("_meta").is_none()))), "{out:?}");
+    // The session's end and the last unsubscribe narrow the filter again.
+    link.handle_input(later, Input::SessionEnded { session: "a".into() });
+    assert!(subscribe(&mut link, later, "b", 3, "resources/unsubscribe", "m://r/2")["result"].is_object());
+    link.handle_timeout(later + GATHER);
+    let third = listens(&drain(&mut link)).pop().unwrap();
+    assert_eq!(third["params"]["notifications"], json!({"toolsListChanged": true}));
+    // The edge ends its listen: nothing until the filter changes, then a new one.
+    answer(&mut link, later, &third["id"], Ok(json!({"resultType": "complete"})));
+    assert!(drain(&mut link).is_empty());
+    assert!(subscribe(&mut link, later, "c", 4, "resources/subscribe", "m://r/3")["result"].is_object());
+    link.handle_timeout(later + GATHER * 2);
+    let out = drain(&mut link);
+    assert!(
+        requests(&out).iter().all(|m| m["method"] != "notifications/cancelled"),
+        "nothing open to cancel"
+    );
+    assert_eq!(listens(&out).len(), 1);
+}
+
+#[test]
+fn subscriptions_at_a_modern_edge_are_bounded_and_need_its_capability() {
+    let now = Instant::now();
+    let mut link = L::new("m", 9, 500, Limits { max_subscriptions: 2, ..Limits::default() });
+    link.era = Era::Modern;
+    link.phase = Phase::Ready;
+    let refused = subscribe(&mut link, now, "a", 1, "resources/subscribe", "m://x");
+    assert_eq!(refused["error"]["code"], METHOD_NOT_FOUND, "no subscribe capability: {refused}");
+    link.announces = Announces::from_capabilities(&json!({"resources": {"subscribe": true}}));
+    assert!(subscribe(&mut link, now, "a", 2, "resources/subscribe", "m://1")["result"].is_object());
+    assert!(subscribe(&mut link, now, "a", 3, "resources/subscribe", "m://2")["result"].is_object());
+    assert!(
+        subscribe(&mut link, now, "b", 4, "resources/subscribe", "m://2")["result"].is_object(),
+        "a known URI"
+    );
+    let busy = subscribe(&mut link, now, "a", 5, "resources/subscribe", "m://3");
+    assert!(busy["error"]["message"].as_str().unwrap().contains("too many subscriptions"), "{busy}");
+    link.handle_timeout(now + GATHER);
+    let listen = listens(&drain(&mut link)).pop().unwrap();
+    assert_eq!(listen["params"]["notifications"]["resourceSubscriptions"], json!(["m://1", "m://2"]));
 }
