@@ -157,6 +157,23 @@ pub(crate) fn carry_input(params: &mut Value, responses: Map<String, Value>, sta
     }
 }
 
+/// A `subscriptions/listen` filter (its `notifications`): the list changes asked for (tools,
+/// prompts, resources) and the URIs whose updates are wanted. The gateway's own listen streams
+/// agree to one; the link asks a modern edge for one.
+pub(crate) fn listen_filter(lists: [bool; 3], uris: Vec<&str>) -> Value {
+    let mut out = Map::new();
+    for (key, on) in ["toolsListChanged", "promptsListChanged", "resourcesListChanged"].into_iter().zip(lists)
+    {
+        if on {
+            out.insert(key.into(), json!(true));
+        }
+    }
+    if !uris.is_empty() {
+        out.insert("resourceSubscriptions".into(), json!(uris));
+    }
+    Value::Object(out)
+}
+
 /// Whether a result is a modern edge's `input_required`.
 pub(crate) fn is_input_required(result: &Value) -> bool {
     result["resultType"] == json!("input_required")

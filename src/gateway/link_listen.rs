@@ -55,20 +55,9 @@ impl<D: Clone> Link<D> {
     /// a client subscribed to.
     fn wanted_filter(&self) -> Value {
         let a = self.announces;
-        let mut n = Map::new();
-        for (key, on) in [
-            ("toolsListChanged", a.tools),
-            ("promptsListChanged", a.prompts),
-            ("resourcesListChanged", a.resources),
-        ] {
-            if on {
-                n.insert(key.into(), json!(true));
-            }
-        }
-        if a.subscribe && !self.subscriptions.is_empty() {
-            n.insert("resourceSubscriptions".into(), json!(self.subscriptions.keys().collect::<Vec<_>>()));
-        }
-        Value::Object(n)
+        let uris =
+            if a.subscribe { self.subscriptions.keys().map(String::as_str).collect() } else { Vec::new() };
+        eras::listen_filter([a.tools, a.prompts, a.resources], uris)
     }
 
     /// The subscriptions changed: the listen is opened again soon (changes meanwhile join it).

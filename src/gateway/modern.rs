@@ -506,20 +506,8 @@ impl Filter {
     }
 
     fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        for (key, on) in [
-            ("toolsListChanged", self.tools),
-            ("promptsListChanged", self.prompts),
-            ("resourcesListChanged", self.resources),
-        ] {
-            if on {
-                out.insert(key.into(), json!(true));
-            }
-        }
-        if !self.uris.is_empty() {
-            out.insert("resourceSubscriptions".into(), json!(self.uris));
-        }
-        Value::Object(out)
+        let uris = self.uris.iter().map(String::as_str).collect();
+        super::eras::listen_filter([self.tools, self.prompts, self.resources], uris)
     }
 
     fn passes(&self, msg: &Value) -> bool {
