@@ -2,13 +2,13 @@
 //! registration, and how a client's request is dressed for a 2026-07-28 (modern) edge. Pure
 //! functions over JSON; the link (`link.rs`) keeps the state and decides when to call them.
 //!
-//! The probe: the gateway sends `initialize` first, as it always has. A legacy server, and a
-//! dual-era one (the Python SDK 2.3's stdio server, which serves the era of the first request it
-//! gets, for good), answers it and stays a legacy edge, spoken to exactly as before. Only a
-//! server that refuses `initialize` is asked `server/discover` (with the modern `_meta`); a
-//! result that names 2026-07-28 among its `supportedVersions` makes it a modern edge. So no
-//! legacy server ever sees a method it may not know, and a dual-era server keeps serving legacy
-//! clients through the gateway with nothing translated.
+//! The probe (the revision's stdio rule): the gateway first asks `server/discover` with the
+//! modern `_meta`, within `--timeout-rpc`. A result that names 2026-07-28 among its
+//! `supportedVersions` makes a modern edge; an error (a legacy server's -32601), a result that is
+//! not that, or silence makes the link `initialize` the server exactly as before. A dual-era
+//! server (the Python SDK 2.3's stdio server, which serves the era of the first request it gets,
+//! for good) becomes a modern edge, and legacy clients in front of it are translated
+//! (`link_relay.rs`, `link_listen.rs`).
 //!
 //! What a modern edge sends before the gateway trusts it is bounded: its discovery result (in
 //! bytes, versions and instructions), and each `input_required` it returns (questions, their

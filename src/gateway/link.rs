@@ -326,10 +326,8 @@ struct ClientCall<D> {
 
 enum Purpose {
     Initialize,
-    /// `server/discover`, asked because the server refused `initialize` (its error, as text).
-    Discover {
-        refused: String,
-    },
+    /// `server/discover`, the probe: a 2026-07-28 server, or else a legacy one to initialize.
+    Discover,
     /// One page of a list; `items` so far, their `bytes`, `pages` read so far.
     List {
         kind: ListKind,
@@ -403,11 +401,18 @@ impl<D: Clone> Link<D> {
         }
     }
 
-    /// Starts the MCP handshake: `initialize`, as the newest protocol version the gateway speaks.
+    /// Starts with the probe of the 2026-07-28 stdio rule: `server/discover` (with the modern
+    /// `_meta`, `eras.rs`), bounded by the rpc timeout; a server that does not answer it as a
+    /// 2026-07-28 server is then initialized as a legacy one.
+    pub(crate) fn start(&mut self, now: Instant) {
+        self.ask(now, "server/discover", eras::discover_params(), Purpose::Discover);
+    }
+
+    /// The legacy handshake: `initialize`, as the newest protocol version the gateway speaks.
     /// The gateway declares sampling, elicitation and roots: it routes them to the client whose
     /// call caused them (and refuses them otherwise), and a server that checks capabilities
     /// before asking would otherwise never ask.
-    pub(crate) fn start(&mut self, now: Instant) {
+    fn initialize(&mut self, now: Instant) {
         let params = json!({
             "protocolVersion": LATEST_VERSION,
             "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
@@ -1279,9 +1284,9 @@ impl<D: Clone> Link<D> {
         match purpose {
             Purpose::Initialize => match outcome {
                 Ok(result) => self.initialized(now, result),
-                Err(e) => self.probe(now, e.to_string()),
+                Err(e) => self.fail(format!("initialize: the server answered with an error: {e}")),
             },
-            Purpose::Discover { refused } => self.discovered(now, &refused, outcome),
+            Purpose::Discover => self.discovered(now, outcome),
             Purpose::List { kind, items, bytes, pages, refresh } => match outcome {
                 Ok(page) => self.list_page(now, kind, (items, bytes, pages), refresh, page),
                 Err(e) => {
@@ -1309,15 +1314,9 @@ impl<D: Clone> Link<D> {
         self.described(now, result);
     }
 
-    /// The server refused `initialize`: maybe it speaks only 2026-07-28, which has no handshake.
-    /// It is asked `server/discover`, bounded like any request of the gateway's own.
-    fn probe(&mut self, now: Instant, refused: String) {
-        self.ask(now, "server/discover", eras::discover_params(), Purpose::Discover { refused });
-    }
-
     /// The answer to the probe: a server that names 2026-07-28 is a modern edge; anything else
-    /// ends the handshake with both refusals.
-    fn discovered(&mut self, now: Instant, refused: &str, outcome: Result<Value, Value>) {
+    /// (an error, a result that is not that) is initialized as a legacy one.
+    fn discovered(&mut self, now: Instant, outcome: Result<Value, Value>) {
         let description = match outcome {
             Ok(result) => eras::discovered(&self.name, &result),
             Err(e) => Err(format!("the server answered with an error: {e}")),
@@ -1332,9 +1331,10 @@ impl<D: Clone> Link<D> {
                 self.era = Era::Modern;
                 self.described(now, description);
             }
-            Err(why) => self.fail(format!(
-                "initialize: the server answered with an error: {refused}; server/discover: {why}"
-            )),
+            Err(why) => {
+                log::info!("server {}: server/discover: {why}; initializing it", self.name);
+                self.initialize(now);
+            }
         }
     }
 
@@ -1547,9 +1547,10 @@ impl<D: Clone> Link<D> {
                         "initialize: {why} (a server still starting, such as one npx is downloading, gets another \
                          try when register reconnects; the gateway's --timeout-rpc sets this wait)"
                     )),
-                    Purpose::Discover { refused } => self.fail(format!(
-                        "initialize: the server answered with an error: {refused}; server/discover: {why}"
-                    )),
+                    Purpose::Discover => {
+                        log::info!("server {}: server/discover: {why}; initializing it", self.name);
+                        self.initialize(now);
+                    }
                     Purpose::List { kind, refresh, .. } => self.list_failed(now, kind, refresh, &why),
                     Purpose::Ignore => {}
                 }
@@ -1698,6 +1699,7 @@ mod tests {
     fn ready(now: Instant) -> L {
         let mut link = L::new("pi", 7, 100, Limits::default());
         link.start(now);
+        refuse_probe(&mut link, now);
         let init = drain(&mut link);
         let Action::ToEdge(req) = &init[0] else { panic!("{init:?}") };
         assert_eq!(req["method"], "initialize");
@@ -1733,6 +1735,13 @@ mod tests {
         link
     }
 
+    /// A legacy server's answer to the probe the link starts with: it does not know the method.
+    fn refuse_probe(link: &mut L, now: Instant) {
+        let id = sent_id(&drain(link), "server/discover");
+        let unknown = json!({"code": -32601, "message": "Method not found"});
+        link.handle_edge(now, Message::Response { id, outcome: Err(unknown) });
+    }
+
     fn call(session: &str, id: u64, method: &str, params: Value, caller: u32) -> Input<u32> {
         Input::Call(Box::new(Call {
             session: session.into(),
@@ -1765,23 +1774,23 @@ mod tests {
         assert!(link.is_idle());
         let mut bad = L::new("x", 1, 1, Limits::default());
         bad.start(now);
+        // Not a 2026-07-28 server (the probe refused), and a refused initialize: the link fails.
+        refuse_probe(&mut bad, now);
         let a = drain(&mut bad);
         bad.handle_edge(
             now,
             Message::Response { id: sent_id(&a, "initialize"), outcome: Err(json!({"code": 1})) },
         );
-        // A refused initialize is followed by the 2026-07-28 probe; refused too, the link fails.
-        let probe = sent_id(&drain(&mut bad), "server/discover");
-        let unknown = json!({"code": -32601, "message": "nope"});
-        bad.handle_edge(now, Message::Response { id: probe, outcome: Err(unknown) });
-        assert!(
-            matches!(drain(&mut bad).last(), Some(Action::Fail { why }) if why.contains("server/discover"))
-        );
-        // Silence is a failure too, after the rpc timeout.
+        assert!(matches!(drain(&mut bad).last(), Some(Action::Fail { why }) if why.contains("initialize")));
+        // Silence is a failure too: the probe and then initialize, each after the rpc timeout.
         let mut silent = L::new("y", 2, 1, Limits::default());
         silent.start(now);
         drain(&mut silent);
         silent.handle_timeout(now + Duration::from_secs(11));
+        let retried = drain(&mut silent);
+        assert!(!retried.iter().any(|a| matches!(a, Action::Fail { .. })), "{retried:?}");
+        sent_id(&retried, "initialize");
+        silent.handle_timeout(now + Duration::from_secs(22));
         assert!(drain(&mut silent).iter().any(|a| matches!(a, Action::Fail { .. })));
         link.close(now, "bye");
         assert!(link.is_idle());
@@ -2455,6 +2464,7 @@ mod tests {
         // An initialize result that is not an object fails the handshake instead of a thread.
         let mut bad = L::new("x", 1, 1, Limits::default());
         bad.start(now);
+        refuse_probe(&mut bad, now);
         let id = sent_id(&drain(&mut bad), "initialize");
         bad.handle_edge(now, Message::Response { id, outcome: Ok(json!([1])) });
         assert!(matches!(drain(&mut bad).last(), Some(Action::Fail { .. })));

@@ -1,6 +1,7 @@
-//! The link's unit tests for edges of the 2026-07-28 era (`eras.rs`): the probe after a refused
-//! `initialize`, requests dressed in `_meta`, what is never sent to such an edge, and its
-//! `input_required` results, honest or not.
+//! The link's unit tests for edges of the 2026-07-28 era (`eras.rs`): the `server/discover`
+//! probe and its fallback to `initialize`, requests dressed in `_meta`, what is never sent to
+//! such an edge, its `input_required` results (honest or not, for clients of either era), and
+//! the listen the link holds at it.
 
 use super::*;
 use crate::protocol::{META_CAPABILITIES, META_LOG_LEVEL, META_VERSION};
@@ -32,13 +33,10 @@ fn answer(link: &mut L, now: Instant, id: &Value, outcome: Result<Value, Value>)
     link.handle_edge(now, Message::Response { id: id.clone(), outcome });
 }
 
-/// A link whose server refused `initialize` and then answered the probe with `discovery`.
+/// A link whose server answered the probe with `discovery`.
 fn probed(now: Instant, discovery: Result<Value, Value>) -> (L, Vec<Action<u32>>) {
     let mut link = L::new("m", 9, 500, Limits::default());
     link.start(now);
-    let init = sent(&drain(&mut link), "initialize");
-    let refusal = json!({"code": -32022, "message": "unsupported", "data": {"supported": ["2026-07-28"]}});
-    answer(&mut link, now, &init["id"], Err(refusal));
     let probe = sent(&drain(&mut link), "server/discover");
     assert_eq!(probe["params"]["_meta"][META_VERSION], "2026-07-28");
     assert!(probe["params"]["_meta"][META_CAPABILITIES].is_object());
@@ -132,39 +130,44 @@ fn only_answer(actions: &[Action<u32>], caller: u32) -> Value {
 }
 
 #[test]
-fn a_server_that_refuses_initialize_and_names_2026_is_a_modern_edge() {
+fn a_server_whose_discovery_names_2026_is_a_modern_edge() {
     let now = Instant::now();
     let link = modern(now);
     assert!(link.is_idle());
 }
 
 #[test]
-fn a_probe_that_is_refused_lies_or_stays_silent_fails_the_link_saying_both() {
+fn a_probe_that_is_refused_lies_or_stays_silent_falls_back_to_initialize() {
     let now = Instant::now();
     for bad in [
         Err(json!({"code": -32601, "message": "Method not found"})),
         Ok(json!({"supportedVersions": ["2025-11-25"], "capabilities": {}})),
         Ok(json!({"supportedVersions": ["2026-07-28"], "capabilities": "all of them"})),
+        Ok(json!({"supportedVersions": vec!["2026-07-28"; 1000], "capabilities": {}})),
         Ok(json!(["garbage"])),
     ] {
-        let (link, after) = probed(now, bad.clone());
-        let why = match after.last() {
-            Some(Action::Fail { why }) => why.clone(),
-            other => panic!("{bad:?}: {other:?}"),
-        };
-        assert!(why.contains("initialize") && why.contains("server/discover"), "{why}");
-        assert_eq!(link.phase, Phase::Closed);
+        let (mut link, after) = probed(now, bad.clone());
+        let init = sent(&after, "initialize");
+        assert_eq!(link.era, Era::Legacy, "{bad:?}");
+        let answer_init = json!({"protocolVersion": "2025-11-25", "capabilities": {}});
+        answer(&mut link, now, &init["id"], Ok(answer_init));
+        let done = drain(&mut link);
+        assert!(done.iter().any(|a| matches!(a, Action::Ready { .. })), "{bad:?}: {done:?}");
+        assert!(requests(&done).iter().any(|m| m["method"] == "notifications/initialized"));
     }
-    // A server that never answers the probe: bounded by the rpc timeout.
+    // A server that never answers the probe: initialized after the rpc timeout.
     let mut link = L::new("m", 9, 500, Limits::default());
     link.start(now);
-    let init = sent(&drain(&mut link), "initialize");
-    answer(&mut link, now, &init["id"], Err(json!({"code": -32600, "message": "no"})));
-    sent(&drain(&mut link), "server/discover");
+    let probe = sent(&drain(&mut link), "server/discover");
     link.handle_timeout(now + Limits::default().rpc_timeout + Duration::from_millis(1));
-    assert!(drain(&mut link)
-        .iter()
-        .any(|a| matches!(a, Action::Fail { why } if why.contains("server/discover"))));
+    let out = drain(&mut link);
+    let cancel = requests(&out).into_iter().find(|m| m["method"] == "notifications/cancelled").unwrap();
+    assert_eq!(cancel["params"]["requestId"], probe["id"]);
+    sent(&out, "initialize");
+    // Its late answer to the probe changes nothing.
+    answer(&mut link, now, &probe["id"], Ok(discovery()));
+    assert!(drain(&mut link).is_empty());
+    assert_eq!(link.era, Era::Legacy);
 }
 
 #[test]

@@ -8,10 +8,10 @@
 //! whatever ids the next gateway picks. Progress tokens and cancellations are translated the same
 //! way. The child's own requests keep their ids and are recorded per link; a link that ends
 //! answers them with an error. The first `initialize` answer is kept and given to later links,
-//! so a child that outlives its links is initialized once. A child that speaks only protocol
-//! 2026-07-28 refuses `initialize` and answers `server/discover`: once it has done both, later
-//! links get its refusal and its first discovery from here (modern requests are stateless, so
-//! nothing else is kept). Every table is capped.
+//! so a child that outlives its links is initialized once. The same for a 2026-07-28 child: its
+//! first `server/discover` answer is kept for later links' probes (and, once it also refused
+//! `initialize`, that refusal for a gateway that asks `initialize` first); modern requests are
+//! stateless, so nothing else is kept. Every table is capped.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -25,9 +25,11 @@ test_logging_tool, test_trigger_tool_change, test_trigger_prompt_change, test_cu
 prompt test_input_required_result_prompt, which ask their questions the legacy way (server requests
 during the call, each naming its key in params._meta["mcpport/inputKey"]).
 
-`--modern` makes it a server of protocol 2026-07-28 only (`--legacy`, the default, keeps it as
-above): it refuses `initialize` (naming the versions it speaks, before the SDK sees it, since the
-SDK's stdio server serves the era of the first request it gets), answers `server/discover`, seals
+`--legacy` (the default) keeps it a server of the initialize era, as above: it refuses
+`server/discover` (before the SDK sees it, since the SDK's stdio server serves the era of the
+first request it gets, and would otherwise answer the gateway's probe as a 2026-07-28 server).
+`--modern` makes it a server of protocol 2026-07-28 only: it refuses `initialize` (naming the
+versions it speaks), answers `server/discover`, seals
 its `requestState` (the SDK's `RequestStateBoundary`, so a tampered state is refused), serves
 `subscriptions/listen` (list changes are published on its bus), and asks its questions the
 2026-07-28 way: the MRTR tools and prompt return `input_required` results and read the retry's
@@ -1048,26 +1050,29 @@ def build_server(fixture: Fixture) -> Server[Any]:
 MODERN_VERSIONS = ["2026-07-28"]
 
 
-def refuse_initialize(msg: Any) -> dict[str, Any] | None:
-    """The error a 2026-07-28-only server answers `initialize` with (naming its versions), if `msg` is one."""
+def refusal(msg: Any, modern: bool) -> dict[str, Any] | None:
+    """What the fixture answers itself, before the SDK sees it (the SDK's stdio server serves the
+    era of the first request it gets): in its modern era, `initialize` (naming the versions it
+    speaks); in its legacy era, `server/discover` (so the gateway's probe finds a legacy server
+    and initializes it, as before the probe)."""
     request = getattr(msg, "message", None)
-    if getattr(request, "method", None) != "initialize":
-        return None
-    requested = (getattr(request, "params", None) or {}).get("protocolVersion")
-    return {
-        "jsonrpc": "2.0",
-        "id": request.id,
-        "error": {
+    method = getattr(request, "method", None)
+    if modern and method == "initialize":
+        requested = (getattr(request, "params", None) or {}).get("protocolVersion")
+        error = {
             "code": -32022,
             "message": "Unsupported protocol version: this server speaks 2026-07-28 only (no initialize)",
             "data": {"supported": MODERN_VERSIONS, "requested": requested},
-        },
-    }
+        }
+    elif not modern and method == "server/discover":
+        error = {"code": -32601, "message": "Method not found: server/discover (this server speaks the initialize era)"}
+    else:
+        return None
+    return {"jsonrpc": "2.0", "id": request.id, "error": error}
 
 
-async def serve_modern(server: Server[Any], read_stream: Any, write_stream: Any, options: Any) -> None:
-    """Runs `server` behind a filter that answers `initialize` itself, so the SDK sees only
-    2026-07-28 requests and serves the modern era."""
+async def serve(server: Server[Any], read_stream: Any, write_stream: Any, options: Any, modern: bool) -> None:
+    """Runs `server` behind a filter that answers the other era's opening request itself."""
     from mcp.shared.message import SessionMessage
     from mcp_types.jsonrpc import jsonrpc_message_adapter
 
@@ -1076,11 +1081,11 @@ async def serve_modern(server: Server[Any], read_stream: Any, write_stream: Any,
     async def pump() -> None:
         async with send:
             async for msg in read_stream:
-                refusal = refuse_initialize(msg)
-                if refusal is None:
+                answer = refusal(msg, modern)
+                if answer is None:
                     await send.send(msg)
                 else:
-                    await write_stream.send(SessionMessage(jsonrpc_message_adapter.validate_python(refusal)))
+                    await write_stream.send(SessionMessage(jsonrpc_message_adapter.validate_python(answer)))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(pump)
@@ -1109,6 +1114,7 @@ async def main() -> None:
         action="store_true",
         help="speak protocol 2026-07-28 only: refuse initialize, answer input_required",
     )
+    parser.set_defaults(modern=False)
     args = parser.parse_args()
     prefix = "" if args.prefix_free else "test_"
     fixture = ModernFixture(prefix) if args.modern else Fixture(prefix)
@@ -1117,10 +1123,7 @@ async def main() -> None:
         options = server.create_initialization_options(
             NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         )
-        if args.modern:
-            await serve_modern(server, read_stream, write_stream, options)
-        else:
-            await server.run(read_stream, write_stream, options)
+        await serve(server, read_stream, write_stream, options, args.modern)
 
 
 if __name__ == "__main__":
