@@ -807,7 +807,7 @@ impl<D: Clone> Link<D> {
     /// One message from the edge.
     pub(crate) fn handle_edge(&mut self, now: Instant, msg: Message) {
         match msg {
-            Message::Response { id, outcome } if self.listen_ended(&id, &outcome) => {}
+            Message::Response { id, outcome } if self.is_listen(&id) => self.listen_ended(&outcome),
             Message::Response { id, outcome } => match id.as_u64().and_then(|id| self.take_request(id)) {
                 Some(Pending::Client(call)) => self.complete(now, call, outcome),
                 Some(Pending::Internal { purpose, .. }) => self.internal_answer(now, purpose, outcome),

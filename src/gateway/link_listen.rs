@@ -95,17 +95,18 @@ impl<D: Clone> Link<D> {
         self.listening.id = Some(id);
     }
 
-    /// Whether `id` is the open listen; if so it has ended (the edge's result or error).
-    pub(super) fn listen_ended(&mut self, id: &Value, outcome: &Result<Value, Value>) -> bool {
-        if id.as_u64().is_none() || id.as_u64() != self.listening.id {
-            return false;
-        }
+    /// Whether `id` is the open listen's.
+    pub(super) fn is_listen(&self, id: &Value) -> bool {
+        id.as_u64().is_some_and(|id| self.listening.id == Some(id))
+    }
+
+    /// The edge answered the open listen: it has ended (its result) or was refused (its error).
+    pub(super) fn listen_ended(&mut self, outcome: &Result<Value, Value>) {
         self.listening.id = None;
         match outcome {
             Ok(_) => log::info!("server {}: ended the gateway's subscriptions/listen", self.name),
             Err(e) => log::warn!("server {}: refused the gateway's subscriptions/listen: {e}", self.name),
         }
-        true
     }
 
     /// The listen's own acknowledgement is the link's; the `subscriptionId` a modern edge tags
