@@ -104,17 +104,26 @@ pub(crate) fn run(cfg: Config) -> Result<(), String> {
 }
 
 impl Server {
+    /// The whole response to request `id`.
+    fn reply(&self, id: &Value, method: &str, params: Option<Value>) -> Value {
+        match self.answer(id, method, params.unwrap_or(json!({}))) {
+            Ok(result) => jsonrpc::result_response(id, result),
+            Err((code, message)) => jsonrpc::error_response(id, code, &message),
+        }
+    }
+
     fn dispatch(self: &Arc<Self>, msg: Message) {
         match msg {
+            // The level is set before the next line is read: a tool called right after it (on its
+            // own thread) must see it, as a server answering in order would.
+            Message::Request { id, method, params } if method == "logging/setLevel" => {
+                self.write(&self.reply(&id, &method, params));
+            }
             Message::Request { id, method, params } => {
                 self.started(&id);
                 let me = self.clone();
                 let work = move || {
-                    let reply = match me.answer(&id, &method, params.unwrap_or(json!({}))) {
-                        Ok(result) => jsonrpc::result_response(&id, result),
-                        Err((code, message)) => jsonrpc::error_response(&id, code, &message),
-                    };
-                    me.write(&reply);
+                    me.write(&me.reply(&id, &method, params));
                     me.finished(&id);
                 };
                 if thread::spawn("sample-call", work).is_err() {
