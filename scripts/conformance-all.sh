@@ -4,7 +4,9 @@
 #   0.1.16          the active suite at its default version (stateful, 2025-11-25 wire)
 #   0.2.0-alpha.12  --requirements 2025-11-25 (the legacy era, scored)
 #   0.2.0-alpha.12  --requirements 2026-07-28 (the stateless era, scored)
-# each against /servers/test/mcp and /mcp. The release binary is built once. Prints one line per
+# each against /servers/test/mcp and /mcp, with the fixture in its legacy era (it answers
+# initialize); then all three again with the fixture in its modern era (a 2026-07-28-only
+# edge, rows labelled -modern: legacy clients reach it through the gateway's translation). The release binary is built once. Prints one line per
 # combination and endpoint; exit status non-zero if any scored run failed on either endpoint.
 #
 # Usage: bash scripts/conformance-all.sh
@@ -16,17 +18,20 @@ if [[ -z ${MCPPORT_BIN:-} ]]; then
     cargo build --release --quiet
     export MCPPORT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/mcpport"
 fi
-PLAN=("0.1.16:" "0.2.0-alpha.12:2025-11-25" "0.2.0-alpha.12:2026-07-28")
+# version:requirements:fixture era
+PLAN=("0.1.16::legacy" "0.2.0-alpha.12:2025-11-25:legacy" "0.2.0-alpha.12:2026-07-28:legacy"
+    "0.1.16::modern" "0.2.0-alpha.12:2025-11-25:modern" "0.2.0-alpha.12:2026-07-28:modern")
 SUITES="$REPO/.conformance"
 status=0
 lines=()
 for entry in "${PLAN[@]}"; do
-    version=${entry%%:*}
-    reqs=${entry#*:}
+    IFS=: read -r version reqs era <<<"$entry"
     label="$version${reqs:+-$reqs}"
+    [[ $era == modern ]] && label="$label-modern"
     log="$SUITES/conformance-$label.log"
     mkdir -p "$SUITES"
-    CONFORMANCE_VERSION=$version CONFORMANCE_REQUIREMENTS=$reqs bash scripts/conformance.sh >"$log" 2>&1 || true
+    CONFORMANCE_VERSION=$version CONFORMANCE_REQUIREMENTS=$reqs CONFORMANCE_FIXTURE=$era \
+        bash scripts/conformance.sh >"$log" 2>&1 || true
     req_file="$SUITES/suite-$version/node_modules/@modelcontextprotocol/conformance/requirements/$reqs.yaml"
     for endpoint in per-server aggregated; do
         out=0

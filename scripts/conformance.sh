@@ -19,6 +19,9 @@
 #   CONFORMANCE_REQUIREMENTS  a revision (2025-11-25, 2026-07-28): run and score its requirements
 #                             (needs a 0.2 suite, e.g. CONFORMANCE_VERSION=0.2.0-alpha.12)
 #   CONFORMANCE_RUNS          which runs: "per-server aggregated" (default), or one of them
+#   CONFORMANCE_FIXTURE       the fixture's era: legacy (default: it answers initialize, and asks
+#                             the legacy way) or modern (2026-07-28 only: it refuses initialize,
+#                             so the gateway probes it with server/discover; input_required)
 #   MCPPORT_BIN          use this mcpport binary instead of building target/release/mcpport
 #
 # Needs network access the first time: everything it installs goes under .conformance/ (node 22
@@ -37,8 +40,11 @@ SUMMARY="$REPO/tests/conformance/summary.py"
 SUITE_ARGS=("$@")
 REQUIREMENTS="${CONFORMANCE_REQUIREMENTS:-}"
 [[ -n $REQUIREMENTS ]] && SUITE_ARGS=(--requirements "$REQUIREMENTS" "${SUITE_ARGS[@]}")
-# Each combination keeps its own logs.
+FIXTURE_ERA="${CONFORMANCE_FIXTURE:-legacy}"
+[[ $FIXTURE_ERA == legacy || $FIXTURE_ERA == modern ]] || die "CONFORMANCE_FIXTURE must be legacy or modern"
+# Each combination keeps its own logs (a modern fixture's runs are labelled so).
 LABEL="$SUITE_VERSION${REQUIREMENTS:+-$REQUIREMENTS}"
+[[ $FIXTURE_ERA == modern ]] && LABEL="$LABEL-modern"
 
 say() { echo "conformance: $*"; }
 die() {
@@ -163,7 +169,7 @@ run() { # run NAME PATH [FIXTURE ARGS...]
     PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$OUT/gateway.log" | head -n 1)
 
     local cmd
-    cmd="$(printf '%q ' "$PY" "$FIXTURE" "$@")"
+    cmd="$(printf '%q ' "$PY" "$FIXTURE" "--$FIXTURE_ERA" "$@")"
     cmd=${cmd% }
     "$MCPPORT_BIN" register --stdio "$cmd" --gateway-url "ws://127.0.0.1:$PORT/mcp/register" \
         --server-name test 2>"$OUT/register.log" &

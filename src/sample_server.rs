@@ -104,6 +104,14 @@ pub(crate) fn run(cfg: Config) -> Result<(), String> {
 }
 
 impl Server {
+    /// The whole response to request `id`.
+    fn reply(&self, id: &Value, method: &str, params: Option<Value>) -> Value {
+        match self.answer(id, method, params.unwrap_or(json!({}))) {
+            Ok(result) => jsonrpc::result_response(id, result),
+            Err((code, message)) => jsonrpc::error_response(id, code, &message),
+        }
+    }
+
     fn dispatch(self: &Arc<Self>, msg: Message) {
         match msg {
             Message::Request { id, method, params } => {
@@ -111,14 +119,11 @@ impl Server {
                 let waits = may_wait(&method, params.as_ref());
                 let me = self.clone();
                 let work = move || {
-                    let reply = match me.answer(&id, &method, params.unwrap_or(json!({}))) {
-                        Ok(result) => jsonrpc::result_response(&id, result),
-                        Err((code, message)) => jsonrpc::error_response(&id, code, &message),
-                    };
-                    me.write(&reply);
+                    me.write(&me.reply(&id, &method, params));
                     me.finished(&id);
                 };
-                // What answers at once is answered here, in order; a tool that may wait (for time,
+                // What answers at once is answered here, in order (so `logging/setLevel` holds for
+                // the tool called right after it); a tool that may wait (for time,
                 // or for the client's answer, which this thread reads) gets a thread of its own.
                 if !waits {
                     return work();

@@ -200,6 +200,7 @@ fn the_status_page_and_its_json() {
     assert_eq!(status["sessions"], json!({"legacySse": 1, "streamableHttp": 2}));
     let pi = &status["servers"][0];
     assert_eq!((&pi["name"], &pi["ready"]), (&json!("pi"), &json!(true)));
+    assert_eq!((&pi["era"], &pi["protocolVersion"]), (&json!("legacy"), &json!("2025-11-25")), "{pi}");
     assert!(pi["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(pi["connectedSince"].as_str().unwrap().ends_with('Z'));
     assert!(pi["lastSeen"].as_str().unwrap().ends_with('Z'));

@@ -11,7 +11,7 @@ use crate::util::{http, post_stream, Gateway, HttpResponse, SseReader, Watchdog}
 
 const VERSION: &str = "2026-07-28";
 
-fn meta(capabilities: Value) -> Value {
+pub(crate) fn meta(capabilities: Value) -> Value {
     json!({
         "io.modelcontextprotocol/protocolVersion": VERSION,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
@@ -35,7 +35,7 @@ fn headers(method: &str, params: &Value) -> Vec<(String, String)> {
 
 /// One modern request with `_meta` added (unless `params` has its own) and conformant headers,
 /// changed by `extra` (a header with an empty value is removed).
-fn post(
+pub(crate) fn post(
     gw: &Gateway,
     path: &str,
     id: u64,
@@ -59,7 +59,7 @@ fn post(
 }
 
 /// The answer to a request whose response may be JSON or an SSE stream.
-fn answer(resp: &HttpResponse) -> Value {
+pub(crate) fn answer(resp: &HttpResponse) -> Value {
     if resp.header("Content-Type").is_some_and(|t| t.contains("text/event-stream")) {
         let data: Vec<&str> = resp.body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
         let msgs: Vec<Value> = data.iter().filter_map(|d| serde_json::from_str(d).ok()).collect();

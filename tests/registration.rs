@@ -57,7 +57,8 @@ fn bad_first_frames_get_an_error_frame_and_close_1008() {
     assert_eq!(gw.http("GET", "/health", &[], b"").json()["servers"], 0);
 }
 
-/// Answers the gateway's handshake as a minimal MCP server would, until `registered`.
+/// Answers the gateway's handshake as a minimal (legacy) MCP server would, until `registered`:
+/// a request it does not know (the gateway's `server/discover` probe) gets -32601.
 pub(crate) fn complete_handshake(ws: &mut WebSocket<TcpStream>) {
     for _ in 0..20 {
         let Message::Text(t) = ws.read().unwrap() else { continue };
@@ -68,6 +69,12 @@ pub(crate) fn complete_handshake(ws: &mut WebSocket<TcpStream>) {
             }
             Some("tools/list") => json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}),
             _ if msg["status"] == "registered" => return,
+            Some(method) if msg.get("id").is_some() => {
+                let error = json!({"code": -32601, "message": format!("Method not found: {method}")});
+                let reply = json!({"jsonrpc": "2.0", "id": msg["id"], "error": error});
+                ws.send(Message::text(reply.to_string())).unwrap();
+                continue;
+            }
             _ => continue,
         };
         ws.send(Message::text(json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}).to_string()))

@@ -12,6 +12,7 @@
 //!   lock-outs (idle sockets, one address, the metrics listener), strict framing and `Host`.
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
+//! - `eras`: edges that speak only protocol 2026-07-28: the probe, clients of both eras.
 //! - `modern`: protocol 2026-07-28 (stateless) on both endpoints in front of a legacy edge.
 //! - `operator`: metrics, /servers, JSON logs.
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
@@ -30,6 +31,7 @@ mod cli;
 mod concurrency;
 mod correlation;
 mod end_to_end;
+mod eras;
 mod hostile;
 mod hostile_edges;
 mod hostile_http;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::aggregate::{self, Routed};
+use super::eras::ClientMeta;
 use super::error::Error;
 use super::link::{parse_client_facing_id, Call, ClientCaps, ClientInput, Input};
 use super::reply::{Caller, Reply};
@@ -86,6 +87,7 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
     session.update(|s| {
         s.protocol_version = Some(version.to_string());
         s.client_capabilities = params["capabilities"].clone();
+        s.client_info = params["clientInfo"].clone();
     });
     log::info!(
         "session {}: initialize from {} (protocol {version})",
@@ -116,7 +118,13 @@ fn forward(
     };
     let key = id.to_string();
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
-    let mut caps = ClientCaps::from_declared(&session.state().client_capabilities);
+    let state = session.state();
+    let mut caps = ClientCaps::from_declared(&state.client_capabilities);
+    let client = ClientMeta {
+        capabilities: state.client_capabilities,
+        info: state.client_info,
+        log_level: state.log_level,
+    };
     caps.stateless = session.kind == Kind::Stateless;
     let mut input = ClientInput::default();
     session.update(|s| input = std::mem::take(&mut s.input));
@@ -138,6 +146,7 @@ fn forward(
             params,
             timeout,
             caps,
+            client: client.clone(),
             input,
             caller,
         };

@@ -11,6 +11,7 @@ pub(crate) mod aggregate;
 pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod cors;
+pub(crate) mod eras;
 pub(crate) mod error;
 pub(crate) mod legacy;
 pub(crate) mod link;

@@ -22,8 +22,9 @@ use serde_json::{json, Map, Value};
 
 use super::aggregate;
 use super::auth::Credential;
+use super::eras::META_CLIENT_INFO;
 use super::error::Error;
-use super::link::ClientInput;
+use super::link::{ClientInput, ForeignState};
 use super::mailbox::{Empty, Mailbox};
 use super::mcp;
 use super::reply::Reply;
@@ -267,7 +268,10 @@ fn decorate(gw: &Gateway, scope: &Scope, method: &str, result: Result<Value, Err
     fields.entry("resultType").or_insert_with(|| json!("complete"));
     let meta = fields.entry("_meta").or_insert_with(|| json!({}));
     if let Some(meta) = meta.as_object_mut() {
-        meta.entry(META_SERVER_INFO).or_insert_with(|| server_info(gw, scope));
+        // On the aggregated view the gateway answers, whatever a 2026-07-28 edge said it was.
+        if *scope == Scope::All || !meta.contains_key(META_SERVER_INFO) {
+            meta.insert(META_SERVER_INFO.into(), server_info(gw, scope));
+        }
     }
     let complete = fields.get("resultType").and_then(Value::as_str) == Some("complete");
     if let Some((ttl, cache_scope)) = caching(gw, method).filter(|_| complete) {
@@ -320,7 +324,11 @@ fn call(
         Err(e) => return respond(Response::json(200, &e.response(&id))),
     };
     let session = stateless_session(scope.clone(), owner, peer, &client.capabilities);
-    session.update(|s| s.input = input);
+    session.update(|s| {
+        s.input = input;
+        s.client_info = params["_meta"][META_CLIENT_INFO].clone();
+        s.log_level = client.log_level.map(|l| crate::protocol::LOG_LEVELS[l].to_string());
+    });
     let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone()));
     let reply = Reply::Post(mailbox.clone());
     let request = Message::Request { id, method: method.clone(), params: Some(legacy_params(params)) };
@@ -373,21 +381,26 @@ fn client_input(gw: &Gateway, method: &str, mut params: Value) -> Result<(Value,
     };
     let resume = match fields.remove("requestState") {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) => {
-            let resume = state::open(&gw.state_key, &text).map_err(Error::InvalidParams)?;
-            if resume.method != method {
+        Some(Value::String(text)) => match state::open(&gw.state_key, &text) {
+            Ok(resume) if resume.method != method => {
                 return Err(Error::InvalidParams(format!(
                     "requestState belongs to a {} request",
                     resume.method
-                )));
+                )))
             }
-            Some(resume)
-        }
+            Ok(resume) => Some(resume),
+            // Not this gateway's: a 2026-07-28 server's own state (its link passes it back), or a
+            // forgery (a legacy server's link refuses it, saying why).
+            Err(why) => {
+                let foreign = ForeignState { state: text, why };
+                return Ok((params, ClientInput { responses, resume: None, foreign: Some(foreign) }));
+            }
+        },
         Some(_) => {
             return Err(Error::InvalidParams("requestState must be the string the server gave".into()))
         }
     };
-    Ok((params, ClientInput { responses, resume }))
+    Ok((params, ClientInput { responses, resume, foreign: None }))
 }
 
 /// The params as a legacy server expects them: the version and log level of the modern era are
@@ -493,20 +506,8 @@ impl Filter {
     }
 
     fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        for (key, on) in [
-            ("toolsListChanged", self.tools),
-            ("promptsListChanged", self.prompts),
-            ("resourcesListChanged", self.resources),
-        ] {
-            if on {
-                out.insert(key.into(), json!(true));
-            }
-        }
-        if !self.uris.is_empty() {
-            out.insert("resourceSubscriptions".into(), json!(self.uris));
-        }
-        Value::Object(out)
+        let uris = self.uris.iter().map(String::as_str).collect();
+        super::eras::listen_filter([self.tools, self.prompts, self.resources], uris)
     }
 
     fn passes(&self, msg: &Value) -> bool {

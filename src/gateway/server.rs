@@ -132,9 +132,16 @@ impl Upstream {
 
     /// What operators and `list_servers` see of the server.
     pub(crate) fn summary(&self) -> Value {
-        let (ready, init, lists) = {
+        let (ready, init, version, lists) = {
             let offer = lock(&self.offer);
-            (offer.ready, offer.initialize["serverInfo"].clone(), offer.lists.clone())
+            let version = offer.initialize["protocolVersion"].as_str().map(str::to_string);
+            (offer.ready, offer.initialize["serverInfo"].clone(), version, offer.lists.clone())
+        };
+        // Which era the gateway speaks to it (a modern edge's description names 2026-07-28).
+        let era = match version.as_deref() {
+            Some(v) if crate::protocol::is_modern(v) => "modern",
+            Some(_) => "legacy",
+            None => "unknown",
         };
         serde_json::json!({
             "name": self.name,
@@ -143,6 +150,8 @@ impl Upstream {
             "lastSeen": crate::logger::timestamp(*lock(&self.last_seen)),
             "ready": ready,
             "serverInfo": init,
+            "era": era,
+            "protocolVersion": version,
             "counts": {"tools": lists.tools.len(), "prompts": lists.prompts.len(),
                        "resources": lists.resources.len(), "resourceTemplates": lists.templates.len()},
         })

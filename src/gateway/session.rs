@@ -89,6 +89,8 @@ pub(crate) struct SessionState {
     pub protocol_version: Option<String>,
     pub initialized: bool,
     pub client_capabilities: Value,
+    /// `clientInfo` of its `initialize` (or of its 2026-07-28 request's `_meta`).
+    pub client_info: Value,
     /// The level set with `logging/setLevel` on the aggregated view.
     pub log_level: Option<String>,
     /// What a 2026-07-28 request brought for the server's questions (taken by its one call).

@@ -26,7 +26,7 @@ const PAGE: &str = include_str!("status.html");
 
 /// Lets the page run its own inline script and style (by their SHA-256, which a test checks
 /// against the page) and fetch from its own origin; nothing else.
-const POLICY: &str = "default-src 'none'; script-src 'sha256-e5gFHlivIdMQ2zyNE74s1vQersVW8ZAZJYmoftI1qKU='; \
+const POLICY: &str = "default-src 'none'; script-src 'sha256-edcDsK+D7iJF6gV+QD30xYPDx4x7r3vyLNyJs584Z/Y='; \
                       style-src 'sha256-kbdCEEMSM9LtkDX5QB+5GbVFQXeH4jKno3EjnBEVa7g='; connect-src 'self'; img-src data:; \
                       base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 

@@ -8,7 +8,10 @@
 //! whatever ids the next gateway picks. Progress tokens and cancellations are translated the same
 //! way. The child's own requests keep their ids and are recorded per link; a link that ends
 //! answers them with an error. The first `initialize` answer is kept and given to later links,
-//! so a child that outlives its links is initialized once. Every table is capped.
+//! so a child that outlives its links is initialized once. The same for a 2026-07-28 child: its
+//! first `server/discover` answer is kept for later links' probes (and, once it also refused
+//! `initialize`, that refusal for a gateway that asks `initialize` first); modern requests are
+//! stateless, so nothing else is kept. Every table is capped.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -18,6 +21,8 @@ use crate::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_REQUEST};
 
 /// Entries per table (requests at the child, requests at the gateway) in normal use.
 pub(crate) const MAX_PENDING: usize = 4096;
+/// The largest `server/discover` result kept for later links (a larger one is asked again).
+const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +40,8 @@ struct Call {
     gateway_id: Value,
     /// The gateway's `params._meta.progressToken`; the child got the child-side id instead.
     gateway_token: Option<Value>,
+    /// A `server/discover`: its answer may be kept for later links.
+    discover: bool,
 }
 
 /// A request of the child waiting for the gateway's answer, by the child's id.
@@ -72,6 +79,10 @@ pub(crate) struct Relay {
     init: Init,
     /// Whether the child got `notifications/initialized`.
     initialized: bool,
+    /// A 2026-07-28-only child: its refusal of `initialize` and its first `server/discover`
+    /// result (each kept once the child gave it; both needed to answer later links).
+    refusal: Option<Value>,
+    discovery: Option<Value>,
     out: VecDeque<Action>,
 }
 
@@ -88,6 +99,8 @@ impl Relay {
             asks: BTreeMap::new(),
             init: Init::NotAsked,
             initialized: false,
+            refusal: None,
+            discovery: None,
             out: VecDeque::new(),
         }
     }
@@ -150,6 +163,8 @@ impl Relay {
         }
         self.init = Init::NotAsked;
         self.initialized = false;
+        self.refusal = None;
+        self.discovery = None;
         self.asks.clear(); // nobody is left to answer
     }
 
@@ -195,6 +210,13 @@ impl Relay {
     /// once; a second one while the first is at the child waits for the same answer.
     fn gateway_initialize(&mut self, link: u64, id: Value, params: Option<Value>) {
         let pending = self.calls.len() + self.waiting_for_init();
+        if let (Init::NotAsked, Some(refusal), Some(_)) = (&self.init, &self.refusal, &self.discovery) {
+            let refusal = refusal.clone();
+            log::info!(
+                "answered the gateway's initialize with the MCP server's refusal (it speaks 2026-07-28)"
+            );
+            return self.answer_gateway_raw(link, &id, Err(refusal));
+        }
         match &mut self.init {
             Init::Known(result) => {
                 let result = result.clone();
@@ -219,6 +241,11 @@ impl Relay {
 
     /// Any other request: forwarded under a minted id (and minted progress token), recorded.
     fn gateway_request(&mut self, link: u64, id: Value, method: String, mut params: Option<Value>) {
+        if let Some(discovery) = self.discovery.as_ref().filter(|_| method == "server/discover") {
+            let discovery = discovery.clone();
+            log::info!("answered the gateway's server/discover from the MCP server's first answer");
+            return self.answer_gateway_raw(link, &id, Ok(discovery));
+        }
         let key = (link, id.to_string());
         if self.by_gateway.contains_key(&key) {
             let why = format!("request id {id} is already in flight at this server");
@@ -232,7 +259,8 @@ impl Relay {
         let child_id = self.mint();
         let gateway_token = progress_token_mut(&mut params).map(|t| std::mem::replace(t, child_id.into()));
         self.by_gateway.insert(key, child_id);
-        self.calls.insert(child_id, Call { link, gateway_id: id, gateway_token });
+        let discover = method == "server/discover";
+        self.calls.insert(child_id, Call { link, gateway_id: id, gateway_token, discover });
         self.tell_child(encode(Message::Request { id: child_id.into(), method, params }));
     }
 
@@ -292,6 +320,11 @@ impl Relay {
             log::debug!("dropped an answer of the MCP server to request {child_id}: its link ended or it was cancelled");
             return;
         };
+        if let (true, Ok(result)) = (call.discover, &outcome) {
+            if self.discovery.is_none() && result.to_string().len() <= MAX_DISCOVERY_BYTES {
+                self.discovery = Some(result.clone());
+            }
+        }
         if self.link == Some(call.link) {
             self.answer_gateway_raw(call.link, &call.gateway_id, outcome);
         } else {
@@ -305,8 +338,9 @@ impl Relay {
     /// The child answered `initialize`: keep a success for later links, answer who waits.
     fn child_initialized(&mut self, outcome: Result<Value, Value>) {
         let Init::Asked { waiting, .. } = std::mem::replace(&mut self.init, Init::NotAsked) else { return };
-        if let Ok(result) = &outcome {
-            self.init = Init::Known(result.clone());
+        match &outcome {
+            Ok(result) => self.init = Init::Known(result.clone()),
+            Err(refusal) => self.refusal = Some(refusal.clone()),
         }
         for (link, id) in waiting {
             if self.link == Some(link) {
@@ -659,6 +693,68 @@ mod tests {
         r.child_gone();
         r.on_gateway(second, &init(json!(2)));
         assert_eq!(to_child(&mut r)["method"], "initialize", "a new child is initialized anew");
+    }
+
+    #[test]
+    fn a_2026_child_is_asked_initialize_and_server_discover_once_and_a_restart_asks_again() {
+        let mut r = Relay::new(MAX_PENDING);
+        let request = |id: u64, method: &str| {
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"_meta": {"progressToken": 5}}})
+                .to_string()
+        };
+        let refusal =
+            json!({"code": -32022, "message": "2026-07-28 only", "data": {"supported": ["2026-07-28"]}});
+        let discovery = json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}});
+        let first = r.link_up();
+        r.on_gateway(first, &request(1, "initialize"));
+        let asked = to_child(&mut r);
+        r.on_child(&json!({"jsonrpc": "2.0", "id": asked["id"], "error": refusal}).to_string());
+        assert_eq!(to_gateway(&mut r)["error"], refusal, "the child's own refusal");
+        r.on_gateway(first, &request(2, "server/discover"));
+        let asked = to_child(&mut r);
+        assert_eq!(asked["method"], "server/discover");
+        r.on_child(&json!({"jsonrpc": "2.0", "id": asked["id"], "result": discovery}).to_string());
+        assert_eq!(to_gateway(&mut r)["result"], discovery);
+        r.link_down(first);
+        assert!(r.is_idle());
+
+        // The next link: both from here; every other request still reaches the child.
+        let second = r.link_up();
+        r.on_gateway(second, &request(1, "initialize"));
+        assert_eq!(to_gateway(&mut r), json!({"jsonrpc": "2.0", "id": 1, "error": refusal}));
+        r.on_gateway(second, &request(2, "server/discover"));
+        assert_eq!(to_gateway(&mut r), json!({"jsonrpc": "2.0", "id": 2, "result": discovery}));
+        r.on_gateway(second, &request(3, "tools/list"));
+        assert_eq!(to_child(&mut r)["method"], "tools/list");
+
+        // A new child may be another server: it is asked again.
+        r.child_gone();
+        drain(&mut r);
+        r.on_gateway(second, &request(4, "initialize"));
+        assert_eq!(to_child(&mut r)["method"], "initialize");
+    }
+
+    /// The gateway asks `request` on `link`; the child answers it with `error`.
+    fn refused_by_child(r: &mut Relay, link: u64, request: &str, error: Value) {
+        r.on_gateway(link, request);
+        let asked = to_child(r);
+        r.on_child(&json!({"jsonrpc": "2.0", "id": asked["id"], "error": error}).to_string());
+        to_gateway(r);
+    }
+
+    #[test]
+    fn a_refused_initialize_alone_is_not_kept() {
+        // A child that refused initialize but answers no discovery is asked again (it may
+        // have been starting): only a child known to speak 2026-07-28 is answered from here.
+        let mut r = Relay::new(MAX_PENDING);
+        let first = r.link_up();
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
+        refused_by_child(&mut r, first, init, json!({"code": -1, "message": "busy"}));
+        let discover = r#"{"jsonrpc":"2.0","id":2,"method":"server/discover","params":{}}"#;
+        refused_by_child(&mut r, first, discover, json!({"code": -32601, "message": "no"}));
+        let second = r.link_up();
+        r.on_gateway(second, init);
+        assert_eq!(to_child(&mut r)["method"], "initialize");
     }
 
     #[test]

@@ -25,6 +25,19 @@ test_logging_tool, test_trigger_tool_change, test_trigger_prompt_change, test_cu
 prompt test_input_required_result_prompt, which ask their questions the legacy way (server requests
 during the call, each naming its key in params._meta["mcpport/inputKey"]).
 
+`--legacy` (the default) keeps it a server of the initialize era, as above: it refuses
+`server/discover` (before the SDK sees it, since the SDK's stdio server serves the era of the
+first request it gets, and would otherwise answer the gateway's probe as a 2026-07-28 server).
+`--modern` makes it a server of protocol 2026-07-28 only: it refuses `initialize` (naming the
+versions it speaks), answers `server/discover`, seals
+its `requestState` (the SDK's `RequestStateBoundary`, so a tampered state is refused), serves
+`subscriptions/listen` (list changes are published on its bus), and asks its questions the
+2026-07-28 way: the MRTR tools and prompt return `input_required` results and read the retry's
+`inputResponses` and `requestState` (the sampling and elicitation tools of the legacy scenarios
+too, which the gateway turns into server requests for legacy clients); log lines only at the
+request's `logLevel`; `test_missing_capability` answers -32021 itself when the request's client
+capabilities lack sampling.
+
 `--prefix-free` drops the leading `test_` of every tool and prompt name. Registered with a gateway
 under the server name `test`, the aggregated endpoint (which exposes `{server}_{name}`) then shows
 the names the suite expects.
@@ -52,7 +65,9 @@ import anyio
 import mcp_types as types
 from mcp.server import Server
 from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.exceptions import MCPError
 
@@ -117,6 +132,75 @@ JSON_SCHEMA_2020_12: dict[str, Any] = {
     "then": {"required": ["phone"]},
     "else": {"required": ["email"]},
     "additionalProperties": False,
+}
+
+
+# The forms the elicitation tools ask for (the suite's scenarios name these fields).
+USER_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "username": {"type": "string", "description": "User's response"},
+        "email": {"type": "string", "description": "User's email address"},
+    },
+    "required": ["username", "email"],
+}
+
+DEFAULTS_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "User name", "default": "John Doe"},
+        "age": {"type": "integer", "description": "User age", "default": 30},
+        "score": {"type": "number", "description": "User score", "default": 95.5},
+        "status": {
+            "type": "string",
+            "description": "User status",
+            "enum": ["active", "inactive", "pending"],
+            "default": "active",
+        },
+        "verified": {"type": "boolean", "description": "Verification status", "default": True},
+    },
+}
+
+ENUMS_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "untitledSingle": {
+            "type": "string",
+            "description": "Pick one option",
+            "enum": ["option1", "option2", "option3"],
+        },
+        "titledSingle": {
+            "type": "string",
+            "description": "Pick one titled option",
+            "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"},
+            ],
+        },
+        "legacyEnum": {
+            "type": "string",
+            "description": "Pick one (legacy titled enum)",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"],
+        },
+        "untitledMulti": {
+            "type": "array",
+            "description": "Pick several options",
+            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        },
+        "titledMulti": {
+            "type": "array",
+            "description": "Pick several titled options",
+            "items": {
+                "anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"},
+                ]
+            },
+        },
+    },
 }
 
 
@@ -393,83 +477,19 @@ class Fixture:
     NO_ELICITATION = "Cannot elicit: the client did not declare the elicitation capability"
 
     async def elicitation(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
-        schema = {
-            "type": "object",
-            "properties": {
-                "username": {"type": "string", "description": "User's response"},
-                "email": {"type": "string", "description": "User's email address"},
-            },
-            "required": ["username", "email"],
-        }
-        result = await self.elicit(ctx, str(args.get("message", "")), schema)
+        result = await self.elicit(ctx, str(args.get("message", "")), USER_FORM)
         if result is None:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"User response: action={result.action}, content={json.dumps(result.content)}")
 
     async def elicitation_defaults(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
-        schema = {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "description": "User name", "default": "John Doe"},
-                "age": {"type": "integer", "description": "User age", "default": 30},
-                "score": {"type": "number", "description": "User score", "default": 95.5},
-                "status": {
-                    "type": "string",
-                    "description": "User status",
-                    "enum": ["active", "inactive", "pending"],
-                    "default": "active",
-                },
-                "verified": {"type": "boolean", "description": "Verification status", "default": True},
-            },
-        }
-        result = await self.elicit(ctx, "Please review and update the form fields with defaults", schema)
+        result = await self.elicit(ctx, "Please review and update the form fields with defaults", DEFAULTS_FORM)
         if result is None:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
 
     async def elicitation_enums(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
-        schema = {
-            "type": "object",
-            "properties": {
-                "untitledSingle": {
-                    "type": "string",
-                    "description": "Pick one option",
-                    "enum": ["option1", "option2", "option3"],
-                },
-                "titledSingle": {
-                    "type": "string",
-                    "description": "Pick one titled option",
-                    "oneOf": [
-                        {"const": "value1", "title": "First Option"},
-                        {"const": "value2", "title": "Second Option"},
-                        {"const": "value3", "title": "Third Option"},
-                    ],
-                },
-                "legacyEnum": {
-                    "type": "string",
-                    "description": "Pick one (legacy titled enum)",
-                    "enum": ["opt1", "opt2", "opt3"],
-                    "enumNames": ["Option One", "Option Two", "Option Three"],
-                },
-                "untitledMulti": {
-                    "type": "array",
-                    "description": "Pick several options",
-                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
-                },
-                "titledMulti": {
-                    "type": "array",
-                    "description": "Pick several titled options",
-                    "items": {
-                        "anyOf": [
-                            {"const": "value1", "title": "First Choice"},
-                            {"const": "value2", "title": "Second Choice"},
-                            {"const": "value3", "title": "Third Choice"},
-                        ]
-                    },
-                },
-            },
-        }
-        result = await self.elicit(ctx, "Please choose from the enum fields", schema)
+        result = await self.elicit(ctx, "Please choose from the enum fields", ENUMS_FORM)
         if result is None:
             return self.text(self.NO_ELICITATION, is_error=True)
         return self.text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
@@ -735,24 +755,342 @@ class Fixture:
         return {"completion": {"values": values, "total": len(values), "hasMore": False}}
 
 
+# ---- the 2026-07-28 era (--modern) ----
+
+META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+
+
+def elicit_request(message: str, field: str, kind: str = "string") -> dict[str, Any]:
+    schema = {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def sample_request(text: str, max_tokens: int) -> dict[str, Any]:
+    messages = [{"role": "user", "content": {"type": "text", "text": text}}]
+    return {"method": "sampling/createMessage", "params": {"messages": messages, "maxTokens": max_tokens}}
+
+
+ROOTS_REQUEST: dict[str, Any] = {"method": "roots/list", "params": {}}
+
+
+def answers_shape(method: str, answer: Any) -> bool:
+    """Whether `answer` has the shape of a client's answer to `method`."""
+    if not isinstance(answer, dict):
+        return False
+    if method == "elicitation/create":
+        return isinstance(answer.get("action"), str)
+    if method == "sampling/createMessage":
+        return "content" in answer and isinstance(answer.get("role"), str)
+    return isinstance(answer.get("roots"), list)
+
+
+class NeedInput(Exception):
+    """The handler needs answers from the client: an `input_required` result."""
+
+    def __init__(self, requests: dict[str, Any], state: str | None = None) -> None:
+        super().__init__("input required")
+        self.requests = requests
+        self.state = state
+
+    def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"resultType": "input_required", "inputRequests": self.requests}
+        if self.state is not None:
+            result["requestState"] = self.state
+        return result
+
+
+class ModernFixture(Fixture):
+    """The fixture as a 2026-07-28-only server: questions are `input_required` results, and the
+    retry's `inputResponses` and (verified, plaintext) `requestState` carry the answers."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self.bus = InMemorySubscriptionBus()
+        modern = {
+            "input_required_result_elicitation": self.m_elicitation,
+            "input_required_result_sampling": self.m_sampling,
+            "input_required_result_list_roots": self.m_roots,
+            "input_required_result_request_state": self.m_confirm,
+            "input_required_result_tampered_state": self.m_confirm,
+            "input_required_result_multiple_inputs": self.m_multiple,
+            "input_required_result_multi_round": self.m_multi_round,
+            "input_required_result_capabilities": self.m_capabilities,
+            "missing_capability": self.m_missing_capability,
+            "sampling": self.m_sampling_tool,
+            "elicitation": self.m_elicitation_form,
+            "elicitation_sep1034_defaults": self.m_elicitation_defaults,
+            "elicitation_sep1330_enums": self.m_elicitation_enums,
+            "tool_with_logging": self.m_tool_with_logging,
+            "logging_tool": self.m_logging,
+        }
+        self.modern_tools = {self.name(base): handler for base, handler in modern.items()}
+
+    @staticmethod
+    def wire(params: Any) -> dict[str, Any]:
+        return params.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    @classmethod
+    def ask(cls, params: Any, wanted: dict[str, Any], state: str | None = None) -> dict[str, Any]:
+        """The answers to `wanted` (by key) that came with the request, or `NeedInput` for the
+        ones missing or malformed (extra keys are ignored)."""
+        given = cls.wire(params).get("inputResponses") or {}
+        given = given if isinstance(given, dict) else {}
+        missing = {k: req for k, req in wanted.items() if not answers_shape(req["method"], given.get(k))}
+        if missing:
+            raise NeedInput(missing, state)
+        return given
+
+    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> dict[str, Any]:
+        handler = self.modern_tools.get(params.name)
+        try:
+            if handler is not None:
+                return await handler(ctx, params)
+            return await super().call_tool(ctx, params)
+        except NeedInput as need:
+            return need.result()
+
+    async def m_elicitation(self, ctx: Any, params: Any) -> dict[str, Any]:
+        got = self.ask(params, {"user_name": elicit_request("What is your name?", "name")})
+        return self.text(f"Hello, {(got['user_name'].get('content') or {}).get('name', 'stranger')}!")
+
+    async def m_sampling(self, ctx: Any, params: Any) -> dict[str, Any]:
+        got = self.ask(params, {"capital_question": sample_request("What is the capital of France?", 100)})
+        content = got["capital_question"].get("content") or {}
+        return self.text(f"LLM response: {content.get('text', '') if isinstance(content, dict) else content}")
+
+    async def m_roots(self, ctx: Any, params: Any) -> dict[str, Any]:
+        got = self.ask(params, {"client_roots": ROOTS_REQUEST})
+        return self.text("Roots: " + ", ".join(str(r.get("uri")) for r in got["client_roots"]["roots"]))
+
+    async def m_confirm(self, ctx: Any, params: Any) -> dict[str, Any]:
+        state = "confirm-round-1"
+        wanted = {"confirm": elicit_request("Please confirm", "ok", "boolean")}
+        if params.request_state != state:
+            raise NeedInput(wanted, state)
+        got = self.ask(params, wanted, state)
+        return self.text(f"state-ok: confirmed={(got['confirm'].get('content') or {}).get('ok')}")
+
+    async def m_multiple(self, ctx: Any, params: Any) -> dict[str, Any]:
+        state = "multiple-round-1"
+        wanted = {
+            "user_name": elicit_request("What is your name?", "name"),
+            "greeting": sample_request("Generate a greeting", 50),
+            "client_roots": ROOTS_REQUEST,
+        }
+        if params.request_state != state:
+            raise NeedInput(wanted, state)
+        got = self.ask(params, wanted, state)
+        name = (got["user_name"].get("content") or {}).get("name")
+        return self.text(f"name={name}, roots={len(got['client_roots']['roots'])}")
+
+    async def m_multi_round(self, ctx: Any, params: Any) -> dict[str, Any]:
+        step1 = {"step1": elicit_request("Step 1: What is your name?", "name")}
+        step2 = {"step2": elicit_request("Step 2: What is your favorite color?", "color")}
+        state = params.request_state or ""
+        if state == "round-1":
+            got = self.ask(params, step1, state)
+            name = (got["step1"].get("content") or {}).get("name", "")
+            raise NeedInput(step2, "round-2:" + json.dumps(name))
+        if state.startswith("round-2:"):
+            got = self.ask(params, step2, state)
+            color = (got["step2"].get("content") or {}).get("color")
+            return self.text(f"{json.loads(state[len('round-2:'):])} likes {color}")
+        raise NeedInput(step1, "round-1")
+
+    async def m_capabilities(self, ctx: Any, params: Any) -> dict[str, Any]:
+        caps = (self.wire(params).get("_meta") or {}).get(META_CAPABILITIES) or {}
+        wanted: dict[str, Any] = {}
+        if "sampling" in caps:
+            wanted["question"] = sample_request("What is 2 + 2?", 10)
+        if "elicitation" in caps:
+            wanted["user_name"] = elicit_request("What is your name?", "name")
+        if not wanted:
+            return self.text("Nothing to ask: the client declared neither sampling nor elicitation")
+        self.ask(params, wanted)
+        return self.text("Asked only what the client can answer")
+
+    async def m_missing_capability(self, ctx: Any, params: Any) -> dict[str, Any]:
+        caps = (self.wire(params).get("_meta") or {}).get(META_CAPABILITIES) or {}
+        if "sampling" not in caps:
+            raise MCPError(
+                -32021,
+                "This tool needs the client capability sampling",
+                {"requiredCapabilities": {"sampling": {}}},
+            )
+        got = self.ask(params, {"ping": sample_request("ping", 10)})
+        return self.text(f"Sampling answered: {bool(got)}")
+
+    async def m_log(self, ctx: Any, params: Any, level: str, data: Any) -> None:
+        """2026-07-28: a log line only when the request asked for them, at its level or above."""
+        wanted = (self.wire(params).get("_meta") or {}).get(META_LOG_LEVEL)
+        if wanted in LEVELS and LEVELS.index(level) >= LEVELS.index(wanted):
+            await ctx.session.send_log_message(level, data, logger="fixture", related_request_id=ctx.request_id)
+
+    async def m_logging(self, ctx: Any, params: Any) -> dict[str, Any]:
+        await self.m_log(ctx, params, "info", "Diagnostic trace logging activated")
+        return self.text("Logging evaluated")
+
+    async def m_tool_with_logging(self, ctx: Any, params: Any) -> dict[str, Any]:
+        for i, step in enumerate(("Tool execution started", "Tool processing data", "Tool execution completed")):
+            if i:
+                await anyio.sleep(0.05)
+            await self.m_log(ctx, params, "info", step)
+        return self.text("Tool with logging executed successfully")
+
+    def caps(self, params: Any) -> dict[str, Any]:
+        return (self.wire(params).get("_meta") or {}).get(META_CAPABILITIES) or {}
+
+    async def m_sampling_tool(self, ctx: Any, params: Any) -> dict[str, Any]:
+        if "sampling" not in self.caps(params):
+            return self.text("Cannot sample: the client did not declare the sampling capability", is_error=True)
+        prompt = str((params.arguments or {}).get("prompt", ""))
+        got = self.ask(params, {"sample": sample_request(prompt, 100)})
+        content = got["sample"].get("content")
+        text = content.get("text") if isinstance(content, dict) else None
+        return self.text(f"LLM response: {text if text is not None else content}")
+
+    async def m_form(self, params: Any, message: str, form: dict[str, Any], said: str) -> dict[str, Any]:
+        if "elicitation" not in self.caps(params):
+            return self.text(self.NO_ELICITATION, is_error=True)
+        request = {"method": "elicitation/create", "params": {"message": message, "requestedSchema": form}}
+        got = self.ask(params, {"form": request})["form"]
+        return self.text(f"{said}: action={got.get('action')}, content={json.dumps(got.get('content'))}")
+
+    async def m_elicitation_form(self, ctx: Any, params: Any) -> dict[str, Any]:
+        message = str((params.arguments or {}).get("message", ""))
+        return await self.m_form(params, message, USER_FORM, "User response")
+
+    async def m_elicitation_defaults(self, ctx: Any, params: Any) -> dict[str, Any]:
+        message = "Please review and update the form fields with defaults"
+        return await self.m_form(params, message, DEFAULTS_FORM, "Elicitation completed")
+
+    async def m_elicitation_enums(self, ctx: Any, params: Any) -> dict[str, Any]:
+        return await self.m_form(params, "Please choose from the enum fields", ENUMS_FORM, "Elicitation completed")
+
+    async def trigger_tool_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name = self.name("dynamic_tool")
+        if self.tools.pop(name, None) is None:
+            self.tools[name] = ("Appears and disappears with trigger_tool_change.", NO_ARGS, self.simple_text)
+        await self.bus.publish(ToolsListChanged())
+        return self.text("Mutation triggered")
+
+    async def trigger_prompt_change(self, ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+        name = self.name("dynamic_prompt")
+        if self.prompts.pop(name, None) is None:
+            self.prompts[name] = ("Appears and disappears with trigger_prompt_change.", [], self.simple_prompt)
+        await self.bus.publish(PromptsListChanged())
+        return self.text("Mutation triggered")
+
+    async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> dict[str, Any]:
+        try:
+            return await super().read_resource(ctx, params)
+        except MCPError as e:
+            if e.error.code != RESOURCE_NOT_FOUND:
+                raise
+            # 2026-07-28: an unknown resource is invalid params (SEP-2164).
+            raise MCPError(types.INVALID_PARAMS, e.error.message, e.error.data) from None
+
+    async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> dict[str, Any]:
+        if params.name != self.name("input_required_result_prompt"):
+            return await super().get_prompt(ctx, params)
+        wanted = {"user_context": elicit_request("What context should the prompt use?", "context")}
+        try:
+            got = self.ask(params, wanted)
+        except NeedInput as need:
+            return need.result()
+        context = (got["user_context"].get("content") or {}).get("context", "")
+        return {"messages": [self.user({"type": "text", "text": f"Prompt with context: {context}"})]}
+
+
+def completing(handler: Any, cached: bool = False) -> Any:
+    """A 2026-07-28 handler: every result it returns has a `resultType` (`complete` unless it says),
+    and lists and reads (`cached`) say how long they may be kept: not at all (the fixture changes)."""
+
+    async def wrapped(ctx: Any, params: Any) -> Any:
+        result = await handler(ctx, params)
+        if isinstance(result, dict):
+            result.setdefault("resultType", "complete")
+            if cached and result["resultType"] == "complete":
+                result.setdefault("ttlMs", 0)
+                result.setdefault("cacheScope", "private")
+        return result
+
+    return wrapped
+
+
 def build_server(fixture: Fixture) -> Server[Any]:
-    return Server(
+    modern = isinstance(fixture, ModernFixture)
+    era = completing if modern else (lambda handler, cached=False: handler)
+    server = Server(
         "mcpport-conformance-fixture",
         version="1.0.0",
         instructions="Conformance fixture for mcpport: the names and behaviour the official MCP "
         "conformance suite's server scenarios expect.",
-        on_list_tools=fixture.list_tools,
-        on_call_tool=fixture.call_tool,
-        on_list_resources=fixture.list_resources,
-        on_list_resource_templates=fixture.list_templates,
-        on_read_resource=fixture.read_resource,
+        on_list_tools=era(fixture.list_tools, True),
+        on_call_tool=era(fixture.call_tool),
+        on_list_resources=era(fixture.list_resources, True),
+        on_list_resource_templates=era(fixture.list_templates, True),
+        on_read_resource=era(fixture.read_resource, True),
         on_subscribe_resource=fixture.subscribe,
         on_unsubscribe_resource=fixture.unsubscribe,
-        on_list_prompts=fixture.list_prompts,
-        on_get_prompt=fixture.get_prompt,
-        on_completion=fixture.complete,
+        on_list_prompts=era(fixture.list_prompts, True),
+        on_get_prompt=era(fixture.get_prompt),
+        on_completion=era(fixture.complete),
         on_set_logging_level=fixture.set_level,
+        on_subscriptions_listen=ListenHandler(fixture.bus) if modern else None,
     )
+    if modern:
+        # The fixture's requestState is sealed and checked by the SDK: a tampered one is refused.
+        security = RequestStateSecurity.ephemeral()
+        server.middleware.append(RequestStateBoundary(security, default_audience="mcpport-conformance-fixture"))
+    return server
+
+
+MODERN_VERSIONS = ["2026-07-28"]
+
+
+def refusal(msg: Any, modern: bool) -> dict[str, Any] | None:
+    """What the fixture answers itself, before the SDK sees it (the SDK's stdio server serves the
+    era of the first request it gets): in its modern era, `initialize` (naming the versions it
+    speaks); in its legacy era, `server/discover` (so the gateway's probe finds a legacy server
+    and initializes it, as before the probe)."""
+    request = getattr(msg, "message", None)
+    method = getattr(request, "method", None)
+    if modern and method == "initialize":
+        requested = (getattr(request, "params", None) or {}).get("protocolVersion")
+        error = {
+            "code": -32022,
+            "message": "Unsupported protocol version: this server speaks 2026-07-28 only (no initialize)",
+            "data": {"supported": MODERN_VERSIONS, "requested": requested},
+        }
+    elif not modern and method == "server/discover":
+        error = {"code": -32601, "message": "Method not found: server/discover (this server speaks the initialize era)"}
+    else:
+        return None
+    return {"jsonrpc": "2.0", "id": request.id, "error": error}
+
+
+async def serve(server: Server[Any], read_stream: Any, write_stream: Any, options: Any, modern: bool) -> None:
+    """Runs `server` behind a filter that answers the other era's opening request itself."""
+    from mcp.shared.message import SessionMessage
+    from mcp_types.jsonrpc import jsonrpc_message_adapter
+
+    send, receive = anyio.create_memory_object_stream[Any](64)
+
+    async def pump() -> None:
+        async with send:
+            async for msg in read_stream:
+                answer = refusal(msg, modern)
+                if answer is None:
+                    await send.send(msg)
+                else:
+                    await write_stream.send(SessionMessage(jsonrpc_message_adapter.validate_python(answer)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pump)
+        await server.run(receive, write_stream, options)
+        tg.cancel_scope.cancel()
 
 
 async def main() -> None:
@@ -763,14 +1101,29 @@ async def main() -> None:
         help="drop the leading test_ of tool and prompt names (for the gateway's aggregated endpoint, "
         "with the server registered as 'test')",
     )
+    era = parser.add_mutually_exclusive_group()
+    era.add_argument(
+        "--legacy",
+        dest="modern",
+        action="store_false",
+        help="speak the initialize era, and ask the legacy way (the default)",
+    )
+    era.add_argument(
+        "--modern",
+        dest="modern",
+        action="store_true",
+        help="speak protocol 2026-07-28 only: refuse initialize, answer input_required",
+    )
+    parser.set_defaults(modern=False)
     args = parser.parse_args()
-    fixture = Fixture("" if args.prefix_free else "test_")
+    prefix = "" if args.prefix_free else "test_"
+    fixture = ModernFixture(prefix) if args.modern else Fixture(prefix)
     server = build_server(fixture)
     async with stdio_server() as (read_stream, write_stream):
         options = server.create_initialization_options(
             NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         )
-        await server.run(read_stream, write_stream, options)
+        await serve(server, read_stream, write_stream, options, args.modern)
 
 
 if __name__ == "__main__":
