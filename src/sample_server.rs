@@ -466,7 +466,6 @@ impl Server {
     }
 }
 
-/// Sleeps for `ms` milliseconds when it is a number (a tool's optional `delay_ms`).
 /// Whether answering `method` may wait (for time, or for the client's answer to a request of
 /// ours, which only the reading thread can deliver): tool calls but the quick built-in ones.
 fn may_wait(method: &str, params: Option<&Value>) -> bool {
@@ -474,6 +473,7 @@ fn may_wait(method: &str, params: Option<&Value>) -> bool {
     method == "tools/call" && !matches!(tool, "echo" | "system_info")
 }
 
+/// Sleeps for `ms` milliseconds when it is a number (a tool's optional `delay_ms`).
 fn pause(ms: &Value) {
     if let Some(ms) = ms.as_u64() {
         std::thread::sleep(Duration::from_millis(ms.min(600_000)));

@@ -78,15 +78,21 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// Waits up to `timeout` for `fd` to be readable (or hung up): `poll` on one descriptor, with
 /// nothing allocated, so an idle connection's wait stays as shallow as its caller.
 pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is one valid, exclusively borrowed pollfd struct.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if n < 0 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().clamp(0, i32::MAX as u128) as i32;
+        // SAFETY: `pfd` is one valid, exclusively borrowed pollfd struct.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0);
+        }
         let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) };
+        if err.kind() != io::ErrorKind::Interrupted || left.is_zero() {
+            return if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) };
+        }
     }
-    Ok(pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
 }
 
 /// Fills `buf` with random bytes from the kernel's CSPRNG.
@@ -347,14 +353,18 @@ fn discard_pages(start: usize, end: usize) {
 /// that use no stack; a signal that comes meanwhile is delivered after the syscall).
 const BELOW_FRAME: usize = 256;
 
-/// Discards the whole pages of the calling thread's stack from `low` up to a little below this
-/// function's own frame, the deepest live one: its caller's frames and everything above stay.
-/// Never inlined, so `here` is below every frame of the caller.
+/// Discards the whole pages of the calling thread's stack (`low..high`) from `low` up to a
+/// little below this function's own frame, the deepest live one: its caller's frames and
+/// everything above stay. Never inlined, so `here` is below every frame of the caller; and
+/// nothing happens unless `here` is on that stack (a sanitizer's fake stack puts locals on
+/// the heap).
 #[inline(never)]
-pub(crate) fn discard_stack_below(low: usize) {
+pub(crate) fn discard_stack_below(low: usize, high: usize) {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    discard_pages(low, here.saturating_sub(BELOW_FRAME));
+    if low < here && here < high {
+        discard_pages(low, here.saturating_sub(BELOW_FRAME));
+    }
 }
 
 /// How many of the pages in `[start, end)` are resident (`mincore(2)`); for tests.

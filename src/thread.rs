@@ -24,7 +24,7 @@ where
     T: Send + 'static,
 {
     Builder::new().name(name.into()).stack_size(STACK_SIZE).spawn(|| {
-        STACK.set(Some(Stack { low: None, worked: true }));
+        STACK.set(Some(Stack { bounds: None, worked: true }));
         f()
     })
 }
@@ -40,7 +40,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// never rest), and whether it has worked since it last gave pages back.
 #[derive(Clone, Copy)]
 struct Stack {
-    low: Option<usize>,
+    /// Its lowest and highest addresses.
+    bounds: Option<(usize, usize)>,
     worked: bool,
 }
 
@@ -74,14 +75,14 @@ pub(crate) fn wait_resting<T>(
     worked_unless_quiet(wait(timeout - SETTLE), &quiet)
 }
 
-/// The lowest address of this thread's stack, noting that the thread rests from now on; `None`
-/// on threads `spawn` did not start. Out of line: glibc's answer, the first time, runs deep.
+/// The bounds of this thread's stack, noting that the thread rests from now on; `None` on
+/// threads `spawn` did not start. Out of line: glibc's answer, the first time, runs deep.
 #[inline(never)]
-fn resting_low() -> Option<usize> {
+fn resting_bounds() -> Option<(usize, usize)> {
     let stack = STACK.get()?;
-    let low = stack.low.or_else(|| sys::stack_bounds().map(|(low, _)| low))?;
-    STACK.set(Some(Stack { low: Some(low), worked: false }));
-    Some(low)
+    let bounds = stack.bounds.or_else(|| sys::stack_bounds().map(|(low, size)| (low, low + size)))?;
+    STACK.set(Some(Stack { bounds: Some(bounds), worked: false }));
+    Some(bounds)
 }
 
 fn worked_unless_quiet<T>(got: T, quiet: &impl Fn(&T) -> bool) -> T {
@@ -105,8 +106,8 @@ fn worked_unless_quiet<T>(got: T, quiet: &impl Fn(&T) -> bool) -> T {
 /// waiting thread keeps no deeper page than its wait needs.
 #[inline(always)]
 pub(crate) fn rest() {
-    if let Some(low) = resting_low() {
-        sys::discard_stack_below(low);
+    if let Some((low, high)) = resting_bounds() {
+        sys::discard_stack_below(low, high);
     }
 }
 

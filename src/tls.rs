@@ -37,8 +37,10 @@ impl Transport for StreamOwned<ServerConnection, TcpStream> {
         digest.as_ref().try_into().ok()
     }
 
+    /// Decrypted input waiting in rustls (or a close it read) is all a socket `poll` could miss;
+    /// rustls wants to read only when it holds none, and holds no complete record unprocessed.
     fn holds_input(&self) -> bool {
-        true
+        !self.conn.wants_read()
     }
 }
 
@@ -47,8 +49,10 @@ impl Transport for StreamOwned<ClientConnection, TcpStream> {
         &self.sock
     }
 
+    /// Decrypted input waiting in rustls (or a close it read) is all a socket `poll` could miss;
+    /// rustls wants to read only when it holds none, and holds no complete record unprocessed.
     fn holds_input(&self) -> bool {
-        true
+        !self.conn.wants_read()
     }
 }
 

@@ -221,7 +221,9 @@ pub(crate) trait Handler<T> {
     }
 }
 
-/// Frames waiting to be written, past which a peer that sends without reading is dropped.
+/// Frames made in answer to the peer's own frames and waiting to be written, past which a peer
+/// that sends without reading is dropped. (What a handler makes from its own descriptors is
+/// bounded by the handler, which stops watching them while frames wait.)
 const MAX_PENDING: usize = 4096;
 
 /// What the handler wants next.
@@ -270,6 +272,7 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
         closing: None,
         peer_close: None,
         pending: VecDeque::new(),
+        peer_made: 0,
         blocked: false,
         close_after: None,
     };
@@ -330,6 +333,8 @@ struct Owner<'a, S: Transport> {
     peer_close: Option<(u16, String)>,
     /// Frames the handler wants sent, written before the next queued item is taken.
     pending: VecDeque<Out>,
+    /// How many of them answer the peer's frames (`on_text`), since `pending` was last empty.
+    peer_made: usize,
     /// The socket refused bytes: tungstenite holds a frame until a flush succeeds.
     blocked: bool,
     /// A close the handler asked for, sent once `pending` is out (code, reason, when asked).
@@ -410,6 +415,9 @@ impl<S: Transport> Owner<'_, S> {
                 Err(e) => return Err(self.ended(e)),
             }
         }
+        if self.pending.is_empty() {
+            self.peer_made = 0;
+        }
         match self.ws.flush() {
             Ok(()) => Ok(false),
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -457,9 +465,11 @@ impl<S: Transport> Owner<'_, S> {
             if self.closing.is_some() || self.close_after.is_some() {
                 continue;
             }
+            let before = self.pending.len();
             let flow = handler.on_text(text, &mut self.pending);
+            self.peer_made += self.pending.len().saturating_sub(before);
             self.follow(flow);
-            if self.pending.len() > MAX_PENDING {
+            if self.peer_made > MAX_PENDING {
                 self.start_close(1008, "sending without reading the answers".into());
                 return Some(End::Failed(format!(
                     "the peer sent without reading ({MAX_PENDING} frames waiting)"

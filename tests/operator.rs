@@ -129,7 +129,7 @@ fn a_gateway_started_through_the_loader_starts() {
 /// Each connection thread of `pid` waiting in a syscall, what it waits for, its resident stack
 /// pages, and how many of those lie below the page its stack pointer is in; from `/proc`: the
 /// stack pointer, the mapping holding it, and that mapping's present bits in `pagemap`.
-fn waiting_threads_stack_pages(pid: u32) -> Vec<(String, usize, usize)> {
+pub(crate) fn waiting_threads_stack_pages(pid: u32) -> Vec<(String, usize, usize)> {
     use std::io::{Read, Seek, SeekFrom};
     let maps: Vec<(u64, u64)> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap()

@@ -95,15 +95,8 @@ fn a_dead_childs_leftovers_never_end_the_next_childs_link() {
 #[test]
 fn a_gateway_that_stops_reading_costs_register_bounded_memory() {
     let _w = Watchdog::new("gateway_stops_reading", Duration::from_secs(90));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://127.0.0.1:{}/mcp/register", listener.local_addr().unwrap().port());
     let stdio = format!("{BIN} sample-server --test-tools");
-    let args = ["register", "--stdio", &stdio, "--gateway-url", &url, "--server-name", "pi"];
-    let pi = Proc::start(&[&args[..], &["--ping-interval", "2", "--ping-timeout", "6"]].concat());
-    let (stream, _) = listener.accept().unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut ws = tungstenite::accept(stream).unwrap();
-    assert_eq!(read_json(&mut ws)["method"], "register");
+    let (pi, mut ws, listener) = fake_gateway(&stdio, &["--ping-interval", "2", "--ping-timeout", "6"]);
     let send = |ws: &mut tungstenite::WebSocket<_>, v: serde_json::Value| {
         ws.send(tungstenite::Message::text(v.to_string())).unwrap();
     };
@@ -128,8 +121,127 @@ fn a_gateway_that_stops_reading_costs_register_bounded_memory() {
     eprintln!("register behind a gateway that stopped reading: peak RSS {peak} MiB");
     assert!(peak < 64, "register's RSS reached {peak} MiB while its link was not read");
     drop(ws);
-    listener.set_nonblocking(false).unwrap();
     let (_again, _) = listener.accept().unwrap();
+}
+
+/// A child that writes many small lines at once fills the link's outgoing frames from one read
+/// of its stdout; that is not the gateway sending without reading, and the link stays up while
+/// the gateway reads (and sends) as it should.
+#[test]
+fn a_burst_of_small_child_lines_is_not_blamed_on_the_gateway() {
+    let _w = Watchdog::new("burst_of_small_lines", Duration::from_secs(60));
+    let script = std::env::temp_dir().join(format!("mcpport-burst-{}.py", std::process::id()));
+    let line = r#"{"jsonrpc":"2.0","method":"notifications/x"}"#;
+    std::fs::write(&script, format!("import os\nwhile True:\n    os.write(1, b'{line}\\n' * 6000)\n"))
+        .unwrap();
+    let (pi, mut ws, _listener) = fake_gateway(&format!("exec python3 {}", script.display()), &[]);
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut closed = None;
+    while Instant::now() < deadline && closed.is_none() {
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        let _ = ws.send(tungstenite::Message::text(note));
+        for _ in 0..2000 {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => {
+                    closed = Some(format!("{frame:?}"));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&script);
+    assert!(closed.is_none(), "register closed the link: {closed:?}\n{}", pi.log_text());
+}
+
+/// A gateway that sends requests register answers itself (`initialize`, from the child's first
+/// answer) and reads none of the answers loses the link once 4,096 of them wait.
+#[test]
+fn a_gateway_that_sends_without_reading_the_answers_loses_the_link() {
+    let _w = Watchdog::new("sends_without_reading", Duration::from_secs(60));
+    let (pi, mut ws, _listener) = fake_gateway(&format!("{BIN} sample-server"), &[]);
+    let init = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        .to_string()
+    };
+    ws.send(tungstenite::Message::text(init(1))).unwrap();
+    assert_eq!(read_json(&mut ws)["id"], 1);
+    // Written raw and all at once, so register finds them waiting in one read.
+    ws.get_ref().set_nonblocking(false).unwrap();
+    for id in 2..30_000 {
+        if ws.write(tungstenite::Message::text(init(id))).is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush();
+    pi.wait_log("without reading");
+}
+
+/// A child that closes its stdin can take no request: the link closes with that reason, the
+/// child is stopped, and `--restart always` starts the next one.
+#[test]
+fn a_child_that_closes_its_stdin_is_stopped_and_restarted() {
+    let _w = Watchdog::new("child_closes_stdin", Duration::from_secs(60));
+    let gw = Gateway::start(&[]);
+    let script = std::env::temp_dir().join(format!("mcpport-closein-{}.py", std::process::id()));
+    std::fs::write(
+        &script,
+        r#"import json, os, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "initialize":
+        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "closein", "version": "1"}}
+    elif msg.get("method") == "tools/list":
+        result = {"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}
+    elif "id" in msg and "method" in msg:
+        result = {}
+    else:
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+    if msg.get("method") == "tools/list":
+        os.close(0)
+        time.sleep(60)
+"#,
+    )
+    .unwrap();
+    let stdio = format!("exec python3 {}", script.display());
+    let url = gw.ws_url();
+    let args = ["register", "--stdio", &stdio, "--gateway-url", &url, "--server-name", "pi"];
+    let pi = Proc::start(&[&args[..], &["--restart", "always", "--reconnect-max", "1"]].concat());
+    pi.wait_log("registered as");
+    let mut client = gw.client();
+    client.initialize("2025-06-18");
+    let _ = client.tool("pi_t", json!({}));
+    pi.wait_log("closed its stdin; stopping it");
+    let started = || pi.log_text().matches("started MCP server").count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while started() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&script);
+    assert!(started() >= 2, "the child was not restarted:\n{}", pi.log_text());
+}
+
+/// A gateway of the test's own on 127.0.0.1: register (with `stdio` as its child and `extra`
+/// flags) dials it, and the test holds the accepted WebSocket, past the registration.
+fn fake_gateway(
+    stdio: &str,
+    extra: &[&str],
+) -> (Proc, tungstenite::WebSocket<std::net::TcpStream>, std::net::TcpListener) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://127.0.0.1:{}/mcp/register", listener.local_addr().unwrap().port());
+    let args = ["register", "--stdio", stdio, "--gateway-url", &url, "--server-name", "pi"];
+    let pi = Proc::start(&[&args[..], extra].concat());
+    let (stream, _) = listener.accept().unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ws = tungstenite::accept(stream).unwrap();
+    assert_eq!(read_json(&mut ws)["method"], "register");
+    let registered = json!({"status": "registered", "message": "ok"}).to_string();
+    ws.send(tungstenite::Message::text(registered)).unwrap();
+    (pi, ws, listener)
 }
 
 /// The next text frame, as JSON.

@@ -49,8 +49,12 @@ fn tls_gateway(dir: &Path, mtls: bool) -> Gateway {
     gw
 }
 
-/// GET /health over TLS, trusting the CA of `dir`, presenting the client certificate if asked.
-fn https_health(port: u16, dir: &Path, client_cert: bool) -> Result<String, String> {
+/// A TLS client trusting the CA of `dir`, presenting its client certificate if asked.
+fn tls_client(
+    port: u16,
+    dir: &Path,
+    client_cert: bool,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(dir.join("ca.crt")).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -73,7 +77,12 @@ fn https_health(port: u16, dir: &Path, client_cert: bool) -> Result<String, Stri
         rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// GET /health over TLS, trusting the CA of `dir`, presenting the client certificate if asked.
+fn https_health(port: u16, dir: &Path, client_cert: bool) -> Result<String, String> {
+    let mut tls = tls_client(port, dir, client_cert);
     let req = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = String::new();
@@ -288,4 +297,32 @@ fn the_wrong_scheme_is_named_on_both_sides() {
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     assert!(answer.is_empty(), "a TLS client got {:?}", String::from_utf8_lossy(&answer));
+}
+
+/// An idle TLS keep-alive connection rests like a plain one: it waits for the socket (rustls
+/// holds no decrypted input then) and keeps no stack page below its wait.
+#[test]
+fn an_idle_tls_connection_rests() {
+    let _w = Watchdog::new("idle_tls_rests", Duration::from_secs(30));
+    let dir = certs("ec");
+    let gw = tls_gateway(&dir, false);
+    let mut tls = tls_client(gw.port, &dir, false);
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\"status\"") {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed a keep-alive connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let threads = crate::operator::waiting_threads_stack_pages(gw.proc.pid());
+    assert!(!threads.is_empty(), "the connection waits");
+    let below: Vec<_> = threads.iter().filter(|(_, _, below)| *below > 0).collect();
+    assert!(below.is_empty(), "resting threads keeping pages below their wait: {below:?}");
+    // Still served after the rest.
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut rest = String::new();
+    let _ = tls.read_to_string(&mut rest);
+    assert!(rest.contains("\"status\""), "{rest}");
 }

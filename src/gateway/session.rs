@@ -279,8 +279,10 @@ impl Session {
             calls.in_flight.remove(client_key);
             calls.waiting
         };
+        // All of them: a waiter that wakes and returns without the slot (a duplicate id, say)
+        // must not swallow the wake-up another waiter needed.
         if waiting > 0 {
-            self.call_ended.notify_one();
+            self.call_ended.notify_all();
         }
     }
 

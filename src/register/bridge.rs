@@ -21,7 +21,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::child::ChildGuard;
 use super::handshake::{self, Target};
-use super::pipes::Said;
+use super::pipes::{Refused, Said};
 use super::relay::{Action, Relay};
 use super::Config;
 use crate::http::Transport;
@@ -119,6 +119,9 @@ pub(crate) enum Heard {
     Ended,
     /// The child is not reading its stdin.
     Stuck,
+    /// The child closed its stdin: it can take no request (`register::run` stops it, and
+    /// `--restart` decides what comes next).
+    StdinClosed,
 }
 
 /// Relays until the link ends or a signal arrives: frames from the gateway and lines from the
@@ -201,6 +204,7 @@ fn flow_after(heard: Heard) -> Flow {
         Heard::Nothing => Flow::Continue,
         Heard::Ended => Flow::Close(1000, "the MCP server process exited".into()),
         Heard::Stuck => Flow::Close(1011, "the MCP server is not reading its stdin".into()),
+        Heard::StdinClosed => Flow::Close(1011, "the MCP server closed its stdin".into()),
     }
 }
 
@@ -227,12 +231,17 @@ impl Ends<'_> {
     /// go through the relay. Returns the frames for `link` (none when no link is up).
     pub(crate) fn on_ready(&mut self, fd: RawFd, link: Option<u64>) -> (Vec<String>, Heard) {
         let Some(child) = self.child.as_deref_mut() else { return (Vec::new(), Heard::Nothing) };
-        if Some(fd) == child.stdin_fd_to_watch() {
-            // A closed stdin is reported by stdout's end, which follows.
-            let _ = child.write_waiting();
-            return (Vec::new(), Heard::Nothing);
+        if Some(fd) == child.stdin_fd() {
+            let heard = match child.write_waiting() {
+                Err(Refused::Closed) => Heard::StdinClosed,
+                _ => Heard::Nothing,
+            };
+            return (Vec::new(), heard);
         }
-        self.child_output(link)
+        if Some(fd) == child.stdout_fd() {
+            return self.child_output(link);
+        }
+        (Vec::new(), Heard::Nothing)
     }
 
     /// Reads what the child said: each line goes through the relay, and the frames it makes
@@ -247,8 +256,8 @@ impl Ends<'_> {
                     self.relay.on_child(&text);
                     let (more, stuck) = self.perform(link);
                     frames.extend(more);
-                    if stuck == Heard::Stuck && heard == Heard::Nothing {
-                        heard = Heard::Stuck;
+                    if heard == Heard::Nothing {
+                        heard = stuck;
                     }
                 }
                 Said::Eof => {
@@ -264,18 +273,18 @@ impl Ends<'_> {
     }
 
     /// Carries out the relay's actions: lines go to the child's stdin now; frames for `link`
-    /// are returned for the caller to send. `Heard::Stuck` if the child's stdin is full.
+    /// are returned for the caller to send. `Heard::Stuck` if the child's stdin is full,
+    /// `Heard::StdinClosed` if it closed it.
     pub(crate) fn perform(&mut self, link: Option<u64>) -> (Vec<String>, Heard) {
         let mut frames = Vec::new();
         let mut heard = Heard::Nothing;
         while let Some(action) = self.relay.poll_action() {
             match action {
-                Action::ToChild(line) => {
-                    // A child that closed its stdin cannot take requests either.
-                    if self.child.as_deref_mut().is_some_and(|c| c.send(line).is_err()) {
-                        heard = Heard::Stuck;
-                    }
-                }
+                Action::ToChild(line) => match self.child.as_deref_mut().map(|c| c.send(line)) {
+                    Some(Err(Refused::Stuck)) => heard = Heard::Stuck,
+                    Some(Err(Refused::Closed)) => heard = Heard::StdinClosed,
+                    _ => {}
+                },
                 Action::ToGateway { link: to, text } if Some(to) == link => frames.push(text),
                 Action::ToGateway { link: to, .. } => {
                     log::debug!("dropped a frame for gateway link {to}, which is not up here")

@@ -83,6 +83,16 @@ impl ChildGuard {
         self.pipes.stdout_fd()
     }
 
+    /// Whether the child closed its stdin (a write to it failed): it can take no request.
+    pub(crate) fn closed_stdin(&self) -> bool {
+        self.pipes.stdin_fd().is_none()
+    }
+
+    /// The child's stdin, while it is open (whether or not messages wait for it).
+    pub(crate) fn stdin_fd(&self) -> Option<RawFd> {
+        self.pipes.stdin_fd()
+    }
+
     /// The child's stdin, while messages wait for it, to watch for writing.
     pub(crate) fn stdin_fd_to_watch(&self) -> Option<RawFd> {
         self.pipes.stdin_fd_to_watch()

@@ -162,7 +162,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
                 if since.elapsed() >= STABLE {
                     links.reset();
                 }
-                if sup.child_exited(Duration::from_millis(500)) {
+                if sup.stop_child_without_stdin() || sup.child_exited(Duration::from_millis(500)) {
                     continue; // ensure_child decides; the link closed because the child did
                 }
                 if sup.wait(&why, "reconnecting", links.next_delay()) {
@@ -273,6 +273,15 @@ impl Supervisor<'_> {
                 }
             }
         }
+    }
+
+    /// Stops a child that closed its stdin (it can take no request, so no link can use it), so
+    /// that `--restart` decides what comes next. Whether it did.
+    fn stop_child_without_stdin(&mut self) -> bool {
+        let Some(child) = self.child.as_mut().filter(|c| c.closed_stdin()) else { return false };
+        log::error!("the MCP server (pid {}) closed its stdin; stopping it", child.pid());
+        child.stop(child::STOP_GRACE);
+        true
     }
 
     /// Whether the child has exited, waiting up to `grace` for the exit to land (its stdout

@@ -82,6 +82,11 @@ impl Pipes {
         self.stdout.as_ref().map(|s| s.as_raw_fd())
     }
 
+    /// Our end of the child's stdin, while it is open.
+    pub(crate) fn stdin_fd(&self) -> Option<RawFd> {
+        self.stdin.as_ref().map(|s| s.as_raw_fd())
+    }
+
     /// The descriptor to watch for writing, while lines wait for it.
     pub(crate) fn stdin_fd_to_watch(&self) -> Option<RawFd> {
         self.stdin.as_ref().filter(|_| !self.waiting.is_empty()).map(|s| s.as_raw_fd())
