@@ -495,8 +495,15 @@ fn text_result(text: &str, is_error: bool) -> Value {
 
 /// Reads /proc; on systems without it the fields are null rather than made up.
 fn system_info() -> Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let decimal = |s: &str| crate::cli::decimal_seconds(s).map(|d| d.as_secs_f64());
+    system_info_from(&|p: &str| std::fs::read_to_string(p).unwrap_or_default())
+}
+
+/// `system_info` from the files `read` gives (a seam for the test).
+fn system_info_from(read: &dyn Fn(&str) -> String) -> Value {
+    // Nanoseconds over 1e9, both exact, is the nearest double to the decimal (`as_secs_f64`
+    // adds two rounded parts: 1.36 came out as 1.3599999999999999, which a client parsing the
+    // JSON text then saw differ from the structured content).
+    let decimal = |s: &str| crate::cli::decimal_seconds(s).map(|d| d.as_nanos() as f64 / 1e9);
     let uptime: Option<f64> = read("/proc/uptime").split_whitespace().next().and_then(decimal);
     let load: Vec<f64> = read("/proc/loadavg").split_whitespace().take(3).filter_map(decimal).collect();
     let meminfo = read("/proc/meminfo");
@@ -520,4 +527,28 @@ fn media() -> Value {
         {"type": "image", "data": PNG, "mimeType": "image/png"},
         {"type": "audio", "data": WAV, "mimeType": "audio/wav"},
     ]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text content and the structured content are the same JSON, whatever the loads are:
+    /// every two-decimal load parses to the double a JSON reader makes of its digits.
+    #[test]
+    fn system_info_text_matches_its_structured_content() {
+        for hundredths in 0..1000u32 {
+            let load = format!("{}.{:02}", hundredths / 100, hundredths % 100);
+            let files = |p: &str| match p {
+                "/proc/loadavg" => format!("{load} {load} {load} 1/100 1"),
+                "/proc/uptime" => format!("{load} 1.00"),
+                _ => String::new(),
+            };
+            let info = system_info_from(&files);
+            let text: Value = serde_json::from_str(info["content"][0]["text"].as_str().unwrap()).unwrap();
+            assert_eq!(text, info["structuredContent"], "load {load}");
+            let expected: f64 = load.parse().unwrap();
+            assert_eq!(info["structuredContent"]["load"][0].as_f64(), Some(expected), "load {load}");
+        }
+    }
 }
