@@ -75,8 +75,10 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits up to `timeout` for `fd` to be readable (or hung up): `poll` on one descriptor, with
-/// nothing allocated, so an idle connection's wait stays as shallow as its caller.
+/// Waits up to `timeout` for `fd` to be readable (or hung up); a signal does not cut the wait
+/// short. Not `poll` above: one `pollfd` on the stack and nothing else keeps this frame, the
+/// one an idle connection waits in, small enough for its thread to keep two stack pages
+/// (`operator::idle_connections_keep_two_stack_pages` fails through `poll`).
 pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -89,8 +91,11 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
             return Ok(pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0);
         }
         let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted || left.is_zero() {
-            return if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) };
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+        if left.is_zero() {
+            return Ok(false);
         }
     }
 }

@@ -87,6 +87,14 @@ fn modern(now: Instant) -> L {
     link
 }
 
+/// A modern edge put straight in the ready phase (no handshake, no lists), with `limits`.
+fn ready_modern(limits: Limits) -> L {
+    let mut link = L::new("m", 9, 500, limits);
+    link.era = Era::Modern;
+    link.phase = Phase::Ready;
+    link
+}
+
 fn legacy_call(session: &str, id: u64, params: Value, caller: u32) -> Call<u32> {
     Call {
         session: session.into(),
@@ -442,9 +450,7 @@ fn relayed_questions_are_bounded_in_rounds_and_time_and_end_with_the_call() {
 #[test]
 fn relayed_questions_within_the_links_cap_on_server_requests() {
     let now = Instant::now();
-    let mut link = L::new("m", 9, 500, Limits { max_server_requests: 3, ..Limits::default() });
-    link.era = Era::Modern;
-    link.phase = Phase::Ready;
+    let mut link = ready_modern(Limits { max_server_requests: 3, ..Limits::default() });
     link.handle_input(now, Input::Call(Box::new(legacy_call("a", 1, json!({"name": "t"}), 1))));
     let req = sent(&drain(&mut link), "tools/call");
     answer(&mut link, now, &req["id"], Ok(two_questions("s")));
@@ -557,9 +563,7 @@ fn the_link_listens_at_a_modern_edge_and_follows_the_subscriptions() {
 #[test]
 fn subscriptions_at_a_modern_edge_are_bounded_and_need_its_capability() {
     let now = Instant::now();
-    let mut link = L::new("m", 9, 500, Limits { max_subscriptions: 2, ..Limits::default() });
-    link.era = Era::Modern;
-    link.phase = Phase::Ready;
+    let mut link = ready_modern(Limits { max_subscriptions: 2, ..Limits::default() });
     let refused = subscribe(&mut link, now, "a", 1, "resources/subscribe", "m://x");
     assert_eq!(refused["error"]["code"], METHOD_NOT_FOUND, "no subscribe capability: {refused}");
     link.announces = Announces::from_capabilities(&json!({"resources": {"subscribe": true}}));

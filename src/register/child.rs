@@ -83,12 +83,8 @@ impl ChildGuard {
         self.pipes.stdout_fd()
     }
 
-    /// Whether the child closed its stdin (a write to it failed): it can take no request.
-    pub(crate) fn closed_stdin(&self) -> bool {
-        self.pipes.stdin_fd().is_none()
-    }
-
-    /// The child's stdin, while it is open (whether or not messages wait for it).
+    /// The child's stdin, while it is open (whether or not messages wait for it); `None` once
+    /// the child closed it (a write failed): it can take no request then.
     pub(crate) fn stdin_fd(&self) -> Option<RawFd> {
         self.pipes.stdin_fd()
     }

@@ -278,7 +278,7 @@ impl Supervisor<'_> {
     /// Stops a child that closed its stdin (it can take no request, so no link can use it), so
     /// that `--restart` decides what comes next. Whether it did.
     fn stop_child_without_stdin(&mut self) -> bool {
-        let Some(child) = self.child.as_mut().filter(|c| c.closed_stdin()) else { return false };
+        let Some(child) = self.child.as_mut().filter(|c| c.stdin_fd().is_none()) else { return false };
         log::error!("the MCP server (pid {}) closed its stdin; stopping it", child.pid());
         child.stop(child::STOP_GRACE);
         true
