@@ -368,6 +368,7 @@ impl<S: Transport> Owner<'_, S> {
     /// Sends pending frames, then queued items through the handler, until both are empty or
     /// the socket is full, then flushes. Returns whether the socket still has bytes to take
     /// (poll for writable).
+    #[inline(never)]
     fn send_queued<T: Weigh>(
         &mut self,
         inbox: Option<&Inbox<T>>,
@@ -430,6 +431,7 @@ impl<S: Transport> Owner<'_, S> {
 
     /// Reads every frame available now (rustls may hold decrypted bytes poll cannot see, so
     /// never stop before `WouldBlock`).
+    #[inline(never)]
     fn read_available<T>(&mut self, handler: &mut impl Handler<T>) -> Option<End> {
         loop {
             let msg = match self.ws.read() {
@@ -499,6 +501,7 @@ impl<S: Transport> Owner<'_, S> {
         t.max(Duration::from_millis(1))
     }
 
+    #[inline(never)]
     fn beat(&mut self, heartbeat: Option<Heartbeat>) -> Option<End> {
         let hb = heartbeat?;
         let silent = self.last_rx.elapsed();

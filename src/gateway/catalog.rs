@@ -114,8 +114,9 @@ impl ListKind {
 /// that route names and URIs back to them.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    /// Servers by arrival (the registration's link serial).
-    servers: BTreeMap<u64, Entry>,
+    /// Servers by arrival (the registration's link serial). Boxed: the map's nodes stay small,
+    /// and so do the frames of the link owners that insert into it.
+    servers: BTreeMap<u64, Box<Entry>>,
     order: HashMap<String, u64>,
     tool_routes: HashMap<String, (String, String)>,
     prompt_routes: HashMap<String, (String, String)>,
@@ -168,7 +169,7 @@ impl Catalog {
     pub(crate) fn put(&mut self, order: u64, name: &str, lists: Arc<Lists>) -> Vec<ListKind> {
         let mut changed = self.remove(name);
         self.order.insert(name.to_string(), order);
-        let mut entry = Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() };
+        let mut entry = Box::new(Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() });
         for kind in ListKind::ALL {
             if self.expose(order, &mut entry, kind) && !changed.contains(&kind) {
                 changed.push(kind);
@@ -219,6 +220,7 @@ impl Catalog {
     }
 
     /// Exposes one list of a new entry. Returns whether anything was exposed.
+    #[inline(never)]
     fn expose(&mut self, order: u64, entry: &mut Entry, kind: ListKind) -> bool {
         let i = index(kind);
         let lists = entry.lists.clone();
@@ -238,6 +240,7 @@ impl Catalog {
         !entry.exposed[i].is_empty()
     }
 
+    #[inline(never)]
     fn claim_uri(&mut self, order: u64, item: &Value) -> Option<String> {
         let uri = item["uri"].as_str().filter(|u| u.len() <= MAX_URI)?;
         match self.uri_routes.get_mut(uri) {
@@ -255,6 +258,7 @@ impl Catalog {
     }
 
     /// A URI's server left: the next server that listed it takes it over.
+    #[inline(never)]
     fn release_uri(&mut self, uri: &str, order: u64, changed: &mut Vec<ListKind>) {
         let Some(owner) = self.uri_routes.get_mut(uri) else { return };
         if owner.server != order {
@@ -279,6 +283,7 @@ impl Catalog {
         }
     }
 
+    #[inline(never)]
     fn claim_template(&mut self, order: u64, pos: usize, server: &str, item: &Value) -> Option<String> {
         let text = item["uriTemplate"].as_str().filter(|t| t.len() <= MAX_URI)?;
         if self.template_texts.contains_key(text) {
@@ -290,6 +295,7 @@ impl Catalog {
         Some(text.to_string())
     }
 
+    #[inline(never)]
     fn release_template(&mut self, text: &str, order: u64) {
         if let Some(key) = self.template_texts.get(text).copied().filter(|k| k.0 == order) {
             self.template_texts.remove(text);
@@ -374,6 +380,7 @@ fn index(kind: ListKind) -> usize {
 
 /// Exposes a tool or prompt under its name, unless an earlier server holds that name (then
 /// with the hash suffix), and records the route back to the original.
+#[inline(never)]
 fn name_item(routes: &mut HashMap<String, (String, String)>, server: &str, item: &Value) -> Option<String> {
     let Some(original) = item.get("name").and_then(Value::as_str) else {
         log::warn!("server {server}: ignoring a list item without a name");

@@ -28,6 +28,7 @@ use crate::{jsonrpc, sys, thread};
 /// Turns the connection into a session's event stream and writes until the session ends.
 /// `messages_path` is where this stream's client must POST (it differs per scope); the answer's
 /// head carries `cors`.
+#[inline(never)]
 pub(crate) fn open_stream(
     gw: &Arc<Gateway>,
     conn: Conn<Box<dyn Transport>>,
@@ -161,6 +162,7 @@ impl Pace {
 }
 
 /// Accepts one client message for a session and hands it to the MCP layer.
+#[inline(never)]
 pub(crate) fn post_message(gw: &Arc<Gateway>, req: &Request, scope: &Scope, owner: Credential) -> Response {
     if req.method != "POST" {
         return Response::error(405, "the message endpoint takes POST").header("Allow", "POST");

@@ -771,6 +771,7 @@ impl<D: Clone> Link<D> {
 
     /// Removes `session`'s subscription to `uri`. True when it was the last one, so the server
     /// must be told.
+    #[inline(never)]
     fn unsubscribe(&mut self, session: &str, uri: &str) -> bool {
         let Some(who) = self.subscriptions.get_mut(uri) else { return false };
         if !who.remove(session) {
@@ -873,6 +874,7 @@ impl<D: Clone> Link<D> {
 
     /// A modern edge's answer: an `input_required` passes through to a 2026-07-28 client when it
     /// asks only what that client can answer, within bounds, for a method that may ask.
+    #[inline(never)]
     fn modern_outcome(&self, call: &ClientCall<D>, outcome: Result<Value, Value>) -> Result<Value, Value> {
         let result = match outcome {
             Ok(result) if eras::is_input_required(&result) => result,
@@ -911,6 +913,7 @@ impl<D: Clone> Link<D> {
         self.out.extend(ready.into_iter().map(|h| h.action));
     }
 
+    #[inline(never)]
     fn server_request(&mut self, now: Instant, edge_id: Value, method: &str, params: Option<Value>) {
         if self.era == Era::Modern {
             let why = format!("{method}: a 2026-07-28 server sends no requests (it answers input_required)");
@@ -1164,6 +1167,7 @@ impl<D: Clone> Link<D> {
         }
     }
 
+    #[inline(never)]
     fn notification(&mut self, now: Instant, method: &str, params: Option<Value>) {
         // MCP params are objects; anything else from an edge is treated as none at all.
         let mut params = params.filter(Value::is_object).unwrap_or_else(|| json!({}));
@@ -1280,6 +1284,7 @@ impl<D: Clone> Link<D> {
 
     // ---- the handshake and the lists ----
 
+    #[inline(never)]
     fn internal_answer(&mut self, now: Instant, purpose: Purpose, outcome: Result<Value, Value>) {
         match purpose {
             Purpose::Initialize => match outcome {

@@ -101,6 +101,7 @@ impl<D: Clone> Link<D> {
     }
 
     /// The edge answered the open listen: it has ended (its result) or was refused (its error).
+    #[inline(never)]
     pub(super) fn listen_ended(&mut self, outcome: &Result<Value, Value>) {
         self.listening.id = None;
         match outcome {

@@ -8,6 +8,7 @@
 //! session takes a slot for it, the link answers it exactly once, and no thread waits for it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -57,6 +58,7 @@ pub(crate) fn handle_message(gw: &Arc<Gateway>, session: &Arc<Session>, msg: Mes
 }
 
 /// Decides what to do with a request: answer it here, or forward it to a server.
+#[inline(never)]
 fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result<Routed, Error> {
     match (&session.scope, method) {
         (_, "initialize") => initialize(gw, session, &params).map(Routed::Answer),
@@ -70,6 +72,7 @@ fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result
 
 /// Negotiates the protocol version as the spec says: the client's if we speak it, else our
 /// latest. The aggregated view describes the gateway; the per-server view, the server.
+#[inline(never)]
 fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, Error> {
     let requested = params["protocolVersion"].as_str().unwrap_or_default();
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { LATEST_VERSION };
@@ -99,6 +102,7 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
 
 /// Hands a request to the link of `server` as a call. Errors are for the caller to answer; once
 /// the link has the call, the link answers it.
+#[inline(never)]
 fn forward(
     gw: &Gateway,
     session: &Arc<Session>,
@@ -108,70 +112,104 @@ fn forward(
     method: &str,
     params: Value,
 ) -> Result<(), Error> {
-    let described = match params["name"].as_str() {
-        Some(name) if method == "tools/call" => format!("tool {name}"),
-        _ => method.to_string(),
-    };
-    let what = || described.clone();
     let Some(up) = gw.registry.server(server).filter(|up| up.is_ready()) else {
-        return Err(Error::NotConnected { server: server.into(), what: what() });
+        return Err(Error::NotConnected { server: server.into(), what: described(method, &params) });
     };
     let key = id.to_string();
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
-    let state = session.state();
-    let mut caps = ClientCaps::from_declared(&state.client_capabilities);
-    let client = ClientMeta {
-        capabilities: state.client_capabilities,
-        info: state.client_info,
-        log_level: state.log_level,
-    };
-    caps.stateless = session.kind == Kind::Stateless;
     let mut input = ClientInput::default();
     session.update(|s| input = std::mem::take(&mut s.input));
     if input.resume.as_ref().is_some_and(|r| r.server != server) {
         return Err(Error::InvalidParams(format!(
             "requestState belongs to another server than the one {} routes to",
-            what()
+            described(method, &params)
         )));
     }
     // The caller exists only once the session gave the call a slot: a refused call was never
     // anyone's to answer but ours.
     let hand_over = || {
         let caller = Caller::new(session.clone(), reply.clone(), key.clone(), gw.in_flight.clone());
-        let call = Call {
-            session: session.id.clone(),
-            aggregated: session.scope == Scope::All,
-            client_id: id.clone(),
-            method: method.to_string(),
+        up.tell(Command::Link(Input::Call(call_for(
+            session,
+            id.clone(),
+            method,
             params,
             timeout,
-            caps,
-            client: client.clone(),
             input,
             caller,
-        };
-        up.tell(Command::Link(Input::Call(Box::new(call))))
+        ))))
     };
     let sent =
         session.begin_call(&key, up.clone(), gw.cfg.max_calls_per_session, gw.cfg.timeout_rpc, hand_over)?;
-    let Err((why, back)) = sent else { return Ok(()) };
-    let error = match why {
-        SendError::Full => {
-            Error::Busy(format!("{}: server {server} has too many requests queued; try again", what()))
-        }
-        SendError::Closed => {
-            Error::Gone { server: server.into(), what: what(), why: "its link closed".into() }
-        }
-    };
-    log::warn!("session {}: {error}", session.id);
-    if let Command::Link(Input::Call(call)) = back {
-        call.caller.finish(Some(error.response(&id)));
+    if let Err((why, back)) = sent {
+        not_taken(session, server, why, back);
     }
     Ok(())
 }
 
+/// What a request is, for errors: the tool it calls, or its method.
+fn described(method: &str, params: &Value) -> String {
+    match params["name"].as_str() {
+        Some(name) if method == "tools/call" => format!("tool {name}"),
+        _ => method.to_string(),
+    }
+}
+
+/// A call the link's queue did not take: answered here, with why.
+#[cold]
+#[inline(never)]
+fn not_taken(session: &Session, server: &str, why: SendError, back: Command) {
+    let Command::Link(Input::Call(call)) = back else { return };
+    let what = described(&call.method, &call.params);
+    let error = match why {
+        SendError::Full => {
+            Error::Busy(format!("{what}: server {server} has too many requests queued; try again"))
+        }
+        SendError::Closed => Error::Gone { server: server.into(), what, why: "its link closed".into() },
+    };
+    log::warn!("session {}: {error}", session.id);
+    call.caller.finish(Some(error.response(&call.client_id)));
+}
+
+/// The call for a request, boxed from the start and built out of line: its parts are the
+/// biggest values on a POST's way, and a connection thread keeps the stack pages it touched.
+/// Who the client is comes from the session in one look.
+#[inline(never)]
+fn call_for(
+    session: &Session,
+    client_id: Value,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+    input: ClientInput,
+    caller: Caller,
+) -> Box<Call<Caller>> {
+    let (mut caps, client) = session.read(|s| {
+        let client = ClientMeta {
+            capabilities: s.client_capabilities.clone(),
+            info: s.client_info.clone(),
+            log_level: s.log_level.clone(),
+        };
+        (ClientCaps::from_declared(&s.client_capabilities), client)
+    });
+    caps.stateless = session.kind == Kind::Stateless;
+    Box::new(Call {
+        session: session.id.clone(),
+        aggregated: session.scope == Scope::All,
+        client_id,
+        method: method.to_string(),
+        params,
+        timeout,
+        caps,
+        client,
+        input,
+        caller,
+    })
+}
+
 /// A client's answer to a server's request goes back to the link that numbered it; the link
 /// checks that this session was the one asked.
+#[inline(never)]
 fn answer_from_client(gw: &Gateway, session: &Session, id: &Value, outcome: Result<Value, Value>) {
     let Some((serial, n)) = parse_client_facing_id(id) else {
         return log::debug!("session {}: ignoring a response (id {id}) to no request of ours", session.id);
@@ -185,6 +223,7 @@ fn answer_from_client(gw: &Gateway, session: &Session, id: &Value, outcome: Resu
     }
 }
 
+#[inline(never)]
 fn on_notification(gw: &Gateway, session: &Session, method: &str, params: Option<Value>) {
     match method {
         "notifications/initialized" => session.update(|s| s.initialized = true),

@@ -105,6 +105,7 @@ impl Caller {
 }
 
 impl CallerInner {
+    #[inline(never)]
     fn end(&self, msg: Option<Value>) {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
@@ -118,13 +119,22 @@ impl CallerInner {
 impl Drop for CallerInner {
     fn drop(&mut self) {
         if !self.done.load(Ordering::SeqCst) {
-            let id: Value = serde_json::from_str(&self.client_key).unwrap_or(Value::Null);
-            let error = crate::jsonrpc::error_response(
-                &id,
-                crate::jsonrpc::INTERNAL_ERROR,
-                "the gateway lost this request (its server link ended abruptly); try again",
-            );
-            self.end(Some(error));
+            self.lost();
         }
+    }
+}
+
+impl CallerInner {
+    /// Ends a call that its link dropped without an answer.
+    #[cold]
+    #[inline(never)]
+    fn lost(&self) {
+        let id: Value = serde_json::from_str(&self.client_key).unwrap_or(Value::Null);
+        let error = crate::jsonrpc::error_response(
+            &id,
+            crate::jsonrpc::INTERNAL_ERROR,
+            "the gateway lost this request (its server link ended abruptly); try again",
+        );
+        self.end(Some(error));
     }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::json;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::{WebSocket, WebSocketConfig};
 
 use super::admission::Ticket;
 use super::auth::{self, Credential, Role};
@@ -100,7 +100,11 @@ pub(crate) fn serve_connection(
 ) {
     match serve_requests(gw, stream, peer, ticket) {
         Become::Closed => {}
-        Become::Link { conn, req, owner } => register(gw, conn, &req, peer, owner),
+        Become::Link { conn, req, owner } => {
+            if let Some(ws) = register(gw, conn, &req, peer) {
+                upstream::serve(gw, ws, peer, owner);
+            }
+        }
         Become::Unrelated { conn, stream } => streamable::write_unrelated(gw, conn, *stream),
         Become::Stream { conn, scope, owner, post_to, cors } => {
             legacy::open_stream(gw, conn, peer, scope, owner, &post_to, &cors)
@@ -181,14 +185,6 @@ fn serve_request(
         None
     };
     let resp = match route {
-        Route::Health => health(gw),
-        Route::Metrics => metrics_response(gw),
-        Route::Servers => {
-            let servers: Vec<serde_json::Value> = gw.registry.servers().iter().map(|s| s.summary()).collect();
-            Response::json(200, &json!({"servers": servers}))
-        }
-        Route::Page => status::page(&gw.cfg, &req),
-        Route::Status => status::report(gw),
         Route::Register => return Served::Ends(Become::Link { conn, req: Box::new(req), owner }),
         Route::Mcp(scope) => {
             match streamable::serve(gw, &mut conn, &req, Asker { scope, owner, peer, cors: &cors }) {
@@ -209,8 +205,7 @@ fn serve_request(
             return Served::Ends(Become::Stream { conn, scope, owner, post_to, cors });
         }
         Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
-        Route::NotFound(why) => Response::error(404, &why),
-        Route::OAuth => Response::error(404, NO_OAUTH),
+        other => plain_response(gw, &req, other),
     };
     let head_only = req.method == "HEAD";
     let resp = resp.with_headers(&cors);
@@ -218,6 +213,28 @@ fn serve_request(
         return Served::Ends(Become::Closed);
     }
     Served::Again(conn)
+}
+
+/// The answer to a request that opens nothing: health, metrics, the server list, the status
+/// page and report, and the 404s. Out of line: their responses are built in this frame, not in
+/// the one every message to a session passes through.
+#[inline(never)]
+fn plain_response(gw: &Gateway, req: &Request, route: Route) -> Response {
+    match route {
+        Route::Health => health(gw),
+        Route::Metrics => metrics_response(gw),
+        Route::Servers => {
+            let servers: Vec<serde_json::Value> = gw.registry.servers().iter().map(|s| s.summary()).collect();
+            Response::json(200, &json!({"servers": servers}))
+        }
+        Route::Page => status::page(&gw.cfg, req),
+        Route::Status => status::report(gw),
+        Route::NotFound(why) => Response::error(404, &why),
+        Route::OAuth => Response::error(404, NO_OAUTH),
+        Route::Register | Route::Mcp(_) | Route::SseStream(..) | Route::SseMessage(_) => {
+            unreachable!("serve_request answers the routes that open something")
+        }
+    }
 }
 
 /// Waits for the next request and reads its head. While waiting the connection is idle and
@@ -243,6 +260,7 @@ fn next_head(
 /// and the answer to a CORS preflight (`OPTIONS`), which needs no token (browsers send none on
 /// it) and tells nothing but what any page may send. On success, the credential the request
 /// presented. `origin` is the request's `Origin`, if it has one that is allowed.
+#[inline(never)]
 fn check_head(
     gw: &Gateway,
     req: &Request,
@@ -354,6 +372,7 @@ enum Next {
 
 /// Answers a refused request. Its body is never read: a connection whose request has one is
 /// closed after the answer.
+#[inline(never)]
 fn refuse(conn: &mut Conn<Box<dyn Transport>>, req: &Request, framing: Framing, resp: &Response) -> Next {
     let keep = req.keep_alive() && !framing.has_body();
     let written = resp.write_for(&mut conn.stream, keep, req.method == "HEAD").is_ok();
@@ -366,6 +385,7 @@ fn refuse(conn: &mut Conn<Box<dyn Transport>>, req: &Request, framing: Framing, 
 
 /// Reserves the body's bytes in the global budget (503 when it is spent), tells a client that
 /// waits for it to go on (`Expect: 100-continue`), and reads the body into `req`.
+#[inline(never)]
 fn take_body(
     gw: &Gateway,
     conn: &mut Conn<Box<dyn Transport>>,
@@ -387,6 +407,7 @@ fn take_body(
 
 /// Ends a connection whose request could not be read: a status the client can act on, then a
 /// close that does not destroy it.
+#[inline(never)]
 fn fail(mut conn: Conn<Box<dyn Transport>>, e: ReadError, peer: SocketAddr) {
     match e {
         ReadError::Closed => {}
@@ -495,20 +516,22 @@ fn health(gw: &Gateway) -> Response {
     )
 }
 
-/// Upgrades to WebSocket and hands the connection to the upstream owner.
+/// Upgrades a registration request to WebSocket: the link's socket, boxed, or `None` when the
+/// request was refused (and told why). Returns before the link runs, so that its frame is not
+/// under the link's whole life (a thread keeps the stack pages it touched).
+#[inline(never)]
 fn register(
     gw: &Arc<Gateway>,
     mut conn: Conn<Box<dyn Transport>>,
     req: &Request,
     peer: SocketAddr,
-    credential: Credential,
-) {
+) -> Option<Box<WebSocket<Box<dyn Transport>>>> {
     let key = match upgrade::check(req) {
         Ok(key) => key,
         Err(resp) => {
             log::warn!("{peer}: bad registration request: {}", String::from_utf8_lossy(&resp.body));
             let _ = resp.write_to(&mut conn.stream, false);
-            return;
+            return None;
         }
     };
     let config = WebSocketConfig::default()
@@ -516,10 +539,9 @@ fn register(
         .write_buffer_size(crate::ws::WRITE_BUFFER)
         .max_message_size(Some(gw.cfg.max_ws_message))
         .max_frame_size(Some(gw.cfg.max_ws_message));
-    match upgrade::accept(conn, req, &key, config) {
-        Ok(ws) => upstream::serve(gw, ws, peer, credential),
-        Err(e) => log::warn!("{peer}: WebSocket upgrade failed: {e}"),
-    }
+    upgrade::accept(conn, req, &key, config)
+        .map_err(|e| log::warn!("{peer}: WebSocket upgrade failed: {e}"))
+        .ok()
 }
 
 #[cfg(test)]

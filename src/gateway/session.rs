@@ -200,6 +200,11 @@ impl Session {
         lock(&self.state).clone()
     }
 
+    /// Reads what it needs of the state under the lock, copying nothing else.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&SessionState) -> T) -> T {
+        f(&lock(&self.state))
+    }
+
     pub(crate) fn update(&self, f: impl FnOnce(&mut SessionState)) {
         f(&mut lock(&self.state));
     }
@@ -222,6 +227,7 @@ impl Session {
     /// a cancellation of this id, from any thread, reaches the link after the call. Refused when
     /// the id is already in flight, the session ended, or no slot freed in time. `send` gives the
     /// call back when the link did not take it (then the slot is freed again).
+    #[inline(never)]
     pub(crate) fn begin_call<C>(
         &self,
         client_key: &str,

@@ -64,6 +64,7 @@ pub(crate) struct Asker<'a> {
 }
 
 /// Serves one request on the MCP endpoint of the asker's scope.
+#[inline(never)]
 pub(crate) fn serve(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
@@ -81,6 +82,7 @@ pub(crate) fn serve(
     }
 }
 
+#[inline(never)]
 fn post(gw: &Arc<Gateway>, conn: &mut Conn<Box<dyn Transport>>, req: &Request, asker: Asker<'_>) -> Outcome {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
@@ -244,6 +246,7 @@ pub(crate) fn is_final(msg: &Value) -> bool {
 
 /// Attaches the session's stream for messages unrelated to any request; the connection's
 /// thread writes it once the request loop has returned (`write_unrelated`).
+#[inline(never)]
 fn get(gw: &Arc<Gateway>, req: &Request, asker: Asker<'_>) -> Outcome {
     let Asker { scope, owner, peer, cors } = asker;
     if !accepts(req, "text/event-stream") {
@@ -265,6 +268,7 @@ fn get(gw: &Arc<Gateway>, req: &Request, asker: Asker<'_>) -> Outcome {
 
 /// Writes a session's stream of unrelated messages until it ends; the connection's thread does
 /// nothing else from then on.
+#[inline(never)]
 pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, stream: Unrelated) {
     let Unrelated { session, rx, cors } = stream;
     let _stream = Tally::new(&gw.streams);
@@ -278,6 +282,7 @@ pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, 
     log::info!("session {}: stream ended ({why})", session.id);
 }
 
+#[inline(never)]
 fn delete(gw: &Gateway, req: &Request, scope: &Scope, owner: Credential) -> Response {
     match find_session(gw, req, scope, owner) {
         Ok(session) => {
@@ -289,6 +294,7 @@ fn delete(gw: &Gateway, req: &Request, scope: &Scope, owner: Credential) -> Resp
     }
 }
 
+#[inline(never)]
 fn open_session(
     gw: &Gateway,
     scope: Scope,
@@ -314,6 +320,7 @@ fn open_session(
 /// The session named by `Mcp-Session-Id`, checked against the endpoint and the protocol
 /// version header ("If the server receives a request with an invalid or unsupported
 /// MCP-Protocol-Version, it MUST respond with 400 Bad Request").
+#[inline(never)]
 fn find_session(
     gw: &Gateway,
     req: &Request,
@@ -345,6 +352,7 @@ fn find_session(
 }
 
 /// One message or a batch, classified; a bad body is a 400 with the JSON-RPC error.
+#[inline(never)]
 fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Response> {
     let value = jsonrpc::parse(body).map_err(|e| Response::json(400, &e.to_response()))?;
     let (items, batch) = match value {

@@ -46,7 +46,7 @@ struct Registration {
 /// sit under the registration's frame (a thread's touched stack pages stay resident).
 pub(crate) fn serve(
     gw: &Arc<Gateway>,
-    mut ws: WebSocket<Box<dyn Transport>>,
+    mut ws: Box<WebSocket<Box<dyn Transport>>>,
     remote: SocketAddr,
     credential: Credential,
 ) {
@@ -150,12 +150,15 @@ impl Drop for Claim<'_> {
 struct Driver<'a> {
     gw: &'a Arc<Gateway>,
     up: &'a Arc<Upstream>,
-    link: Link<Caller>,
+    /// Boxed: the owner thread waits under this frame for the link's whole life.
+    link: Box<Link<Caller>>,
     started: Instant,
     own: Scope,
 }
 
 impl<'a> Driver<'a> {
+    /// Out of line: the link is built in this frame, which is gone once the link runs.
+    #[inline(never)]
     fn new(gw: &'a Arc<Gateway>, up: &'a Arc<Upstream>) -> Driver<'a> {
         let limits = Limits {
             max_calls: gw.cfg.max_calls_per_server,
@@ -171,7 +174,7 @@ impl<'a> Driver<'a> {
         let mut seed = [0u8; 4];
         crate::sys::random_bytes(&mut seed);
         let first_id = u64::from(u32::from_le_bytes(seed)) + 1;
-        let mut link = Link::new(&up.name, up.serial, first_id, limits);
+        let mut link = Box::new(Link::new(&up.name, up.serial, first_id, limits));
         let now = Instant::now();
         link.start(now);
         // Sessions of the aggregated view that asked for logs want this server's too.
@@ -204,19 +207,11 @@ impl<'a> Driver<'a> {
                     caller.finish(message);
                 }
                 Action::Related { caller, message } => caller.related(message),
-                Action::ToSession { session, message } => {
-                    if let Some(s) = self.gw.registry.session(&session) {
-                        s.send(message);
-                    }
-                }
-                Action::Broadcast(msg) => self.gw.registry.broadcast(&self.own, &msg),
                 Action::Ready { initialize, lists } => self.ready(initialize, lists, out),
-                Action::ListChanged { kind, items } => self.gw.registry.update_list(self.up, kind, items),
-                Action::Fail { why } => {
-                    log::warn!("server {} ({}): registration failed: {why}", self.up.name, self.up.id);
-                    let frame = json!({"status": "error", "id": self.up.id, "message": format!("registration failed: {why}")});
-                    out.push_back(Out::Text(frame.to_string()));
-                    return Flow::Close(1011, "registration failed".into());
+                other => {
+                    if let Flow::Close(code, why) = self.carry_out_rare(other, out) {
+                        return Flow::Close(code, why);
+                    }
                 }
             }
         }
@@ -224,6 +219,7 @@ impl<'a> Driver<'a> {
     }
 
     /// The handshake is done: the tools become visible, then the edge hears "registered".
+    #[inline(never)]
     fn ready(&mut self, initialize: Value, lists: super::catalog::Lists, out: &mut VecDeque<Out>) {
         let n = lists.tools.len();
         log::info!(
@@ -241,7 +237,33 @@ impl<'a> Driver<'a> {
         out.push_back(Out::Text(status_frame("registered", &self.up.id, &msg).to_string()));
     }
 
+    /// The actions that are neither a frame for the edge nor an answer: out of line, so that
+    /// their values do not widen the frame every answer passes through.
+    #[inline(never)]
+    fn carry_out_rare(&mut self, action: Action<Caller>, out: &mut VecDeque<Out>) -> Flow {
+        match action {
+            Action::ToSession { session, message } => {
+                if let Some(s) = self.gw.registry.session(&session) {
+                    s.send(message);
+                }
+            }
+            Action::Broadcast(msg) => self.gw.registry.broadcast(&self.own, &msg),
+            Action::ListChanged { kind, items } => self.gw.registry.update_list(self.up, kind, items),
+            Action::Fail { why } => {
+                log::warn!("server {} ({}): registration failed: {why}", self.up.name, self.up.id);
+                let frame = json!({"status": "error", "id": self.up.id, "message": format!("registration failed: {why}")});
+                out.push_back(Out::Text(frame.to_string()));
+                return Flow::Close(1011, "registration failed".into());
+            }
+            Action::ToEdge(_) | Action::Answer { .. } | Action::Related { .. } | Action::Ready { .. } => {
+                unreachable!("carry_out takes these")
+            }
+        }
+        Flow::Continue
+    }
+
     /// The link is over: answer every call still in flight, remove the server's tools.
+    #[inline(never)]
     fn release(&mut self, why: &str) {
         let calls = self.link.calls_in_flight();
         self.link.close(Instant::now(), why);

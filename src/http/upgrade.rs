@@ -37,7 +37,7 @@ pub(crate) fn accept<S: Transport>(
     req: &Request,
     key: &str,
     config: WebSocketConfig,
-) -> io::Result<WebSocket<S>> {
+) -> io::Result<Box<WebSocket<S>>> {
     let accept = accept_key(key);
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
@@ -48,7 +48,7 @@ pub(crate) fn accept<S: Transport>(
     head.push_str("\r\n");
     conn.stream.write_all(head.as_bytes())?;
     conn.stream.flush()?;
-    Ok(WebSocket::from_partially_read(conn.stream, conn.buf, Role::Server, Some(config)))
+    Ok(Box::new(WebSocket::from_partially_read(conn.stream, conn.buf, Role::Server, Some(config))))
 }
 
 /// The `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2): the base64 of the
