@@ -296,8 +296,12 @@ enum Slot {
 const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 
 enum Pending<D> {
-    Client(ClientCall<D>),
-    Internal { purpose: Purpose, deadline: Instant },
+    /// Boxed: the map keeps room for a few entries after they go, and a call is big.
+    Client(Box<ClientCall<D>>),
+    Internal {
+        purpose: Purpose,
+        deadline: Instant,
+    },
 }
 
 struct ClientCall<D> {
@@ -584,7 +588,7 @@ impl<D: Clone> Link<D> {
         let deadline = now + call.timeout;
         self.deadlines.insert((deadline, Slot::Request(id)));
         self.by_client.insert(key, id);
-        let entry = ClientCall {
+        let entry = Box::new(ClientCall {
             session: call.session,
             aggregated: call.aggregated,
             client_id: call.client_id,
@@ -601,7 +605,7 @@ impl<D: Clone> Link<D> {
             deadline,
             subscribed,
             relay,
-        };
+        });
         self.requests.insert(id, Pending::Client(entry));
     }
 
@@ -830,7 +834,7 @@ impl<D: Clone> Link<D> {
         }
     }
 
-    fn complete(&mut self, now: Instant, call: ClientCall<D>, outcome: Result<Value, Value>) {
+    fn complete(&mut self, now: Instant, call: Box<ClientCall<D>>, outcome: Result<Value, Value>) {
         let outcome = match outcome {
             // A 2026-07-28 edge's questions during a legacy client's call go to that client.
             Ok(result) if call.relay.is_some() && eras::is_input_required(&result) => {

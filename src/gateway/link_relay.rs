@@ -47,7 +47,7 @@ impl<D: Clone> Link<D> {
     /// A 2026-07-28 edge needs input for `call`: each question goes to the call's client as a
     /// server request, and the call waits (under the id its retry will have) for the answers.
     #[inline(never)]
-    pub(super) fn ask_client(&mut self, now: Instant, mut call: ClientCall<D>, result: Value) {
+    pub(super) fn ask_client(&mut self, now: Instant, mut call: Box<ClientCall<D>>, result: Value) {
         let rounds = call.relay.as_ref().map_or(MAX_ROUNDS, |r| r.rounds);
         let questions = result["inputRequests"].as_object().map_or(0, Map::len);
         let checked = eras::check_input_required(&result, call.caps).and_then(|()| {
