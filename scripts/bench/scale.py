@@ -14,8 +14,8 @@ Scenarios, each on a fresh gateway:
   - mesh: --edges fake edges registered one after another (timed; --watchers SSE sessions count
     the list_changed they get), then --sessions legacy SSE sessions at once, each making --calls
     checked calls to different edges; the gateway's RSS and threads sampled every 50 ms;
-  - big: as many edges as the descriptor limit allows up to --big-edges (a link holds 3
-    descriptors in the gateway), with --big-sessions sessions.
+  - big: as many edges as the descriptor limit allows up to --big-edges (a link holds 2
+    descriptors in the gateway, a session up to 3), with --big-sessions sessions.
 
 Every process started is recorded in --pidfile and stopped by PID; every wait is bounded.
 """
@@ -259,7 +259,10 @@ def main():
         # ---- big: as many edges as the descriptor limit allows ----
         if not args.skip_big:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            fit = (soft - 64 - 2 * args.big_sessions) // 2
+            # A link: its socket and its eventfd. A legacy SSE session: its stream, its keep-alive
+            # POST connection, and that connection's duplicate while it waits for a request (the
+            # admission keeps it, to close an idle connection when room is needed).
+            fit = (soft - 64 - 3 * args.big_sessions) // 2
             edges = min(args.big_edges, fit)
             log(f"scale: big run: {edges} edges (of {args.big_edges}; descriptor limit {soft}/{hard}), "
                 f"{args.big_sessions} sessions")
@@ -460,12 +463,15 @@ def report(args, res, cmds):
         if b["registered"] < b["wanted_edges"]:
             w(f"Fewer than {b['wanted_edges']:,}: the descriptor limit here is {b['nofile'][0]:,} (hard "
               f"{b['nofile'][1]:,}, and this container may not raise it), and each link holds 2 descriptors in the "
-              "gateway (its socket and its eventfd wake-up), each session 2; or registration hit its time limit "
+              "gateway (its socket and its eventfd wake-up), each session up to 3 (its stream, its POST connection and "
+              "that connection's duplicate kept by the admission while it waits); or registration hit its time limit "
               f"({b['reg_errors']} registrations not done: {b['first_reg_error'] or '—'}).\n")
         w(f"- registration: {b['registered']:,} in {b['reg_total_s']:.1f} s (first tenth {b['reg_first_tenth_ms']:.2f} ms "
           f"each, last tenth {b['reg_last_tenth_ms']:.2f} ms)")
         if b.get("sessions"):
             w(f"- sessions: {b['calls']:,} calls, {b['errors']} wrong or failed, p50 {b['p50_ms']:.1f} ms")
+            if b["errors"]:
+                w(f"- **{b['errors']} calls failed**; the first: {b.get('first_error')}")
         w("- gateway by phase: " + by_phase(b))
         per = per_edge_kib(b)
         if per is not None:
