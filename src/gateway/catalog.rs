@@ -32,13 +32,15 @@ pub(crate) const LIST_SERVERS: &str = "list_servers";
 
 const MAX_NAME: usize = 64;
 
-/// What one server lists, as the handshake or a refresh read it.
+/// What one server lists, as the handshake or a refresh read it. Each list is shared: the
+/// server's record and the catalog hold the same one, and a refresh replaces only the list it
+/// read (copying a pointer to each of the others).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Lists {
-    pub tools: Vec<Value>,
-    pub prompts: Vec<Value>,
-    pub resources: Vec<Value>,
-    pub templates: Vec<Value>,
+    pub tools: Arc<Vec<Value>>,
+    pub prompts: Arc<Vec<Value>>,
+    pub resources: Arc<Vec<Value>>,
+    pub templates: Arc<Vec<Value>>,
 }
 
 /// The four list methods: what they are called, where their items are, which capability has them.
@@ -100,7 +102,7 @@ impl ListKind {
         }
     }
 
-    pub(crate) fn items_mut(self, lists: &mut Lists) -> &mut Vec<Value> {
+    pub(crate) fn items_mut(self, lists: &mut Lists) -> &mut Arc<Vec<Value>> {
         match self {
             ListKind::Tools => &mut lists.tools,
             ListKind::Prompts => &mut lists.prompts,
@@ -180,16 +182,19 @@ impl Catalog {
     }
 
     /// Replaces one list of a server. Returns the aggregated lists that changed.
-    pub(crate) fn put_list(&mut self, name: &str, kind: ListKind, items: Vec<Value>) -> Vec<ListKind> {
-        let Some(entry) = self.order.get(name).and_then(|o| self.servers.get(o)) else { return Vec::new() };
-        let mut lists = (*entry.lists).clone();
-        *kind.items_mut(&mut lists) = items;
-        let order = self.order[name];
-        let mut changed = self.put(order, name, Arc::new(lists));
+    pub(crate) fn put_list(&mut self, name: &str, kind: ListKind, lists: Arc<Lists>) -> Vec<ListKind> {
+        let Some(&order) = self.order.get(name) else { return Vec::new() };
+        let mut changed = self.put(order, name, lists);
         // The server's other lists went out and came back as they were: only lists announced by
         // the same notification as this one can have changed.
         changed.retain(|k| k.changed_notification() == kind.changed_notification());
         changed
+    }
+
+    /// The lists the catalog exposes of a server.
+    #[cfg(test)]
+    pub(crate) fn lists_of(&self, name: &str) -> Option<Arc<Lists>> {
+        self.order.get(name).and_then(|o| self.servers.get(o)).map(|e| e.lists.clone())
     }
 
     /// Removes a server and everything it exposed. Returns the aggregated lists that changed.
@@ -448,7 +453,7 @@ mod tests {
     }
 
     fn with_tools(tools: Vec<Value>) -> Arc<Lists> {
-        Arc::new(Lists { tools, ..Lists::default() })
+        Arc::new(Lists { tools: Arc::new(tools), ..Lists::default() })
     }
 
     fn names(c: &Catalog) -> Vec<String> {
@@ -510,20 +515,20 @@ mod tests {
     #[test]
     fn uris_go_to_their_first_lister_and_templates_by_specificity() {
         let a = Lists {
-            prompts: vec![json!({"name": "greet"})],
-            resources: vec![json!({"uri": "file:///etc/hosts", "name": "hosts"})],
-            templates: vec![json!({"uriTemplate": "pi://sensor/{id}", "name": "sensor"})],
+            prompts: Arc::new(vec![json!({"name": "greet"})]),
+            resources: Arc::new(vec![json!({"uri": "file:///etc/hosts", "name": "hosts"})]),
+            templates: Arc::new(vec![json!({"uriTemplate": "pi://sensor/{id}", "name": "sensor"})]),
             ..Lists::default()
         };
         let b = Lists {
-            resources: vec![
+            resources: Arc::new(vec![
                 json!({"uri": "file:///etc/hosts", "name": "theirs"}),
                 json!({"uri": "b://x", "name": "x"}),
-            ],
-            templates: vec![
+            ]),
+            templates: Arc::new(vec![
                 json!({"uriTemplate": "{+anything}", "name": "all"}),
                 json!({"uriTemplate": "pi://sensor/{id}"}),
-            ],
+            ]),
             ..Lists::default()
         };
         let mut c = Catalog::default();
@@ -556,7 +561,9 @@ mod tests {
         assert_eq!(total, 16);
         let got: Vec<&str> = page.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(got, ["a_t3", "a_t4", "b_t0", "b_t1"]);
-        c.put_list("b", ListKind::Tools, vec![tool("only")]);
+        let mut lists = (*c.servers[&2].lists).clone();
+        lists.tools = Arc::new(vec![tool("only")]);
+        c.put_list("b", ListKind::Tools, Arc::new(lists));
         assert_eq!(c.page(ListKind::Tools, 0, 100).1, 12);
         assert_eq!(c.route("b_only"), Some(("b", "only")));
         assert_eq!(c.route("b_t0"), None);

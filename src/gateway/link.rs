@@ -1432,7 +1432,7 @@ impl<D: Clone> Link<D> {
         let again = matches!(self.refresh[index(kind)], Refresh::Running { again: true });
         self.refresh[index(kind)] = Refresh::Idle;
         match (items, refresh) {
-            (Ok(items), false) => *kind.items_mut(&mut self.handshake_lists) = items,
+            (Ok(items), false) => *kind.items_mut(&mut self.handshake_lists) = std::sync::Arc::new(items),
             (Err(why), false) => return self.fail(why),
             (Ok(items), true) => {
                 log::info!("server {}: {} changed ({} items)", self.name, kind.key(), items.len());

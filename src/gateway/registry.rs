@@ -126,9 +126,9 @@ impl Registry {
     pub(crate) fn update_list(&self, up: &Arc<Upstream>, kind: ListKind, items: Vec<Value>) {
         let changed = {
             let mut servers = lock(&self.servers);
-            up.set_list(kind, items.clone());
+            let lists = up.set_list(kind, items);
             match servers.by_name.get(&up.name) {
-                Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put_list(&up.name, kind, items),
+                Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put_list(&up.name, kind, lists),
                 _ => Vec::new(),
             }
         };
@@ -277,5 +277,43 @@ pub(crate) struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.remove_session(&self.session.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A refresh costs the one list it read: the server's record and the catalog share the new
+    /// lists (one copy, not two), and the lists it did not read are the same as before.
+    #[test]
+    fn a_refreshed_list_is_shared_and_the_others_are_not_copied() {
+        let reg = Registry::new();
+        let (commands, _inbox) = crate::ws::bounded_within(8, 1024, None).unwrap();
+        let remote = "127.0.0.1:1".parse().unwrap();
+        let up = Arc::new(Upstream::new(
+            "pi".into(),
+            "pi-1".into(),
+            super::super::auth::Credential::Open,
+            1,
+            remote,
+            commands,
+        ));
+        assert!(reg.claim_name(&up).is_ok());
+        let lists = Lists {
+            tools: Arc::new(vec![json!({"name": "a"})]),
+            prompts: Arc::new(vec![json!({"name": "p"})]),
+            ..Lists::default()
+        };
+        reg.offer(&up, json!({}), lists);
+        let before = up.lists();
+        reg.update_list(&up, ListKind::Tools, vec![json!({"name": "b"})]);
+        let theirs = up.lists();
+        let catalog = lock(&reg.servers).catalog.lists_of("pi").expect("pi is in the catalog");
+        assert!(Arc::ptr_eq(&theirs, &catalog), "the server and the catalog hold one copy");
+        assert_eq!(*theirs.tools, [json!({"name": "b"})]);
+        assert!(Arc::ptr_eq(&theirs.prompts, &before.prompts), "the prompts were not copied");
+        assert_eq!(lock(&reg.servers).catalog.route("pi_b"), Some(("pi", "b")));
     }
 }

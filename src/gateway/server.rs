@@ -170,12 +170,19 @@ impl Upstream {
         offer.lists = lists;
     }
 
-    /// Replaces one list after a refresh.
-    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) {
+    /// Replaces one list after a refresh; the server's lists as they are now, to share.
+    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) -> Arc<Lists> {
         let mut offer = lock(&self.offer);
         let mut lists = (*offer.lists).clone();
-        *kind.items_mut(&mut lists) = items;
+        *kind.items_mut(&mut lists) = Arc::new(items);
         offer.lists = Arc::new(lists);
+        offer.lists.clone()
+    }
+
+    /// The lists clients see of this server.
+    #[cfg(test)]
+    pub(crate) fn lists(&self) -> Arc<Lists> {
+        lock(&self.offer).lists.clone()
     }
 
     pub(crate) fn initialize_result(&self) -> Value {
