@@ -37,10 +37,44 @@ const MAX_NAME: usize = 64;
 /// read (copying a pointer to each of the others).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Lists {
-    pub tools: Arc<Vec<Value>>,
-    pub prompts: Arc<Vec<Value>>,
-    pub resources: Arc<Vec<Value>>,
-    pub templates: Arc<Vec<Value>>,
+    pub tools: Arc<Vec<Item>>,
+    pub prompts: Arc<Vec<Item>>,
+    pub resources: Arc<Vec<Item>>,
+    pub templates: Arc<Vec<Item>>,
+}
+
+/// One item of a server's list, kept as its compact JSON text, with the field that names it
+/// (a tool's or prompt's `name`, a resource's `uri`, a template's `uriTemplate`). Parsed, a
+/// small tool is a tree of maps of over half a kilobyte each (serde_json's map is a B-tree
+/// whose every node has room for eleven entries): as text it takes a tenth of that, for as long
+/// as the server stays registered. It is parsed again only to be shown in a list page.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Item {
+    key: Option<Box<str>>,
+    json: Box<str>,
+}
+
+impl Item {
+    pub(crate) fn new(kind: ListKind, item: &Value) -> Item {
+        let key = item.get(kind.item_key()).and_then(Value::as_str).map(Box::from);
+        Item { key, json: item.to_string().into_boxed_str() }
+    }
+
+    /// The field that names it, if it has one as a string.
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The item as the server listed it.
+    pub(crate) fn value(&self) -> Value {
+        // It was written from a `Value`: it parses.
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// Items as a list's page brought them.
+    pub(crate) fn all(kind: ListKind, items: &[Value]) -> Arc<Vec<Item>> {
+        Arc::new(items.iter().map(|v| Item::new(kind, v)).collect())
+    }
 }
 
 /// The four list methods: what they are called, where their items are, which capability has them.
@@ -93,7 +127,16 @@ impl ListKind {
         }
     }
 
-    pub(crate) fn items(self, lists: &Lists) -> &Vec<Value> {
+    /// The field of an item that names it.
+    pub(crate) fn item_key(self) -> &'static str {
+        match self {
+            ListKind::Tools | ListKind::Prompts => "name",
+            ListKind::Resources => "uri",
+            ListKind::Templates => "uriTemplate",
+        }
+    }
+
+    pub(crate) fn items(self, lists: &Lists) -> &Vec<Item> {
         match self {
             ListKind::Tools => &lists.tools,
             ListKind::Prompts => &lists.prompts,
@@ -102,7 +145,7 @@ impl ListKind {
         }
     }
 
-    pub(crate) fn items_mut(self, lists: &mut Lists) -> &mut Arc<Vec<Value>> {
+    pub(crate) fn items_mut(self, lists: &mut Lists) -> &mut Arc<Vec<Item>> {
         match self {
             ListKind::Tools => &mut lists.tools,
             ListKind::Prompts => &mut lists.prompts,
@@ -146,7 +189,7 @@ struct Entry {
 impl Entry {
     /// The item at `pos` of a list, as clients see it: a tool or prompt under its exposed `key`.
     fn shown(&self, kind: ListKind, pos: usize, key: &str) -> Value {
-        let mut item = kind.items(&self.lists)[pos].clone();
+        let mut item = kind.items(&self.lists)[pos].value();
         if matches!(kind, ListKind::Tools | ListKind::Prompts) {
             item["name"] = Value::String(key.to_string());
         }
@@ -231,10 +274,10 @@ impl Catalog {
         let lists = entry.lists.clone();
         for (pos, item) in kind.items(&lists).iter().enumerate() {
             let exposed = match kind {
-                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item),
-                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item),
-                ListKind::Resources => self.claim_uri(order, item),
-                ListKind::Templates => self.claim_template(order, pos, &entry.name, item),
+                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item.key()),
+                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item.key()),
+                ListKind::Resources => self.claim_uri(order, item.key()),
+                ListKind::Templates => self.claim_template(order, pos, &entry.name, item.key()),
             };
             if let Some(key) = exposed {
                 entry.keys[i].push(key);
@@ -246,8 +289,8 @@ impl Catalog {
     }
 
     #[inline(never)]
-    fn claim_uri(&mut self, order: u64, item: &Value) -> Option<String> {
-        let uri = item["uri"].as_str().filter(|u| u.len() <= MAX_URI)?;
+    fn claim_uri(&mut self, order: u64, uri: Option<&str>) -> Option<String> {
+        let uri = uri.filter(|u| u.len() <= MAX_URI)?;
         match self.uri_routes.get_mut(uri) {
             Some(owner) => {
                 if owner.server != order && !owner.waiting.contains(&order) {
@@ -276,7 +319,7 @@ impl Catalog {
         };
         owner.server = next;
         let pos =
-            self.servers.get(&next).and_then(|e| e.lists.resources.iter().position(|r| r["uri"] == uri));
+            self.servers.get(&next).and_then(|e| e.lists.resources.iter().position(|r| r.key() == Some(uri)));
         if let (Some(entry), Some(pos)) = (self.servers.get_mut(&next), pos) {
             let i = index(ListKind::Resources);
             entry.keys[i].push(uri.to_string());
@@ -289,8 +332,8 @@ impl Catalog {
     }
 
     #[inline(never)]
-    fn claim_template(&mut self, order: u64, pos: usize, server: &str, item: &Value) -> Option<String> {
-        let text = item["uriTemplate"].as_str().filter(|t| t.len() <= MAX_URI)?;
+    fn claim_template(&mut self, order: u64, pos: usize, server: &str, text: Option<&str>) -> Option<String> {
+        let text = text.filter(|t| t.len() <= MAX_URI)?;
         if self.template_texts.contains_key(text) {
             return None;
         }
@@ -386,8 +429,12 @@ fn index(kind: ListKind) -> usize {
 /// Exposes a tool or prompt under its name, unless an earlier server holds that name (then
 /// with the hash suffix), and records the route back to the original.
 #[inline(never)]
-fn name_item(routes: &mut HashMap<String, (String, String)>, server: &str, item: &Value) -> Option<String> {
-    let Some(original) = item.get("name").and_then(Value::as_str) else {
+fn name_item(
+    routes: &mut HashMap<String, (String, String)>,
+    server: &str,
+    name: Option<&str>,
+) -> Option<String> {
+    let Some(original) = name else {
         log::warn!("server {server}: ignoring a list item without a name");
         return None;
     };
@@ -453,7 +500,7 @@ mod tests {
     }
 
     fn with_tools(tools: Vec<Value>) -> Arc<Lists> {
-        Arc::new(Lists { tools: Arc::new(tools), ..Lists::default() })
+        Arc::new(Lists { tools: Item::all(ListKind::Tools, &tools), ..Lists::default() })
     }
 
     fn names(c: &Catalog) -> Vec<String> {
@@ -515,20 +562,32 @@ mod tests {
     #[test]
     fn uris_go_to_their_first_lister_and_templates_by_specificity() {
         let a = Lists {
-            prompts: Arc::new(vec![json!({"name": "greet"})]),
-            resources: Arc::new(vec![json!({"uri": "file:///etc/hosts", "name": "hosts"})]),
-            templates: Arc::new(vec![json!({"uriTemplate": "pi://sensor/{id}", "name": "sensor"})]),
+            prompts: Item::all(ListKind::Prompts, &[json!({"name": "greet"})]),
+            resources: Item::all(
+                ListKind::Resources,
+                &[json!({"uri": "file:///etc/hosts", "name": "hosts"})],
+            ),
+            templates: Item::all(
+                ListKind::Templates,
+                &[json!({"uriTemplate": "pi://sensor/{id}", "name": "sensor"})],
+            ),
             ..Lists::default()
         };
         let b = Lists {
-            resources: Arc::new(vec![
-                json!({"uri": "file:///etc/hosts", "name": "theirs"}),
-                json!({"uri": "b://x", "name": "x"}),
-            ]),
-            templates: Arc::new(vec![
-                json!({"uriTemplate": "{+anything}", "name": "all"}),
-                json!({"uriTemplate": "pi://sensor/{id}"}),
-            ]),
+            resources: Item::all(
+                ListKind::Resources,
+                &[
+                    json!({"uri": "file:///etc/hosts", "name": "theirs"}),
+                    json!({"uri": "b://x", "name": "x"}),
+                ],
+            ),
+            templates: Item::all(
+                ListKind::Templates,
+                &[
+                    json!({"uriTemplate": "{+anything}", "name": "all"}),
+                    json!({"uriTemplate": "pi://sensor/{id}"}),
+                ],
+            ),
             ..Lists::default()
         };
         let mut c = Catalog::default();
@@ -551,6 +610,20 @@ mod tests {
         assert_eq!(c.route_uri(&format!("x://{}", "a".repeat(MAX_URI))), None, "too long to route");
     }
 
+    /// An item keeps what the server listed, and the field that names it for its kind.
+    #[test]
+    fn items_keep_the_server_s_json_and_their_key() {
+        let echo = json!({"name": "echo", "description": "Echo", "inputSchema": {"type": "object",
+            "properties": {"text": {"type": "string", "x-mcp-header": "Text"}}, "required": ["text"]}});
+        let item = Item::new(ListKind::Tools, &echo);
+        assert_eq!((item.key(), item.value()), (Some("echo"), echo));
+        let resource = json!({"uri": "file:///etc/hosts", "name": "hosts"});
+        assert_eq!(Item::new(ListKind::Resources, &resource).key(), Some("file:///etc/hosts"));
+        let template = json!({"uriTemplate": "pi://sensor/{id}", "name": "sensor"});
+        assert_eq!(Item::new(ListKind::Templates, &template).key(), Some("pi://sensor/{id}"));
+        assert_eq!(Item::new(ListKind::Prompts, &json!({"name": 7})).key(), None, "a name must be a string");
+    }
+
     #[test]
     fn pages_walk_the_servers_in_order() {
         let mut c = Catalog::default();
@@ -562,7 +635,7 @@ mod tests {
         let got: Vec<&str> = page.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(got, ["a_t3", "a_t4", "b_t0", "b_t1"]);
         let mut lists = (*c.servers[&2].lists).clone();
-        lists.tools = Arc::new(vec![tool("only")]);
+        lists.tools = Item::all(ListKind::Tools, &[tool("only")]);
         c.put_list("b", ListKind::Tools, Arc::new(lists));
         assert_eq!(c.page(ListKind::Tools, 0, 100).1, 12);
         assert_eq!(c.route("b_only"), Some(("b", "only")));

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::catalog::{ListKind, Lists};
+use super::catalog::{Item, ListKind, Lists};
 use super::eras::{self, ClientMeta, Era};
 use super::error::Error;
 use super::mailbox::weight;
@@ -1432,7 +1432,7 @@ impl<D: Clone> Link<D> {
         let again = matches!(self.refresh[index(kind)], Refresh::Running { again: true });
         self.refresh[index(kind)] = Refresh::Idle;
         match (items, refresh) {
-            (Ok(items), false) => *kind.items_mut(&mut self.handshake_lists) = std::sync::Arc::new(items),
+            (Ok(items), false) => *kind.items_mut(&mut self.handshake_lists) = Item::all(kind, &items),
             (Err(why), false) => return self.fail(why),
             (Ok(items), true) => {
                 log::info!("server {}: {} changed ({} items)", self.name, kind.key(), items.len());

@@ -282,6 +282,7 @@ impl Drop for SessionGuard {
 
 #[cfg(test)]
 mod tests {
+    use super::super::catalog::Item;
     use super::*;
     use serde_json::json;
 
@@ -302,8 +303,8 @@ mod tests {
         ));
         assert!(reg.claim_name(&up).is_ok());
         let lists = Lists {
-            tools: Arc::new(vec![json!({"name": "a"})]),
-            prompts: Arc::new(vec![json!({"name": "p"})]),
+            tools: Item::all(ListKind::Tools, &[json!({"name": "a"})]),
+            prompts: Item::all(ListKind::Prompts, &[json!({"name": "p"})]),
             ..Lists::default()
         };
         reg.offer(&up, json!({}), lists);
@@ -312,7 +313,7 @@ mod tests {
         let theirs = up.lists();
         let catalog = lock(&reg.servers).catalog.lists_of("pi").expect("pi is in the catalog");
         assert!(Arc::ptr_eq(&theirs, &catalog), "the server and the catalog hold one copy");
-        assert_eq!(*theirs.tools, [json!({"name": "b"})]);
+        assert_eq!(theirs.tools.iter().map(Item::value).collect::<Vec<_>>(), [json!({"name": "b"})]);
         assert!(Arc::ptr_eq(&theirs.prompts, &before.prompts), "the prompts were not copied");
         assert_eq!(lock(&reg.servers).catalog.route("pi_b"), Some(("pi", "b")));
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::auth::Credential;
-use super::catalog::{ListKind, Lists};
+use super::catalog::{Item, ListKind, Lists};
 use super::link::Input;
 use super::mailbox::weight;
 use super::reply::Caller;
@@ -174,7 +174,7 @@ impl Upstream {
     pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) -> Arc<Lists> {
         let mut offer = lock(&self.offer);
         let mut lists = (*offer.lists).clone();
-        *kind.items_mut(&mut lists) = Arc::new(items);
+        *kind.items_mut(&mut lists) = Item::all(kind, &items);
         offer.lists = Arc::new(lists);
         offer.lists.clone()
     }
@@ -192,7 +192,7 @@ impl Upstream {
     /// The `inputSchema` of tool `name` as the server listed it.
     pub(crate) fn tool_schema(&self, name: &str) -> Option<Value> {
         let lists = lock(&self.offer).lists.clone();
-        lists.tools.iter().find(|t| t["name"] == name).map(|t| t["inputSchema"].clone())
+        lists.tools.iter().find(|t| t.key() == Some(name)).map(|t| t.value()["inputSchema"].take())
     }
 }
 
