@@ -53,12 +53,20 @@ pub(crate) struct Upstream {
     closing: Mutex<Option<(u16, String)>>,
 }
 
-/// What a server offers, once its handshake is done.
+/// What a server offers, once its handshake is done. Its `initialize` result is kept as
+/// compact JSON text, as its lists are (`catalog::Item`): read when a client initializes, not
+/// on every call.
 #[derive(Default)]
 struct Offer {
     ready: bool,
-    initialize: Value,
+    initialize: Box<str>,
     lists: Arc<Lists>,
+}
+
+impl Offer {
+    fn initialize(&self) -> Value {
+        serde_json::from_str(&self.initialize).unwrap_or(Value::Null)
+    }
 }
 
 impl Upstream {
@@ -134,8 +142,9 @@ impl Upstream {
     pub(crate) fn summary(&self) -> Value {
         let (ready, init, version, lists) = {
             let offer = lock(&self.offer);
-            let version = offer.initialize["protocolVersion"].as_str().map(str::to_string);
-            (offer.ready, offer.initialize["serverInfo"].clone(), version, offer.lists.clone())
+            let mut initialize = offer.initialize();
+            let version = initialize["protocolVersion"].as_str().map(str::to_string);
+            (offer.ready, initialize["serverInfo"].take(), version, offer.lists.clone())
         };
         // Which era the gateway speaks to it (a modern edge's description names 2026-07-28).
         let era = match version.as_deref() {
@@ -166,7 +175,7 @@ impl Upstream {
     pub(crate) fn set_ready(&self, initialize: Value, lists: Arc<Lists>) {
         let mut offer = lock(&self.offer);
         offer.ready = true;
-        offer.initialize = initialize;
+        offer.initialize = initialize.to_string().into_boxed_str();
         offer.lists = lists;
     }
 
@@ -186,7 +195,7 @@ impl Upstream {
     }
 
     pub(crate) fn initialize_result(&self) -> Value {
-        lock(&self.offer).initialize.clone()
+        lock(&self.offer).initialize()
     }
 
     /// The `inputSchema` of tool `name` as the server listed it.
