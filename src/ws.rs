@@ -61,9 +61,10 @@ impl Weigh for Out {
 /// tungstenite's buffers for every link, both roles. Its defaults (128 KiB to read into, zeroed
 /// on every read, and 128 KiB of writes gathered before a syscall) cost a quarter of a megabyte per
 /// idle link; a frame bigger than the read buffer still arrives whole (the buffer grows to the
-/// frame's length), and the owner flushes after each batch anyway. 1 KiB holds a call or its
-/// answer; a 1 MB answer took as long through 1 KiB as through 4 KiB (21–22 ms), and 1,000 links
-/// kept 3 MiB less. Measured in BENCHMARKS.md.
+/// frame's length, and keeps that room for the link's life), and the owner flushes after each
+/// batch anyway. 1 KiB holds a call or its answer; a 1 MB answer took as long through 1 KiB as
+/// through 4 KiB (21–22 ms), and 1,000 links whose frames stay small kept 3 MiB less. Measured
+/// in BENCHMARKS.md.
 pub(crate) const READ_BUFFER: usize = 1024;
 pub(crate) const WRITE_BUFFER: usize = 8 * 1024;
 

@@ -263,7 +263,14 @@ fn busy_connections_keep_three_stack_pages() {
         let answer = post_on(&mut modern, "/mcp", &[("Mcp-Session-Id", &session)], &call);
         assert!(answer.body.contains(&format!("call {id}")), "{answer:?}");
     }
-    let threads = waiting_threads_stack_pages(gw.proc.pid());
+    // A connection that has just written its answer may not be back in its wait yet (only a
+    // thread in a syscall is read); a quiet thread rests only after a second, far beyond this.
+    let sampled = std::time::Instant::now();
+    let mut threads = waiting_threads_stack_pages(gw.proc.pid());
+    while threads.len() < 4 && sampled.elapsed() < Duration::from_millis(600) {
+        std::thread::sleep(Duration::from_millis(5));
+        threads = waiting_threads_stack_pages(gw.proc.pid());
+    }
     assert!(threads.len() >= 4, "the link, two keep-alive connections and the stream wait: {threads:?}");
     if cfg!(debug_assertions) {
         return; // unoptimized frames are several times deeper
