@@ -42,7 +42,8 @@ const METHODS: [&str; 19] = [
 
 /// One gateway's counters, owned by its `Gateway` and passed where they are counted.
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String), Counts>>,
+    /// By method, then server: a request finds its counts without allocating a key.
+    requests: Mutex<BTreeMap<&'static str, BTreeMap<String, Counts>>>,
     tool_calls: Mutex<BTreeMap<String, Histogram>>,
     pub client_bytes_in: AtomicU64,
     pub client_bytes_out: AtomicU64,
@@ -80,7 +81,11 @@ impl Metrics {
     pub(crate) fn request(&self, method: &str, server: &str, ok: bool) {
         let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
         let mut requests = lock(&self.requests);
-        let entry = requests.entry((method, server.to_string())).or_default();
+        let servers = requests.entry(method).or_default();
+        if !servers.contains_key(server) {
+            servers.insert(server.to_string(), Counts::default());
+        }
+        let Some(entry) = servers.get_mut(server) else { return };
         entry.0 += 1;
         entry.1 += u64::from(!ok);
     }
@@ -89,7 +94,7 @@ impl Metrics {
     /// the status page shows.
     pub(crate) fn by_server(&self) -> BTreeMap<String, Counts> {
         let mut out: BTreeMap<String, Counts> = BTreeMap::new();
-        for ((_, server), (n, errors)) in lock(&self.requests).iter() {
+        for (server, (n, errors)) in lock(&self.requests).values().flatten() {
             let entry = out.entry(server.clone()).or_default();
             entry.0 += n;
             entry.1 += errors;
@@ -161,14 +166,19 @@ impl Metrics {
     }
 
     fn render_requests(&self, out: &mut String) {
-        let requests = lock(&self.requests).clone();
+        let requests: Vec<(&str, String, Counts)> = lock(&self.requests)
+            .iter()
+            .flat_map(|(method, servers)| {
+                servers.iter().map(|(server, counts)| (*method, server.clone(), *counts))
+            })
+            .collect();
         header(
             out,
             "mcpport_requests_total",
             "counter",
             "Client requests, by method and the server that handled them.",
         );
-        for ((method, server), (n, _)) in &requests {
+        for (method, server, (n, _)) in &requests {
             let _ = writeln!(
                 out,
                 "mcpport_requests_total{{method=\"{method}\",server=\"{}\"}} {n}",
@@ -176,7 +186,7 @@ impl Metrics {
             );
         }
         header(out, "mcpport_request_errors_total", "counter", "Client requests answered with an error.");
-        for ((method, server), (_, errors)) in &requests {
+        for (method, server, (_, errors)) in &requests {
             let _ = writeln!(
                 out,
                 "mcpport_request_errors_total{{method=\"{method}\",server=\"{}\"}} {errors}",
