@@ -183,16 +183,9 @@ fn idle_connections_keep_two_stack_pages() {
     let gw = Gateway::start(&[]);
     let _pi = gw.register_ready("pi");
     let mut keep_alive = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
-    .to_string();
-    let head = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    std::io::Write::write_all(&mut keep_alive, format!("{head}{body}").as_bytes()).unwrap();
-    let mut reader = std::io::BufReader::new(keep_alive.try_clone().unwrap());
-    let answer = crate::util::read_one_response(&mut reader).unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let answer = post_on(&mut keep_alive, "/mcp", &[], &init);
     assert_eq!(answer.status, 200, "{answer:?}");
     let mut stream = SseClient::connect(gw.port, "/sse", &[]);
     stream.initialize("2025-06-18");
@@ -214,22 +207,18 @@ fn idle_connections_keep_two_stack_pages() {
     );
 }
 
-/// One keep-alive POST and its answer.
+/// One POST on a keep-alive connection, and its answer.
 fn post_on(
     conn: &mut std::net::TcpStream,
     path: &str,
     headers: &[(&str, &str)],
     body: &Value,
 ) -> crate::util::HttpResponse {
-    let body = body.to_string();
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    std::io::Write::write_all(conn, format!("{head}\r\n{body}").as_bytes()).unwrap();
+    let mut headers = headers.to_vec();
+    headers.extend([("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")]);
+    let port = conn.peer_addr().unwrap().port();
+    let text = crate::util::request_text(port, "POST", path, &headers, body.to_string().as_bytes(), true);
+    std::io::Write::write_all(conn, &text).unwrap();
     let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
     crate::util::read_one_response(&mut reader).unwrap()
 }

@@ -81,11 +81,7 @@ impl Metrics {
     pub(crate) fn request(&self, method: &str, server: &str, ok: bool) {
         let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
         let mut requests = lock(&self.requests);
-        let servers = requests.entry(method).or_default();
-        if !servers.contains_key(server) {
-            servers.insert(server.to_string(), Counts::default());
-        }
-        let Some(entry) = servers.get_mut(server) else { return };
+        let entry = counted(requests.entry(method).or_default(), server);
         entry.0 += 1;
         entry.1 += u64::from(!ok);
     }
@@ -106,10 +102,7 @@ impl Metrics {
     pub(crate) fn tool_call(&self, server: &str, took: Duration) {
         let secs = took.as_secs_f64();
         let mut calls = lock(&self.tool_calls);
-        if !calls.contains_key(server) {
-            first_tool_call(&mut calls, server);
-        }
-        let Some(h) = calls.get_mut(server) else { return };
+        let h = counted(&mut calls, server);
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 h.counts[i] += 1;
@@ -210,12 +203,20 @@ impl Metrics {
     }
 }
 
-/// A server's first tool call starts its histogram. Out of line: the map's insert is bigger than
-/// everything else a call's answer passes through on the link owner's stack.
+/// The counts of `server` in `map`: found without allocating a key once they exist.
+fn counted<'m, V: Default>(map: &'m mut BTreeMap<String, V>, server: &str) -> &'m mut V {
+    if !map.contains_key(server) {
+        first_count(map, server);
+    }
+    map.get_mut(server).expect("counts exist once first_count made them")
+}
+
+/// A server's first count. Out of line: the map's insert is bigger than everything else a
+/// call's answer passes through on the link owner's stack.
 #[cold]
 #[inline(never)]
-fn first_tool_call(calls: &mut BTreeMap<String, Histogram>, server: &str) {
-    calls.insert(server.to_string(), Histogram::default());
+fn first_count<V: Default>(map: &mut BTreeMap<String, V>, server: &str) {
+    map.insert(server.to_string(), V::default());
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

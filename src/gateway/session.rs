@@ -196,10 +196,6 @@ impl Session {
         }
     }
 
-    pub(crate) fn state(&self) -> SessionState {
-        lock(&self.state).clone()
-    }
-
     /// Reads what it needs of the state under the lock, copying nothing else.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&SessionState) -> T) -> T {
         f(&lock(&self.state))

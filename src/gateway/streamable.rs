@@ -119,7 +119,7 @@ fn post(gw: &Arc<Gateway>, conn: &mut Conn<Box<dyn Transport>>, req: &Request, a
             Err(resp) => return respond(resp),
         }
     };
-    if batch && session.state().protocol_version.as_deref() != Some("2025-03-26") {
+    if batch && session.read(|s| s.protocol_version.as_deref() != Some("2025-03-26")) {
         return respond(
             Error::BadRequest("JSON-RPC batches are only part of protocol 2025-03-26".into()).to_http(),
         );

@@ -179,7 +179,7 @@ impl<'a> Driver<'a> {
         link.start(now);
         // Sessions of the aggregated view that asked for logs want this server's too.
         for s in gw.registry.sessions_snapshot().iter().filter(|s| s.scope == Scope::All) {
-            if let Some(level) = s.state().log_level {
+            if let Some(level) = s.read(|st| st.log_level.clone()) {
                 s.involve(up.clone());
                 link.handle_input(now, Input::SetLevel { session: s.id.clone(), level });
             }
@@ -209,8 +209,8 @@ impl<'a> Driver<'a> {
                 Action::Related { caller, message } => caller.related(message),
                 Action::Ready { initialize, lists } => self.ready(initialize, lists, out),
                 other => {
-                    if let Flow::Close(code, why) = self.carry_out_rare(other, out) {
-                        return Flow::Close(code, why);
+                    if let flow @ Flow::Close(..) = self.carry_out_rare(other, out) {
+                        return flow;
                     }
                 }
             }
