@@ -11,9 +11,10 @@
 
 use serde_json::{json, Value};
 
-use super::catalog::{ListKind, LIST_SERVERS};
+use super::catalog::LIST_SERVERS;
 use super::error::Error;
 use super::link::Input;
+use super::lists::ListKind;
 use super::server::Command;
 use super::session::Session;
 use super::Gateway;

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::catalog::{Item, ListKind, Lists};
 use super::eras::{self, ClientMeta, Era};
 use super::error::Error;
+use super::lists::{Item, ListKind, Lists};
 use super::mailbox::weight;
 use super::state::{self, Resume, StateKey};
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR, METHOD_NOT_FOUND};

@@ -15,6 +15,7 @@ pub(crate) mod eras;
 pub(crate) mod error;
 pub(crate) mod legacy;
 pub(crate) mod link;
+pub(crate) mod lists;
 pub(crate) mod mailbox;
 pub(crate) mod mcp;
 pub(crate) mod metrics;

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::catalog::{Catalog, ListKind, Lists};
+use super::catalog::Catalog;
 use super::error::Error;
+use super::lists::{ListKind, Lists};
 use super::server::Upstream;
 use super::session::{Holder, Kind, Scope, Session};
 
@@ -282,7 +283,7 @@ impl Drop for SessionGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::super::catalog::Item;
+    use super::super::lists::Item;
     use super::*;
     use serde_json::json;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::auth::Credential;
-use super::catalog::{Item, ListKind, Lists};
 use super::link::Input;
+use super::lists::{Item, ListKind, Lists};
 use super::mailbox::weight;
 use super::reply::Caller;
 use super::session::LinkPort;
@@ -54,7 +54,7 @@ pub(crate) struct Upstream {
 }
 
 /// What a server offers, once its handshake is done. Its `initialize` result is kept as
-/// compact JSON text, as its lists are (`catalog::Item`): read when a client initializes, not
+/// compact JSON text, as its lists are (`lists::Item`): read when a client initializes, not
 /// on every call.
 #[derive(Default)]
 struct Offer {

@@ -220,7 +220,7 @@ impl<'a> Driver<'a> {
 
     /// The handshake is done: the tools become visible, then the edge hears "registered".
     #[inline(never)]
-    fn ready(&mut self, initialize: Value, lists: super::catalog::Lists, out: &mut VecDeque<Out>) {
+    fn ready(&mut self, initialize: Value, lists: super::lists::Lists, out: &mut VecDeque<Out>) {
         let n = lists.tools.len();
         log::info!(
             "server {} ({}): registered from {}: {n} tools, {} prompts, {} resources, {} templates in {} ms",
