@@ -381,7 +381,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
     if cfg.stdio.trim().is_empty() {
         return Err("--stdio CMD is required".into());
     }
-    if !gateway::upstream::valid_server_name(&cfg.server_name) {
+    if !gateway::edges::registration::valid_server_name(&cfg.server_name) {
         return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));
     }
     register::handshake::Target::parse(&cfg.gateway_url)?;
@@ -464,29 +464,10 @@ fn port(p: &mut lexopt::Parser, flag: &str, zero: &str) -> Result<u16, String> {
 
 fn seconds(p: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
     let v = string(p)?;
-    match decimal_seconds(&v) {
+    match crate::codec::decimal_seconds(&v) {
         Some(d) if !d.is_zero() && d <= Duration::from_secs(86_400) => Ok(d),
         _ => Err(format!("{flag}: {v:?} is not a number of seconds more than 0 and at most 86400")),
     }
-}
-
-/// `30`, `2.5` or `0.001` (seconds, or a load average from /proc): digits, then at most nine
-/// decimals. Parsed as integers, so the binary carries no float parser (15 KB on a router, for
-/// a few numbers that never need one).
-pub(crate) fn decimal_seconds(v: &str) -> Option<Duration> {
-    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() && frac.is_empty()
-        || !digits(whole)
-        || !digits(frac)
-        || frac.len() > 9
-        || whole.len() > 9
-    {
-        return None;
-    }
-    let secs: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-    Some(Duration::new(secs, nanos))
 }
 
 fn path(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
@@ -555,20 +536,6 @@ fn log_level(p: &mut lexopt::Parser) -> Result<LevelFilter, String> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn seconds_are_decimal_numbers_without_a_float_parser() {
-        assert_eq!(decimal_seconds("30"), Some(Duration::from_secs(30)));
-        assert_eq!(decimal_seconds("2.5"), Some(Duration::from_millis(2500)));
-        assert_eq!(decimal_seconds(".25"), Some(Duration::from_millis(250)));
-        assert_eq!(decimal_seconds("1."), Some(Duration::from_secs(1)));
-        assert_eq!(decimal_seconds("0.000000001"), Some(Duration::from_nanos(1)));
-        for bad in
-            ["", ".", "-1", "+1", "1e3", "1.2.3", "0.0000000001", "nan", "inf", " 1", "1 ", "9999999999"]
-        {
-            assert_eq!(decimal_seconds(bad), None, "{bad:?}");
-        }
-    }
 
     use super::*;
 

@@ -134,6 +134,24 @@ pub(crate) fn error_response(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": error_object(code, message)})
 }
 
+/// The size of a message as JSON text, counted without building the text.
+pub(crate) fn weight(msg: &Value) -> usize {
+    use std::io::Write;
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, msg);
+    c.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +215,11 @@ mod tests {
     fn invalid_request_keeps_a_readable_id() {
         let err = parse(br#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#).and_then(classify).unwrap_err();
         assert_eq!(err.to_response()["id"], json!(9));
+    }
+
+    #[test]
+    fn weight_is_the_json_length() {
+        let v = json!({"a": [1, "two"]});
+        assert_eq!(weight(&v), v.to_string().len());
     }
 }

@@ -7,6 +7,7 @@
 
 mod budget;
 mod cli;
+mod codec;
 mod demo;
 #[cfg(test)]
 mod fuzz;

@@ -503,7 +503,7 @@ fn system_info_from(read: &dyn Fn(&str) -> String) -> Value {
     // Nanoseconds over 1e9, both exact, is the nearest double to the decimal (`as_secs_f64`
     // adds two rounded parts: 1.36 came out as 1.3599999999999999, which a client parsing the
     // JSON text then saw differ from the structured content).
-    let decimal = |s: &str| crate::cli::decimal_seconds(s).map(|d| d.as_nanos() as f64 / 1e9);
+    let decimal = |s: &str| crate::codec::decimal_seconds(s).map(|d| d.as_nanos() as f64 / 1e9);
     let uptime: Option<f64> = read("/proc/uptime").split_whitespace().next().and_then(decimal);
     let load: Vec<f64> = read("/proc/loadavg").split_whitespace().take(3).filter_map(decimal).collect();
     let meminfo = read("/proc/meminfo");

@@ -10,6 +10,7 @@
 //!   template matching, secrets and forged lines kept out of logs, sessions per client.
 //! - `hostile_http`: request bodies (overflowing sizes, refused bodies, the body budget),
 //!   lock-outs (idle sockets, one address, the metrics listener), strict framing and `Host`.
+//! - `layers`: the gateway's modules name only their floor and below (read off the source).
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `eras`: edges that speak only protocol 2026-07-28: the probe, clients of both eras.
@@ -36,6 +37,7 @@ mod hostile;
 mod hostile_edges;
 mod hostile_http;
 mod http;
+mod layers;
 mod modern;
 mod operator;
 mod register_links;

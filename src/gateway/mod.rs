@@ -1,36 +1,34 @@
-//! `mcpport gateway`: binds one port, accepts connections, and gives each its own thread.
+//! `mcpport gateway`: binds one port, accepts connections, and gives each its own thread; on
+//! SIGINT/SIGTERM, shuts down gracefully.
 //!
 //! The acceptor enforces the connection caps (`admission.rs`: global and per peer address,
 //! closing idle connections to make room, 503 when nothing can) and spawns a named thread per
 //! connection through `thread::spawn`. What a connection becomes (plain requests, an SSE stream,
-//! a registered edge server's WebSocket) is decided in `routes.rs`. All shared state is in
-//! `registry.rs`.
+//! a registered edge server's WebSocket) is decided in `front/routes.rs`.
+//!
+//! The sub-folders are the gateway's layers, each depending only on those below it (ARCHITECTURE.md
+//! draws them): `front/` (HTTP routes and the client transports) and `ops/` (status, metrics) on
+//! top; `views/` (the gateway as an MCP server) and `edges/` (the edge links' owner threads);
+//! `shared.rs` (the `Gateway` every thread holds); `tables/` (servers, sessions, the catalog);
+//! `clients/` (a session, its mailboxes, a call's caller); `link/` (the sans-IO state machine of
+//! one edge link); and, below all, `config.rs`, `credential.rs`, `error.rs`, `metrics.rs` and
+//! `admission.rs`.
 
 pub(crate) mod admission;
-pub(crate) mod aggregate;
-pub(crate) mod auth;
-pub(crate) mod catalog;
-pub(crate) mod cors;
-pub(crate) mod eras;
+pub(crate) mod clients;
+pub(crate) mod config;
+pub(crate) mod credential;
+pub(crate) mod edges;
 pub(crate) mod error;
-pub(crate) mod legacy;
+pub(crate) mod front;
 pub(crate) mod link;
-pub(crate) mod lists;
-pub(crate) mod mailbox;
-pub(crate) mod mcp;
 pub(crate) mod metrics;
-pub(crate) mod metrics_server;
-pub(crate) mod modern;
-pub(crate) mod registry;
-pub(crate) mod reply;
-pub(crate) mod routes;
-pub(crate) mod server;
-pub(crate) mod session;
-pub(crate) mod state;
-pub(crate) mod status;
-pub(crate) mod streamable;
-pub(crate) mod template;
-pub(crate) mod upstream;
+pub(crate) mod ops;
+pub(crate) mod shared;
+pub(crate) mod tables;
+pub(crate) mod views;
+
+pub(crate) use config::{Config, TlsFiles};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -38,167 +36,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{Budget, Limits, Response, Transport};
-use crate::ws::Heartbeat;
+use crate::gateway::admission::{Admission, Ticket};
+use crate::gateway::shared::{drain, Gateway, WRITE_TIMEOUT};
+use crate::gateway::tables::registry::Registry;
+use crate::http::{Budget, Response, Transport};
 use crate::{sys, thread};
-use admission::Admission;
-use registry::Registry;
-
-/// Everything `mcpport gateway` was told on its command line, validated. (No `Debug`: it holds
-/// tokens.)
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub host: String,
-    pub port: u16,
-    /// Path of the Streamable HTTP endpoint.
-    pub mcp_path: String,
-    /// Origins allowed besides loopback and the gateway's own address (`*` for any).
-    pub allow_origins: Vec<String>,
-    /// Names allowed in `Host` besides loopback names, IP addresses and `host` (`*` for any);
-    /// checked only when clients need no token.
-    pub allow_hosts: Vec<String>,
-    /// Streamable HTTP sessions idle this long are ended.
-    pub session_timeout: Duration,
-    /// Path of the legacy SSE stream (`GET`).
-    pub sse_path: String,
-    /// Path of the legacy message endpoint (`POST ?session_id=`), as advertised to clients.
-    pub messages_path: String,
-    /// Timeout for upstream requests other than tool calls.
-    pub timeout_rpc: Duration,
-    /// Timeout for a tool call (restarted by progress notifications).
-    pub timeout_run_tool: Duration,
-    /// Bearer tokens for clients (and edges, unless `register_tokens`); empty: no authentication.
-    pub auth_tokens: Vec<String>,
-    /// Bearer tokens for edges only.
-    pub register_tokens: Vec<String>,
-    /// Client sessions open at once before new ones get 503.
-    pub max_sessions: usize,
-    /// Bytes all client and link queues may hold together.
-    pub max_queue_bytes: usize,
-    /// Sessions one client (token, certificate, or address without either) may hold open;
-    /// `None`: 256, and loopback addresses (local clients, a reverse proxy on this host) exempt.
-    pub max_sessions_per_client: Option<usize>,
-    /// Items and bytes one list of an edge may have (more and the list is refused).
-    pub max_list_items: usize,
-    pub max_list_bytes: usize,
-    /// Requests one session may have in flight at servers (more wait briefly, then are refused).
-    pub max_calls_per_session: usize,
-    /// Requests in flight at one server, from all sessions (more are refused).
-    pub max_calls_per_server: usize,
-    pub limits: Limits,
-    /// Bytes of request bodies held at once across all connections (503 past it).
-    pub max_body_budget: usize,
-    pub max_connections: usize,
-    /// Connections from one peer address; `None`: the default, which spares loopback peers.
-    pub max_connections_per_ip: Option<usize>,
-    /// Interval of SSE keep-alive comments.
-    pub keepalive: Duration,
-    /// Pings to registered servers, and how long one may stay silent.
-    pub heartbeat: Heartbeat,
-    /// Largest WebSocket message accepted from an edge.
-    pub max_ws_message: usize,
-    /// How long a SIGINT/SIGTERM waits for requests in flight before closing everything.
-    pub shutdown_grace: Duration,
-    /// Serve https:// and wss:// with these PEM files.
-    pub tls: Option<TlsFiles>,
-    /// Also serve `GET /metrics`, without authentication, on this address (say 127.0.0.1:9108).
-    pub metrics_listen: Option<String>,
-}
-
-/// The gateway's certificate chain and key, and the CA that client certificates must chain to
-/// (mTLS) when given.
-#[derive(Debug, Clone)]
-pub(crate) struct TlsFiles {
-    pub cert: String,
-    pub key: String,
-    pub client_ca: Option<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            host: "0.0.0.0".into(),
-            port: 8765,
-            mcp_path: "/mcp".into(),
-            allow_origins: Vec::new(),
-            allow_hosts: Vec::new(),
-            session_timeout: Duration::from_secs(30 * 60),
-            sse_path: "/sse".into(),
-            messages_path: "/messages/".into(),
-            timeout_rpc: Duration::from_secs(10),
-            timeout_run_tool: Duration::from_secs(120),
-            auth_tokens: Vec::new(),
-            register_tokens: Vec::new(),
-            max_sessions: 1024,
-            max_sessions_per_client: None,
-            max_queue_bytes: 256 * 1024 * 1024,
-            max_list_items: 10_000,
-            max_list_bytes: 8 * 1024 * 1024,
-            max_calls_per_session: 256,
-            max_calls_per_server: 1024,
-            limits: Limits::default(),
-            max_body_budget: 64 * 1024 * 1024,
-            max_connections: 1024,
-            max_connections_per_ip: None,
-            keepalive: Duration::from_secs(15),
-            heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(60) },
-            max_ws_message: 16 * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-            tls: None,
-            metrics_listen: None,
-        }
-    }
-}
-
-/// How long one write to a client may block before the client is given up on.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One running gateway: its configuration and its shared state.
-pub(crate) struct Gateway {
-    pub cfg: Config,
-    pub registry: Arc<Registry>,
-    /// The counters served at `/metrics`.
-    pub metrics: metrics::Metrics,
-    /// Bytes all client and link queues may hold together (`--max-queue-bytes`).
-    pub queue_budget: Arc<Budget>,
-    /// The connection caps.
-    pub admission: Arc<Admission>,
-    /// Bytes of request bodies held across all connections (`--max-body-budget`).
-    pub body_budget: Arc<Budget>,
-    /// Calls in flight at servers (waited for at shutdown).
-    pub in_flight: Arc<AtomicUsize>,
-    /// SSE streams being written (their last events are flushed before exit).
-    pub streams: Arc<AtomicUsize>,
-
-    /// Signs the `requestState` of the `input_required` results made for legacy edges.
-    pub state_key: state::StateKey,
-    /// Set by SIGINT/SIGTERM: new connections and requests get 503.
-    pub shutting_down: AtomicBool,
-    tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// Counts one unit of work (a request in flight, an open stream) until dropped.
-pub(crate) struct Tally(Arc<AtomicUsize>);
-
-impl Tally {
-    pub(crate) fn new(counter: &Arc<AtomicUsize>) -> Tally {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Tally(counter.clone())
-    }
-}
-
-impl Drop for Tally {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Waits until `counter` is zero or `deadline` passes.
-fn drain(counter: &AtomicUsize, deadline: Instant) {
-    while counter.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Binds the listening socket, reporting a clear error (address in use, permission, bad host).
 pub(crate) fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
@@ -239,14 +81,14 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     let gw = Arc::new(Gateway {
         cfg,
         registry: Arc::new(Registry::new()),
-        metrics: metrics::Metrics::new(),
+        metrics: crate::gateway::metrics::Metrics::new(),
         queue_budget,
         admission,
         body_budget,
         in_flight: Arc::new(AtomicUsize::new(0)),
         streams: Arc::new(AtomicUsize::new(0)),
 
-        state_key: state::StateKey::random(),
+        state_key: crate::gateway::link::state::StateKey::random(),
         shutting_down: AtomicBool::new(false),
         tls,
     });
@@ -259,7 +101,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
             TcpListener::bind(addr).map_err(|e| format!("cannot listen on --metrics-listen {addr}: {e}"))?;
         log::info!("metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
         let gw4 = gw.clone();
-        thread::spawn("metrics", move || metrics_server::serve(&gw4, &listener))
+        thread::spawn("metrics", move || crate::gateway::ops::metrics_server::serve(&gw4, &listener))
             .map_err(|e| e.to_string())?;
     }
     Ok(gw)
@@ -333,7 +175,7 @@ fn accept_loop(gw: &Arc<Gateway>, listener: &TcpListener) {
 /// The rare paths (a TLS handshake, plain HTTP on a TLS port) live in functions of their own
 /// that are never inlined: their locals would otherwise widen this frame, and a thread's stack
 /// pages, once touched (stack probes touch every page of a frame), stay resident for its life.
-fn serve_accepted(gw: &Arc<Gateway>, stream: TcpStream, peer: SocketAddr, ticket: &admission::Ticket) {
+fn serve_accepted(gw: &Arc<Gateway>, stream: TcpStream, peer: SocketAddr, ticket: &Ticket) {
     let _ = stream.set_nodelay(true);
     let transport: Box<dyn Transport> = match &gw.tls {
         None => Box::new(stream),
@@ -345,7 +187,7 @@ fn serve_accepted(gw: &Arc<Gateway>, stream: TcpStream, peer: SocketAddr, ticket
     };
     // A client that stops reading must not hold a thread forever: its writes fail instead.
     let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));
-    routes::serve_connection(gw, transport, peer, ticket);
+    crate::gateway::front::routes::serve_connection(gw, transport, peer, ticket);
 }
 
 #[inline(never)]

@@ -105,7 +105,7 @@ pub(crate) fn upgrade<S: Transport>(
 ) -> Result<WebSocket<S>, String> {
     let mut nonce = [0u8; 16];
     crate::sys::random_bytes(&mut nonce);
-    let key = crate::http::upgrade::base64(&nonce);
+    let key = crate::codec::base64(&nonce);
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
         target.path,

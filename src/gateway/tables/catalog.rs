@@ -1,0 +1,509 @@
+//! The aggregated catalog (tools, prompts, resources, resource templates) and its naming and
+//! routing rules, kept up to date one server at a time.
+//!
+//! A server's tool or prompt `t` is exposed as `{server}_{t}`. Exposed names must match
+//! `^[A-Za-z0-9_-]{1,64}$` (what LLM APIs accept), so a name that would not is made to fit
+//! deterministically: other characters become `_`, and a name over 64 characters keeps its first
+//! 55 and gets `_` plus 8 hex digits of a hash of (server, name). First come keeps its names: a
+//! server whose name would collide with one already exposed (server `my` with tool `pi_echo`
+//! against server `my_pi` with tool `echo`) gets the hash suffix, and a live server's names
+//! never change because of a newcomer. Routing never splits names at `_`: a table maps each
+//! exposed name back to (server, original).
+//!
+//! Resources keep their URIs. A URI goes to the first server that listed it (a later server's
+//! copy is not listed, and is taken up if the first one leaves); a URI that no server lists is
+//! matched against the templates, the most specific match winning (most literal characters; on
+//! a tie, the first come), so a catch-all template never captures what a narrower one serves,
+//! and no template captures a URI a server lists. A URI nobody lists or matches is not routed.
+//! (Template matching itself is `template.rs`'s.)
+//!
+//! Adding, replacing or removing a server costs work in proportion to that server's own lists,
+//! never to the whole catalog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::gateway::link::lists::{ListKind, Lists};
+use crate::gateway::tables::template::{UriTemplate, MAX_URI};
+
+/// The gateway's own tool, always listed first.
+pub(crate) const LIST_SERVERS: &str = "list_servers";
+
+const MAX_NAME: usize = 64;
+
+/// What the aggregated view exposes, server by server in the order they came, with the tables
+/// that route names and URIs back to them.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    /// Servers by arrival (the registration's link serial). Boxed: the map's nodes stay small,
+    /// and so do the frames of the link owners that insert into it.
+    servers: BTreeMap<u64, Box<Entry>>,
+    order: HashMap<String, u64>,
+    tool_routes: HashMap<String, (String, String)>,
+    prompt_routes: HashMap<String, (String, String)>,
+    /// Listed URIs: the server that serves each, and later servers that listed it too.
+    uri_routes: HashMap<String, UriOwner>,
+    /// Templates by (server arrival, position).
+    templates: BTreeMap<(u64, usize), Template>,
+    /// Template texts exposed, to keep a second copy of one out.
+    template_texts: HashMap<String, (u64, usize)>,
+    counts: [usize; 4],
+}
+
+/// One server's share of the catalog.
+#[derive(Default)]
+struct Entry {
+    name: String,
+    lists: Arc<Lists>,
+    /// Per list kind, the items exposed, as positions in `lists` (nothing is copied: a page is
+    /// built from the server's own items), and their route keys, in step: a tool's or prompt's
+    /// key is the name it is exposed under, a resource's its URI, a template's its text.
+    exposed: [Vec<usize>; 4],
+    keys: [Vec<String>; 4],
+}
+
+impl Entry {
+    /// The item at `pos` of a list, as clients see it: a tool or prompt under its exposed `key`.
+    fn shown(&self, kind: ListKind, pos: usize, key: &str) -> Value {
+        let mut item = kind.items(&self.lists)[pos].value();
+        if matches!(kind, ListKind::Tools | ListKind::Prompts) {
+            item["name"] = Value::String(key.to_string());
+        }
+        item
+    }
+}
+
+struct UriOwner {
+    server: u64,
+    /// Later servers that list the URI too, in arrival order.
+    waiting: Vec<u64>,
+}
+
+struct Template {
+    server: String,
+    template: UriTemplate,
+}
+
+impl Catalog {
+    /// Adds a server that came in (`order` increases with arrival), or replaces what it lists.
+    /// Returns the aggregated lists that changed.
+    pub(crate) fn put(&mut self, order: u64, name: &str, lists: Arc<Lists>) -> Vec<ListKind> {
+        let mut changed = self.remove(name);
+        self.order.insert(name.to_string(), order);
+        let mut entry = Box::new(Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() });
+        for kind in ListKind::ALL {
+            if self.expose(order, &mut entry, kind) && !changed.contains(&kind) {
+                changed.push(kind);
+            }
+        }
+        self.servers.insert(order, entry);
+        changed
+    }
+
+    /// Replaces one list of a server. Returns the aggregated lists that changed.
+    pub(crate) fn put_list(&mut self, name: &str, kind: ListKind, lists: Arc<Lists>) -> Vec<ListKind> {
+        let Some(&order) = self.order.get(name) else { return Vec::new() };
+        let mut changed = self.put(order, name, lists);
+        // The server's other lists went out and came back as they were: only lists announced by
+        // the same notification as this one can have changed.
+        changed.retain(|k| k.changed_notification() == kind.changed_notification());
+        changed
+    }
+
+    /// The lists the catalog exposes of a server.
+    #[cfg(test)]
+    pub(crate) fn lists_of(&self, name: &str) -> Option<Arc<Lists>> {
+        self.order.get(name).and_then(|o| self.servers.get(o)).map(|e| e.lists.clone())
+    }
+
+    /// Removes a server and everything it exposed. Returns the aggregated lists that changed.
+    pub(crate) fn remove(&mut self, name: &str) -> Vec<ListKind> {
+        let Some(order) = self.order.remove(name) else { return Vec::new() };
+        let Some(entry) = self.servers.remove(&order) else { return Vec::new() };
+        let mut changed = Vec::new();
+        for kind in ListKind::ALL {
+            let i = index(kind);
+            if !entry.exposed[i].is_empty() {
+                changed.push(kind);
+            }
+            self.counts[i] -= entry.exposed[i].len();
+            for key in &entry.keys[i] {
+                match kind {
+                    ListKind::Tools => drop(self.tool_routes.remove(key)),
+                    ListKind::Prompts => drop(self.prompt_routes.remove(key)),
+                    ListKind::Resources => self.release_uri(key, order, &mut changed),
+                    ListKind::Templates => self.release_template(key, order),
+                }
+            }
+        }
+        // URIs it only waited for.
+        for owner in self.uri_routes.values_mut() {
+            owner.waiting.retain(|w| *w != order);
+        }
+        changed
+    }
+
+    /// Exposes one list of a new entry. Returns whether anything was exposed.
+    #[inline(never)]
+    fn expose(&mut self, order: u64, entry: &mut Entry, kind: ListKind) -> bool {
+        let i = index(kind);
+        let lists = entry.lists.clone();
+        for (pos, item) in kind.items(&lists).iter().enumerate() {
+            let exposed = match kind {
+                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item.key()),
+                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item.key()),
+                ListKind::Resources => self.claim_uri(order, item.key()),
+                ListKind::Templates => self.claim_template(order, pos, &entry.name, item.key()),
+            };
+            if let Some(key) = exposed {
+                entry.keys[i].push(key);
+                entry.exposed[i].push(pos);
+            }
+        }
+        self.counts[i] += entry.exposed[i].len();
+        !entry.exposed[i].is_empty()
+    }
+
+    #[inline(never)]
+    fn claim_uri(&mut self, order: u64, uri: Option<&str>) -> Option<String> {
+        let uri = uri.filter(|u| u.len() <= MAX_URI)?;
+        match self.uri_routes.get_mut(uri) {
+            Some(owner) => {
+                if owner.server != order && !owner.waiting.contains(&order) {
+                    owner.waiting.push(order);
+                }
+                None
+            }
+            None => {
+                self.uri_routes.insert(uri.to_string(), UriOwner { server: order, waiting: Vec::new() });
+                Some(uri.to_string())
+            }
+        }
+    }
+
+    /// A URI's server left: the next server that listed it takes it over.
+    #[inline(never)]
+    fn release_uri(&mut self, uri: &str, order: u64, changed: &mut Vec<ListKind>) {
+        let Some(owner) = self.uri_routes.get_mut(uri) else { return };
+        if owner.server != order {
+            return;
+        }
+        let next = (!owner.waiting.is_empty()).then(|| owner.waiting.remove(0));
+        let Some(next) = next else {
+            self.uri_routes.remove(uri);
+            return;
+        };
+        owner.server = next;
+        let pos =
+            self.servers.get(&next).and_then(|e| e.lists.resources.iter().position(|r| r.key() == Some(uri)));
+        if let (Some(entry), Some(pos)) = (self.servers.get_mut(&next), pos) {
+            let i = index(ListKind::Resources);
+            entry.keys[i].push(uri.to_string());
+            entry.exposed[i].push(pos);
+            self.counts[i] += 1;
+            if !changed.contains(&ListKind::Resources) {
+                changed.push(ListKind::Resources);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn claim_template(&mut self, order: u64, pos: usize, server: &str, text: Option<&str>) -> Option<String> {
+        let text = text.filter(|t| t.len() <= MAX_URI)?;
+        if self.template_texts.contains_key(text) {
+            return None;
+        }
+        let template = Template { server: server.to_string(), template: UriTemplate::parse(text)? };
+        self.templates.insert((order, pos), template);
+        self.template_texts.insert(text.to_string(), (order, pos));
+        Some(text.to_string())
+    }
+
+    #[inline(never)]
+    fn release_template(&mut self, text: &str, order: u64) {
+        if let Some(key) = self.template_texts.get(text).copied().filter(|k| k.0 == order) {
+            self.template_texts.remove(text);
+            self.templates.remove(&key);
+        }
+    }
+
+    /// The (server, original tool name) behind an exposed tool name (not for `list_servers`).
+    pub(crate) fn route(&self, exposed: &str) -> Option<(&str, &str)> {
+        self.tool_routes.get(exposed).map(|(s, t)| (s.as_str(), t.as_str()))
+    }
+
+    /// The (server, original prompt name) behind an exposed prompt name.
+    pub(crate) fn route_prompt(&self, exposed: &str) -> Option<(&str, &str)> {
+        self.prompt_routes.get(exposed).map(|(s, t)| (s.as_str(), t.as_str()))
+    }
+
+    /// The server that serves a resource URI: the one that lists it, else the one whose
+    /// template matches it most specifically.
+    pub(crate) fn route_uri(&self, uri: &str) -> Option<&str> {
+        if uri.len() > MAX_URI {
+            return None;
+        }
+        if let Some(owner) = self.uri_routes.get(uri) {
+            return self.servers.get(&owner.server).map(|e| e.name.as_str());
+        }
+        let mut best: Option<&Template> = None;
+        for t in self.templates.values() {
+            if best.is_some_and(|b| b.template.literal_len() >= t.template.literal_len()) {
+                continue; // it could not win: first come keeps ties
+            }
+            if t.template.matches(uri) {
+                best = Some(t);
+            }
+        }
+        best.map(|t| t.server.as_str())
+    }
+
+    /// The server that owns a resource template, by its exact text.
+    pub(crate) fn route_template(&self, template: &str) -> Option<&str> {
+        let key = self.template_texts.get(template)?;
+        self.templates.get(key).map(|t| t.server.as_str())
+    }
+
+    /// One page of an aggregated list (`list_servers` first among the tools): the items from
+    /// `start`, at most `n`, and the list's length.
+    pub(crate) fn page(&self, kind: ListKind, start: usize, n: usize) -> (Vec<Value>, usize) {
+        let own = usize::from(kind == ListKind::Tools);
+        let total = self.counts[index(kind)] + own;
+        let mut items = Vec::new();
+        if own == 1 && start == 0 {
+            items.push(list_servers_tool());
+        }
+        let mut skip = start.saturating_sub(own);
+        for entry in self.servers.values() {
+            let (list, keys) = (&entry.exposed[index(kind)], &entry.keys[index(kind)]);
+            if skip >= list.len() {
+                skip -= list.len();
+                continue;
+            }
+            let take = n.saturating_sub(items.len());
+            let shown = list[skip..].iter().zip(&keys[skip..]).take(take);
+            items.extend(shown.map(|(&pos, key)| entry.shown(kind, pos, key)));
+            skip = 0;
+            if items.len() >= n {
+                break;
+            }
+        }
+        (items, total)
+    }
+
+    /// The exposed names of one server's tools, in its list's order.
+    pub(crate) fn exposed_for(&self, server: &str) -> Vec<String> {
+        let entry = self.order.get(server).and_then(|o| self.servers.get(o));
+        entry.map(|e| e.keys[index(ListKind::Tools)].clone()).unwrap_or_default()
+    }
+}
+
+fn index(kind: ListKind) -> usize {
+    ListKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// Exposes a tool or prompt under its name, unless an earlier server holds that name (then
+/// with the hash suffix), and records the route back to the original.
+#[inline(never)]
+fn name_item(
+    routes: &mut HashMap<String, (String, String)>,
+    server: &str,
+    name: Option<&str>,
+) -> Option<String> {
+    let Some(original) = name else {
+        log::warn!("server {server}: ignoring a list item without a name");
+        return None;
+    };
+    let mut exposed = exposed_name(server, original);
+    if routes.contains_key(&exposed) || exposed == LIST_SERVERS {
+        exposed = with_hash(&exposed, server, original);
+    }
+    if routes.contains_key(&exposed) {
+        log::warn!("server {server}: {original:?} collides even after hashing; not exposed");
+        return None;
+    }
+    routes.insert(exposed.clone(), (server.to_string(), original.to_string()));
+    Some(exposed)
+}
+
+/// `{server}_{tool}`, made to fit `^[A-Za-z0-9_-]{1,64}$`.
+pub(crate) fn exposed_name(server: &str, tool: &str) -> String {
+    let raw = format!("{server}_{tool}");
+    let clean: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    if clean.len() <= MAX_NAME {
+        clean
+    } else {
+        with_hash(&clean, server, tool)
+    }
+}
+
+/// `name` cut to 55 characters, then `_` and 8 hex digits of a hash of (server, tool).
+fn with_hash(name: &str, server: &str, tool: &str) -> String {
+    let prefix: String = name.chars().take(MAX_NAME - 9).collect();
+    format!("{prefix}_{:08x}", fnv1a(&[server.as_bytes(), b"\0", tool.as_bytes()]) as u32)
+}
+
+/// FNV-1a, 64 bits: tiny, and stable across runs and platforms (unlike std's hasher).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn list_servers_tool() -> Value {
+    json!({
+        "name": LIST_SERVERS,
+        "title": "List registered MCP servers",
+        "description": "List the MCP servers registered with this mcpport gateway, with their ids, \
+                        addresses, connection times and the names under which their tools are exposed.",
+        "inputSchema": {"type": "object", "properties": {}},
+        "annotations": {"readOnlyHint": true, "openWorldHint": false}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::link::lists::Item;
+
+    fn tool(name: &str) -> Value {
+        json!({"name": name, "inputSchema": {"type": "object"}})
+    }
+
+    fn with_tools(tools: Vec<Value>) -> Arc<Lists> {
+        Arc::new(Lists { tools: Item::all(ListKind::Tools, &tools), ..Lists::default() })
+    }
+
+    fn names(c: &Catalog) -> Vec<String> {
+        c.page(ListKind::Tools, 0, 1000).0.iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn prefixes_and_routes_without_splitting() {
+        let mut c = Catalog::default();
+        c.put(1, "my_pi", with_tools(vec![tool("get_temp"), tool("echo")]));
+        c.put(2, "router", with_tools(vec![tool("echo")]));
+        assert_eq!(names(&c), ["list_servers", "my_pi_get_temp", "my_pi_echo", "router_echo"]);
+        assert_eq!(c.route("my_pi_get_temp"), Some(("my_pi", "get_temp")));
+        assert_eq!(c.route("router_echo"), Some(("router", "echo")));
+        assert_eq!(c.route("pi_get_temp"), None);
+        assert_eq!(c.route("list_servers"), None);
+        assert_eq!(c.exposed_for("my_pi"), ["my_pi_get_temp", "my_pi_echo"]);
+    }
+
+    #[test]
+    fn names_are_made_to_fit_deterministically() {
+        assert_eq!(exposed_name("pi", "read.file/v2"), "pi_read_file_v2");
+        let long = exposed_name("server", &"x".repeat(80));
+        assert_eq!(long.len(), 64);
+        assert_eq!(long, exposed_name("server", &"x".repeat(80)));
+        assert_ne!(long, exposed_name("server", &"x".repeat(81)));
+        assert!(long.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    }
+
+    #[test]
+    fn first_come_keeps_its_names_and_the_newcomer_gets_the_suffix() {
+        for (first, second) in
+            [(("my_pi", "echo"), ("my", "pi_echo")), (("my", "pi_echo"), ("my_pi", "echo"))]
+        {
+            let mut c = Catalog::default();
+            c.put(1, first.0, with_tools(vec![tool(first.1)]));
+            c.put(2, second.0, with_tools(vec![tool(second.1)]));
+            assert_eq!(c.route("my_pi_echo"), Some(first), "the first comer keeps the plain name");
+            let hashed = c.exposed_for(second.0);
+            assert!(hashed[0].starts_with("my_pi_echo_") && hashed[0].len() == 19, "{hashed:?}");
+            assert_eq!(c.route(&hashed[0]), Some(second));
+            // When the first comer leaves, the newcomer keeps its name: names never move under a client.
+            c.remove(first.0);
+            assert_eq!(c.route(&hashed[0]), Some(second));
+            assert_eq!(c.route("my_pi_echo"), None);
+        }
+    }
+
+    #[test]
+    fn keeps_every_other_field_untouched() {
+        let t = json!({"name": "x", "title": "T", "inputSchema": {"type": "object"}, "outputSchema": {"type": "object"}, "_meta": {"k": 1}});
+        let mut c = Catalog::default();
+        c.put(1, "s", with_tools(vec![t.clone()]));
+        let mut expected = t;
+        expected["name"] = json!("s_x");
+        assert_eq!(c.page(ListKind::Tools, 1, 10).0, [expected]);
+    }
+
+    #[test]
+    fn uris_go_to_their_first_lister_and_templates_by_specificity() {
+        let a = Lists {
+            prompts: Item::all(ListKind::Prompts, &[json!({"name": "greet"})]),
+            resources: Item::all(
+                ListKind::Resources,
+                &[json!({"uri": "file:///etc/hosts", "name": "hosts"})],
+            ),
+            templates: Item::all(
+                ListKind::Templates,
+                &[json!({"uriTemplate": "pi://sensor/{id}", "name": "sensor"})],
+            ),
+            ..Lists::default()
+        };
+        let b = Lists {
+            resources: Item::all(
+                ListKind::Resources,
+                &[
+                    json!({"uri": "file:///etc/hosts", "name": "theirs"}),
+                    json!({"uri": "b://x", "name": "x"}),
+                ],
+            ),
+            templates: Item::all(
+                ListKind::Templates,
+                &[
+                    json!({"uriTemplate": "{+anything}", "name": "all"}),
+                    json!({"uriTemplate": "pi://sensor/{id}"}),
+                ],
+            ),
+            ..Lists::default()
+        };
+        let mut c = Catalog::default();
+        c.put(1, "a", Arc::new(a));
+        let changed = c.put(2, "b", Arc::new(b));
+        assert_eq!(changed, [ListKind::Resources, ListKind::Templates]);
+        assert_eq!(c.route_prompt("a_greet"), Some(("a", "greet")));
+        assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2, "the second copy of a URI is not listed");
+        assert_eq!(c.page(ListKind::Templates, 0, 10).1, 2, "nor a second copy of a template");
+        assert_eq!(c.route_uri("file:///etc/hosts"), Some("a"));
+        assert_eq!(c.route_uri("b://x"), Some("b"));
+        assert_eq!(c.route_uri("pi://sensor/7"), Some("a"), "the narrower template wins over a catch-all");
+        assert_eq!(c.route_uri("file:///home/victim/.ssh/id_rsa"), Some("b"), "only the catch-all matches");
+        assert_eq!(c.route_template("{+anything}"), Some("b"));
+        // The first lister leaves: the other server's copy is served (and listed) now.
+        let changed = c.remove("a");
+        assert!(changed.contains(&ListKind::Resources));
+        assert_eq!(c.route_uri("file:///etc/hosts"), Some("b"));
+        assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2);
+        assert_eq!(c.route_uri(&format!("x://{}", "a".repeat(MAX_URI))), None, "too long to route");
+    }
+
+    #[test]
+    fn pages_walk_the_servers_in_order() {
+        let mut c = Catalog::default();
+        for (order, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            c.put(order, name, with_tools((0..5).map(|i| tool(&format!("t{i}"))).collect()));
+        }
+        let (page, total) = c.page(ListKind::Tools, 4, 4);
+        assert_eq!(total, 16);
+        let got: Vec<&str> = page.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(got, ["a_t3", "a_t4", "b_t0", "b_t1"]);
+        let mut lists = (*c.servers[&2].lists).clone();
+        lists.tools = Item::all(ListKind::Tools, &[tool("only")]);
+        c.put_list("b", ListKind::Tools, Arc::new(lists));
+        assert_eq!(c.page(ListKind::Tools, 0, 100).1, 12);
+        assert_eq!(c.route("b_only"), Some(("b", "only")));
+        assert_eq!(c.route("b_t0"), None);
+    }
+}

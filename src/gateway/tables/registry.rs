@@ -1,0 +1,322 @@
+//! The gateway's shared tables: registered servers by name together with the aggregated catalog
+//! built from them, and client sessions by id.
+//!
+//! The servers and the catalog sit behind one lock, and the catalog changes only together with
+//! the servers' table: a server's lists enter it only while that server's link holds its name,
+//! and leave it when the name is released, so whatever order registrations, refreshes and
+//! disconnections take, no vanished server's tools stay listed. Each change costs work in
+//! proportion to that server's own lists. A name, and the server id behind it, belong to the
+//! credential that registered them. Locks are taken in short blocks and never held across I/O.
+//! What belongs to one link (its pending requests, subscriptions, log levels) is not here: it is
+//! the link owner's (`link.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::gateway::clients::session::{Kind, Scope, Session};
+use crate::gateway::credential::Holder;
+use crate::gateway::error::Error;
+use crate::gateway::link::lists::{ListKind, Lists};
+use crate::gateway::tables::catalog::Catalog;
+use crate::gateway::tables::server::Upstream;
+
+/// Sessions one client may hold unless `--max-sessions-per-client` says otherwise.
+const DEFAULT_SESSIONS_PER_CLIENT: usize = 256;
+use crate::thread::lock;
+
+/// All shared state of one gateway.
+pub(crate) struct Registry {
+    servers: Mutex<Servers>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+#[derive(Default)]
+struct Servers {
+    by_name: BTreeMap<String, Arc<Upstream>>,
+    /// The name each live link holds, by the link's serial (answers to server requests name it).
+    by_serial: HashMap<u64, String>,
+    catalog: Catalog,
+    next_serial: u64,
+}
+
+/// Why a name could not be claimed.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Refusal {
+    /// Another live server (another id) holds it.
+    Taken,
+    /// The same id holds it, under another credential: an id alone never takes a name over.
+    NotYours,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        let servers = Servers::default();
+        Registry { servers: Mutex::new(servers), sessions: Mutex::new(HashMap::new()) }
+    }
+
+    // ---- servers ----
+
+    /// A number unique for the gateway's life, for a new link.
+    pub(crate) fn next_serial(&self) -> u64 {
+        let mut servers = lock(&self.servers);
+        servers.next_serial += 1;
+        servers.next_serial
+    }
+
+    /// Claims `up`'s name. The same server id with the same credential replaces its stale
+    /// connection (returned, so the caller can close it; its lists leave the catalog now); a
+    /// different live id keeps the name, and so does the same id under another credential.
+    pub(crate) fn claim_name(&self, up: &Arc<Upstream>) -> Result<Option<Arc<Upstream>>, Refusal> {
+        let (old, changed) = {
+            let mut servers = lock(&self.servers);
+            if let Some(old) = servers.by_name.get(&up.name) {
+                if old.id != up.id {
+                    return Err(Refusal::Taken);
+                }
+                if old.credential != up.credential {
+                    return Err(Refusal::NotYours);
+                }
+            }
+            let old = servers.by_name.insert(up.name.clone(), up.clone());
+            if let Some(old) = &old {
+                servers.by_serial.remove(&old.serial);
+            }
+            servers.by_serial.insert(up.serial, up.name.clone());
+            let changed = if old.is_some() { servers.catalog.remove(&up.name) } else { Vec::new() };
+            (old, changed)
+        };
+        self.tell_changed(&changed);
+        Ok(old)
+    }
+
+    /// Removes `up` if it still holds its name (a replacement may hold it already), with its
+    /// lists. Returns whether it was removed.
+    pub(crate) fn release_name(&self, up: &Arc<Upstream>) -> bool {
+        let changed = {
+            let mut servers = lock(&self.servers);
+            match servers.by_name.get(&up.name) {
+                Some(cur) if Arc::ptr_eq(cur, up) => {
+                    servers.by_name.remove(&up.name);
+                    servers.by_serial.remove(&up.serial);
+                    Some(servers.catalog.remove(&up.name))
+                }
+                _ => None,
+            }
+        };
+        let removed = changed.is_some();
+        self.tell_changed(&changed.unwrap_or_default());
+        removed
+    }
+
+    /// Makes `up` visible with its lists, if its link still holds its name.
+    pub(crate) fn offer(&self, up: &Arc<Upstream>, initialize: Value, lists: Lists) {
+        let lists = Arc::new(lists);
+        let changed = {
+            let mut servers = lock(&self.servers);
+            up.set_ready(initialize, lists.clone());
+            match servers.by_name.get(&up.name) {
+                Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put(up.serial, &up.name, lists),
+                _ => Vec::new(),
+            }
+        };
+        self.tell_changed(&changed);
+    }
+
+    /// Replaces one of `up`'s lists after a refresh, if its link still holds its name.
+    pub(crate) fn update_list(&self, up: &Arc<Upstream>, kind: ListKind, items: Vec<Value>) {
+        let changed = {
+            let mut servers = lock(&self.servers);
+            let lists = up.set_list(kind, items);
+            match servers.by_name.get(&up.name) {
+                Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put_list(&up.name, kind, lists),
+                _ => Vec::new(),
+            }
+        };
+        self.tell_changed(&changed);
+    }
+
+    /// A snapshot of the registered servers, in name order.
+    pub(crate) fn servers(&self) -> Vec<Arc<Upstream>> {
+        lock(&self.servers).by_name.values().cloned().collect()
+    }
+
+    pub(crate) fn server(&self, name: &str) -> Option<Arc<Upstream>> {
+        lock(&self.servers).by_name.get(name).cloned()
+    }
+
+    /// The live link with this serial, if it still holds its name.
+    pub(crate) fn server_by_serial(&self, serial: u64) -> Option<Arc<Upstream>> {
+        let servers = lock(&self.servers);
+        let name = servers.by_serial.get(&serial)?;
+        servers.by_name.get(name).cloned()
+    }
+
+    /// Tells the aggregated sessions which lists changed (one notification per list, however
+    /// many kinds map to it; a session with one still unsent gets no second).
+    fn tell_changed(&self, changed: &[ListKind]) {
+        let mut methods: Vec<&'static str> = Vec::new();
+        for method in changed.iter().map(|k| k.changed_notification()) {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        if methods.is_empty() {
+            return;
+        }
+        for s in self.sessions_snapshot().iter().filter(|s| s.scope == Scope::All && s.is_initialized()) {
+            for method in &methods {
+                s.list_changed(method);
+            }
+        }
+    }
+
+    /// Reads the catalog under its lock.
+    pub(crate) fn catalog<R>(&self, read: impl FnOnce(&Catalog) -> R) -> R {
+        read(&lock(&self.servers).catalog)
+    }
+
+    // ---- sessions ----
+
+    /// Adds a session unless the gateway holds `max_total` sessions or its holder (token, or
+    /// address) `max_each`: checked and added under one lock, so bursts cannot slip past.
+    pub(crate) fn admit(
+        &self,
+        session: Arc<Session>,
+        max_total: usize,
+        max_each: Option<usize>,
+    ) -> Result<(), Error> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= max_total {
+            return Err(Error::TooManySessions);
+        }
+        // The default exempts loopback: a reverse proxy on this host brings everyone from there.
+        let max_each = match (max_each, session.holder) {
+            (Some(n), _) => Some(n),
+            (None, Holder::Address(ip)) if ip.is_loopback() => None,
+            (None, _) => Some(DEFAULT_SESSIONS_PER_CLIENT),
+        };
+        if let Some(max) = max_each {
+            let held = sessions.values().filter(|s| s.holder == session.holder).count();
+            if held >= max {
+                return Err(Error::TooManySessionsHeld(held));
+            }
+        }
+        sessions.insert(session.id.clone(), session);
+        Ok(())
+    }
+
+    /// A guard that removes `session` (already admitted) when dropped.
+    pub(crate) fn guard(self: &Arc<Self>, session: Arc<Session>) -> SessionGuard {
+        SessionGuard { registry: self.clone(), session }
+    }
+
+    /// Ends a session: its stream closes and the servers drop what they hold for it.
+    pub(crate) fn remove_session(&self, id: &str) -> bool {
+        let Some(session) = lock(&self.sessions).remove(id) else { return false };
+        let calls = session.calls_in_flight();
+        session.end();
+        if calls > 0 {
+            log::info!("session {id}: ended; cancelled {calls} requests still in flight");
+        }
+        true
+    }
+
+    /// Ends every session's stream (at shutdown: SSE clients see their stream end).
+    pub(crate) fn end_streams(&self) {
+        for s in self.sessions_snapshot() {
+            s.detach_stream();
+        }
+    }
+
+    /// Ends Streamable HTTP sessions idle for longer than `max_idle`; returns how many.
+    pub(crate) fn expire_sessions(&self, max_idle: std::time::Duration) -> usize {
+        let idle: Vec<String> = lock(&self.sessions)
+            .values()
+            .filter(|s| {
+                s.kind == Kind::Streamable && s.idle_since().elapsed() > max_idle && s.calls_in_flight() == 0
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        idle.iter().filter(|id| self.remove_session(id)).count()
+    }
+
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    pub(crate) fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Open sessions as (legacy SSE, Streamable HTTP).
+    pub(crate) fn session_kinds(&self) -> (u64, u64) {
+        let sessions = lock(&self.sessions);
+        let legacy = sessions.values().filter(|s| s.kind == Kind::LegacySse).count() as u64;
+        (legacy, sessions.len() as u64 - legacy)
+    }
+
+    /// Sends a notification to every initialized session with this scope.
+    pub(crate) fn broadcast(&self, scope: &Scope, msg: &Value) {
+        let sessions = self.sessions_snapshot();
+        for s in sessions.iter().filter(|s| &s.scope == scope && s.is_initialized()) {
+            s.send(msg.clone());
+        }
+    }
+}
+
+/// Removes its session from the registry when dropped, whatever ended the session's thread.
+pub(crate) struct SessionGuard {
+    registry: Arc<Registry>,
+    pub session: Arc<Session>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.registry.remove_session(&self.session.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::link::lists::Item;
+    use serde_json::json;
+
+    /// A refresh costs the one list it read: the server's record and the catalog share the new
+    /// lists (one copy, not two), and the lists it did not read are the same as before.
+    #[test]
+    fn a_refreshed_list_is_shared_and_the_others_are_not_copied() {
+        let reg = Registry::new();
+        let (commands, _inbox) = crate::ws::bounded_within(8, 1024, None).unwrap();
+        let remote = "127.0.0.1:1".parse().unwrap();
+        let up = Arc::new(Upstream::new(
+            "pi".into(),
+            "pi-1".into(),
+            crate::gateway::credential::Credential::Open,
+            1,
+            remote,
+            commands,
+        ));
+        assert!(reg.claim_name(&up).is_ok());
+        let lists = Lists {
+            tools: Item::all(ListKind::Tools, &[json!({"name": "a"})]),
+            prompts: Item::all(ListKind::Prompts, &[json!({"name": "p"})]),
+            ..Lists::default()
+        };
+        reg.offer(&up, json!({}), lists);
+        let before = up.lists();
+        reg.update_list(&up, ListKind::Tools, vec![json!({"name": "b"})]);
+        let theirs = up.lists();
+        let catalog = lock(&reg.servers).catalog.lists_of("pi").expect("pi is in the catalog");
+        assert!(Arc::ptr_eq(&theirs, &catalog), "the server and the catalog hold one copy");
+        assert_eq!(theirs.tools.iter().map(Item::value).collect::<Vec<_>>(), [json!({"name": "b"})]);
+        assert!(Arc::ptr_eq(&theirs.prompts, &before.prompts), "the prompts were not copied");
+        assert_eq!(lock(&reg.servers).catalog.route("pi_b"), Some(("pi", "b")));
+    }
+}

@@ -1,0 +1,224 @@
+//! A registered edge server as every thread sees it: who it is, the queue of typed commands to
+//! its link's owner thread, and what it offers (its `initialize` result and lists, published by
+//! the owner once the handshake is done). Nothing here knows about the link's pending requests:
+//! those belong to the owner thread alone (`link.rs`, driven by `upstream.rs`).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::gateway::clients::reply::Caller;
+use crate::gateway::clients::session::LinkPort;
+use crate::gateway::credential::Credential;
+use crate::gateway::link::lists::{Item, ListKind, Lists};
+use crate::gateway::link::Input;
+use crate::jsonrpc::weight;
+use crate::thread::lock;
+use crate::ws::{Outbox, SendError, Weigh};
+
+/// What other threads ask of a link's owner.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// An input for the link's state machine.
+    Link(Input<Caller>),
+}
+
+impl Weigh for Command {
+    fn weight(&self) -> usize {
+        match self {
+            Command::Link(Input::Call(call)) => 128 + weight(&call.params),
+            Command::Link(Input::ClientAnswer { outcome: Ok(v) | Err(v), .. }) => 64 + weight(v),
+            Command::Link(Input::Notify { params, .. }) => 64 + params.as_ref().map_or(0, weight),
+            Command::Link(_) => 64,
+        }
+    }
+}
+
+/// A registered edge server, as seen by every thread.
+pub(crate) struct Upstream {
+    pub name: String,
+    pub id: String,
+    /// Unique for the gateway's life: names this link in ids that must never reach another.
+    pub serial: u64,
+    /// The credential the edge registered with: only it may replace this link.
+    pub credential: Credential,
+    pub remote: SocketAddr,
+    pub since: SystemTime,
+    last_seen: Mutex<SystemTime>,
+    commands: Outbox<Command>,
+    offer: Mutex<Offer>,
+    /// Set to make the owner close the link (replaced, or the gateway is shutting down).
+    closing: Mutex<Option<(u16, String)>>,
+}
+
+/// What a server offers, once its handshake is done. Its `initialize` result is kept as
+/// compact JSON text, as its lists are (`lists::Item`): read when a client initializes, not
+/// on every call.
+#[derive(Default)]
+struct Offer {
+    ready: bool,
+    initialize: Box<str>,
+    lists: Arc<Lists>,
+}
+
+impl Offer {
+    fn initialize(&self) -> Value {
+        serde_json::from_str(&self.initialize).unwrap_or(Value::Null)
+    }
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        name: String,
+        id: String,
+        credential: Credential,
+        serial: u64,
+        remote: SocketAddr,
+        commands: Outbox<Command>,
+    ) -> Self {
+        Upstream {
+            name,
+            id,
+            credential,
+            serial,
+            remote,
+            since: SystemTime::now(),
+            last_seen: Mutex::new(SystemTime::now()),
+            commands,
+            offer: Mutex::new(Offer::default()),
+            closing: Mutex::new(None),
+        }
+    }
+
+    /// Queues a command for the link's owner without waiting; on failure (the queue is full, or
+    /// the link is gone) the command comes back.
+    pub(crate) fn tell(&self, cmd: Command) -> Result<(), (SendError, Command)> {
+        self.commands.offer(cmd)
+    }
+
+    /// Queues a command that must not be lost to a full queue (a session's end): retries for a
+    /// moment while the owner catches up.
+    pub(crate) fn tell_reliably(&self, mut cmd: Command) -> Result<(), SendError> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.commands.offer(cmd) {
+                Ok(()) => return Ok(()),
+                Err((SendError::Full, back)) if Instant::now() < deadline => {
+                    cmd = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    if e == SendError::Full {
+                        log::warn!(
+                            "server {}: its command queue stayed full; a session end was not delivered",
+                            self.name
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Asks the owner to close the link with this code and reason (never lost to a full queue).
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        *lock(&self.closing) = Some((code, reason.to_string()));
+        self.commands.wake();
+    }
+
+    /// The close asked for, if any (read by the owner).
+    pub(crate) fn close_requested(&self) -> Option<(u16, String)> {
+        lock(&self.closing).clone()
+    }
+
+    /// Notes that the server just sent something.
+    pub(crate) fn seen(&self) {
+        *lock(&self.last_seen) = SystemTime::now();
+    }
+
+    /// What operators and `list_servers` see of the server.
+    pub(crate) fn summary(&self) -> Value {
+        let (ready, init, version, lists) = {
+            let offer = lock(&self.offer);
+            let mut initialize = offer.initialize();
+            let version = initialize["protocolVersion"].as_str().map(str::to_string);
+            (offer.ready, initialize["serverInfo"].take(), version, offer.lists.clone())
+        };
+        // Which era the gateway speaks to it (a modern edge's description names 2026-07-28).
+        let era = match version.as_deref() {
+            Some(v) if crate::protocol::is_modern(v) => "modern",
+            Some(_) => "legacy",
+            None => "unknown",
+        };
+        serde_json::json!({
+            "name": self.name,
+            "remote": self.remote.to_string(),
+            "connectedSince": crate::logger::timestamp(self.since),
+            "lastSeen": crate::logger::timestamp(*lock(&self.last_seen)),
+            "ready": ready,
+            "serverInfo": init,
+            "era": era,
+            "protocolVersion": version,
+            "counts": {"tools": lists.tools.len(), "prompts": lists.prompts.len(),
+                       "resources": lists.resources.len(), "resourceTemplates": lists.templates.len()},
+        })
+    }
+
+    /// Whether the handshake is done (the server is visible to clients).
+    pub(crate) fn is_ready(&self) -> bool {
+        lock(&self.offer).ready
+    }
+
+    /// Makes the server visible with its `initialize` result and lists (`Registry::offer`).
+    pub(crate) fn set_ready(&self, initialize: Value, lists: Arc<Lists>) {
+        let mut offer = lock(&self.offer);
+        offer.ready = true;
+        offer.initialize = initialize.to_string().into_boxed_str();
+        offer.lists = lists;
+    }
+
+    /// Replaces one list after a refresh; the server's lists as they are now, to share.
+    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) -> Arc<Lists> {
+        let mut offer = lock(&self.offer);
+        let mut lists = (*offer.lists).clone();
+        *kind.items_mut(&mut lists) = Item::all(kind, &items);
+        offer.lists = Arc::new(lists);
+        offer.lists.clone()
+    }
+
+    /// The lists clients see of this server.
+    #[cfg(test)]
+    pub(crate) fn lists(&self) -> Arc<Lists> {
+        lock(&self.offer).lists.clone()
+    }
+
+    pub(crate) fn initialize_result(&self) -> Value {
+        lock(&self.offer).initialize()
+    }
+
+    /// The `inputSchema` of tool `name` as the server listed it.
+    pub(crate) fn tool_schema(&self, name: &str) -> Option<Value> {
+        let lists = lock(&self.offer).lists.clone();
+        lists.tools.iter().find(|t| t.key() == Some(name)).map(|t| t.value()["inputSchema"].take())
+    }
+}
+
+impl LinkPort for Upstream {
+    fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    fn cancel(&self, session: &str, client_id: &Value) -> bool {
+        let input = Input::Cancel { session: session.into(), client_id: client_id.clone() };
+        self.tell(Command::Link(input)).is_ok()
+    }
+
+    fn session_ended(&self, session: &str) {
+        let input = Input::SessionEnded { session: session.into() };
+        if self.tell_reliably(Command::Link(input)).is_err() {
+            log::debug!("session {session}: server {} is gone; nothing to tell it", self.name);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The gateway as an MCP server, whatever the transport: `mcp.rs` answers the lifecycle and hands
+//! requests for servers to their links; `aggregate.rs` decides the aggregated view at `/mcp`.
+
+pub(crate) mod aggregate;
+pub(crate) mod mcp;
