@@ -145,9 +145,9 @@ fn the_request_reader_survives_anything_and_keeps_its_limits() {
         // A stream of n bytes holds at most n requests; the bound makes a hang a failure.
         for _ in 0..=conn.stream.data.len() {
             match conn.read_request(&limits) {
-                Ok(req) => {
+                Ok((req, body)) => {
                     requests += 1;
-                    assert!(req.body.len() <= limits.max_body);
+                    assert!(body.len() <= limits.max_body);
                     assert!(req.headers.len() <= limits.max_headers);
                 }
                 Err(ReadError::Status(code, _)) => {
@@ -296,18 +296,18 @@ fn read_one(conn: &mut Conn<Mem>, limits: &Limits, budget: &std::sync::Arc<Budge
         Framing::Length(n) => n,
         Framing::Chunked => 0,
     };
-    let mut held = match crate::http::reserve(budget, declared) {
+    let held = match crate::http::reserve(budget, declared) {
         Ok(held) => held,
         Err(e) => return refused(e),
     };
-    match conn.read_body(framing, limits, &mut held) {
+    match conn.read_body(framing, limits, held) {
         Ok(body) => {
             assert!(body.len() <= limits.max_body, "a body of {} bytes", body.len());
             assert!(
-                held.bytes() >= body.len(),
+                body.held() >= body.len(),
                 "{} bytes read on a reservation of {}",
                 body.len(),
-                held.bytes()
+                body.held()
             );
             assert!(budget.held() <= 3 * limits.max_body);
             0

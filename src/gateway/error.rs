@@ -37,6 +37,10 @@ pub(crate) enum Error {
     BadRequest(String),
     /// The Streamable HTTP session does not exist, or not for this credential (HTTP 404).
     SessionNotFound,
+    /// A per-server endpoint of a server that is not registered (HTTP 404).
+    NoServer(String),
+    /// The session's stream is open already (HTTP 409).
+    StreamOpen,
     /// Too many sessions open (HTTP 503).
     TooManySessions,
     /// This client (token, or address without tokens) has this many sessions open (HTTP 429).
@@ -72,7 +76,9 @@ impl Error {
             Error::UnsupportedVersion(_) => UNSUPPORTED_VERSION,
             Error::ResourceNotFound(_) => RESOURCE_NOT_FOUND,
             Error::Unroutable { code, .. } => *code,
-            Error::BadRequest(_) | Error::SessionNotFound => INVALID_REQUEST,
+            Error::BadRequest(_) | Error::SessionNotFound | Error::NoServer(_) | Error::StreamOpen => {
+                INVALID_REQUEST
+            }
             Error::NotConnected { .. }
             | Error::Gone { .. }
             | Error::Timeout { .. }
@@ -90,7 +96,8 @@ impl Error {
             | Error::HeaderMismatch(_)
             | Error::MissingCapability(_)
             | Error::UnsupportedVersion(_) => 400,
-            Error::SessionNotFound | Error::NoSuchMethod(_) => 404,
+            Error::SessionNotFound | Error::NoSuchMethod(_) | Error::NoServer(_) => 404,
+            Error::StreamOpen => 409,
             Error::TooManySessions | Error::Busy(_) => 503,
             Error::TooManySessionsHeld(_) => 429,
             _ => 200,
@@ -177,6 +184,8 @@ impl fmt::Display for Error {
             Error::SessionNotFound => {
                 f.write_str("session not found: it ended or never existed; initialize again")
             }
+            Error::NoServer(name) => write!(f, "no server named {name:?} is registered with this gateway"),
+            Error::StreamOpen => f.write_str("this session already has a stream open"),
             Error::TooManySessions => f.write_str("the gateway has too many open sessions; try again later"),
             Error::TooManySessionsHeld(n) => write!(
                 f,

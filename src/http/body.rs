@@ -156,26 +156,58 @@ fn grow(held: &mut Reservation, total: usize) -> Result<(), ReadError> {
     Err(status(503, why))
 }
 
+/// A request's body and its share of the body budget, held together: the bytes cannot outlive
+/// their reservation, and whoever consumes the body (parsing it, `into_parts`) gives both back.
+pub(crate) struct Body {
+    bytes: Vec<u8>,
+    _held: Reservation,
+}
+
+impl Body {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// A body held against a budget of its own, for tests.
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Body {
+        let held = Reservation::new(&Budget::new(bytes.len()));
+        Body { bytes: bytes.to_vec(), _held: held }
+    }
+
+    /// The bytes of the budget it holds.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self._held.bytes()
+    }
+}
+
 impl<S: Timed> Conn<S> {
     /// Reads the body the head announced, never more than `limits.max_body` and never a byte
-    /// beyond what `held` covers (it grows chunk by chunk for chunked bodies).
+    /// beyond what `held` covers (it grows chunk by chunk for chunked bodies); the body keeps
+    /// the reservation.
     pub(crate) fn read_body(
         &mut self,
         framing: Framing,
         limits: &Limits,
-        held: &mut Reservation,
-    ) -> Result<Vec<u8>, ReadError> {
+        mut held: Reservation,
+    ) -> Result<Body, ReadError> {
         let deadline = Instant::now() + limits.body_timeout;
-        match framing {
-            Framing::Length(n) if n > limits.max_body => Err(too_large(limits.max_body)),
+        let bytes = match framing {
+            Framing::Length(n) if n > limits.max_body => return Err(too_large(limits.max_body)),
             Framing::Length(n) => {
-                grow(held, n)?;
+                grow(&mut held, n)?;
                 let mut body = Vec::new();
                 self.read_exact_into(&mut body, n, deadline)?;
-                Ok(body)
+                body
             }
-            Framing::Chunked => self.read_chunked(limits, held, deadline),
-        }
+            Framing::Chunked => self.read_chunked(limits, &mut held, deadline)?,
+        };
+        Ok(Body { bytes, _held: held })
     }
 
     fn read_chunked(

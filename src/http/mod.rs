@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-pub(crate) use body::{reserve, Budget, Framing, Reservation};
+pub(crate) use body::{reserve, Body, Budget, Framing};
 pub(crate) use response::Response;
 
 /// A byte stream that also exposes its TCP socket (for deadlines, `poll` and addresses).
@@ -121,7 +121,6 @@ pub(crate) struct Request {
     /// The raw query string (after `?`), empty when there is none.
     pub query: String,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
     /// HTTP/1.0 (false) or 1.1 (true).
     pub http11: bool,
 }
@@ -135,7 +134,6 @@ impl Request {
             path: path.into(),
             query: String::new(),
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: Vec::new(),
             http11: true,
         }
     }
@@ -271,12 +269,12 @@ impl<S: Timed> Conn<S> {
 
     /// Reads a whole request (for the one-shot servers: health, metrics): the idle wait, the
     /// head, and the body within `max_body`.
-    pub(crate) fn read_request(&mut self, limits: &Limits) -> Result<Request, ReadError> {
+    pub(crate) fn read_request(&mut self, limits: &Limits) -> Result<(Request, Body), ReadError> {
         self.await_request(limits)?;
-        let (mut req, framing) = self.read_head(limits)?;
-        let mut held = reserve(&Budget::new(limits.max_body), 0)?;
-        req.body = self.read_body(framing, limits, &mut held)?;
-        Ok(req)
+        let (req, framing) = self.read_head(limits)?;
+        let held = reserve(&Budget::new(limits.max_body), 0)?;
+        let body = self.read_body(framing, limits, held)?;
+        Ok((req, body))
     }
 
     /// The most bytes this reader has held at once: its buffer plus the body being read.
@@ -388,7 +386,6 @@ pub(crate) fn parse_head(
             .iter()
             .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
             .collect(),
-        body: Vec::new(),
         http11: parsed.version == Some(1),
     };
     let framing = body::framing(&req, limits)?;

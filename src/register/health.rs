@@ -77,7 +77,7 @@ fn serve(cfg: &Config, status: &Status, stream: TcpStream) {
         ..Limits::default()
     };
     let mut conn = Conn::new(stream);
-    let Ok(req) = conn.read_request(&limits) else { return };
+    let Ok((req, _)) = conn.read_request(&limits) else { return };
     let mut resp = if !cfg.endpoints.iter().any(|e| e.trim_end_matches('/') == req.path.trim_end_matches('/'))
     {
         Response::text(404, "not found")

@@ -1,8 +1,9 @@
 //! A bounded queue of messages for one client writer: between the threads that produce messages
 //! for a client (link owners, the connection thread itself) and the one thread that writes them
 //! to the client (a POST's response, or a session's SSE stream). Bounded in count and in bytes;
-//! a request's final answer always gets in (answers are bounded by the calls in flight), related
-//! messages only while they fit.
+//! a request's end always gets in (answers are bounded by the calls in flight), related messages
+//! only while they fit. What it carries is typed (`Item`): a related message, a request's answer,
+//! or a request's end without one, so a writer counts the ends it waits for by their kind.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,8 +15,31 @@ use crate::budget::Budget;
 use crate::jsonrpc::weight;
 use crate::thread::lock;
 
-/// The marker a POST's mailbox gets for a request that ends without an answer.
-pub(crate) const NO_ANSWER: Value = Value::Null;
+/// What a mailbox carries.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item {
+    /// A message related to a request (progress, a log line, a server's request), or, on a
+    /// session's stream, any message for the client.
+    Related(Value),
+    /// A request's answer.
+    Answer(Value),
+    /// A request ended without an answer (its client cancelled it).
+    NoAnswer,
+}
+
+impl Item {
+    /// The message, if the item carries one.
+    pub(crate) fn message(&self) -> Option<&Value> {
+        match self {
+            Item::Related(m) | Item::Answer(m) => Some(m),
+            Item::NoAnswer => None,
+        }
+    }
+
+    fn weight(&self) -> usize {
+        self.message().map_or(0, weight)
+    }
+}
 
 /// A bounded queue of messages for one writer.
 pub(crate) struct Mailbox {
@@ -29,7 +53,7 @@ pub(crate) struct Mailbox {
 
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<(Value, usize)>,
+    items: VecDeque<(Item, usize)>,
     bytes: usize,
     closed: bool,
     /// Messages dropped because the reader was too slow.
@@ -49,52 +73,56 @@ impl Mailbox {
         Arc::new(Mailbox { state, ready: Condvar::new(), max_items, max_bytes, budget })
     }
 
-    /// Queues a message if it fits (one message always fits an empty queue). False when it did
-    /// not: the mailbox is closed, or full.
+    /// Queues a related message if it fits (one message always fits an empty queue). False when
+    /// it did not: the mailbox is closed, or full.
     pub(crate) fn push(&self, msg: Value) -> bool {
-        let size = weight(&msg);
+        let item = Item::Related(msg);
+        let size = item.weight();
         let mut q = lock(&self.state);
         let fits = q.items.is_empty() || (q.items.len() < self.max_items && q.bytes + size <= self.max_bytes);
         if q.closed || !fits || !self.budget.as_ref().is_none_or(|b| b.take(size)) {
             q.dropped += usize::from(!q.closed);
             return false;
         }
-        q.bytes += size;
-        q.items.push_back((msg, size));
-        drop(q); // the reader wakes to a free lock
-        self.ready.notify_one();
+        self.queue(q, item, size);
         true
     }
 
-    /// Queues a message whatever the bounds (a request's final answer, which is bounded by the
+    /// Queues a request's end, its answer or `None`, whatever the bounds (ends are bounded by the
     /// number of requests in flight). False only when the mailbox is closed.
-    pub(crate) fn push_final(&self, msg: Value) -> bool {
-        let size = weight(&msg);
-        let mut q = lock(&self.state);
+    pub(crate) fn push_end(&self, answer: Option<Value>) -> bool {
+        let item = answer.map_or(Item::NoAnswer, Item::Answer);
+        let size = item.weight();
+        let q = lock(&self.state);
         if q.closed {
             return false;
         }
         if let Some(b) = &self.budget {
             b.force(size);
         }
-        q.bytes += size;
-        q.items.push_back((msg, size));
-        drop(q); // the reader wakes to a free lock
-        self.ready.notify_one();
+        self.queue(q, item, size);
         true
     }
 
+    /// Adds an item whose bytes are already charged, and wakes the reader.
+    fn queue(&self, mut q: std::sync::MutexGuard<'_, Queue>, item: Item, size: usize) {
+        q.bytes += size;
+        q.items.push_back((item, size));
+        drop(q); // the reader wakes to a free lock
+        self.ready.notify_one();
+    }
+
     /// Waits up to `timeout` for the next message.
-    pub(crate) fn recv(&self, timeout: Duration) -> Result<Value, Empty> {
+    pub(crate) fn recv(&self, timeout: Duration) -> Result<Item, Empty> {
         let deadline = Instant::now() + timeout;
         let mut q = lock(&self.state);
         loop {
-            if let Some((msg, size)) = q.items.pop_front() {
+            if let Some((item, size)) = q.items.pop_front() {
                 q.bytes -= size;
                 if let Some(b) = &self.budget {
                     b.give(size);
                 }
-                return Ok(msg);
+                return Ok(item);
             }
             if q.closed {
                 return Err(Empty::Closed);
@@ -150,16 +178,17 @@ mod tests {
         let mb = Mailbox::new(3, 100, Some(budget.clone()));
         assert!(mb.push(json!("x".repeat(200))), "one message always fits an empty queue");
         assert!(!mb.push(json!(1)), "over the bytes");
-        assert_eq!(mb.recv(Duration::ZERO), Ok(json!("x".repeat(200))));
+        assert_eq!(mb.recv(Duration::ZERO), Ok(Item::Related(json!("x".repeat(200)))));
         assert!(mb.push(json!(1)) && mb.push(json!(2)) && mb.push(json!(3)));
         assert!(!mb.push(json!(4)), "over the count");
-        assert!(mb.push_final(json!({"final": true})));
+        assert!(mb.push_end(Some(json!({"final": true}))) && mb.push_end(None));
         assert_eq!(mb.dropped(), 2);
         mb.finish();
-        let got: Vec<Value> = std::iter::from_fn(|| mb.recv(Duration::ZERO).ok()).collect();
-        assert_eq!(got.len(), 4);
+        let got: Vec<Item> = std::iter::from_fn(|| mb.recv(Duration::ZERO).ok()).collect();
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[3..], [Item::Answer(json!({"final": true})), Item::NoAnswer]);
         assert_eq!(mb.recv(Duration::ZERO), Err(Empty::Closed));
-        assert!(!mb.push_final(json!(5)), "closed");
+        assert!(!mb.push_end(Some(json!(5))), "closed");
         assert_eq!(budget.held(), 0, "everything taken was given back");
         let other = Mailbox::new(10, 10_000, Some(budget.clone()));
         assert!(other.push(json!("y".repeat(900))));

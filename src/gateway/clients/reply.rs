@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::gateway::clients::mailbox::{Mailbox, NO_ANSWER};
+use crate::gateway::clients::mailbox::Mailbox;
 use crate::gateway::clients::session::Session;
 
 /// Where a request's answer and related messages go.
@@ -49,7 +49,7 @@ impl Reply {
             }
             (Reply::Stream, None) => {}
             (Reply::Post(mb), msg) => {
-                mb.push_final(msg.unwrap_or(NO_ANSWER));
+                mb.push_end(msg);
             }
         }
     }

@@ -65,14 +65,20 @@ pub(crate) struct Session {
     /// The credential that opened the session: only it may use the session.
     pub owner: Credential,
     pub holder: Holder,
-    stream: Mutex<Option<Arc<Mailbox>>>,
+    stream: Mutex<Option<Stream>>,
     state: Mutex<SessionState>,
     last_seen: Mutex<Instant>,
     calls: Mutex<Calls>,
     call_ended: Condvar,
-    /// `list_changed` notifications queued on the stream and not yet written: one of a kind is
+}
+
+/// A session's stream while it is attached: its mailbox and what belongs to that stream alone.
+/// Detached or closed, however that happens, it goes whole: nothing of a stream outlives it.
+struct Stream {
+    mailbox: Arc<Mailbox>,
+    /// `list_changed` notifications queued on this stream and not yet written: one of a kind is
     /// enough, however many changes come meanwhile.
-    unsent_changes: Mutex<Vec<&'static str>>,
+    unsent: Vec<&'static str>,
 }
 
 #[derive(Default, Clone)]
@@ -122,7 +128,6 @@ impl Session {
             last_seen: Mutex::new(Instant::now()),
             calls: Mutex::new(Calls::default()),
             call_ended: Condvar::new(),
-            unsent_changes: Mutex::new(Vec::new()),
         }
     }
 
@@ -133,53 +138,77 @@ impl Session {
         if stream.is_some() {
             return None;
         }
-        let mb = Mailbox::new(STREAM_QUEUE, STREAM_BYTES, Some(budget.clone()));
-        *stream = Some(mb.clone());
-        Some(mb)
+        let mailbox = Mailbox::new(STREAM_QUEUE, STREAM_BYTES, Some(budget.clone()));
+        *stream = Some(Stream { mailbox: mailbox.clone(), unsent: Vec::new() });
+        Some(mailbox)
     }
 
     /// Detaches the stream; its writer sends what is queued and ends.
     pub(crate) fn detach_stream(&self) {
-        if let Some(mb) = lock(&self.stream).take() {
-            mb.finish();
+        if let Some(stream) = lock(&self.stream).take() {
+            stream.mailbox.finish();
         }
+    }
+
+    /// Detaches the stream `rx` reads, if it is still the session's: its writer ended (the client
+    /// went away, or the gateway closed it), and a new `GET` may attach another.
+    pub(crate) fn detach(&self, rx: &Arc<Mailbox>) {
+        let mut stream = lock(&self.stream);
+        if stream.as_ref().is_some_and(|s| Arc::ptr_eq(&s.mailbox, rx)) {
+            if let Some(gone) = stream.take() {
+                gone.mailbox.finish();
+            }
+        }
+    }
+
+    /// Whether a stream is attached (a client listening on it is using the session).
+    pub(crate) fn has_stream(&self) -> bool {
+        lock(&self.stream).is_some()
     }
 
     /// Queues a message on the session's stream. A client too slow to read loses its stream.
     /// Returns whether the message was queued.
     pub(crate) fn send(&self, msg: Value) -> bool {
-        let mut stream = lock(&self.stream);
-        let Some(mb) = stream.as_ref() else { return false };
-        if mb.push(msg) {
+        let stream = lock(&self.stream);
+        let Some(s) = stream.as_ref() else { return false };
+        if s.mailbox.push(msg) {
             return true;
         }
-        if let Some(mb) = stream.take() {
-            mb.close();
-        }
-        drop(stream);
-        log::warn!("session {}: client is not reading its stream; closing the stream", self.id);
+        self.overflowed(stream);
         false
     }
 
-    /// Tells the client that an aggregated list changed, unless such a notice is already
-    /// waiting on its stream.
-    pub(crate) fn list_changed(&self, method: &'static str) {
-        {
-            let mut unsent = lock(&self.unsent_changes);
-            if unsent.contains(&method) {
-                return;
-            }
-            unsent.push(method);
+    /// Closes a stream whose client is too slow to read it.
+    #[cold]
+    fn overflowed(&self, mut stream: std::sync::MutexGuard<'_, Option<Stream>>) {
+        if let Some(gone) = stream.take() {
+            gone.mailbox.close();
         }
-        if !self.send(serde_json::json!({"jsonrpc": "2.0", "method": method, "params": {}})) {
-            lock(&self.unsent_changes).retain(|m| *m != method);
+        drop(stream);
+        log::warn!("session {}: client is not reading its stream; closing the stream", self.id);
+    }
+
+    /// Tells the client that an aggregated list changed, unless such a notice is already
+    /// waiting on its stream (or it has no stream: then it hears nothing, as of any change).
+    pub(crate) fn list_changed(&self, method: &'static str) {
+        let mut stream = lock(&self.stream);
+        let Some(s) = stream.as_mut() else { return };
+        if s.unsent.contains(&method) {
+            return;
+        }
+        if s.mailbox.push(serde_json::json!({"jsonrpc": "2.0", "method": method, "params": {}})) {
+            s.unsent.push(method);
+        } else {
+            self.overflowed(stream);
         }
     }
 
-    /// Called by the stream's writer once `msg` is written.
-    pub(crate) fn written(&self, msg: &Value) {
-        if let Some(method) = msg["method"].as_str().filter(|m| m.ends_with("/list_changed")) {
-            lock(&self.unsent_changes).retain(|m| *m != method);
+    /// Called by the writer of the stream `rx` reads once `msg` is written.
+    pub(crate) fn written(&self, rx: &Arc<Mailbox>, msg: &Value) {
+        let Some(method) = msg["method"].as_str().filter(|m| m.ends_with("/list_changed")) else { return };
+        let mut stream = lock(&self.stream);
+        if let Some(s) = stream.as_mut().filter(|s| Arc::ptr_eq(&s.mailbox, rx)) {
+            s.unsent.retain(|m| *m != method);
         }
     }
 

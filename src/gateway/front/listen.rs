@@ -1,4 +1,4 @@
-//! `subscriptions/listen` of the stateless era (a child module of `modern.rs`): the POST held
+//! `subscriptions/listen` of the stateless era (`modern.rs` hands it over): the POST held
 //! open as an SSE stream of the `list_changed` and `resources/updated` notices it asked for,
 //! agreed against what the view announces, each tagged with its `subscriptionId`, the stream
 //! being a session of the registry's for as long as the client keeps it open.
@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::gateway::clients::mailbox::{Empty, Mailbox};
-use crate::gateway::clients::reply::Reply;
-use crate::gateway::clients::session::Session;
+use crate::gateway::clients::mailbox::{Empty, Item};
 use crate::gateway::error::Error;
-use crate::gateway::front::exchange::{respond, stateless_session, Asker, Outcome, POST_BYTES};
+use crate::gateway::front::exchange::{respond, Asker, Exchange, Opening, Outcome};
+use crate::gateway::front::stream::Attached;
 use crate::gateway::shared::{Gateway, Tally};
 use crate::gateway::views::mcp;
 use crate::http::sse::SseWriter;
@@ -96,64 +95,63 @@ pub(crate) fn listen(
     id: Value,
     params: &Value,
 ) -> Outcome {
-    let Asker { scope, owner, peer, cors } = asker;
     let wanted = match Filter::read(params) {
         Ok(f) => f,
         Err(e) => return respond(e.to_http_for(&id)),
     };
-    let capabilities = match mcp::description(gw, &scope, "subscriptions/listen") {
-        Ok(d) => d["capabilities"].clone(),
+    let opening = Opening::Listen { capabilities: params["_meta"][META_CAPABILITIES].clone() };
+    let opened = Exchange::open(gw, &asker, opening).and_then(|exchange| {
+        let described = mcp::description(gw, &asker.scope, "subscriptions/listen")?;
+        let stream = exchange.attach(gw)?;
+        Ok((exchange, described["capabilities"].clone(), stream))
+    });
+    // The exchange and the stream end with this function, however it ends.
+    let (exchange, capabilities, stream) = match opened {
+        Ok(opened) => opened,
         Err(e) => return respond(e.to_http_for(&id)),
     };
-    let session = stateless_session(scope, owner, peer, &params["_meta"][META_CAPABILITIES]);
-    if let Err(e) = gw.registry.admit(session.clone(), gw.cfg.max_sessions, gw.cfg.max_sessions_per_client) {
-        log::warn!("{peer}: refusing subscriptions/listen: {e}");
-        return respond(e.to_http_for(&id));
-    }
-    let guard = gw.registry.guard(session.clone());
-    let Some(rx) = session.attach_stream(&gw.queue_budget) else {
-        return respond(Error::Busy("the listen stream could not be attached".into()).to_http_for(&id));
-    };
-    let subscribed = subscribe_all(gw, &session, &wanted.uris);
+    let subscribed = subscribe_all(gw, &exchange, &wanted.uris);
     let agreed = wanted.agreed(&capabilities, subscribed);
     let _stream = Tally::new(&gw.streams);
-    log::info!("{peer}: subscriptions/listen {} opened", session.id);
+    log::info!("{}: subscriptions/listen {} opened", asker.peer, exchange.session.id);
     let mut head = vec![("X-Accel-Buffering", "no".to_string())];
-    head.extend_from_slice(cors);
+    head.extend_from_slice(asker.cors);
     let why = match SseWriter::start(&mut conn.stream, &head) {
-        Ok(mut sse) => write_listen(gw, &session, &mut sse, &rx, &agreed, &id),
+        Ok(mut sse) => write_listen(gw, &stream, &mut sse, &agreed, &id),
         Err(_) => "client went away",
     };
-    log::info!("{peer}: subscriptions/listen {} ended ({why})", session.id);
-    drop(guard);
+    log::info!("{}: subscriptions/listen {} ended ({why})", asker.peer, exchange.session.id);
     Outcome::Close
 }
 
 /// Subscribes the listen session to each URI through the views (the link of the server that
 /// holds it does the rest); returns the URIs a server accepted.
-fn subscribe_all(gw: &Arc<Gateway>, session: &Arc<Session>, uris: &[String]) -> Vec<String> {
-    let mailbox = Mailbox::new(MAX_LISTEN_URIS + 1, POST_BYTES, Some(gw.queue_budget.clone()));
-    let reply = Reply::Post(mailbox.clone());
-    for (i, uri) in uris.iter().enumerate() {
-        let request = Message::Request {
-            id: json!(i),
-            method: "resources/subscribe".into(),
-            params: Some(json!({"uri": uri})),
-        };
-        mcp::handle_message(gw, session, request, &reply);
-    }
+fn subscribe_all(gw: &Arc<Gateway>, exchange: &Exchange, uris: &[String]) -> Vec<String> {
+    let requests = uris.iter().enumerate().map(|(i, uri)| Message::Request {
+        id: json!(i),
+        method: "resources/subscribe".into(),
+        params: Some(json!({"uri": uri})),
+    });
+    let posted = exchange.post(gw, requests.collect());
     let deadline = Instant::now() + gw.cfg.timeout_rpc;
     let mut accepted = Vec::new();
-    for _ in 0..uris.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(answer) = mailbox.recv(left.max(Duration::from_millis(1))) else { break };
-        if answer.get("result").is_some() {
-            if let Some(uri) = answer["id"].as_u64().and_then(|i| uris.get(i as usize)) {
-                accepted.push(uri.clone());
+    let mut left = posted.requests;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let item = match posted.mailbox.recv(wait) {
+            Ok(Item::Related(_)) => continue,
+            Ok(item) => item,
+            Err(_) => break,
+        };
+        left -= 1;
+        if let Item::Answer(answer) = item {
+            if answer.get("result").is_some() {
+                if let Some(uri) = answer["id"].as_u64().and_then(|i| uris.get(i as usize)) {
+                    accepted.push(uri.clone());
+                }
             }
         }
     }
-    mailbox.close();
     accepted
 }
 
@@ -161,9 +159,8 @@ fn subscribe_all(gw: &Arc<Gateway>, session: &Arc<Session>, uris: &[String]) -> 
 /// when the gateway ends the stream (shutdown), a final result says it ended gracefully.
 fn write_listen(
     gw: &Gateway,
-    session: &Session,
+    stream: &Attached,
     sse: &mut SseWriter<&mut Box<dyn Transport>>,
-    rx: &Mailbox,
     agreed: &Filter,
     id: &Value,
 ) -> &'static str {
@@ -176,9 +173,9 @@ fn write_listen(
         return "client went away";
     }
     loop {
-        let written = match rx.recv(gw.cfg.keepalive) {
-            Ok(mut msg) => {
-                session.written(&msg);
+        let written = match stream.rx.recv(gw.cfg.keepalive) {
+            Ok(Item::Related(mut msg) | Item::Answer(mut msg)) => {
+                stream.session.written(&stream.rx, &msg);
                 if !agreed.passes(&msg) {
                     continue;
                 }
@@ -189,6 +186,7 @@ fn write_listen(
                 }
                 sse.event(Some("message"), &msg.to_string())
             }
+            Ok(Item::NoAnswer) => continue,
             Err(Empty::Timeout) => sse.comment("keep-alive"),
             Err(Empty::Closed) => {
                 let done = json!({"resultType": "complete", "_meta": tag});

@@ -18,12 +18,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::gateway::clients::mailbox::Mailbox;
-use crate::gateway::clients::reply::Reply;
 use crate::gateway::clients::session::Scope;
 use crate::gateway::credential::Holder;
 use crate::gateway::error::Error;
-use crate::gateway::front::exchange::{self, respond, Asker, Outcome, Shape, POST_BYTES, POST_QUEUE};
+use crate::gateway::front::cors::Headers;
+use crate::gateway::front::exchange::{self, respond, Asker, Exchange, Opening, Outcome, Shape};
 use crate::gateway::link::eras::META_CLIENT_INFO;
 use crate::gateway::link::state::{self, Unopened};
 use crate::gateway::link::{ClientInput, ForeignState};
@@ -102,18 +101,24 @@ pub(crate) fn post(
         Ok(client) => client,
         Err(e) => return respond(e.to_http_for(&id)),
     };
-    match method.as_str() {
-        "server/discover" => {
-            let result = decorate(gw, &asker.scope, &method, discover(gw, &asker.scope));
-            match result {
-                Ok(result) => respond(Response::json(200, &jsonrpc::result_response(&id, result))),
-                Err(e) => respond(e.to_http_for(&id)),
-            }
-        }
-        "subscriptions/listen" => crate::gateway::front::listen::listen(gw, conn, asker, id, &params),
-        m if METHODS.contains(&m) => call(gw, conn, asker, (id, method, params), client),
-        _ => respond(Error::NoSuchMethod(method).to_http_for(&id)),
+    if method == "subscriptions/listen" {
+        return crate::gateway::front::listen::listen(gw, conn, asker, id, &params);
     }
+    if method != "server/discover" && !METHODS.contains(&method.as_str()) {
+        return respond(Error::NoSuchMethod(method).to_http_for(&id));
+    }
+    let opening = Opening::Request { capabilities: client.capabilities.clone() };
+    let exchange = match Exchange::open(gw, &asker, opening) {
+        Ok(exchange) => exchange,
+        Err(e) => return respond(e.to_http_for(&id)),
+    };
+    if method == "server/discover" {
+        return match decorate(gw, &asker.scope, &method, discover(gw, &asker.scope)) {
+            Ok(result) => respond(Response::json(200, &jsonrpc::result_response(&id, result))),
+            Err(e) => respond(e.to_http_for(&id)),
+        };
+    }
+    call(gw, conn, &asker, exchange, (id, method, params), client)
 }
 
 /// Checks `_meta` and the standard headers against the body, in the order the revision's errors
@@ -295,40 +300,28 @@ fn caching(gw: &Gateway, method: &str) -> Option<(u64, &'static str)> {
 fn call(
     gw: &Arc<Gateway>,
     conn: &mut Conn<Box<dyn Transport>>,
-    asker: Asker<'_>,
+    asker: &Asker<'_>,
+    exchange: Exchange,
     (id, method, params): (Value, String, Value),
     client: Client,
 ) -> Outcome {
-    let Asker { scope, owner, peer, cors } = asker;
-    let (params, input) = match client_input(gw, &method, &Holder::of(owner, peer.ip()), params) {
+    let (params, input) = match client_input(gw, &method, &exchange.session.holder, params) {
         Ok(taken) => taken,
         Err(e) => return respond(Response::json(200, &e.response(&id))),
     };
-    let session = exchange::stateless_session(scope.clone(), owner, peer, &client.capabilities);
-    session.update(|s| {
+    exchange.session.update(|s| {
         s.input = input;
         s.client_info = params["_meta"][META_CLIENT_INFO].clone();
         s.log_level = client.log_level.map(|l| crate::protocol::LOG_LEVELS[l].to_string());
     });
-    let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone()));
-    let reply = Reply::Post(mailbox.clone());
     let request = Message::Request { id, method: method.clone(), params: Some(legacy_params(params)) };
-    mcp::handle_message(gw, &session, request, &reply);
-    let final_of = |msg: Value| Some(shape_final(gw, &scope, &method, msg));
-    let message = |msg: Value| shape_related(&client, msg);
-    let shaped = |msg: Value| {
-        if exchange::is_final(&msg) {
-            final_of(msg)
-        } else {
-            message(msg)
-        }
-    };
-    let shape = Shape { message: &shaped, status: &status_of };
-    let outcome = exchange::answer(gw, conn, &mailbox, 1, false, Vec::new(), cors, &shape);
-    mailbox.close();
-    // Answered, or the client closed its stream: whatever is still running for it is cancelled.
-    session.end();
-    outcome
+    let posted = exchange.post(gw, vec![request]);
+    let answer = |msg: Value| shape_answer(gw, &asker.scope, &method, msg);
+    let related = |msg: Value| shape_related(&client, msg);
+    let shape = Shape { related: &related, answer: &answer, status: &status_of };
+    // Answered, or the client closed its stream: the exchange ends its context, which cancels
+    // whatever is still running for it.
+    exchange::answer(gw, conn, &posted, false, (Headers::new(), asker.cors), &shape)
 }
 
 /// Takes `inputResponses` and `requestState` (MRTR) out of the params: they are the gateway's
@@ -397,8 +390,8 @@ fn legacy_params(mut params: Value) -> Value {
     params
 }
 
-/// A final answer as a modern client must see it.
-fn shape_final(gw: &Gateway, scope: &Scope, method: &str, mut msg: Value) -> Value {
+/// An answer as a modern client must see it.
+fn shape_answer(gw: &Gateway, scope: &Scope, method: &str, mut msg: Value) -> Value {
     if let Some(result) = msg.get_mut("result") {
         let decorated = decorate(gw, scope, method, Ok(result.take()));
         *result = decorated.unwrap_or_else(|_| json!({}));

@@ -16,15 +16,15 @@ use crate::gateway::clients::session::Scope;
 use crate::gateway::credential::Credential;
 use crate::gateway::edges::driver as upstream;
 use crate::gateway::front::auth::{self, Role};
-use crate::gateway::front::cors::{self, Headers};
-use crate::gateway::front::exchange::{Asker, Outcome};
+use crate::gateway::front::cors::{self};
+use crate::gateway::front::exchange::{Asker, Exchange, Opening, Outcome};
 use crate::gateway::front::legacy;
 use crate::gateway::front::stream::{self, Unrelated};
 use crate::gateway::front::streamable;
 use crate::gateway::ops::exposition;
 use crate::gateway::ops::status;
 use crate::gateway::shared::Gateway;
-use crate::http::{upgrade, Conn, Framing, ReadError, Request, Reservation, Response, Transport};
+use crate::http::{upgrade, Body, Conn, Framing, ReadError, Request, Response, Transport};
 
 /// The path edges register on, as in the original.
 pub(crate) const REGISTER_PATH: &str = "/mcp/register";
@@ -91,7 +91,7 @@ pub(crate) enum Become {
     /// A Streamable HTTP session's stream of messages unrelated to any request (its `GET`).
     Unrelated { conn: Conn<Box<dyn Transport>>, stream: Box<Unrelated> },
     /// A legacy SSE stream for a new session.
-    Stream { conn: Conn<Box<dyn Transport>>, scope: Scope, owner: Credential, post_to: String, cors: Headers },
+    Stream { conn: Conn<Box<dyn Transport>>, opened: Box<legacy::Opened> },
 }
 
 /// Serves one accepted connection: requests until it closes, then the long-lived role it took
@@ -112,9 +112,7 @@ pub(crate) fn serve_connection(
             }
         }
         Become::Unrelated { conn, stream } => stream::write_unrelated(gw, conn, *stream),
-        Become::Stream { conn, scope, owner, post_to, cors } => {
-            legacy::open_stream(gw, conn, peer, scope, owner, &post_to, &cors)
-        }
+        Become::Stream { conn, opened } => legacy::open_stream(gw, conn, *opened),
     }
 }
 
@@ -159,7 +157,7 @@ enum Served {
 fn serve_request(
     gw: &Arc<Gateway>,
     mut conn: Conn<Box<dyn Transport>>,
-    mut req: Request,
+    req: Request,
     framing: Framing,
     peer: SocketAddr,
     local: Option<SocketAddr>,
@@ -179,9 +177,10 @@ fn serve_request(
             }
         },
     };
-    let _held = if framing.has_body() {
-        match take_body(gw, &mut conn, &mut req, framing) {
-            Ok(held) => Some(held),
+    // The body, if any, goes to the route that takes it, which lets it go once parsed.
+    let body = if framing.has_body() {
+        match take_body(gw, &mut conn, &req, framing) {
+            Ok(body) => Some(body),
             Err(e) => {
                 fail(conn, e, peer);
                 return Served::Ends(Become::Closed);
@@ -193,24 +192,26 @@ fn serve_request(
     let resp = match route {
         Route::Register => return Served::Ends(Become::Link { conn, req: Box::new(req), owner }),
         Route::Mcp(scope) => {
-            match streamable::serve(gw, &mut conn, &req, Asker { scope, owner, peer, cors: &cors }) {
+            match streamable::serve(gw, &mut conn, &req, body, Asker { scope, owner, peer, cors: &cors }) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => return Served::Again(conn),
                 Outcome::Streamed | Outcome::Close => return Served::Ends(Become::Closed),
                 Outcome::Unrelated(stream) => return Served::Ends(Become::Unrelated { conn, stream }),
             }
         }
-        Route::SseStream(scope, post_to) => {
-            if let Scope::Server(name) = &scope {
-                if gw.registry.server(name).is_none() {
-                    let resp = Response::error(404, &format!("no server named {name:?} is registered"));
-                    let _ = resp.with_headers(&cors).write_to(&mut conn.stream, false);
-                    return Served::Ends(Become::Closed);
+        Route::SseStream(scope, messages_path) => {
+            let asker = Asker { scope, owner, peer, cors: &cors };
+            match Exchange::open(gw, &asker, Opening::LegacySse) {
+                Ok(exchange) => {
+                    let opened = Box::new(legacy::Opened { exchange, messages_path, cors });
+                    return Served::Ends(Become::Stream { conn, opened });
                 }
+                Err(e) => e.to_http(),
             }
-            return Served::Ends(Become::Stream { conn, scope, owner, post_to, cors });
         }
-        Route::SseMessage(scope) => legacy::post_message(gw, &req, &scope, owner),
+        Route::SseMessage(scope) => {
+            legacy::post_message(gw, &req, body, &Asker { scope, owner, peer, cors: &cors })
+        }
         other => plain_response(gw, &req, other),
     };
     let head_only = req.method == "HEAD";
@@ -392,20 +393,19 @@ fn refuse(conn: &mut Conn<Box<dyn Transport>>, req: &Request, framing: Framing, 
 fn take_body(
     gw: &Gateway,
     conn: &mut Conn<Box<dyn Transport>>,
-    req: &mut Request,
+    req: &Request,
     framing: Framing,
-) -> Result<Reservation, ReadError> {
+) -> Result<Body, ReadError> {
     let declared = match framing {
         Framing::Length(n) => n,
         Framing::Chunked => 0,
     };
-    let mut held = crate::http::reserve(&gw.body_budget, declared)?;
+    let held = crate::http::reserve(&gw.body_budget, declared)?;
     if req.http11 && req.header_has_token("expect", "100-continue") {
         conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(ReadError::Io)?;
         conn.stream.flush().map_err(ReadError::Io)?;
     }
-    req.body = conn.read_body(framing, &gw.cfg.limits, &mut held)?;
-    Ok(held)
+    conn.read_body(framing, &gw.cfg.limits, held)
 }
 
 /// Ends a connection whose request could not be read: a status the client can act on, then a

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::gateway::clients::mailbox::{Empty, Mailbox};
+use crate::budget::Budget;
+use crate::gateway::clients::mailbox::{Empty, Item, Mailbox};
 use crate::gateway::clients::session::Session;
 use crate::gateway::front::cors::Headers;
 use crate::gateway::metrics::Metrics;
@@ -18,27 +19,48 @@ use crate::http::sse::SseWriter;
 use crate::http::{Conn, Transport};
 use crate::thread;
 
-/// A session's stream for messages unrelated to any request, attached and waiting to be written.
-pub(crate) struct Unrelated {
+/// A session's stream, attached: the mailbox its writer reads. Dropped, however the writer ends
+/// (the client went away, the gateway closed the stream, the writer panicked), it detaches the
+/// stream from the session, and with it everything that belonged to that stream alone (its
+/// unsent `list_changed` notices): a new `GET` may attach, and hears of every later change.
+pub(crate) struct Attached {
     pub session: Arc<Session>,
     pub rx: Arc<Mailbox>,
+}
+
+impl Attached {
+    /// Attaches a stream to `session`, its bytes counted against `budget`; `None` when one is
+    /// attached already.
+    pub(crate) fn to(session: Arc<Session>, budget: &Arc<Budget>) -> Option<Attached> {
+        let rx = session.attach_stream(budget)?;
+        Some(Attached { session, rx })
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.session.detach(&self.rx);
+    }
+}
+
+/// A Streamable HTTP session's stream for messages unrelated to any request, attached and
+/// waiting to be written once the request loop has returned.
+pub(crate) struct Unrelated {
+    pub stream: Attached,
     pub cors: Headers,
 }
 
 /// Writes a session's stream of unrelated messages until it ends; the connection's thread does
 /// nothing else from then on.
 #[inline(never)]
-pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, stream: Unrelated) {
-    let Unrelated { session, rx, cors } = stream;
+pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, unrelated: Unrelated) {
+    let Unrelated { stream, cors } = unrelated;
     let _stream = Tally::new(&gw.streams);
     let why = match SseWriter::start(&mut conn.stream, &cors) {
-        Ok(mut sse) => write_stream(gw, &session, &mut sse, &rx),
+        Ok(mut sse) => write_stream(gw, &stream, &mut sse),
         Err(_) => "client went away",
     };
-    if why == "client went away" {
-        session.detach_stream(); // a new GET may attach
-    }
-    log::info!("session {}: stream ended ({why})", session.id);
+    log::info!("session {}: stream ended ({why})", stream.session.id);
 }
 
 /// Writes a session's stream until its queue closes or the client goes away; keep-alive
@@ -46,23 +68,24 @@ pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, 
 /// stream are the same loop.)
 pub(crate) fn write_stream<W: Write>(
     gw: &Gateway,
-    session: &Session,
+    stream: &Attached,
     sse: &mut SseWriter<W>,
-    rx: &Mailbox,
 ) -> &'static str {
     let mut pace = Pace::default();
     loop {
         let written = match pace.due() {
-            Some(notice) => write_message(gw, session, sse, &notice),
+            Some(notice) => write_message(gw, stream, sse, &notice),
             None => match thread::wait_resting(
                 pace.wait(gw.cfg.keepalive),
-                |t| rx.recv(t),
+                |t| stream.rx.recv(t),
                 |r| r == &Err(Empty::Timeout),
             ) {
-                Ok(msg) => match pace.admit(msg) {
-                    Some(msg) => write_message(gw, session, sse, &msg),
+                Ok(Item::Related(msg) | Item::Answer(msg)) => match pace.admit(msg) {
+                    Some(msg) => write_message(gw, stream, sse, &msg),
                     None => Ok(()),
                 },
+                // A stream carries no request's end without an answer; nothing to write.
+                Ok(Item::NoAnswer) => Ok(()),
                 Err(Empty::Timeout) if pace.holding() => Ok(()),
                 Err(Empty::Timeout) => sse.comment("keep-alive"),
                 Err(Empty::Closed) => {
@@ -79,14 +102,14 @@ pub(crate) fn write_stream<W: Write>(
 
 fn write_message<W: Write>(
     gw: &Gateway,
-    session: &Session,
+    stream: &Attached,
     sse: &mut SseWriter<W>,
     msg: &Value,
 ) -> std::io::Result<()> {
     let text = msg.to_string();
     Metrics::add(&gw.metrics.client_bytes_out, text.len());
     let written = sse.event(Some("message"), &text);
-    session.written(msg);
+    stream.session.written(&stream.rx, msg);
     written
 }
 

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -180,36 +181,52 @@ impl Registry {
     // ---- sessions ----
 
     /// Adds a session unless the gateway holds `max_total` sessions or its holder (token, or
-    /// address) `max_each`: checked and added under one lock, so bursts cannot slip past.
+    /// address) `max_each`: checked and added under one lock, so bursts cannot slip past. At a
+    /// cap, the Streamable HTTP session unused the longest (for `EVICTION_GRACE` at least, with
+    /// no call in flight and no stream open; the holder's own, at its cap) is ended to make room,
+    /// as idle connections are. The guard returned ends the session when dropped.
     pub(crate) fn admit(
-        &self,
+        self: &Arc<Self>,
         session: Arc<Session>,
         max_total: usize,
         max_each: Option<usize>,
-    ) -> Result<(), Error> {
-        let mut sessions = lock(&self.sessions);
-        if sessions.len() >= max_total {
-            return Err(Error::TooManySessions);
-        }
-        // The default exempts loopback: a reverse proxy on this host brings everyone from there.
-        let max_each = match (max_each, session.holder) {
-            (Some(n), _) => Some(n),
-            (None, Holder::Address(ip)) if ip.is_loopback() => None,
-            (None, _) => Some(DEFAULT_SESSIONS_PER_CLIENT),
-        };
-        if let Some(max) = max_each {
-            let held = sessions.values().filter(|s| s.holder == session.holder).count();
-            if held >= max {
-                return Err(Error::TooManySessionsHeld(held));
+    ) -> Result<SessionGuard, Error> {
+        let evicted = {
+            let mut sessions = lock(&self.sessions);
+            // The default exempts loopback: a reverse proxy on this host brings everyone from there.
+            let max_each = match (max_each, session.holder) {
+                (Some(n), _) => Some(n),
+                (None, Holder::Address(ip)) if ip.is_loopback() => None,
+                (None, _) => Some(DEFAULT_SESSIONS_PER_CLIENT),
+            };
+            let mut evicted = Vec::new();
+            if let Some(max) = max_each {
+                let held = sessions.values().filter(|s| s.holder == session.holder).count();
+                if held >= max {
+                    match evict_idlest(&mut sessions, Some(session.holder)) {
+                        Some(gone) => evicted.push(gone),
+                        None => return Err(Error::TooManySessionsHeld(held)),
+                    }
+                }
             }
+            if sessions.len() >= max_total {
+                match evict_idlest(&mut sessions, None) {
+                    Some(gone) => evicted.push(gone),
+                    None => return Err(Error::TooManySessions),
+                }
+            }
+            sessions.insert(session.id.clone(), session.clone());
+            evicted
+        };
+        for gone in evicted {
+            log::info!(
+                "session {}: ended, unused for {:?}, to make room",
+                gone.id,
+                gone.idle_since().elapsed()
+            );
+            gone.end();
         }
-        sessions.insert(session.id.clone(), session);
-        Ok(())
-    }
-
-    /// A guard that removes `session` (already admitted) when dropped.
-    pub(crate) fn guard(self: &Arc<Self>, session: Arc<Session>) -> SessionGuard {
-        SessionGuard { registry: self.clone(), session }
+        Ok(SessionGuard { ends: Ends::Registry(self.clone()), session })
     }
 
     /// Ends a session: its stream closes and the servers drop what they hold for it.
@@ -230,15 +247,12 @@ impl Registry {
         }
     }
 
-    /// Ends Streamable HTTP sessions idle for longer than `max_idle`; returns how many.
-    pub(crate) fn expire_sessions(&self, max_idle: std::time::Duration) -> usize {
-        let idle: Vec<String> = lock(&self.sessions)
-            .values()
-            .filter(|s| {
-                s.kind == Kind::Streamable && s.idle_since().elapsed() > max_idle && s.calls_in_flight() == 0
-            })
-            .map(|s| s.id.clone())
-            .collect();
+    /// Ends Streamable HTTP sessions unused for longer than `max_idle` (no request, no call in
+    /// flight, no stream open: a client listening on its `GET` stream is using its session);
+    /// returns how many.
+    pub(crate) fn expire_sessions(&self, max_idle: Duration) -> usize {
+        let idle: Vec<String> =
+            lock(&self.sessions).values().filter(|s| unused_for(s, max_idle)).map(|s| s.id.clone()).collect();
         idle.iter().filter(|id| self.remove_session(id)).count()
     }
 
@@ -270,15 +284,73 @@ impl Registry {
     }
 }
 
-/// Removes its session from the registry when dropped, whatever ended the session's thread.
+/// How long a Streamable HTTP session must have been unused before it may be ended to make room
+/// for a new one (at `--max-sessions`, or its holder's `--max-sessions-per-client`).
+pub(crate) const EVICTION_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether a session may be ended for being unused: a Streamable HTTP session with no request
+/// for `max_idle`, no call in flight and no stream open (legacy SSE and 2026-07-28 streams live
+/// as long as their connection).
+fn unused_for(s: &Session, max_idle: Duration) -> bool {
+    s.kind == Kind::Streamable
+        && s.idle_since().elapsed() > max_idle
+        && s.calls_in_flight() == 0
+        && !s.has_stream()
+}
+
+/// Takes out of the table the session unused the longest past `EVICTION_GRACE` (of `holder`,
+/// when given), for the caller to end once the lock is released.
+fn evict_idlest(
+    sessions: &mut HashMap<String, Arc<Session>>,
+    holder: Option<Holder>,
+) -> Option<Arc<Session>> {
+    let id = sessions
+        .values()
+        .filter(|s| holder.is_none_or(|h| s.holder == h) && unused_for(s, EVICTION_GRACE))
+        .min_by_key(|s| s.idle_since())
+        .map(|s| s.id.clone())?;
+    sessions.remove(&id)
+}
+
+/// Ends its session when dropped, whatever ended the thread that holds it; `keep` hands the
+/// session to the registry for good (a Streamable HTTP session once `initialize` succeeded, then
+/// ended by `DELETE`, expiry or eviction).
 pub(crate) struct SessionGuard {
-    registry: Arc<Registry>,
+    ends: Ends,
     pub session: Arc<Session>,
+}
+
+/// How a guarded session ends.
+enum Ends {
+    /// Removed from the registry (which ends it).
+    Registry(Arc<Registry>),
+    /// Ended here: a session the registry never held (a 2026-07-28 request's own context).
+    Alone,
+    /// Not by the guard.
+    Kept,
+}
+
+impl SessionGuard {
+    /// A guard for a session no table holds: it ends with the guard.
+    pub(crate) fn unlisted(session: Arc<Session>) -> SessionGuard {
+        SessionGuard { ends: Ends::Alone, session }
+    }
+
+    /// Leaves the session to the registry: the guard no longer ends it.
+    pub(crate) fn keep(&mut self) {
+        self.ends = Ends::Kept;
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.registry.remove_session(&self.session.id);
+        match &self.ends {
+            Ends::Registry(registry) => {
+                registry.remove_session(&self.session.id);
+            }
+            Ends::Alone => self.session.end(),
+            Ends::Kept => {}
+        }
     }
 }
 
