@@ -12,7 +12,13 @@
 //! watching what makes more.
 //!
 //! What the handler wants sent waits in a short local queue that is drained before the next
-//! command is taken, so a slow peer stops the owner from taking work rather than piling it up.
+//! command is taken, so a slow peer stops the owner from taking work rather than piling it up;
+//! and the owner takes at most `ITEMS_PER_TURN` queued items before it reads the socket and keeps
+//! its heartbeat again, so a busy queue never starves the peer's frames.
+//!
+//! Liveness is bytes, not messages: any byte from the peer is a sign of life. A 16 MiB answer
+//! over a router's 2 Mbit/s uplink takes over a minute, and the peer's pongs wait behind it;
+//! counting only whole messages would drop a healthy link in the middle of its biggest answer.
 
 use std::collections::VecDeque;
 use std::io;
@@ -235,7 +241,7 @@ pub(crate) enum Flow {
     Close(u16, String),
 }
 
-/// Ping every `interval`; declare the peer dead after `timeout` without any frame from it.
+/// Ping every `interval`; declare the peer dead after `timeout` without a byte from it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Heartbeat {
     pub interval: Duration,
@@ -249,11 +255,15 @@ pub(crate) enum End {
     PeerClosed(Option<(u16, String)>),
     /// We closed it (a `Close` frame, a handler's `Flow::Close`, or every `Outbox` dropped).
     Closed,
-    /// No frame from the peer within the heartbeat timeout.
+    /// No byte from the peer within the heartbeat timeout.
     Silent(Duration),
     /// The socket or the protocol failed.
     Failed(String),
 }
+
+/// Queued items the owner takes in one turn before it reads the socket and keeps its heartbeat
+/// (what quinn's endpoint drivers do): a queue kept busy by other threads never starves reads.
+const ITEMS_PER_TURN: usize = 64;
 
 /// How long to wait for the peer's answer to our close frame before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -284,8 +294,8 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
     loop {
         let flow = handler.on_tick(Instant::now(), &mut owner.pending);
         owner.follow(flow);
-        let want_write = match owner.send_queued(inbox, handler) {
-            Ok(w) => w,
+        let (want_write, more) = match owner.send_queued(inbox, handler) {
+            Ok(turn) => turn,
             Err(end) => return end,
         };
         if let Some(since) = owner.closing {
@@ -296,6 +306,11 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
         let mut timeout = owner.next_timeout(heartbeat);
         if let Some(at) = handler.deadline() {
             timeout = timeout.min(at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        }
+        if more {
+            // Items wait in the queue whose wake-up was already drained: look at the socket and
+            // come straight back for them.
+            timeout = Duration::ZERO;
         }
         let mut fds = vec![(owner.ws.get_ref().socket().as_raw_fd(), want_write)];
         fds.extend(inbox.map(|inbox| (inbox.wake.as_raw_fd(), false)));
@@ -313,6 +328,11 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
                 let flow = handler.on_ready(fd, *r, &mut owner.pending);
                 owner.follow(flow);
             }
+        }
+        if ready[0].readable {
+            // Bytes arrived (or the end, which the read reports): the peer is alive, even in the
+            // middle of a frame too big to have arrived yet.
+            owner.last_rx = Instant::now();
         }
         if ready[0].readable || ready[0].hangup {
             if let Some(end) = owner.read_available(handler) {
@@ -367,15 +387,16 @@ impl<S: Transport> Owner<'_, S> {
         }
     }
 
-    /// Sends pending frames, then queued items through the handler, until both are empty or
-    /// the socket is full, then flushes. Returns whether the socket still has bytes to take
-    /// (poll for writable).
+    /// Sends pending frames, then queued items through the handler, until both are empty, the
+    /// socket is full or `ITEMS_PER_TURN` items were taken, then flushes. Returns whether the
+    /// socket still has bytes to take (poll for writable), and whether items were left in the
+    /// queue for the next turn.
     #[inline(never)]
     fn send_queued<T: Weigh>(
         &mut self,
         inbox: Option<&Inbox<T>>,
         handler: &mut impl Handler<T>,
-    ) -> Result<bool, End> {
+    ) -> Result<(bool, bool), End> {
         // A frame that met a full socket sits in tungstenite's buffer: nothing more is written
         // (and nothing more taken from the queue) until that buffer is flushed.
         if self.blocked {
@@ -383,11 +404,13 @@ impl<S: Transport> Owner<'_, S> {
                 Ok(()) => self.blocked = false,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.close_if_due();
-                    return Ok(true);
+                    return Ok((true, false));
                 }
                 Err(e) => return Err(self.ended(e)),
             }
         }
+        let mut taken = 0;
+        let mut more = false;
         while self.closing.is_none() {
             self.close_if_due();
             if self.closing.is_some() {
@@ -396,8 +419,13 @@ impl<S: Transport> Owner<'_, S> {
             let frame = match self.pending.pop_front() {
                 Some(Out::Text(text)) => Message::text(text),
                 None if self.close_after.is_some() => break,
+                None if taken == ITEMS_PER_TURN => {
+                    more = true;
+                    break;
+                }
                 None => match inbox.map_or(Err(TryRecvError::Empty), Inbox::try_recv) {
                     Ok(item) => {
+                        taken += 1;
                         let flow = handler.on_item(item, &mut self.pending);
                         self.follow(flow);
                         continue;
@@ -413,7 +441,7 @@ impl<S: Transport> Owner<'_, S> {
                 Ok(()) => {}
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.blocked = true;
-                    return Ok(true);
+                    return Ok((true, false));
                 }
                 Err(e) => return Err(self.ended(e)),
             }
@@ -422,10 +450,10 @@ impl<S: Transport> Owner<'_, S> {
             self.peer_made = 0;
         }
         match self.ws.flush() {
-            Ok(()) => Ok(false),
+            Ok(()) => Ok((false, more)),
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.blocked = true;
-                Ok(true)
+                Ok((true, false))
             }
             Err(e) => Err(self.ended(e)),
         }
@@ -530,5 +558,136 @@ impl<S: Transport> Owner<'_, S> {
             }
             e => End::Failed(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tungstenite::protocol::Role;
+
+    /// Our end of a WebSocket over loopback, and the peer's raw socket.
+    fn pair() -> (WebSocket<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        (WebSocket::from_raw_socket(ours, Role::Server, None), peer)
+    }
+
+    /// A client's text frame (masked, as RFC 6455 requires of clients).
+    fn client_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend((n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend((n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x5a, 0x17, 0xc3, 0x09];
+        f.extend(mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    /// Records the peer's text frames (and when the first came) and counts items, each taking
+    /// `item_cost`.
+    #[derive(Default)]
+    struct Recorder {
+        texts: Vec<usize>,
+        first_text: Option<Instant>,
+        items: usize,
+        item_cost: Duration,
+        seen: Arc<AtomicBool>,
+    }
+
+    impl Handler<Out> for Recorder {
+        fn on_text(&mut self, text: String, _out: &mut VecDeque<Out>) -> Flow {
+            self.texts.push(text.len());
+            self.first_text.get_or_insert_with(Instant::now);
+            self.seen.store(true, Ordering::SeqCst);
+            Flow::Continue
+        }
+
+        fn on_item(&mut self, _item: Out, _out: &mut VecDeque<Out>) -> Flow {
+            self.items += 1;
+            std::thread::sleep(self.item_cost);
+            Flow::Continue
+        }
+    }
+
+    /// A frame that takes longer than the heartbeat timeout to arrive keeps the link alive by its
+    /// bytes (its sender's pongs wait behind it), and arrives whole; a peer that sends nothing
+    /// at all is still dropped.
+    #[test]
+    fn a_frame_slower_than_the_timeout_is_life_and_silence_is_not() {
+        let heartbeat =
+            Heartbeat { interval: Duration::from_millis(100), timeout: Duration::from_millis(400) };
+        let (mut ws, mut peer) = pair();
+        let frame = client_frame(&vec![b'x'; 96 * 1024]);
+        let trickle = std::thread::spawn(move || {
+            // 30 pieces 50 ms apart: 1.5 s for the frame, nearly four timeouts.
+            for piece in frame.chunks(frame.len().div_ceil(30)) {
+                peer.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = peer.shutdown(std::net::Shutdown::Both);
+        });
+        let mut recorder = Recorder::default();
+        let end = drive::<_, Out>(&mut ws, None, Some(heartbeat), &mut recorder);
+        trickle.join().unwrap();
+        assert_eq!(recorder.texts, [96 * 1024], "the frame arrived whole ({end:?})");
+        assert!(matches!(end, End::PeerClosed(_)), "the link ended when the peer closed it: {end:?}");
+
+        let (mut ws, _quiet) = pair();
+        let end = drive::<_, Out>(&mut ws, None, Some(heartbeat), &mut Recorder::default());
+        assert!(matches!(end, End::Silent(_)), "{end:?}");
+    }
+
+    /// While other threads keep the owner's queue full, the peer's frames are still read within
+    /// a few turns: the owner takes at most `ITEMS_PER_TURN` items before it reads.
+    #[test]
+    fn a_busy_queue_does_not_starve_the_peers_frames() {
+        let (mut ws, mut peer) = pair();
+        let (outbox, inbox) = bounded_within::<Out>(4096, usize::MAX, None).unwrap();
+        let seen = Arc::new(AtomicBool::new(false));
+        let (stop, producer_stop) = (seen.clone(), seen.clone());
+        let producer = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(5);
+            while !producer_stop.load(Ordering::SeqCst) && Instant::now() < until {
+                if outbox.offer(Out::Text(String::new())).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let sent = Arc::new(Mutex::new(None));
+        let sent_at = sent.clone();
+        let peer_thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200)); // the queue is full by now
+            peer.write_all(&client_frame(b"hello")).unwrap();
+            *sent_at.lock().unwrap() = Some(Instant::now());
+            let until = Instant::now() + Duration::from_secs(6);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = peer.shutdown(std::net::Shutdown::Both);
+        });
+        let mut recorder = Recorder { item_cost: Duration::from_micros(200), seen, ..Recorder::default() };
+        let heartbeat = Heartbeat { interval: Duration::from_secs(60), timeout: Duration::from_secs(60) };
+        drive(&mut ws, Some(&inbox), Some(heartbeat), &mut recorder);
+        producer.join().unwrap();
+        peer_thread.join().unwrap();
+        let sent = sent.lock().unwrap().expect("the peer sent its frame");
+        let read = recorder.first_text.expect("the frame was read");
+        assert!(recorder.items > ITEMS_PER_TURN, "the queue was busy: {} items", recorder.items);
+        let late = read.saturating_duration_since(sent);
+        assert!(late < Duration::from_secs(1), "the frame waited {late:?} behind the queue");
     }
 }

@@ -40,6 +40,18 @@ pub(crate) fn post(
     path: &str,
     id: u64,
     method: &str,
+    params: Value,
+    extra: &[(&str, &str)],
+) -> HttpResponse {
+    post_to(gw.port, path, id, method, params, extra)
+}
+
+/// `post` to the gateway on `port`.
+pub(crate) fn post_to(
+    port: u16,
+    path: &str,
+    id: u64,
+    method: &str,
     mut params: Value,
     extra: &[(&str, &str)],
 ) -> HttpResponse {
@@ -55,7 +67,7 @@ pub(crate) fn post(
     }
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    http(gw.port, "POST", path, &h, body.to_string().as_bytes())
+    http(port, "POST", path, &h, body.to_string().as_bytes())
 }
 
 /// The answer to a request whose response may be JSON or an SSE stream.
@@ -69,7 +81,7 @@ pub(crate) fn answer(resp: &HttpResponse) -> Value {
 }
 
 /// A modern request read as a stream, event by event.
-fn stream(gw: &Gateway, path: &str, id: u64, method: &str, params: Value) -> SseReader {
+pub(crate) fn stream(gw: &Gateway, path: &str, id: u64, method: &str, params: Value) -> SseReader {
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
     let h = headers(method, &params);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -12,6 +12,7 @@
 //!   lock-outs (idle sockets, one address, the metrics listener), strict framing and `Host`.
 //! - `layers`: the gateway's modules name only their floor and below (read off the source).
 //! - `http`: the gateway's HTTP surface: health, routing, status codes for bad input, auth.
+//! - `front`: the front end's defects of the 12-07 review, one test per class against the binary.
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `eras`: edges that speak only protocol 2026-07-28: the probe, clients of both eras.
 //! - `modern`: protocol 2026-07-28 (stateless) on both endpoints in front of a legacy edge.
@@ -33,6 +34,7 @@ mod concurrency;
 mod correlation;
 mod end_to_end;
 mod eras;
+mod front;
 mod hostile;
 mod hostile_edges;
 mod hostile_http;

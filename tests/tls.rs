@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::util::{Gateway, Proc, Watchdog};
 
 /// A fresh directory of certificates with keys of `kind` (ec, rsa, rsa-pkcs1, ec-sec1).
-fn certs(kind: &str) -> PathBuf {
+pub(crate) fn certs(kind: &str) -> PathBuf {
     certs_with(&["--key", kind])
 }
 
@@ -38,7 +38,7 @@ fn file(dir: &Path, name: &str) -> String {
 }
 
 /// A gateway serving TLS with the certificates in `dir` (mTLS when `mtls`).
-fn tls_gateway(dir: &Path, mtls: bool) -> Gateway {
+pub(crate) fn tls_gateway(dir: &Path, mtls: bool) -> Gateway {
     let (cert, key, ca) = (file(dir, "server.crt"), file(dir, "server.key"), file(dir, "ca.crt"));
     let mut args = vec!["--ssl-enabled", "--ssl-certfile", &cert, "--ssl-keyfile", &key];
     if mtls {
@@ -81,7 +81,7 @@ fn tls_client(
 }
 
 /// GET /health over TLS, trusting the CA of `dir`, presenting the client certificate if asked.
-fn https_health(port: u16, dir: &Path, client_cert: bool) -> Result<String, String> {
+pub(crate) fn https_health(port: u16, dir: &Path, client_cert: bool) -> Result<String, String> {
     let mut tls = tls_client(port, dir, client_cert);
     let req = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;

@@ -179,11 +179,23 @@ fn serve_accepted(gw: &Arc<Gateway>, stream: TcpStream, peer: SocketAddr, ticket
     let _ = stream.set_nodelay(true);
     let transport: Box<dyn Transport> = match &gw.tls {
         None => Box::new(stream),
-        Some(_) if crate::tls::speaks_plain_http(&stream) => return refuse_plain_http(stream, peer),
-        Some(config) => match accept_tls(config, stream) {
-            Ok(tls) => tls,
-            Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),
-        },
+        Some(config) => {
+            // Until its handshake is done, a TLS connection waits for its client like one waiting
+            // for a request: listed idle, so a socket that sends nothing can be closed for room.
+            let idle = ticket.idle(&stream);
+            let tls = if crate::tls::speaks_plain_http(&stream) {
+                return refuse_plain_http(stream, peer);
+            } else {
+                accept_tls(config, stream)
+            };
+            if !idle.end() {
+                return log::debug!("{peer}: closed during its TLS handshake to make room");
+            }
+            match tls {
+                Ok(tls) => tls,
+                Err(e) => return log::warn!("{peer}: TLS handshake failed: {e}"),
+            }
+        }
     };
     // A client that stops reading must not hold a thread forever: its writes fail instead.
     let _ = transport.socket().set_write_timeout(Some(WRITE_TIMEOUT));

@@ -117,8 +117,7 @@ impl Exchange {
                 if let Opening::Listen { capabilities } = opening {
                     stateless(&session, capabilities);
                 }
-                let (max, each) = (gw.cfg.max_sessions, gw.cfg.max_sessions_per_client);
-                gw.registry.admit(session.clone(), max, each).inspect_err(|e| {
+                gw.registry.admit(session.clone(), &gw.cfg).inspect_err(|e| {
                     log::warn!("{}: refusing a new session: {e}", asker.peer);
                 })?
             }

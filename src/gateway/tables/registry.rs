@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::gateway::clients::session::{Kind, Scope, Session};
+use crate::gateway::config::Config;
 use crate::gateway::credential::Holder;
 use crate::gateway::error::Error;
 use crate::gateway::link::lists::{ListKind, Lists};
@@ -180,17 +181,19 @@ impl Registry {
 
     // ---- sessions ----
 
-    /// Adds a session unless the gateway holds `max_total` sessions or its holder (token, or
-    /// address) `max_each`: checked and added under one lock, so bursts cannot slip past. At a
-    /// cap, the Streamable HTTP session unused the longest (for `EVICTION_GRACE` at least, with
-    /// no call in flight and no stream open; the holder's own, at its cap) is ended to make room,
-    /// as idle connections are. The guard returned ends the session when dropped.
+    /// Adds a session unless the gateway holds `--max-sessions` sessions or its holder (token,
+    /// or address) `--max-sessions-per-client`: checked and added under one lock, so bursts
+    /// cannot slip past. At a cap, the Streamable HTTP session unused the longest (for half its
+    /// `--session-timeout` at least, a minute at most, with no call in flight and no stream open;
+    /// the holder's own, at its cap) is ended to make room, as idle connections are. The guard
+    /// returned ends the session when dropped.
     pub(crate) fn admit(
         self: &Arc<Self>,
         session: Arc<Session>,
-        max_total: usize,
-        max_each: Option<usize>,
+        cfg: &Config,
     ) -> Result<SessionGuard, Error> {
+        let (max_total, max_each) = (cfg.max_sessions, cfg.max_sessions_per_client);
+        let grace = (cfg.session_timeout / 2).min(EVICTION_GRACE);
         let evicted = {
             let mut sessions = lock(&self.sessions);
             // The default exempts loopback: a reverse proxy on this host brings everyone from there.
@@ -203,14 +206,14 @@ impl Registry {
             if let Some(max) = max_each {
                 let held = sessions.values().filter(|s| s.holder == session.holder).count();
                 if held >= max {
-                    match evict_idlest(&mut sessions, Some(session.holder)) {
+                    match evict_idlest(&mut sessions, Some(session.holder), grace) {
                         Some(gone) => evicted.push(gone),
                         None => return Err(Error::TooManySessionsHeld(held)),
                     }
                 }
             }
             if sessions.len() >= max_total {
-                match evict_idlest(&mut sessions, None) {
+                match evict_idlest(&mut sessions, None, grace) {
                     Some(gone) => evicted.push(gone),
                     None => return Err(Error::TooManySessions),
                 }
@@ -284,8 +287,9 @@ impl Registry {
     }
 }
 
-/// How long a Streamable HTTP session must have been unused before it may be ended to make room
-/// for a new one (at `--max-sessions`, or its holder's `--max-sessions-per-client`).
+/// How long a Streamable HTTP session must have been unused, at most, before it may be ended to
+/// make room for a new one (at `--max-sessions`, or its holder's `--max-sessions-per-client`);
+/// half the session timeout when that is shorter.
 pub(crate) const EVICTION_GRACE: Duration = Duration::from_secs(60);
 
 /// Whether a session may be ended for being unused: a Streamable HTTP session with no request
@@ -298,15 +302,16 @@ fn unused_for(s: &Session, max_idle: Duration) -> bool {
         && !s.has_stream()
 }
 
-/// Takes out of the table the session unused the longest past `EVICTION_GRACE` (of `holder`,
-/// when given), for the caller to end once the lock is released.
+/// Takes out of the table the session unused the longest past `grace` (of `holder`, when
+/// given), for the caller to end once the lock is released.
 fn evict_idlest(
     sessions: &mut HashMap<String, Arc<Session>>,
     holder: Option<Holder>,
+    grace: Duration,
 ) -> Option<Arc<Session>> {
     let id = sessions
         .values()
-        .filter(|s| holder.is_none_or(|h| s.holder == h) && unused_for(s, EVICTION_GRACE))
+        .filter(|s| holder.is_none_or(|h| s.holder == h) && unused_for(s, grace))
         .min_by_key(|s| s.idle_since())
         .map(|s| s.id.clone())?;
     sessions.remove(&id)
