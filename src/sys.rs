@@ -100,17 +100,33 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// Fills `buf` with random bytes from the kernel's CSPRNG.
+/// Fills `buf` with random bytes from the kernel's CSPRNG: `getrandom(2)`, or `/dev/urandom` on
+/// kernels older than 3.17 (old router kernels) that lack the call, or where a seccomp policy
+/// refuses it. Panics only when neither can be read: ids and keys cannot be made without it.
 pub(crate) fn random_bytes(buf: &mut [u8]) {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
+    fill_random(buf, |rest| {
         // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
         let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n > 0 {
-            filled += n as usize;
-        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            panic!("getrandom failed: {}", io::Error::last_os_error());
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    });
+}
+
+/// `random_bytes` with the system call given (a seam for the test of the fallback).
+fn fill_random(buf: &mut [u8], mut getrandom: impl FnMut(&mut [u8]) -> io::Result<usize>) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match getrandom(&mut buf[filled..]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                let read = std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| io::Read::read_exact(&mut f, &mut buf[filled..]));
+                if let Err(urandom) = read {
+                    panic!("no randomness: getrandom(2) failed ({e}) and /dev/urandom cannot be read ({urandom})");
+                }
+                return;
+            }
+            Err(e) => panic!("getrandom failed: {e}"),
         }
     }
 }
@@ -471,5 +487,34 @@ mod wake_tests {
         w.drain(); // nothing pending: does not block
         w.wake();
         assert!(ready(&w));
+    }
+}
+
+#[cfg(test)]
+mod random_tests {
+    use super::*;
+
+    /// A kernel without getrandom(2) (older than 3.17) gets its bytes from /dev/urandom.
+    #[test]
+    fn random_bytes_come_from_dev_urandom_without_getrandom() {
+        let mut buf = [0u8; 64];
+        let mut calls = 0;
+        fill_random(&mut buf, |_| {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        });
+        assert_eq!(calls, 1);
+        assert!(buf.iter().any(|b| *b != 0), "filled from /dev/urandom");
+        let mut partly = [0u8; 64];
+        fill_random(&mut partly, |rest| {
+            if rest.len() == 64 {
+                rest[..10].fill(1);
+                Ok(10)
+            } else {
+                Err(io::Error::from_raw_os_error(libc::ENOSYS))
+            }
+        });
+        assert_eq!(partly[..10], [1; 10], "what getrandom gave is kept");
+        assert!(partly[10..].iter().any(|b| *b != 0), "the rest from /dev/urandom");
     }
 }

@@ -168,9 +168,9 @@ fn a_stream_that_died_with_a_notice_pending_does_not_silence_the_next() {
     assert!(heard.is_some(), "the new stream heard nothing of the tools' change");
 }
 
-/// A fake edge over a raw WebSocket: it registers `name` with one tool, `big`, and answers the
-/// gateway's handshake; then it is handed back to the test to answer calls by hand.
-fn raw_edge(port: u16, name: &str) -> WebSocket<TcpStream> {
+/// A fake edge over a raw WebSocket: it registers `name` with `tools`, and answers the gateway's
+/// handshake; then it is handed back to the test to answer calls by hand.
+fn raw_edge(port: u16, name: &str, tools: Value) -> WebSocket<TcpStream> {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let req = format!("ws://127.0.0.1:{port}/mcp/register").into_client_request().unwrap();
@@ -190,8 +190,7 @@ fn raw_edge(port: u16, name: &str) -> WebSocket<TcpStream> {
             Some("initialize") => json!({"jsonrpc": "2.0", "id": id, "result": {
                 "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
                 "serverInfo": {"name": name, "version": "1"}}}),
-            Some("tools/list") => json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
-                {"name": "big", "inputSchema": {"type": "object"}}]}}),
+            Some("tools/list") => json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}),
             Some(_) if !id.is_null() => {
                 json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not here"}})
             }
@@ -218,7 +217,7 @@ fn client_frame(payload: &[u8]) -> Vec<u8> {
 fn a_big_answer_slower_than_the_ping_timeout_keeps_its_link() {
     let _w = Watchdog::new("front_slow_uplink", Duration::from_secs(60));
     let gw = Gateway::start(&["--ping-interval", "1", "--ping-timeout", "2"]);
-    let mut edge = raw_edge(gw.port, "slow");
+    let mut edge = raw_edge(gw.port, "slow", json!([{"name": "big", "inputSchema": {"type": "object"}}]));
     let port = gw.port;
     let call = std::thread::spawn(move || {
         let params = json!({"name": "big", "arguments": {}});
@@ -251,6 +250,25 @@ fn a_big_answer_slower_than_the_ping_timeout_keeps_its_link() {
     assert_eq!(gw.proc.count_log("no answer to pings"), 0, "{}", gw.proc.log_text());
     let health = gw.http("GET", "/health", &[], b"").json();
     assert_eq!(health["servers"], 1, "the link is still up: {health}");
+}
+
+/// An edge listing thousands of tools the catalog cannot expose (no name) costs one log line,
+/// written after the registry's lock is released, not one per item under it.
+#[test]
+fn what_an_edge_lists_wrongly_is_told_once() {
+    let _w = Watchdog::new("front_nameless_tools", Duration::from_secs(40));
+    let gw = Gateway::start(&[]);
+    let mut tools: Vec<Value> = (0..5000).map(|i| json!({"description": format!("nameless {i}")})).collect();
+    tools.push(json!({"name": "named", "inputSchema": {"type": "object"}}));
+    let _edge = raw_edge(gw.port, "careless", Value::Array(tools));
+    gw.proc.wait_log("ignoring 5000 list items without a name");
+    assert_eq!(gw.proc.count_log("without a name"), 1, "one line, not one per item");
+    let mut list = StreamableClient::new(gw.port, "/mcp", "2025-06-18");
+    list.initialize(json!({}));
+    let tools = list.call(1, "tools/list", json!({}));
+    let names: Vec<&str> =
+        tools["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["list_servers", "careless_named"]);
 }
 
 /// A tool call with a big argument that runs long gives its body's share of the body budget back

@@ -7,13 +7,15 @@
 //! duplicate of their socket; when a cap is reached, the one idle the longest (at least
 //! `EVICTION_GRACE`, so a connection whose request is on its way is left alone) is shut down,
 //! which wakes its thread with an end of stream, and its place goes to the newcomer at once.
-//! Threads so closed end within milliseconds, so the caps hold up to those leaving.
+//! Threads so closed end within milliseconds, so the caps hold up to those leaving. An IPv6 peer
+//! counts by its /64 (`credential::client_address`): one subscriber's network is one peer.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::gateway::credential::client_address;
 use crate::thread::lock;
 
 /// How long a connection must have been idle before it may be closed to make room: a client
@@ -65,6 +67,7 @@ impl Admission {
     /// A place for a new connection from `ip`, closing an idle one when a cap is reached; the
     /// reason (for a 503) when nothing can make room.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, String> {
+        let ip = client_address(ip);
         let mut st = lock(&self.state);
         let from_ip = st.per_ip.get(&ip).copied().unwrap_or(0);
         let capped = self.cap_loopback || !ip.is_loopback();
@@ -204,6 +207,18 @@ mod tests {
         assert_eq!(held.len(), DEFAULT_PER_IP + 1, "the default cap spares loopback");
         let far: Vec<Ticket> = (0..DEFAULT_PER_IP).map(|_| local.admit(a).unwrap()).collect();
         assert!(local.admit(a).is_err() && far.len() == DEFAULT_PER_IP, "and holds for others");
+    }
+
+    #[test]
+    fn one_ipv6_64_is_one_peer() {
+        let adm = Admission::new(100, Some(2));
+        let within = |host: u16| -> IpAddr { format!("2001:db8:5:6::{host:x}").parse().unwrap() };
+        let _a = adm.admit(within(1)).unwrap();
+        let _b = adm.admit(within(2)).unwrap();
+        let err = adm.admit(within(3)).err().expect("a third address of the same /64 is refused");
+        assert!(err.contains("2001:db8:5:6::"), "{err}");
+        let other: IpAddr = "2001:db8:5:7::1".parse().unwrap();
+        assert!(adm.admit(other).is_ok(), "another /64 is another peer");
     }
 
     #[test]

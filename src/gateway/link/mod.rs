@@ -508,9 +508,7 @@ impl<D: Clone> Link<D> {
         if call.relay.as_ref().is_some_and(|r| r.asking) {
             self.drop_questions(id, reason);
         } else {
-            let until = now + ORPHAN_GRACE;
-            self.orphans.insert(id, (call.session.clone(), until));
-            self.deadlines.insert((until, Slot::Orphan(id)));
+            self.orphan(now, id, call.session.clone());
             if let Some(reason) = cancel {
                 self.out.push_back(Action::ToEdge(jsonrpc::notification(
                     "notifications/cancelled",
@@ -802,10 +800,10 @@ impl<D: Clone> Link<D> {
                 let why = format!("{method}: no client request of this server is in flight to send it to");
                 return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
             }
-            Sole::Several(n) => {
+            Sole::Several => {
                 let why = format!(
-                    "{method} refused: more than one client ({n} sessions) has requests in flight at this \
-                     server, and over stdio a server cannot say which one it asks; the gateway never guesses"
+                    "{method} refused: more than one client has requests in flight at this server, and \
+                     over stdio a server cannot say which one it asks; the gateway never guesses"
                 );
                 return Err(Error::Unroutable { code: INTERNAL_ERROR, why });
             }
@@ -997,10 +995,16 @@ impl<D: Clone> Link<D> {
     }
 
     /// The newest client call, if exactly one session has calls in flight (counting calls that
-    /// ended here but that the server may still be working on).
+    /// ended here but that the server may still be working on). Allocates nothing, and stops
+    /// at the second session it sees: its cost is bounded by the calls and orphans, each capped
+    /// at `max_calls`.
     fn sole_caller(&self) -> Sole<'_, D> {
         let mut newest: Option<(u64, &ClientCall<D>)> = None;
-        let mut sessions: BTreeSet<&str> = self.orphans.values().map(|(s, _)| s.as_str()).collect();
+        // Whether `session` is a second one: the first seen is kept in `only`.
+        fn another<'s>(only: &mut Option<&'s str>, session: &'s str) -> bool {
+            *only.get_or_insert(session) != session
+        }
+        let mut only: Option<&str> = None;
         for (id, p) in &self.requests {
             // A call waiting for its 2026-07-28 client's input is blocked on the questions it
             // asked: what the server asks now is another call's.
@@ -1008,17 +1012,38 @@ impl<D: Clone> Link<D> {
                 if c.caller.is_none() {
                     continue;
                 }
-                sessions.insert(&c.session);
+                if another(&mut only, &c.session) {
+                    return Sole::Several;
+                }
                 if newest.is_none_or(|(n, _)| *id > n) {
                     newest = Some((*id, c));
                 }
             }
         }
-        match (sessions.len(), newest) {
-            (1, Some((id, call))) => Sole::One(id, call),
-            (0, _) => Sole::None,
-            (n, _) => Sole::Several(n),
+        if self.orphans.values().any(|(s, _)| another(&mut only, s)) {
+            return Sole::Several;
         }
+        match (only, newest) {
+            (None, _) => Sole::None,
+            (Some(_), Some((id, call))) => Sole::One(id, call),
+            // Only calls that ended here: whatever the server sends now may be theirs.
+            (Some(_), None) => Sole::Several,
+        }
+    }
+
+    /// Notes that call `id` of `session` ended here while the server may still be working on it
+    /// (for `ORPHAN_GRACE`, or until its answer comes). At most `max_calls` are kept: past it the
+    /// oldest is forgotten, so a client that calls and cancels in a loop grows nothing (a
+    /// forgotten call's late output is then judged like any other's).
+    fn orphan(&mut self, now: Instant, id: u64, session: SessionKey) {
+        if self.orphans.len() >= self.limits.max_calls {
+            if let Some((old, (_, until))) = self.orphans.pop_first() {
+                self.deadlines.remove(&(until, Slot::Orphan(old)));
+            }
+        }
+        let until = now + ORPHAN_GRACE;
+        self.orphans.insert(id, (session, until));
+        self.deadlines.insert((until, Slot::Orphan(id)));
     }
 
     #[inline(never)]
@@ -1115,9 +1140,9 @@ impl<D: Clone> Link<D> {
                 call.caller.clone().map(|caller| Action::Related { caller, message: note(call.aggregated) })
             }
             Sole::One(..) => None,
-            Sole::Several(n) => {
+            Sole::Several => {
                 log::debug!(
-                    "server {}: a log line while {n} sessions have calls in flight: not sent",
+                    "server {}: a log line while several sessions have calls in flight: not sent",
                     self.name
                 );
                 None
@@ -1473,7 +1498,7 @@ type Listed = (Vec<Value>, usize, usize);
 enum Sole<'a, D> {
     None,
     One(u64, &'a ClientCall<D>),
-    Several(usize),
+    Several,
 }
 
 fn index(kind: ListKind) -> usize {

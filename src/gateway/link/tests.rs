@@ -690,6 +690,30 @@ fn a_call_that_ended_here_still_clouds_attribution_until_the_server_answers_it()
     assert!(matches!(&drain(&mut link)[..], [Action::Related { caller: 2, .. }]));
 }
 
+/// A client that calls and cancels in a loop grows no table: calls that ended here are kept for
+/// attribution up to `max_calls`, the oldest forgotten first, and each with its deadline.
+#[test]
+fn calls_that_ended_here_are_bounded_in_count() {
+    let now = t0();
+    let mut link = ready(now);
+    link.limits.max_calls = 8;
+    for i in 0..1000u64 {
+        link.handle_input(now, call("loop", i, "tools/call", json!({"name": "slow"}), i as u32));
+        link.handle_input(now, Input::Cancel { session: "loop".into(), client_id: json!(i) });
+        drain(&mut link);
+        assert!(link.orphans.len() <= 8, "{} orphans after {i} cancels", link.orphans.len());
+    }
+    assert_eq!(link.orphans.len(), 8);
+    assert_eq!(link.deadlines.len(), 8, "a forgotten orphan's deadline goes with it");
+    // The newest are the ones kept: their late answers still end their clouding.
+    let newest = *link.orphans.keys().next_back().unwrap();
+    link.handle_edge(now, Message::Response { id: json!(newest), outcome: Ok(json!({})) });
+    assert_eq!(link.orphans.len(), 7);
+    // They expire on their own.
+    link.handle_timeout(now + ORPHAN_GRACE + Duration::from_secs(1));
+    assert!(link.is_idle(), "nothing left once they expire");
+}
+
 #[test]
 fn the_server_hears_the_most_verbose_level_through_the_per_server_view_too() {
     let now = t0();

@@ -62,6 +62,18 @@ struct Entry {
     /// key is the name it is exposed under, a resource's its URI, a template's its text.
     exposed: [Vec<usize>; 4],
     keys: [Vec<String>; 4],
+    /// URIs it lists that an earlier server serves (it waits to take them over).
+    waits: Vec<String>,
+}
+
+/// What a server listed that the catalog could not expose, told once per change (by the
+/// caller, after the registry's lock is released) rather than once per item.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Ignored {
+    /// Tools and prompts without a name.
+    pub unnamed: usize,
+    /// Tools and prompts whose names collide even after hashing.
+    pub colliding: usize,
 }
 
 impl Entry {
@@ -88,28 +100,42 @@ struct Template {
 
 impl Catalog {
     /// Adds a server that came in (`order` increases with arrival), or replaces what it lists.
-    /// Returns the aggregated lists that changed.
-    pub(crate) fn put(&mut self, order: u64, name: &str, lists: Arc<Lists>) -> Vec<ListKind> {
+    /// Returns the aggregated lists that changed, and what could not be exposed. Costs work in
+    /// proportion to this server's lists, however big the catalog.
+    pub(crate) fn put(&mut self, order: u64, name: &str, lists: Arc<Lists>) -> (Vec<ListKind>, Ignored) {
         let mut changed = self.remove(name);
         self.order.insert(name.to_string(), order);
         let mut entry = Box::new(Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() });
+        let mut ignored = Ignored::default();
         for kind in ListKind::ALL {
-            if self.expose(order, &mut entry, kind) && !changed.contains(&kind) {
+            if self.expose(order, &mut entry, kind, &mut ignored) && !changed.contains(&kind) {
                 changed.push(kind);
             }
         }
         self.servers.insert(order, entry);
-        changed
+        (changed, ignored)
     }
 
-    /// Replaces one list of a server. Returns the aggregated lists that changed.
-    pub(crate) fn put_list(&mut self, name: &str, kind: ListKind, lists: Arc<Lists>) -> Vec<ListKind> {
-        let Some(&order) = self.order.get(name) else { return Vec::new() };
-        let mut changed = self.put(order, name, lists);
+    /// Replaces one list of a server. Returns the aggregated lists that changed, and what could
+    /// not be exposed.
+    pub(crate) fn put_list(
+        &mut self,
+        name: &str,
+        kind: ListKind,
+        lists: Arc<Lists>,
+    ) -> (Vec<ListKind>, Ignored) {
+        let Some(&order) = self.order.get(name) else { return (Vec::new(), Ignored::default()) };
+        let (mut changed, ignored) = self.put(order, name, lists);
         // The server's other lists went out and came back as they were: only lists announced by
         // the same notification as this one can have changed.
         changed.retain(|k| k.changed_notification() == kind.changed_notification());
-        changed
+        (changed, ignored)
+    }
+
+    /// The URIs a server waits for.
+    #[cfg(test)]
+    fn entry_waits(&self, name: &str) -> Vec<String> {
+        self.order.get(name).and_then(|o| self.servers.get(o)).map(|e| e.waits.clone()).unwrap_or_default()
     }
 
     /// The lists the catalog exposes of a server.
@@ -138,23 +164,25 @@ impl Catalog {
                 }
             }
         }
-        // URIs it only waited for.
-        for owner in self.uri_routes.values_mut() {
-            owner.waiting.retain(|w| *w != order);
+        // URIs it only waited for (its own list of them: no scan of the whole catalog).
+        for uri in &entry.waits {
+            if let Some(owner) = self.uri_routes.get_mut(uri) {
+                owner.waiting.retain(|w| *w != order);
+            }
         }
         changed
     }
 
     /// Exposes one list of a new entry. Returns whether anything was exposed.
     #[inline(never)]
-    fn expose(&mut self, order: u64, entry: &mut Entry, kind: ListKind) -> bool {
+    fn expose(&mut self, order: u64, entry: &mut Entry, kind: ListKind, ignored: &mut Ignored) -> bool {
         let i = index(kind);
         let lists = entry.lists.clone();
         for (pos, item) in kind.items(&lists).iter().enumerate() {
             let exposed = match kind {
-                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item.key()),
-                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item.key()),
-                ListKind::Resources => self.claim_uri(order, item.key()),
+                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item.key(), ignored),
+                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item.key(), ignored),
+                ListKind::Resources => self.claim_uri(order, item.key(), &mut entry.waits),
                 ListKind::Templates => self.claim_template(order, pos, &entry.name, item.key()),
             };
             if let Some(key) = exposed {
@@ -167,12 +195,13 @@ impl Catalog {
     }
 
     #[inline(never)]
-    fn claim_uri(&mut self, order: u64, uri: Option<&str>) -> Option<String> {
+    fn claim_uri(&mut self, order: u64, uri: Option<&str>, waits: &mut Vec<String>) -> Option<String> {
         let uri = uri.filter(|u| u.len() <= MAX_URI)?;
         match self.uri_routes.get_mut(uri) {
             Some(owner) => {
                 if owner.server != order && !owner.waiting.contains(&order) {
                     owner.waiting.push(order);
+                    waits.push(uri.to_string());
                 }
                 None
             }
@@ -305,15 +334,17 @@ fn index(kind: ListKind) -> usize {
 }
 
 /// Exposes a tool or prompt under its name, unless an earlier server holds that name (then
-/// with the hash suffix), and records the route back to the original.
+/// with the hash suffix), and records the route back to the original. What cannot be exposed is
+/// counted in `ignored`, not logged: this runs under the registry's lock.
 #[inline(never)]
 fn name_item(
     routes: &mut HashMap<String, (String, String)>,
     server: &str,
     name: Option<&str>,
+    ignored: &mut Ignored,
 ) -> Option<String> {
     let Some(original) = name else {
-        log::warn!("server {server}: ignoring a list item without a name");
+        ignored.unnamed += 1;
         return None;
     };
     let mut exposed = exposed_name(server, original);
@@ -321,7 +352,7 @@ fn name_item(
         exposed = with_hash(&exposed, server, original);
     }
     if routes.contains_key(&exposed) {
-        log::warn!("server {server}: {original:?} collides even after hashing; not exposed");
+        ignored.colliding += 1;
         return None;
     }
     routes.insert(exposed.clone(), (server.to_string(), original.to_string()));
@@ -471,7 +502,7 @@ mod tests {
         };
         let mut c = Catalog::default();
         c.put(1, "a", Arc::new(a));
-        let changed = c.put(2, "b", Arc::new(b));
+        let (changed, _) = c.put(2, "b", Arc::new(b));
         assert_eq!(changed, [ListKind::Resources, ListKind::Templates]);
         assert_eq!(c.route_prompt("a_greet"), Some(("a", "greet")));
         assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2, "the second copy of a URI is not listed");
@@ -487,6 +518,34 @@ mod tests {
         assert_eq!(c.route_uri("file:///etc/hosts"), Some("b"));
         assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2);
         assert_eq!(c.route_uri(&format!("x://{}", "a".repeat(MAX_URI))), None, "too long to route");
+    }
+
+    #[test]
+    fn what_cannot_be_exposed_is_counted_once_not_logged_per_item() {
+        let mut c = Catalog::default();
+        let nameless = || json!({"description": "no name", "inputSchema": {}});
+        let (_, ignored) = c.put(1, "s", with_tools(vec![nameless(), tool("a"), nameless()]));
+        assert_eq!(ignored, Ignored { unnamed: 2, colliding: 0 });
+        assert_eq!(names(&c), ["list_servers", "s_a"]);
+    }
+
+    /// A server that only waited for a URI leaves without touching any other URI's record, and
+    /// a URI taken over goes to the next lister still there.
+    #[test]
+    fn a_waiting_lister_leaves_cleanly() {
+        let mut c = Catalog::default();
+        let listing = |uris: &[&str]| {
+            let items: Vec<Value> = uris.iter().map(|u| json!({"uri": u, "name": u})).collect();
+            Arc::new(Lists { resources: Item::all(ListKind::Resources, &items), ..Lists::default() })
+        };
+        c.put(1, "a", listing(&["x://1", "x://2"]));
+        c.put(2, "b", listing(&["x://1"]));
+        c.put(3, "c", listing(&["x://1"]));
+        assert_eq!(c.entry_waits("b"), ["x://1"]);
+        c.remove("b");
+        c.remove("a");
+        assert_eq!(c.route_uri("x://1"), Some("c"), "the next lister still there takes it over");
+        assert_eq!(c.route_uri("x://2"), None);
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::gateway::clients::session::{Kind, Scope, Session};
 use crate::gateway::config::Config;
 use crate::gateway::credential::Holder;
 use crate::gateway::error::Error;
-use crate::gateway::link::lists::{ListKind, Lists};
-use crate::gateway::tables::catalog::Catalog;
+use crate::gateway::link::lists::{Item, ListKind, Lists};
+use crate::gateway::tables::catalog::{Catalog, Ignored};
 use crate::gateway::tables::server::Upstream;
 
 /// Sessions one client may hold unless `--max-sessions-per-client` says otherwise.
@@ -112,30 +112,37 @@ impl Registry {
         removed
     }
 
-    /// Makes `up` visible with its lists, if its link still holds its name.
+    /// Makes `up` visible with its lists, if its link still holds its name. The `initialize`
+    /// result is serialized before the lock is taken, and what could not be exposed is told after
+    /// it is released: under it, only tables change.
     pub(crate) fn offer(&self, up: &Arc<Upstream>, initialize: Value, lists: Lists) {
         let lists = Arc::new(lists);
-        let changed = {
+        let initialize = initialize.to_string().into_boxed_str();
+        let (changed, ignored) = {
             let mut servers = lock(&self.servers);
             up.set_ready(initialize, lists.clone());
             match servers.by_name.get(&up.name) {
                 Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put(up.serial, &up.name, lists),
-                _ => Vec::new(),
+                _ => Default::default(),
             }
         };
+        tell_ignored(&up.name, ignored);
         self.tell_changed(&changed);
     }
 
-    /// Replaces one of `up`'s lists after a refresh, if its link still holds its name.
+    /// Replaces one of `up`'s lists after a refresh, if its link still holds its name. The
+    /// list's items are made (each serialized) before the lock is taken.
     pub(crate) fn update_list(&self, up: &Arc<Upstream>, kind: ListKind, items: Vec<Value>) {
-        let changed = {
+        let items = Item::all(kind, &items);
+        let (changed, ignored) = {
             let mut servers = lock(&self.servers);
             let lists = up.set_list(kind, items);
             match servers.by_name.get(&up.name) {
                 Some(cur) if Arc::ptr_eq(cur, up) => servers.catalog.put_list(&up.name, kind, lists),
-                _ => Vec::new(),
+                _ => Default::default(),
             }
         };
+        tell_ignored(&up.name, ignored);
         self.tell_changed(&changed);
     }
 
@@ -284,6 +291,16 @@ impl Registry {
         for s in sessions.iter().filter(|s| &s.scope == scope && s.is_initialized()) {
             s.send(msg.clone());
         }
+    }
+}
+
+/// Logs, once per change, what a server listed that could not be exposed.
+fn tell_ignored(server: &str, ignored: Ignored) {
+    if ignored.unnamed > 0 {
+        log::warn!("server {server}: ignoring {} list items without a name", ignored.unnamed);
+    }
+    if ignored.colliding > 0 {
+        log::warn!("server {server}: {} names collide even after hashing; not exposed", ignored.colliding);
     }
 }
 

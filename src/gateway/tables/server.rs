@@ -171,19 +171,21 @@ impl Upstream {
         lock(&self.offer).ready
     }
 
-    /// Makes the server visible with its `initialize` result and lists (`Registry::offer`).
-    pub(crate) fn set_ready(&self, initialize: Value, lists: Arc<Lists>) {
+    /// Makes the server visible with its `initialize` result (as compact JSON text) and lists
+    /// (`Registry::offer`).
+    pub(crate) fn set_ready(&self, initialize: Box<str>, lists: Arc<Lists>) {
         let mut offer = lock(&self.offer);
         offer.ready = true;
-        offer.initialize = initialize.to_string().into_boxed_str();
+        offer.initialize = initialize;
         offer.lists = lists;
     }
 
-    /// Replaces one list after a refresh; the server's lists as they are now, to share.
-    pub(crate) fn set_list(&self, kind: ListKind, items: Vec<Value>) -> Arc<Lists> {
+    /// Replaces one list after a refresh; the server's lists as they are now, to share. The
+    /// other lists are shared, not copied (`Lists` holds each behind an `Arc`).
+    pub(crate) fn set_list(&self, kind: ListKind, items: Arc<Vec<Item>>) -> Arc<Lists> {
         let mut offer = lock(&self.offer);
         let mut lists = (*offer.lists).clone();
-        *kind.items_mut(&mut lists) = Item::all(kind, &items);
+        *kind.items_mut(&mut lists) = items;
         offer.lists = Arc::new(lists);
         offer.lists.clone()
     }
