@@ -198,6 +198,11 @@ impl<T> Queue<T> {
 }
 
 impl<T> Outbox<T> {
+    /// Whether nothing waits in the queue.
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.queue.state).items.is_empty()
+    }
+
     /// Wakes the owner without queueing anything (it re-reads whatever flags it watches).
     pub(crate) fn wake(&self) {
         self.wake.wake();

@@ -4,9 +4,12 @@
 //! Requests are counted by method and server, errors likewise, tool-call latency goes into a
 //! histogram per server, and bytes are counted where JSON-RPC messages cross the gateway: from
 //! and to clients, from and to edges. Label values are bounded: methods outside the MCP set
-//! count as `other`, servers are registered names.
+//! count as `other`; a server label is only ever a name a live link holds (counted by that link's
+//! owner; what the gateway refuses itself counts as `gateway`), and a name whose link is gone
+//! keeps its series only among the last `KEPT_DEPARTED` to leave, so names that come and go
+//! (anyone may register without `--register-token`) cannot grow the tables or a scrape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -40,11 +43,16 @@ const METHODS: [&str; 19] = [
     "tasks/list",
 ];
 
+/// Names whose links are gone that keep their series (the newest to leave); older ones lose them.
+pub(crate) const KEPT_DEPARTED: usize = 64;
+
 /// One gateway's counters, owned by its `Gateway` and passed where they are counted.
 pub(crate) struct Metrics {
     /// By method, then server: a request finds its counts without allocating a key.
     requests: Mutex<BTreeMap<&'static str, BTreeMap<String, Counts>>>,
     tool_calls: Mutex<BTreeMap<String, Histogram>>,
+    /// Servers whose links are gone, oldest first, at most `KEPT_DEPARTED`.
+    departed: Mutex<VecDeque<String>>,
     pub client_bytes_in: AtomicU64,
     pub client_bytes_out: AtomicU64,
     pub edge_bytes_in: AtomicU64,
@@ -68,6 +76,7 @@ impl Metrics {
         Metrics {
             requests: Mutex::new(BTreeMap::new()),
             tool_calls: Mutex::new(BTreeMap::new()),
+            departed: Mutex::new(VecDeque::new()),
             client_bytes_in: AtomicU64::new(0),
             client_bytes_out: AtomicU64::new(0),
             edge_bytes_in: AtomicU64::new(0),
@@ -84,6 +93,28 @@ impl Metrics {
         let entry = counted(requests.entry(method).or_default(), server);
         entry.0 += 1;
         entry.1 += u64::from(!ok);
+    }
+
+    /// A server's link holds its name: its series stay.
+    pub(crate) fn arrived(&self, server: &str) {
+        lock(&self.departed).retain(|d| d != server);
+    }
+
+    /// A server's link is gone and no other holds its name: its series stay while it is among
+    /// the last `KEPT_DEPARTED` to leave (it may come back), then go.
+    pub(crate) fn departed(&self, server: &str) {
+        let forgotten = {
+            let mut departed = lock(&self.departed);
+            departed.retain(|d| d != server);
+            departed.push_back(server.to_string());
+            (departed.len() > KEPT_DEPARTED).then(|| departed.pop_front()).flatten()
+        };
+        if let Some(gone) = forgotten {
+            for servers in lock(&self.requests).values_mut() {
+                servers.remove(&gone);
+            }
+            lock(&self.tool_calls).remove(&gone);
+        }
     }
 
     /// Requests and errors by server, over all methods (`gateway` for its own answers): what
@@ -262,5 +293,31 @@ mod tests {
         assert!(text.contains("mcpport_sessions_open{transport=\"legacy_sse\"} 0"));
         let by_server = m.by_server();
         assert_eq!((by_server["pi"], by_server["gateway"]), ((2, 1), (1, 0)));
+    }
+
+    /// Names that come and go keep their series only among the last to leave: a thousand
+    /// registrations of random names cost `KEPT_DEPARTED` series, not a thousand.
+    #[test]
+    fn departed_servers_series_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..1000 {
+            let name = format!("random-{i}");
+            m.arrived(&name);
+            m.request("tools/call", &name, true);
+            m.tool_call(&name, Duration::from_millis(1));
+            m.departed(&name);
+        }
+        m.arrived("pi");
+        m.request("tools/call", "pi", true);
+        assert_eq!(m.by_server().len(), KEPT_DEPARTED + 1);
+        assert_eq!(lock(&m.tool_calls).len(), KEPT_DEPARTED);
+        assert!(m.by_server().contains_key("random-999") && !m.by_server().contains_key("random-0"));
+        // A name that comes back keeps its counts.
+        m.departed("pi");
+        m.arrived("pi");
+        for i in 1000..1100 {
+            m.departed(&format!("random-{i}"));
+        }
+        assert_eq!(m.by_server()["pi"], (1, 0), "a live server's series are never forgotten");
     }
 }

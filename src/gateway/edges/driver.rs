@@ -98,10 +98,13 @@ fn admit_link(
         }
         Ok(None) => {}
     }
+    gw.metrics.arrived(&up.name);
     let received =
         status_frame("received", &up.id, &format!("Registration request received, server ID: {}", up.id));
     if ws.send(WsMessage::text(received.to_string())).is_err() {
-        gw.registry.release_name(&up);
+        if gw.registry.release_name(&up) {
+            gw.metrics.departed(&up.name);
+        }
         log::info!("server {} ({}): link failed during registration", up.name, up.id);
         return None;
     }
@@ -134,7 +137,9 @@ struct Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.gw.registry.release_name(self.up);
+        if self.gw.registry.release_name(self.up) {
+            self.gw.metrics.departed(&self.up.name);
+        }
     }
 }
 
@@ -295,11 +300,18 @@ impl Handler<Command> for Driver<'_> {
         if let Some((code, reason)) = self.up.close_requested() {
             return Flow::Close(code, reason);
         }
+        for session in self.up.ended_sessions() {
+            self.link.handle_input(now, Input::SessionEnded { session });
+        }
         self.link.handle_timeout(now);
         self.carry_out(out)
     }
 
     fn deadline(&self) -> Option<Instant> {
+        // Sessions that ended while the queue was full are told as soon as it has drained.
+        if self.up.ends_waiting() {
+            return Some(Instant::now());
+        }
         self.link.poll_timeout()
     }
 }

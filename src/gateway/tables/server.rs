@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -51,6 +51,10 @@ pub(crate) struct Upstream {
     offer: Mutex<Offer>,
     /// Set to make the owner close the link (replaced, or the gateway is shutting down).
     closing: Mutex<Option<(u16, String)>>,
+    /// Sessions that ended while the command queue was full: told to the link once the queue
+    /// has drained (so after everything those sessions queued before they ended). Each session
+    /// ends once, so this holds at most the sessions that involved the link.
+    ended: Mutex<Vec<String>>,
 }
 
 /// What a server offers, once its handshake is done. Its `initialize` result is kept as
@@ -89,6 +93,7 @@ impl Upstream {
             commands,
             offer: Mutex::new(Offer::default()),
             closing: Mutex::new(None),
+            ended: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,28 +103,35 @@ impl Upstream {
         self.commands.offer(cmd)
     }
 
-    /// Queues a command that must not be lost to a full queue (a session's end): retries for a
-    /// moment while the owner catches up.
-    pub(crate) fn tell_reliably(&self, mut cmd: Command) -> Result<(), SendError> {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
-            match self.commands.offer(cmd) {
-                Ok(()) => return Ok(()),
-                Err((SendError::Full, back)) if Instant::now() < deadline => {
-                    cmd = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    if e == SendError::Full {
-                        log::warn!(
-                            "server {}: its command queue stayed full; a session end was not delivered",
-                            self.name
-                        );
-                    }
-                    return Err(e);
-                }
+    /// Tells the link's owner that a session ended, never lost to a full queue: on the queue
+    /// behind what the session sent before it, or, when the queue is full, noted for the owner
+    /// to take once the queue has drained (`ended_sessions`). Never waits.
+    pub(crate) fn tell_ended(&self, session: &str) -> Result<(), SendError> {
+        let input = Input::SessionEnded { session: session.into() };
+        match self.commands.offer(Command::Link(input)) {
+            Ok(()) => Ok(()),
+            Err((SendError::Full, _)) => {
+                lock(&self.ended).push(session.to_string());
+                self.commands.wake();
+                Ok(())
             }
+            Err((e, _)) => Err(e),
         }
+    }
+
+    /// Whether sessions that ended while the queue was full are ready to be told (the queue has
+    /// drained).
+    pub(crate) fn ends_waiting(&self) -> bool {
+        self.commands.is_empty() && !lock(&self.ended).is_empty()
+    }
+
+    /// The sessions that ended while the queue was full, once nothing else waits in the queue
+    /// (read by the owner).
+    pub(crate) fn ended_sessions(&self) -> Vec<String> {
+        if !self.commands.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.ended))
     }
 
     /// Asks the owner to close the link with this code and reason (never lost to a full queue).
@@ -218,9 +230,45 @@ impl LinkPort for Upstream {
     }
 
     fn session_ended(&self, session: &str) {
-        let input = Input::SessionEnded { session: session.into() };
-        if self.tell_reliably(Command::Link(input)).is_err() {
+        if self.tell_ended(session).is_err() {
             log::debug!("session {session}: server {} is gone; nothing to tell it", self.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session's end is never lost to a full queue, and never overtakes what the session
+    /// queued before it: it waits until the queue has drained.
+    #[test]
+    fn a_session_end_waits_out_a_full_queue_and_is_not_lost() {
+        let (commands, inbox) = crate::ws::bounded_within::<Command>(1, 1 << 20, None).unwrap();
+        let up = Upstream::new(
+            "pi".into(),
+            "pi-1".into(),
+            Credential::Open,
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            commands,
+        );
+        up.tell(Command::Link(Input::Notify { method: "x".into(), params: None })).unwrap();
+        up.tell_ended("s1").unwrap();
+        assert!(
+            !up.ends_waiting() && up.ended_sessions().is_empty(),
+            "not while the queue holds what came first"
+        );
+        assert!(inbox.try_recv().is_ok());
+        assert!(up.ends_waiting());
+        assert_eq!(up.ended_sessions(), ["s1"]);
+        assert!(!up.ends_waiting());
+        up.tell_ended("s2").unwrap();
+        let Ok(Command::Link(Input::SessionEnded { session })) = inbox.try_recv() else {
+            panic!("on the queue")
+        };
+        assert_eq!(session, "s2");
+        drop(inbox);
+        assert_eq!(up.tell_ended("s3"), Err(SendError::Closed));
     }
 }

@@ -42,7 +42,9 @@ pub(crate) fn handle_message(gw: &Arc<Gateway>, session: &Arc<Session>, msg: Mes
                 }
                 Ok(Routed::Forward { server, method: m, params }) => {
                     if let Err(e) = forward(gw, session, reply, id.clone(), &server, &m, params) {
-                        gw.metrics.request(&method, &server, false);
+                        // Refused here: the gateway handled it (a server's label is only ever a
+                        // name its link holds, counted by that link).
+                        gw.metrics.request(&method, "gateway", false);
                         reply.finish(session, Some(e.response(&id)));
                     }
                 }
