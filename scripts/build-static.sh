@@ -15,6 +15,9 @@
 # and the Debian packages (apt-get; `apt-get update` runs once, only if a package is missing).
 # Needs a Debian/Ubuntu x86_64 host. MCPPORT_NO_INSTALL=1 only checks and fails instead.
 #
+# MCPPORT_STATIC_FEATURES=test-tools builds with the sample server's test tools (what the
+# integration tests need to run against a static binary, as CI's stack-page step does).
+#
 # Ends with a table (target, bytes, build time, `file` output) and fails if a binary is not
 # statically linked or not stripped, or if the aarch64 binary is over its size budget
 # (MCPPORT_AARCH64_BUDGET, default 2 MiB = 2097152 bytes).
@@ -118,14 +121,16 @@ target_dir="${CARGO_TARGET_DIR:-$REPO/target}"
 
 # ---- Build -----------------------------------------------------------------------------------
 declare -A secs
+features=(--no-default-features)
+[[ -n ${MCPPORT_STATIC_FEATURES:-} ]] && features+=(--features "$MCPPORT_STATIC_FEATURES")
 for t in "${targets[@]}"; do
-    say "cargo build --release --locked --no-default-features --target $t"
+    say "cargo build --release --locked ${features[*]} --target $t"
     start=$EPOCHREALTIME
     case $t in
         *-musl) encoded="$(encode "${flags[@]}" "${lld_flags[@]}")" ;;
         *) encoded="$(encode "${flags[@]}")" ;;
     esac
-    CARGO_ENCODED_RUSTFLAGS="$encoded" cargo build --release --locked --no-default-features --target "$t"
+    CARGO_ENCODED_RUSTFLAGS="$encoded" cargo build --release --locked "${features[@]}" --target "$t"
     secs[$t]=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 done
 

@@ -128,7 +128,7 @@ say "target $TARGET, binary $BIN ($(stat -c %s "$BIN") bytes), runner ${RUN[*]:-
 want_version="mcpport $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
 t=$EPOCHREALTIME
 got_version="$(timeout "$TIMEOUT" "${RUN[@]}" "$BIN" --version 2>&1)" || true
-if [[ $got_version == "$want_version" ]]; then
+if [[ $got_version == "$want_version ("* ]]; then
     pass "--version: $got_version ($(elapsed "$t") s)"
 else
     fail "--version: expected '$want_version', got '$got_version'"

@@ -13,6 +13,13 @@ use crate::{gateway, logger, register, sample_server};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// What `--version` prints: the version, then the git revision, the target and the build profile
+/// it was built from (`mcpport 0.2.0 (a1b2c3d4e5f6, aarch64-unknown-linux-musl, release)`).
+pub(crate) fn version_line() -> String {
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    format!("mcpport {VERSION} ({}, {}, {profile})", env!("MCPPORT_REVISION"), env!("MCPPORT_TARGET"))
+}
+
 const HELP: &str = "\
 mcpport — reach MCP servers that run where nobody can dial in
 

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Version => {
-            println!("mcpport {}", cli::VERSION);
+            println!("{}", cli::version_line());
             Ok(0)
         }
         Command::Gateway(cfg) => gateway::run(*cfg).map(|()| 0),

@@ -449,6 +449,8 @@ impl Server {
         let total = Duration::from_secs_f64(seconds.clamp(0.0, 600.0));
         let started = Instant::now();
         let key = id.to_string();
+        // A line on stderr (register logs it): tests wait for it to know the call is here.
+        eprintln!("sample-server: request {key} sleeping {seconds} s");
         let mut next_report = Duration::from_secs(1);
         while started.elapsed() < total {
             if lock(&self.cancelled).remove(&key) {

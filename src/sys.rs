@@ -355,36 +355,100 @@ pub(crate) fn page_size() -> usize {
     usize::try_from(n).ok().filter(|&n| n.is_power_of_two()).unwrap_or(4096)
 }
 
-/// Tells the kernel the whole pages in `[start, end)` hold nothing worth keeping: they are
-/// unmapped from memory and read back as zeros when next touched. For the unused part of a
-/// thread's own stack, below its current frame (see `discard_stack_below`).
-fn discard_pages(start: usize, end: usize) {
-    let page = page_size();
-    let (start, end) = (start.next_multiple_of(page), end / page * page);
-    if end > start {
-        // SAFETY: the caller passes a range of its own thread's stack strictly below the live
-        // frames, which no Rust reference points into; MADV_DONTNEED on private anonymous
-        // memory only drops the pages' contents, and a failure changes nothing.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    }
-}
-
-/// Room kept below `discard_stack_below`'s marker while pages are discarded: the rest of its own
-/// small frame and the return address into it, with room to spare (glibc's and musl's `madvise` are syscall stubs
-/// that use no stack; a signal that comes meanwhile is delivered after the syscall).
-const BELOW_FRAME: usize = 256;
-
-/// Discards the whole pages of the calling thread's stack (`low..high`) from `low` up to a
-/// little below this function's own frame, the deepest live one: its caller's frames and
-/// everything above stay. Never inlined, so `here` is below every frame of the caller; and
-/// nothing happens unless `here` is on that stack (a sanitizer's fake stack puts locals on
-/// the heap).
+/// Discards the whole pages of the calling thread's stack (`low..high`) that lie below its
+/// stack pointer: the kernel unmaps them and reads them back as zeros when next touched. Memory
+/// below the stack pointer is dead by the ABI, so this holds by construction, not by a margin
+/// measured once: on x86_64 and aarch64 the stack pointer is read and `madvise(2)` is issued in
+/// one `asm!` block, with nothing of this function's below it but x86_64's 128-byte red zone,
+/// which is kept (so no compiler, optimization level or C library can put a live byte in the
+/// range); elsewhere (32-bit ARM) the range ends a whole page below this function's frame, at
+/// the cost of a page. Never inlined, so its frame is below every frame of the caller; nothing
+/// happens unless that frame is on the given stack (a sanitizer's fake stack puts locals on the
+/// heap). A signal that comes meanwhile is delivered after the system call.
 #[inline(never)]
 pub(crate) fn discard_stack_below(low: usize, high: usize) {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    if low < here && here < high {
-        discard_pages(low, here.saturating_sub(BELOW_FRAME));
+    if !(low < here && here < high) {
+        return;
+    }
+    let page = page_size();
+    let start = low.next_multiple_of(page);
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    // SAFETY: `start` is page-aligned and inside this thread's stack, and the range ends below
+    // the stack pointer as `madvise_below_sp` reads it in the same block as the system call:
+    // dead memory no reference points into. MADV_DONTNEED on private anonymous memory only
+    // drops the pages' contents; a failure changes nothing.
+    unsafe {
+        madvise_below_sp(start, page);
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let end = here.saturating_sub(page) / page * page;
+        if end > start {
+            // SAFETY: the range ends a whole page below this function's own frame, the deepest
+            // live one; `madvise` is a system-call stub whose frame, if any, is far smaller.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+/// `madvise(start, end - start, MADV_DONTNEED)` where `end` is the stack pointer, less the
+/// 128-byte red zone, rounded down to a page; nothing when `end <= start`.
+///
+/// # Safety
+/// `start` must be page-aligned, and `[start, end)` must be the calling thread's own stack.
+#[cfg(target_arch = "x86_64")]
+unsafe fn madvise_below_sp(start: usize, page: usize) {
+    // SAFETY: no stack is used (nostack); rax, rcx, r11 and rsi, which the syscall or the block
+    // write, are declared clobbered.
+    unsafe {
+        std::arch::asm!(
+            "mov {end}, rsp",
+            "sub {end}, 128",
+            "and {end}, {mask}",
+            "mov rsi, {end}",
+            "sub rsi, rdi",
+            "jbe 2f",
+            "syscall",
+            "2:",
+            end = out(reg) _,
+            mask = in(reg) !(page - 1),
+            in("rdi") start,
+            inout("rax") libc::SYS_madvise => _,
+            in("rdx") libc::MADV_DONTNEED as usize,
+            out("rsi") _,
+            out("rcx") _,
+            out("r11") _,
+            options(nostack),
+        );
+    }
+}
+
+/// As the x86_64 one; AAPCS64 has no red zone.
+///
+/// # Safety
+/// `start` must be page-aligned, and `[start, end)` must be the calling thread's own stack.
+#[cfg(target_arch = "aarch64")]
+unsafe fn madvise_below_sp(start: usize, page: usize) {
+    // SAFETY: no stack is used (nostack); x0 and x1, which the syscall or the block write, are
+    // declared clobbered.
+    unsafe {
+        std::arch::asm!(
+            "mov {end}, sp",
+            "and {end}, {end}, {mask}",
+            "subs x1, {end}, x0",
+            "b.ls 2f",
+            "svc #0",
+            "2:",
+            end = out(reg) _,
+            mask = in(reg) !(page - 1),
+            inout("x0") start => _,
+            out("x1") _,
+            in("x2") libc::MADV_DONTNEED as usize,
+            in("x8") libc::SYS_madvise,
+            options(nostack),
+        );
     }
 }
 

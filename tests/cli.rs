@@ -16,7 +16,14 @@ fn run(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn version_and_help() {
     let (code, out, _) = run(&["--version"]);
-    assert_eq!((code, out.trim()), (0, format!("mcpport {}", env!("CARGO_PKG_VERSION")).as_str()));
+    assert_eq!(code, 0);
+    let line = out.trim();
+    let details = line.strip_prefix(&format!("mcpport {} (", env!("CARGO_PKG_VERSION"))).expect(line);
+    let fields: Vec<&str> = details.trim_end_matches(')').split(", ").collect();
+    assert_eq!(fields.len(), 3, "revision, target, profile: {line}");
+    assert!(fields[0] == "unknown" || fields[0].chars().take(12).all(|c| c.is_ascii_hexdigit()), "{line}");
+    assert!(fields[1].contains("-linux-"), "a target triple: {line}");
+    assert!(["debug", "release"].contains(&fields[2]), "{line}");
     for (args, needle) in [
         (&["--help"][..], "Commands:"),
         (&["gateway", "--help"], "--timeout-run-tool"),

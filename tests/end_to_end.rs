@@ -110,7 +110,7 @@ fn a_vanishing_server_fails_its_calls_at_once() {
     let pid = c.sample_pid("pi_system_info");
 
     let id = c.send("tools/call", json!({"name": "pi_sleep", "arguments": {"seconds": 60}}));
-    std::thread::sleep(Duration::from_millis(300));
+    pi.wait_log("sleeping 60 s");
     let killed = Instant::now();
     signal(pid, libc::SIGKILL);
     let resp = c.response(id);
@@ -218,16 +218,16 @@ fn demo_serves_the_sample_server_and_stops_cleanly() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while crate::util::http(port, "GET", "/health", &[], b"").json()["servers"] != 2 {
         assert!(Instant::now() < deadline, "the printed command did not register: {printed}");
-        assert!(edge.0.try_wait().unwrap().is_none(), "the printed command failed: {printed}");
+        assert!(edge.exited().is_none(), "the printed command failed: {printed}");
         std::thread::sleep(Duration::from_millis(50));
     }
     signal(edge.0.id(), libc::SIGTERM);
-    let _ = edge.0.wait();
+    edge.wait_exit(Duration::from_secs(10));
     let pid = c.sample_pid("sample_system_info");
     signal(demo.0.id(), libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = demo.0.try_wait().unwrap() {
+        if let Some(s) = demo.exited() {
             break s;
         }
         assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
@@ -245,7 +245,7 @@ fn a_closed_legacy_session_cancels_its_calls_in_flight() {
     let mut c = gw.client();
     c.initialize("2025-06-18");
     c.send("tools/call", json!({"name": "pi_sleep", "arguments": {"seconds": 30}}));
-    std::thread::sleep(Duration::from_millis(300));
+    pi.wait_log("sleeping 30 s");
     let closed = Instant::now();
     drop(c); // the client goes away with the call still running
     pi.wait_log("cancelled after");

@@ -94,7 +94,7 @@ fn sigterm_lets_calls_in_flight_finish_then_closes_everything() {
     let mut c = gw.client();
     c.initialize("2025-06-18");
     let id = c.send("tools/call", json!({"name": "pi_sleep", "arguments": {"seconds": 1.5}}));
-    std::thread::sleep(Duration::from_millis(200));
+    pi.wait_log("sleeping 1.5 s");
     signal(gw.proc.pid(), libc::SIGTERM);
     let resp = c.response(id);
     assert_eq!(resp["result"]["content"][0]["text"], "slept 1.5 s", "{resp}");

@@ -315,8 +315,9 @@ fn an_idle_tls_connection_rests() {
         assert!(n > 0, "the gateway closed a keep-alive connection");
         got.extend_from_slice(&buf[..n]);
     }
-    std::thread::sleep(Duration::from_millis(2500));
-    let threads = crate::operator::waiting_threads_stack_pages(gw.proc.pid());
+    // A quiet thread rests a second after its last work: wait for that (a few seconds at most).
+    let rested = |(_, _, below): &(String, usize, usize)| *below == 0;
+    let threads = crate::operator::sample_until(gw.proc.pid(), 1, Duration::from_secs(5), rested);
     assert!(!threads.is_empty(), "the connection waits");
     let below: Vec<_> = threads.iter().filter(|(_, _, below)| *below > 0).collect();
     assert!(below.is_empty(), "resting threads keeping pages below their wait: {below:?}");

@@ -28,7 +28,40 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// Ends the whole test binary if a test runs past its limit (after killing what tests started).
 pub struct Watchdog(Arc<AtomicBool>);
 
+/// PIDs of the children this test binary started and has not reaped. A PID leaves the list in the
+/// same locked step as its child is reaped (`try_reap`, `reap`), and the watchdog signals only
+/// while it holds the lock, so it never signals a PID the system may have given to another
+/// process.
 static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Reaps `child` if it has exited, forgetting its PID in the same step.
+pub fn try_reap(child: &mut Child) -> Option<ExitStatus> {
+    let mut started = STARTED.lock().unwrap();
+    let status = child.try_wait().ok().flatten();
+    if status.is_some() {
+        started.retain(|p| *p != child.id());
+    }
+    status
+}
+
+/// Waits up to `limit` for `child` to exit, then kills it by PID; reaps it and forgets its PID.
+pub fn reap(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = try_reap(child) {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            // Not reaped, so the PID is still this child's (a zombie at worst).
+            signal(child.id(), libc::SIGKILL);
+            let mut started = STARTED.lock().unwrap();
+            let status = child.wait().expect("wait for a killed child");
+            started.retain(|p| *p != child.id());
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 impl Watchdog {
     pub fn new(name: &'static str, limit: Duration) -> Watchdog {
@@ -43,7 +76,9 @@ impl Watchdog {
                 std::thread::sleep(Duration::from_millis(50));
             }
             eprintln!("watchdog: test {name} ran past {limit:?}; killing its processes and aborting");
-            for pid in STARTED.lock().unwrap().iter() {
+            // Under the lock: none of these PIDs can be reaped (and reused) meanwhile.
+            let started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+            for pid in started.iter() {
                 signal(*pid, libc::SIGKILL);
             }
             std::process::exit(101);
@@ -67,14 +102,21 @@ impl KillOnDrop {
         STARTED.lock().unwrap().push(child.id());
         KillOnDrop(child)
     }
+
+    /// The exit status, if the process has exited (it is reaped then).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        try_reap(&mut self.0)
+    }
+
+    /// Waits up to `limit` for the process to exit (then kills it); reaps it.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        reap(&mut self.0, limit)
+    }
 }
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        reap(&mut self.0, Duration::ZERO);
     }
 }
 
@@ -160,7 +202,7 @@ impl Proc {
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = try_reap(&mut self.child) {
                 // Let the reader take in the last lines the process wrote.
                 let _ = self.log_done.recv_timeout(Duration::from_secs(2));
                 return status;
@@ -177,14 +219,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        if try_reap(&mut self.child).is_none() {
             signal(self.child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            reap(&mut self.child, Duration::from_secs(3));
         }
     }
 }
@@ -545,10 +582,7 @@ impl SseReader {
 impl Proc {
     /// SIGKILL by PID, then reap: the process gets no chance to clean up.
     pub fn kill_hard(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            signal(self.child.id(), libc::SIGKILL);
-            let _ = self.child.wait();
-        }
+        reap(&mut self.child, Duration::ZERO);
     }
 
     /// How many log lines so far contain `needle`.
@@ -583,7 +617,7 @@ impl Gateway {
                 if proc.count_log("listening on http") > 0 {
                     return Gateway { proc, port };
                 }
-                if proc.child.try_wait().ok().flatten().is_some() {
+                if try_reap(&mut proc.child).is_some() {
                     break;
                 }
                 assert!(

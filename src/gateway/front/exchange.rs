@@ -220,7 +220,9 @@ impl Drop for Posted {
 }
 
 /// One message or a batch, classified (400 with the JSON-RPC error for a bad body). Takes the
-/// body: its bytes and their share of the body budget are given back here, before any wait.
+/// body: its bytes and their share of the body budget are given back here, before any wait. Out
+/// of line: the parser's frame is not under the wait for the answers.
+#[inline(never)]
 pub(crate) fn read_messages(body: Body) -> Result<(Vec<Message>, bool), Response> {
     let value = jsonrpc::parse(body.bytes()).map_err(|e| Response::json(400, &e.to_response()))?;
     drop(body);

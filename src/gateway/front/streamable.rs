@@ -50,7 +50,15 @@ pub(crate) fn serve(
             )
         }
     };
-    done.unwrap_or_else(|e| respond(e.to_http()))
+    done.unwrap_or_else(refused)
+}
+
+/// The answer to a request refused with `e`. Out of line: a refusal's response is built in its own
+/// frame, not in the one every POST's answer waits under.
+#[cold]
+#[inline(never)]
+fn refused(e: Error) -> Outcome {
+    respond(e.to_http())
 }
 
 #[inline(never)]
