@@ -12,7 +12,7 @@
 #
 # Usage: bash scripts/bench.sh [bench.py options]   (bench.py --help; scale.py takes BENCH_SCALE_ARGS)
 # Needs python3 and cargo; installs the rest itself (the musl target through build-static.sh, the
-# original into .venv-interop/peer from ../shared/peer/requirements.txt). Not run by CI.
+# original into .venv-interop/peer from tests/interop/original-requirements.txt). Not run by CI.
 # BENCH_NO_MUSL=1 skips the static build, BENCH_OPT_LEVELS=1 also builds opt-level z and s variants
 # and compares their CPU per call (about 4 more minutes), BENCH_KEEP=1 keeps the logs and raw JSON,
 # BENCH_OUT=FILE writes elsewhere than BENCHMARKS.md. Takes about 10 minutes, 15 at most.
@@ -21,7 +21,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 PEER_VENV="$REPO/.venv-interop/peer"
-PEER_REQS="$REPO/../shared/peer/requirements.txt"
+PEER_REQS="$REPO/tests/interop/original-requirements.txt"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcpport-bench.XXXXXX")"
 PIDS="$WORK/pids"
 : >"$PIDS"

@@ -20,14 +20,15 @@
 #
 # Ends with a table (target, bytes, build time, `file` output) and fails if a binary is not
 # statically linked or not stripped, or if the aarch64 binary is over its size budget
-# (MCPPORT_AARCH64_BUDGET, default 2 MiB = 2097152 bytes).
+# (MCPPORT_AARCH64_BUDGET, default 2.25 MiB = 2359296 bytes: the router build, with every edge
+# feature; what only a big gateway needs may be a Cargo feature it leaves out).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
 ALL_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 BUDGET_TARGET=aarch64-unknown-linux-musl
-BUDGET_BYTES=${MCPPORT_AARCH64_BUDGET:-2097152}
+BUDGET_BYTES=${MCPPORT_AARCH64_BUDGET:-2359296}
 
 say() { printf 'build-static: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -10,7 +10,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 VENVS="$REPO/.venv-interop"
-PEER_REQS="$REPO/../shared/peer/requirements.txt"
+PEER_REQS="$REPO/tests/interop/original-requirements.txt"
 
 cargo build --release --quiet
 

@@ -59,6 +59,7 @@ fn banner(base: &str, me: &str, reach: &str, tools: &[String]) -> String {
          \n  MCP endpoint:             {base}/mcp (Streamable HTTP)\
          \n  MCP endpoint (legacy SSE): {base}/sse\
          \n  edge registration:        {ws}/mcp/register\
+         \n  status page (browser):    {base}/\
          \n  health:                   {base}/health\
          \n  tools:                    list_servers, {tools}\n\
          \nTry it with the MCP Inspector's CLI (needs Node):\
@@ -95,5 +96,6 @@ mod tests {
         ));
         assert!(text.contains("npx -y @modelcontextprotocol/inspector"), "{text}");
         assert!(text.contains("Register another server from this machine"), "{text}");
+        assert!(text.contains("status page (browser):    http://127.0.0.1:8765/"), "{text}");
     }
 }

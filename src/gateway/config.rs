@@ -6,6 +6,9 @@ use std::time::Duration;
 use crate::http::Limits;
 use crate::ws::Heartbeat;
 
+/// The path edges register on, as in the original.
+pub(crate) const REGISTER_PATH: &str = "/mcp/register";
+
 /// Everything `mcpport gateway` was told on its command line, validated. (No `Debug`: it holds
 /// tokens.)
 #[derive(Clone)]

@@ -41,6 +41,10 @@ pub(crate) enum Error {
     NoServer(String),
     /// The session's stream is open already (HTTP 409).
     StreamOpen,
+    /// A POST body that is not `application/json` (HTTP 415).
+    NotJson,
+    /// An `Accept` that does not take what the endpoint answers with (HTTP 406), and what it must.
+    NotAcceptable(&'static str),
     /// Too many sessions open (HTTP 503).
     TooManySessions,
     /// This client (token, or address without tokens) has this many sessions open (HTTP 429).
@@ -56,6 +60,32 @@ pub(crate) enum Error {
     UnsupportedVersion(String),
     /// A method the 2026-07-28 revision removed or never had (HTTP 404, -32601).
     NoSuchMethod(String),
+    /// A request refused from its head before it reaches any endpoint: its HTTP status and why
+    /// (`Refusal`), answered as a plain HTTP error (`to_plain_http`).
+    Refused(Refusal),
+}
+
+/// Why a request was refused from its head alone, before any endpoint saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Refusal {
+    /// An HTTP/1.1 request without exactly one `Host` (400).
+    HostCount,
+    /// A method HTTP does not define (501).
+    UnknownMethod(String),
+    /// No endpoint at this path (404), with why.
+    NoRoute(String),
+    /// `Host` names no name of the gateway's (421, DNS rebinding), with what to do.
+    WrongHost(String),
+    /// An `Origin` that is not allowed (403).
+    Origin,
+    /// No token, or a wrong one (401), for an edge or a client.
+    Unauthorized { edge: bool, sent: bool },
+    /// The route does not take this method (405), with the methods it takes.
+    Method { why: String, allow: String },
+    /// A body on a request that takes none (400).
+    BodyNotTaken(String),
+    /// The gateway is shutting down (503).
+    ShuttingDown,
 }
 
 /// 2026-07-28: the standard headers do not match the body.
@@ -76,9 +106,13 @@ impl Error {
             Error::UnsupportedVersion(_) => UNSUPPORTED_VERSION,
             Error::ResourceNotFound(_) => RESOURCE_NOT_FOUND,
             Error::Unroutable { code, .. } => *code,
-            Error::BadRequest(_) | Error::SessionNotFound | Error::NoServer(_) | Error::StreamOpen => {
-                INVALID_REQUEST
-            }
+            Error::BadRequest(_)
+            | Error::SessionNotFound
+            | Error::NoServer(_)
+            | Error::StreamOpen
+            | Error::NotJson
+            | Error::NotAcceptable(_) => INVALID_REQUEST,
+            Error::Refused(_) => INVALID_REQUEST,
             Error::NotConnected { .. }
             | Error::Gone { .. }
             | Error::Timeout { .. }
@@ -98,9 +132,28 @@ impl Error {
             | Error::UnsupportedVersion(_) => 400,
             Error::SessionNotFound | Error::NoSuchMethod(_) | Error::NoServer(_) => 404,
             Error::StreamOpen => 409,
+            Error::NotJson => 415,
+            Error::NotAcceptable(_) => 406,
             Error::TooManySessions | Error::Busy(_) => 503,
             Error::TooManySessionsHeld(_) => 429,
+            Error::Refused(r) => r.status(),
             _ => 200,
+        }
+    }
+
+    /// The answer to a request refused from its head: a plain HTTP error (the request reached no
+    /// MCP endpoint), with the headers its status needs (`Allow`, `WWW-Authenticate`,
+    /// `Retry-After`).
+    pub(crate) fn to_plain_http(&self) -> Response {
+        let resp = Response::error(self.status(), &self.to_string());
+        match self {
+            Error::Refused(Refusal::Method { allow, .. }) => resp.header("Allow", allow.clone()),
+            Error::Refused(Refusal::Unauthorized { sent, .. }) => resp.header(
+                "WWW-Authenticate",
+                format!("Bearer error=\"invalid_token\", error_description=\"{}\"", token_problem(*sent)),
+            ),
+            Error::Refused(Refusal::ShuttingDown) => resp.header("Retry-After", "1"),
+            _ => resp,
         }
     }
 
@@ -186,10 +239,62 @@ impl fmt::Display for Error {
             }
             Error::NoServer(name) => write!(f, "no server named {name:?} is registered with this gateway"),
             Error::StreamOpen => f.write_str("this session already has a stream open"),
+            Error::NotJson => f.write_str("POST bodies must be Content-Type: application/json"),
+            Error::NotAcceptable(what) => f.write_str(what),
             Error::TooManySessions => f.write_str("the gateway has too many open sessions; try again later"),
             Error::TooManySessionsHeld(n) => write!(
                 f,
                 "this client already has {n} sessions open (--max-sessions-per-client); end some (DELETE) or let them expire"
+            ),
+            Error::Refused(r) => r.fmt(f),
+        }
+    }
+}
+
+impl Refusal {
+    fn status(&self) -> u16 {
+        match self {
+            Refusal::HostCount | Refusal::BodyNotTaken(_) => 400,
+            Refusal::Unauthorized { .. } => 401,
+            Refusal::Origin => 403,
+            Refusal::NoRoute(_) => 404,
+            Refusal::Method { .. } => 405,
+            Refusal::WrongHost(_) => 421,
+            Refusal::UnknownMethod(_) => 501,
+            Refusal::ShuttingDown => 503,
+        }
+    }
+}
+
+/// What was wrong with a request's bearer token.
+fn token_problem(sent: bool) -> &'static str {
+    if sent {
+        "the bearer token is not one this gateway accepts"
+    } else {
+        "no bearer token was sent"
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::HostCount => f.write_str("an HTTP/1.1 request needs exactly one Host header"),
+            Refusal::UnknownMethod(m) => write!(f, "method {m:?} is not implemented here"),
+            Refusal::NoRoute(why) | Refusal::WrongHost(why) | Refusal::BodyNotTaken(why) => f.write_str(why),
+            Refusal::Method { why, .. } => f.write_str(why),
+            Refusal::Origin => f.write_str("this Origin is not allowed (see --allow-origin)"),
+            Refusal::ShuttingDown => f.write_str("the gateway is shutting down"),
+            Refusal::Unauthorized { edge: true, sent } => write!(
+                f,
+                "{}: send one of the gateway's --register-token (or, without those, --auth-token) tokens: \
+                 mcpport register --header 'Authorization: Bearer <token>'",
+                token_problem(*sent)
+            ),
+            Refusal::Unauthorized { edge: false, sent } => write!(
+                f,
+                "{}: send one of the gateway's --auth-token tokens as 'Authorization: Bearer <token>' (with \
+                 mcp-remote: --header \"Authorization: Bearer <token>\"). This gateway does not do OAuth",
+                token_problem(*sent)
             ),
         }
     }

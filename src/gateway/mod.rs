@@ -68,6 +68,9 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         cfg.sse_path,
         cfg.messages_path
     );
+    log::info!(
+        "status page (open it in a browser: the servers, their tools, how to connect): {http}://{addr}/"
+    );
     match (cfg.auth_tokens.is_empty(), cfg.register_tokens.is_empty()) {
         (true, true) => log::warn!(
             "NO AUTHENTICATION: no --auth-token set, so anyone who can reach this port can register servers and call tools"

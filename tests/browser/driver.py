@@ -115,7 +115,7 @@ class Gateway:
 
 
 def register(procs, binary, gw, out, name, token=None):
-    args = [binary, "register", "--stdio", f"{binary} sample-server", "--gateway-url",
+    args = [binary, "register", "--stdio", f"{binary} sample-server --test-tools", "--gateway-url",
             f"ws://127.0.0.1:{gw.port}/mcp/register", "--server-name", name]
     if token:
         args += ["--header", f"Authorization: Bearer {token}"]
@@ -302,6 +302,44 @@ def check_tool_call(page, tool, text):
     return f"answer id {answer['id']}, text {got!r} (as text, not markup); sample_sleep with a number field"
 
 
+def check_connect(page, gateway, name):
+    """The page says where clients and edges connect, with snippets for the usual clients, and
+    each server's identity and tool names."""
+    text = wait_until("the connect section", lambda: page.eval("document.getElementById('connect').textContent"))
+    wanted = [f"{gateway.url}/mcp", f"{gateway.url}/sse", f"ws://127.0.0.1:{gateway.port}/mcp/register",
+              "mcp-remote", "--allow-http", '"type": "http"', "mcpServers", "Claude Desktop", "Cursor", "VS Code"]
+    missing = [w for w in wanted if w not in text]
+    if missing:
+        raise Failed(f"the connect section lacks {missing}: {text[:600]}")
+    row = next(r for r in page.eval(SERVER_ROWS) if r and r[0] == name)
+    if "mcpport-sample" not in row[11] or f"{name}_echo" not in row[12]:
+        raise Failed(f"the server's identity or tool names are missing: {row[11:]}")
+    return f"{len(wanted)} pieces, server {row[11]!r}, tools {row[12][:40]!r}…"
+
+
+def check_image(page, name):
+    """A tool's image comes out as an image (and its sound as a player), not as base64 text."""
+    tool = f"{name}_image"
+    index = wait_until(f"{tool} in the tool list", lambda: page.eval(
+        f"(() => {{ const o = [...document.querySelectorAll('#tool option')].find(o => o.textContent === {json.dumps(tool)});"
+        " return o ? o.value : null })()"))
+    page.eval(f"(() => {{ const s = document.getElementById('tool'); s.value = {json.dumps(index)};"
+              " s.dispatchEvent(new Event('change')); document.getElementById('call').click() })()")
+    shown = wait_until("the image on the page", lambda: page.eval(
+        "(() => { const i = document.querySelector('#media img'), a = document.querySelector('#media audio');"
+        " return i && i.complete && a ? [i.naturalWidth, i.src.slice(0, 22), a.src.slice(0, 16),"
+        " document.getElementById('result').textContent] : null })()"))
+    width, image_src, audio_src, text = shown
+    if width < 1 or image_src != "data:image/png;base64," or not audio_src.startswith("data:audio/"):
+        raise Failed(f"the image or sound is not shown: {shown[:3]}")
+    answer = json.loads(text)
+    kinds = [c.get("type") for c in answer["result"]["content"]]
+    if "image" not in kinds or "audio" not in kinds:
+        raise Failed(f"the result shown beside them is not the call's: {kinds}")
+    return f"an image {width} px wide and an audio player beside the result's text"
+
+
+
 CROSS_ORIGIN_PAGE = """<!doctype html><meta charset=utf-8><title>cross-origin MCP client</title>
 <script>
 // Initializes and lists tools on the gateway named in the fragment, cross-origin (CORS).
@@ -392,6 +430,8 @@ def main():
         page = browser.open(gw.url + "/")
         check("status-page", check_status_page, page, "sample")
         check("tool-call", check_tool_call, page, "sample_echo", "hello from chromium <b>&</b>")
+        check("connect", check_connect, page, gw, "sample")
+        check("image", check_image, page, "sample")
         page.screenshot(os.path.join(out, "status-page.png"))
         check("cors-allowed", check_cross_origin, browser, allowed, gw, True)
         check("cors-refused", check_cross_origin, browser, refused, gw, False)

@@ -13,8 +13,10 @@ use tungstenite::protocol::{WebSocket, WebSocketConfig};
 
 use crate::gateway::admission::Ticket;
 use crate::gateway::clients::session::Scope;
+use crate::gateway::config::REGISTER_PATH;
 use crate::gateway::credential::Credential;
 use crate::gateway::edges::driver as upstream;
+use crate::gateway::error::{Error, Refusal};
 use crate::gateway::front::auth::{self, Role};
 use crate::gateway::front::cors::{self};
 use crate::gateway::front::exchange::{Asker, Exchange, Opening, Outcome};
@@ -25,9 +27,6 @@ use crate::gateway::ops::exposition;
 use crate::gateway::ops::status;
 use crate::gateway::shared::Gateway;
 use crate::http::{upgrade, Body, Conn, Framing, ReadError, Request, Response, Transport};
-
-/// The path edges register on, as in the original.
-pub(crate) const REGISTER_PATH: &str = "/mcp/register";
 
 /// Where a request goes.
 enum Route {
@@ -166,9 +165,15 @@ fn serve_request(
     let route = route(gw, &req);
     let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
     let cors = cors::response_headers(origin.as_deref());
-    let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
-        Ok(owner) => owner.with_identity(conn.stream.peer_identity()),
-        Err(resp) => match refuse(&mut conn, &req, framing, &resp.with_headers(&cors)) {
+    let checked = check_head(gw, &req, &route, framing, local, peer, origin.as_deref());
+    let owner = match checked {
+        Ok(Head::Serve(owner)) => Ok(owner.with_identity(conn.stream.peer_identity())),
+        Ok(Head::Preflight(resp)) => refused(&mut conn, &req, framing, &resp.with_headers(&cors)),
+        Err(e) => refused(&mut conn, &req, framing, &e.to_plain_http().with_headers(&cors)),
+    };
+    let owner = match owner {
+        Ok(owner) => owner,
+        Err(next) => match next {
             Next::Request => return Served::Again(conn),
             Next::Close => return Served::Ends(Become::Closed),
             Next::Linger => {
@@ -260,6 +265,25 @@ fn next_head(
     }
 }
 
+/// What the head of a request says to do with it.
+enum Head {
+    /// Serve it, for this credential.
+    Serve(Credential),
+    /// Answer this CORS preflight.
+    Preflight(Response),
+}
+
+/// Writes the answer to a request the head decided (a refusal or a preflight): `Err` with what
+/// the connection does next.
+fn refused(
+    conn: &mut Conn<Box<dyn Transport>>,
+    req: &Request,
+    framing: Framing,
+    resp: &Response,
+) -> Result<Credential, Next> {
+    Err(refuse(conn, req, framing, resp))
+}
+
 /// Everything that refuses a request, decided from its head: no body byte has been read yet;
 /// and the answer to a CORS preflight (`OPTIONS`), which needs no token (browsers send none on
 /// it) and tells nothing but what any page may send. On success, the credential the request
@@ -273,16 +297,17 @@ fn check_head(
     local: Option<SocketAddr>,
     peer: SocketAddr,
     origin: Option<&str>,
-) -> Result<Credential, Response> {
+) -> Result<Head, Error> {
+    let refused = |r| Err(Error::Refused(r));
     let hosts = req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("host")).count();
     if hosts > 1 || (req.http11 && hosts == 0) {
-        return Err(Response::error(400, "an HTTP/1.1 request needs exactly one Host header"));
+        return refused(Refusal::HostCount);
     }
     if !KNOWN_METHODS.contains(&req.method.as_str()) {
-        return Err(Response::error(501, &format!("method {:?} is not implemented here", req.method)));
+        return refused(Refusal::UnknownMethod(req.method.clone()));
     }
     if let Route::NotFound(why) = route {
-        return Err(Response::error(404, why));
+        return refused(Refusal::NoRoute(why.clone()));
     }
     if let Route::OAuth = route {
         log::warn!(
@@ -291,41 +316,41 @@ fn check_head(
             req.method,
             req.path
         );
-        return Err(Response::error(404, NO_OAUTH));
+        return refused(Refusal::NoRoute(NO_OAUTH.into()));
     }
     let health = matches!(route, Route::Health);
     if !health && gw.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(Response::error(503, "the gateway is shutting down").header("Retry-After", "1"));
+        return refused(Refusal::ShuttingDown);
     }
     // Edges are not browsers; a browser's WebSocket always carries an Origin, checked below.
     if !health && !matches!(route, Route::Register) && !auth::host_allowed(&gw.cfg, req) {
         let host = req.header("host").unwrap_or_default();
         log::warn!("{peer}: {} {}: Host {host:?} is not one of this gateway's names", req.method, req.path);
-        return Err(Response::error(421, &auth::host_refusal(&gw.cfg, host)));
+        return refused(Refusal::WrongHost(auth::host_refusal(&gw.cfg, host)));
     }
     if !health && !auth::origin_allowed(&gw.cfg, req, local) {
         let origin = req.header("origin").unwrap_or_default();
         log::warn!("{peer}: {} {}: Origin {origin:?} is not allowed", req.method, req.path);
-        return Err(Response::error(403, "this Origin is not allowed (see --allow-origin)"));
+        return refused(Refusal::Origin);
     }
     if req.method == "OPTIONS" && !matches!(route, Route::Register) && !framing.has_body() {
-        return Err(cors::preflight(req, origin, &route.allow()));
+        return Ok(Head::Preflight(cors::preflight(req, origin, &route.allow())));
     }
     let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
     let credential = if route.open() { Some(Credential::Open) } else { auth::check(&gw.cfg, req, role) };
     let Some(credential) = credential else {
-        return Err(unauthorized(req, role, peer));
+        return refused(unauthorized(req, role, peer));
     };
     if !route.methods().contains(&req.method.as_str()) {
         let allow = route.allow();
         let hint = if matches!(route, Route::Page) { status::not_mcp(&gw.cfg) } else { String::new() };
         let why = format!("{} takes {allow}{hint}", req.path);
-        return Err(Response::error(405, &why).header("Allow", allow));
+        return refused(Refusal::Method { why, allow });
     }
     if framing.has_body() && req.method != "POST" {
-        return Err(Response::error(400, &format!("{} {} takes no request body", req.method, req.path)));
+        return refused(Refusal::BodyNotTaken(format!("{} {} takes no request body", req.method, req.path)));
     }
-    Ok(credential)
+    Ok(Head::Serve(credential))
 }
 
 /// What a client looking for OAuth (after a 401, as `mcp-remote` does) is told.
@@ -341,28 +366,13 @@ fn is_oauth_path(path: &str) -> bool {
         || ["/register", "/authorize", "/token"].contains(&path.trim_end_matches('/'))
 }
 
-/// The 401 for a request without a valid token: whether one was sent at all, and where it goes.
-fn unauthorized(req: &Request, role: Role, peer: SocketAddr) -> Response {
+/// The 401 for a request without a valid token (whether one was sent at all), logged.
+fn unauthorized(req: &Request, role: Role, peer: SocketAddr) -> Refusal {
     let sent = req.header("authorization").is_some();
     let whose = if role == Role::Edge { "an edge" } else { "a client" };
     let what = if sent { "wrong bearer token" } else { "no bearer token" };
     log::warn!("{peer}: {} {}: {what} for {whose}", req.method, req.path);
-    let description =
-        if sent { "the bearer token is not one this gateway accepts" } else { "no bearer token was sent" };
-    let how = match role {
-        Role::Edge => {
-            "send one of the gateway's --register-token (or, without those, --auth-token) tokens: \
-             mcpport register --header 'Authorization: Bearer <token>'"
-        }
-        Role::Client => {
-            "send one of the gateway's --auth-token tokens as 'Authorization: Bearer <token>' (with \
-             mcp-remote: --header \"Authorization: Bearer <token>\"). This gateway does not do OAuth"
-        }
-    };
-    Response::error(401, &format!("{description}: {how}")).header(
-        "WWW-Authenticate",
-        format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
-    )
+    Refusal::Unauthorized { edge: role == Role::Edge, sent }
 }
 
 /// What a connection does after a refusal.

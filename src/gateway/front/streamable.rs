@@ -71,13 +71,12 @@ fn post(
 ) -> Result<Outcome, Error> {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
-        return Ok(respond(Response::error(415, "POST bodies must be Content-Type: application/json")));
+        return Err(Error::NotJson);
     }
     if !(accepts(req, "application/json") && accepts(req, "text/event-stream")) {
-        return Ok(respond(Response::error(
-            406,
+        return Err(Error::NotAcceptable(
             "the client must accept both application/json and text/event-stream",
-        )));
+        ));
     }
     Metrics::add(&gw.metrics.client_bytes_in, body.len());
     let (mut messages, batch) = match read_messages(body) {
@@ -120,10 +119,9 @@ fn post(
 #[inline(never)]
 fn get(gw: &Arc<Gateway>, req: &Request, asker: Asker<'_>) -> Result<Outcome, Error> {
     if !accepts(req, "text/event-stream") {
-        return Ok(respond(Response::error(
-            406,
+        return Err(Error::NotAcceptable(
             "GET on the MCP endpoint opens an SSE stream: accept text/event-stream",
-        )));
+        ));
     }
     let exchange = Exchange::find(gw, req, &asker)?;
     let stream = exchange.attach(gw)?;

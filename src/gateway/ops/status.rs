@@ -11,7 +11,7 @@
 
 use serde_json::{json, Value};
 
-use crate::gateway::config::Config;
+use crate::gateway::config::{Config, REGISTER_PATH};
 use crate::gateway::shared::Gateway;
 use crate::http::{Request, Response};
 
@@ -27,8 +27,8 @@ const PAGE: &str = include_str!("status.html");
 
 /// Lets the page run its own inline script and style (by their SHA-256, which a test checks
 /// against the page) and fetch from its own origin; nothing else.
-const POLICY: &str = "default-src 'none'; script-src 'sha256-edcDsK+D7iJF6gV+QD30xYPDx4x7r3vyLNyJs584Z/Y='; \
-                      style-src 'sha256-kbdCEEMSM9LtkDX5QB+5GbVFQXeH4jKno3EjnBEVa7g='; connect-src 'self'; img-src data:; \
+const POLICY: &str = "default-src 'none'; script-src 'sha256-ikHqFDaVFDj0HcifiaIddQPYKlvagBYMqkIBM6VxOjs='; \
+                      style-src 'sha256-6FxyiABC7jKdD4sRpEL40cWwlczzv0ti72IouOtyXvk='; connect-src 'self'; img-src data:; media-src data:; \
                       base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page, with headers that let it run its own script and nothing else. An SSE client that
@@ -90,8 +90,12 @@ pub(crate) fn not_mcp(cfg: &Config) -> String {
     )
 }
 
-/// What the page shows: the servers (as `/servers` lists them, with their requests and errors),
-/// the sessions by transport, and what the gateway answered itself.
+/// Tool names of one server the report lists at most (with the count of all of them).
+const TOOLS_SHOWN: usize = 50;
+
+/// What the page shows: the servers (as `/servers` lists them, with their requests and errors,
+/// and the names their tools are exposed under on the aggregated endpoint), the sessions by
+/// transport, what the gateway answered itself, and where clients and edges connect.
 pub(crate) fn report(gw: &Gateway) -> Response {
     let counts = gw.metrics.by_server();
     let count = |name: &str| {
@@ -107,6 +111,9 @@ pub(crate) fn report(gw: &Gateway) -> Response {
             if let (Value::Object(fields), Value::Object(c)) = (&mut summary, count(&s.name)) {
                 fields.extend(c);
             }
+            let mut tools = gw.registry.catalog(|c| c.exposed_for(&s.name));
+            tools.truncate(TOOLS_SHOWN);
+            summary["tools"] = json!(tools);
             summary
         })
         .collect();
@@ -114,6 +121,9 @@ pub(crate) fn report(gw: &Gateway) -> Response {
     let report = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "mcpPath": gw.cfg.mcp_path,
+        "ssePath": gw.cfg.sse_path,
+        "registerPath": REGISTER_PATH,
+        "tokens": !gw.cfg.auth_tokens.is_empty(),
         "servers": servers,
         "sessions": {"legacySse": legacy, "streamableHttp": streamable},
         "gateway": count("gateway"),
@@ -128,7 +138,9 @@ mod tests {
     #[test]
     fn the_page_is_small_self_contained_and_inserts_text_only() {
         assert!(PAGE.len() < 16 * 1024, "the page is {} bytes", PAGE.len());
-        for external in ["http://", "https://", "src=", "href=\"/", "@import", "url("] {
+        // Elements the script makes may show data: URLs (a result's image), which the policy allows
+        // and nothing else; markup never loads anything.
+        for external in ["http://", "https://", "src=\"", "src='", "href=\"/", "@import", "url("] {
             assert!(!PAGE.contains(external), "the page loads something from elsewhere: {external}");
         }
         for markup in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
