@@ -1011,9 +1011,20 @@ impl Client {
                 return false;
             }
             self.session = resp.header("Mcp-Session-Id");
-            if self.session.is_none() {
-                self.problem(format!("initialize answered without a session id: {resp:?}"));
-                return false;
+            // A failed initialize (its server still registering after a restart) mints no
+            // session: an error answer, and the client tries again. A success always has one.
+            let failed = messages_of(&resp).first().is_some_and(|m| m.get("error").is_some());
+            match (&self.session, failed) {
+                (None, true) => return false,
+                (Some(_), true) => {
+                    self.problem(format!("a failed initialize handed out a session id: {resp:?}"));
+                    return false;
+                }
+                (None, false) => {
+                    self.problem(format!("initialize answered without a session id: {resp:?}"));
+                    return false;
+                }
+                (Some(_), false) => {}
             }
         }
         if !self.post_note(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})) {

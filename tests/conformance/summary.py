@@ -31,6 +31,7 @@ def main() -> int:
         return 1
 
     width = max(len(name) for name, _ in scenarios)
+    required_set = set(required_server_scenarios(Path(sys.argv[2]))) if len(sys.argv) > 2 else None
     counts = {"PASS": 0, "FAIL": 0}
     failures = []
     for name, checks in scenarios:
@@ -40,28 +41,42 @@ def main() -> int:
         failed = by_status.get("FAILURE", 0)
         verdict = "FAIL" if failed or not checks else "PASS"
         counts[verdict] += 1
+        if required_set is not None and name not in required_set:
+            verdict += " (not scored)"
         extra = "".join(
             f", {by_status[s]} {s.lower()}" for s in ("WARNING", "INFO", "SKIPPED") if by_status.get(s)
         )
         print(f"  {name:<{width}}  {verdict}  {by_status.get('SUCCESS', 0)} passed, {failed} failed{extra}")
         failures += [(name, c) for c in checks if c.get("status") == "FAILURE"]
-    print(f"  -- {counts['PASS']} scenarios passed, {counts['FAIL']} failed")
     failed_names = {name for name, _ in failures} | {name for name, checks in scenarios if not checks}
     status = 1 if counts["FAIL"] else 0
+    scored = None
     if len(sys.argv) > 2:
+        revision = Path(sys.argv[2]).stem
         required = required_server_scenarios(Path(sys.argv[2]))
         ran = {name for name, _ in scenarios}
         passed = [n for n in required if n in ran and n not in failed_names]
-        print(f"  -- scored ({Path(sys.argv[2]).stem}): {len(passed)} of {len(required)} required scenarios passed")
+        scored = set(required)
+        print(f"  -- scored ({revision}): {len(passed)} of {len(required)} required scenarios passed")
+        others = [name for name, _ in scenarios if name not in scored]
+        if others:
+            other_failed = sum(1 for n in others if n in failed_names)
+            # Scenarios this revision does not require (extensions, other revisions): shown, never a
+            # failure of the run.
+            print(f"  -- not scored by {revision}: {len(others) - other_failed} of {len(others)} other scenarios "
+                  f"passed (not required, not counted)")
         for n in required:
             if n not in ran:
                 print(f"  MISSING {n}: required, but the suite did not run it")
         status = 0 if len(passed) == len(required) else 1
+    else:
+        print(f"  -- {counts['PASS']} scenarios passed, {counts['FAIL']} failed")
     for name, c in failures:
         message = (c.get("errorMessage") or "").strip().replace("\n", " ")
         if len(message) > 300:
             message = message[:300] + "…"
-        print(f"  FAILED {name}: [{c.get('id')}] {message}")
+        label = "FAILED" if scored is None or name in scored else "NOT SCORED, failed"
+        print(f"  {label} {name}: [{c.get('id')}] {message}")
     return status
 
 
