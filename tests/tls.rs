@@ -273,6 +273,16 @@ fn the_wrong_scheme_is_named_on_both_sides() {
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("https://"), "{answer}");
+    // The right scheme, but a certificate of a CA it was not given: the hint names the flag.
+    let url = format!("wss://localhost:{}/mcp/register", tls.port);
+    let mut untrusting =
+        Proc::start(&["register", "--stdio", &stdio, "--gateway-url", &url, "--require-gateway"]);
+    assert_eq!(untrusting.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(
+        untrusting.log_text().contains("a private CA? pass it with --ssl-ca-cert"),
+        "{}",
+        untrusting.log_text()
+    );
 
     let plain = Gateway::start(&[]);
     let url = format!("wss://localhost:{}/mcp/register", plain.port);

@@ -52,16 +52,17 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
     let boxed: Box<dyn Transport> = if target.secure {
         let tls = crate::tls::client_config(&cfg.tls)?;
         let stream = crate::tls::connect(tls, host, stream).map_err(|e| {
-            let hint = if e.to_string().contains("UnknownIssuer") {
-                " (a private CA? pass it with --ssl-ca-cert)"
-            } else if e.to_string().contains("InvalidContentType")
-                || e.to_string().contains("corrupt message")
-                || e.kind() == std::io::ErrorKind::UnexpectedEof
-                || e.kind() == std::io::ErrorKind::ConnectionReset
-            {
-                " (is the gateway plain HTTP? then use ws://)"
-            } else {
-                ""
+            // rustls's own error, inside the I/O error, says what went wrong.
+            let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            let plain =
+                matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset);
+            let hint = match tls {
+                Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+                    " (a private CA? pass it with --ssl-ca-cert)"
+                }
+                Some(rustls::Error::InvalidMessage(_)) => " (is the gateway plain HTTP? then use ws://)",
+                _ if plain => " (is the gateway plain HTTP? then use ws://)",
+                _ => "",
             };
             format!("TLS with {host}:{port} failed: {e}{hint}")
         })?;

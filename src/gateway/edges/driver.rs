@@ -20,7 +20,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use crate::gateway::clients::reply::Caller;
 use crate::gateway::clients::session::Scope;
 use crate::gateway::credential::Credential;
-use crate::gateway::edges::registration::{read_registration, refuse, status_frame};
+use crate::gateway::edges::registration::{read_registration, refuse, status_frame, Refused};
 use crate::gateway::link::{Action, Input, Limits, Link};
 use crate::gateway::metrics::Metrics;
 use crate::gateway::shared::Gateway;
@@ -58,15 +58,15 @@ fn admit_link(
 ) -> Option<(Arc<Upstream>, ws::Inbox<Command>)> {
     let reg = match read_registration(ws, gw.cfg.max_ws_message) {
         Ok(reg) => reg,
-        Err(why) => {
-            refuse(ws, remote, &why);
+        Err(refused) => {
+            refuse(ws, remote, refused);
             return None;
         }
     };
     let (commands, inbox) = match ws::bounded_within(QUEUE, QUEUE_BYTES, Some(gw.queue_budget.clone())) {
         Ok(pair) => pair,
         Err(e) => {
-            refuse(ws, remote, &format!("gateway out of resources: {e}"));
+            refuse(ws, remote, Refused::policy(format!("gateway out of resources: {e}")));
             return None;
         }
     };
@@ -78,7 +78,7 @@ fn admit_link(
                 "server name {:?} is already held by another live server; pick another --server-name",
                 up.name
             );
-            refuse(ws, remote, &why);
+            refuse(ws, remote, Refused::policy(why));
             return None;
         }
         Err(Refusal::NotYours) => {
@@ -87,7 +87,7 @@ fn admit_link(
                  only the edge token (or certificate) that registered it may replace it",
                 up.name
             );
-            refuse(ws, remote, &why);
+            refuse(ws, remote, Refused::policy(why));
             return None;
         }
         Ok(Some(old)) => {

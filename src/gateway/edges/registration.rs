@@ -27,7 +27,7 @@ pub(crate) struct Registration {
 pub(crate) fn read_registration(
     ws: &mut WebSocket<Box<dyn Transport>>,
     max_message: usize,
-) -> Result<Registration, String> {
+) -> Result<Registration, Refused> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
     let first = FIRST_MESSAGE.min(max_message);
     ws.set_config(|c| {
@@ -38,7 +38,9 @@ pub(crate) fn read_registration(
     let text = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("no complete registration frame within {} s", REGISTER_TIMEOUT.as_secs()));
+            return Err(
+                format!("no complete registration frame within {} s", REGISTER_TIMEOUT.as_secs()).into()
+            );
         }
         match ws.read() {
             Ok(WsMessage::Text(t)) => break t.as_str().to_owned(),
@@ -49,10 +51,14 @@ pub(crate) fn read_registration(
                 crate::sys::poll(&[(fd, false)], Some(left)).map_err(|e| e.to_string())?;
             }
             Err(tungstenite::Error::Capacity(_)) if first < max_message => {
-                return Err(format!("{TOO_BIG_FIRST}: the register frame may be {first} bytes at most"))
+                let why =
+                    format!("registration frame too big: the register frame may be {first} bytes at most");
+                return Err(Refused::too_big(why));
             }
-            Err(tungstenite::Error::Capacity(e)) => return Err(format!("{TOO_BIG}: {e}")),
-            Err(e) => return Err(format!("no registration frame: {e}")),
+            Err(tungstenite::Error::Capacity(e)) => {
+                return Err(Refused::too_big(format!("message too big (see --max-ws-message-bytes): {e}")))
+            }
+            Err(e) => return Err(format!("no registration frame: {e}").into()),
         }
     };
     ws.get_ref().socket().set_nonblocking(false).map_err(|e| e.to_string())?;
@@ -65,7 +71,7 @@ pub(crate) fn read_registration(
     let name = if info["method"] == "register" { &info["params"]["name"] } else { &info["name"] };
     let name = name.as_str().ok_or("the registration frame has no server name (params.name)")?;
     if !valid_server_name(name) {
-        return Err(format!("invalid server name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cut(name)));
+        return Err(format!("invalid server name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cut(name)).into());
     }
     let id = match &info["id"] {
         Value::String(s) if valid_server_id(s) => s.clone(),
@@ -73,7 +79,8 @@ pub(crate) fn read_registration(
             return Err(format!(
                 "invalid server id {:?}: use 1 to {MAX_ID} printable ASCII characters",
                 cut(s)
-            ))
+            )
+            .into())
         }
         Value::Number(n) => n.to_string(),
         _ => crate::sys::random_uuid(),
@@ -102,18 +109,42 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// How a message over `--max-ws-message-bytes` is reported (and closed with 1009).
-const TOO_BIG: &str = "message too big (see --max-ws-message-bytes)";
-/// How a first frame over `FIRST_MESSAGE` is reported (and closed with 1009).
-const TOO_BIG_FIRST: &str = "registration frame too big";
+/// Why a registration was refused: what the edge is told, and the close code it gets (1008, or
+/// 1009 for a message too big).
+pub(crate) struct Refused {
+    pub why: String,
+    pub code: u16,
+}
 
-/// Reports a failed registration to the edge (an error frame, then close 1008, or 1009 for a
-/// message too big) and logs it.
-pub(crate) fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, why: &str) {
+impl Refused {
+    /// A refusal closed with 1008 (policy).
+    pub(crate) fn policy(why: impl Into<String>) -> Refused {
+        Refused { why: why.into(), code: 1008 }
+    }
+
+    fn too_big(why: String) -> Refused {
+        Refused { why, code: 1009 }
+    }
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Refused {
+        Refused::policy(why)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(why: &str) -> Refused {
+        Refused::policy(why)
+    }
+}
+
+/// Reports a failed registration to the edge (an error frame, then its close code) and logs it.
+pub(crate) fn refuse(ws: &mut WebSocket<Box<dyn Transport>>, remote: SocketAddr, refused: Refused) {
+    let Refused { why, code } = refused;
     log::warn!("{remote}: registration refused: {why}");
     let _ = ws.get_ref().socket().set_write_timeout(Some(Duration::from_secs(2)));
     let _ = ws.send(WsMessage::text(json!({"status": "error", "message": why}).to_string()));
-    let code = if why.starts_with(TOO_BIG) || why.starts_with(TOO_BIG_FIRST) { 1009 } else { 1008 };
     let frame =
         tungstenite::protocol::CloseFrame { code: code.into(), reason: "registration refused".into() };
     let _ = ws.close(Some(frame));
