@@ -100,6 +100,18 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
+/// Bytes received on socket `fd` and not read yet (`FIONREAD`); 0 if the kernel cannot say.
+pub(crate) fn unread_bytes(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// Fills `buf` with random bytes from the kernel's CSPRNG: `getrandom(2)`, or `/dev/urandom` on
 /// kernels older than 3.17 (old router kernels) that lack the call, or where a seccomp policy
 /// refuses it. Panics only when neither can be read: ids and keys cannot be made without it.

@@ -16,9 +16,11 @@
 //! and the owner takes at most `ITEMS_PER_TURN` queued items before it reads the socket and keeps
 //! its heartbeat again, so a busy queue never starves the peer's frames.
 //!
-//! Liveness is bytes, not messages: any byte from the peer is a sign of life. A 16 MiB answer
-//! over a router's 2 Mbit/s uplink takes over a minute, and the peer's pongs wait behind it;
-//! counting only whole messages would drop a healthy link in the middle of its biggest answer.
+//! Liveness is bytes, not only messages: a frame still arriving is a sign of life while it comes
+//! at `MIN_RATE` or faster. A 16 MiB answer over a router's 2 Mbit/s uplink takes over a minute,
+//! and the peer's pongs wait behind it; counting only whole messages would drop a healthy link in
+//! the middle of its biggest answer, and counting any byte would let a peer hold a frame's buffer
+//! for good by sending a byte a minute.
 
 use std::collections::VecDeque;
 use std::io;
@@ -101,6 +103,10 @@ struct QueueState<T> {
     bytes: usize,
     senders: usize,
     receiver_gone: bool,
+    /// Items ever queued and ever taken: what was queued before a moment has been taken once
+    /// `taken` reaches `queued` as it was then.
+    queued: u64,
+    taken: u64,
 }
 
 /// The owner's wait in `poll`, resting (`thread::wait_resting`) once nothing has happened for a
@@ -122,7 +128,14 @@ pub(crate) fn bounded_within<T: Weigh>(
     budget: Option<Arc<Budget>>,
 ) -> io::Result<(Outbox<T>, Inbox<T>)> {
     let wake = Arc::new(Wake::new()?);
-    let state = QueueState { items: VecDeque::new(), bytes: 0, senders: 1, receiver_gone: false };
+    let state = QueueState {
+        items: VecDeque::new(),
+        bytes: 0,
+        senders: 1,
+        receiver_gone: false,
+        queued: 0,
+        taken: 0,
+    };
     let queue = Arc::new(Queue { state: Mutex::new(state), budget, capacity, max_bytes });
     Ok((Outbox { queue: queue.clone(), wake: wake.clone() }, Inbox { queue, wake }))
 }
@@ -160,6 +173,7 @@ impl<T: Weigh> Inbox<T> {
             Some(item) => {
                 let weight = item.weight();
                 q.bytes -= weight;
+                q.taken += 1;
                 if let Some(b) = &self.queue.budget {
                     b.give(weight);
                 }
@@ -183,6 +197,7 @@ impl<T: Weigh> Outbox<T> {
             return Err((SendError::Full, item));
         }
         q.bytes += weight;
+        q.queued += 1;
         q.items.push_back(item);
         drop(q);
         self.wake();
@@ -198,9 +213,14 @@ impl<T> Queue<T> {
 }
 
 impl<T> Outbox<T> {
-    /// Whether nothing waits in the queue.
-    pub(crate) fn is_empty(&self) -> bool {
-        lock(&self.queue.state).items.is_empty()
+    /// How many items were ever queued: a mark that `taken_past` compares with later.
+    pub(crate) fn queued_mark(&self) -> u64 {
+        lock(&self.queue.state).queued
+    }
+
+    /// Whether every item queued before `mark` was taken (`queued_mark`).
+    pub(crate) fn taken_past(&self, mark: u64) -> bool {
+        lock(&self.queue.state).taken >= mark
     }
 
     /// Wakes the owner without queueing anything (it re-reads whatever flags it watches).
@@ -266,6 +286,10 @@ pub(crate) enum End {
     Failed(String),
 }
 
+/// The slowest a frame may arrive and still count as life before it is whole, in bytes per
+/// second: 64 kbit/s, far below any uplink a device runs on (a 16 MiB frame in 34 minutes).
+const MIN_RATE: f64 = 8.0 * 1024.0;
+
 /// Queued items the owner takes in one turn before it reads the socket and keeps its heartbeat
 /// (what quinn's endpoint drivers do): a queue kept busy by other threads never starves reads.
 const ITEMS_PER_TURN: usize = 64;
@@ -285,6 +309,7 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
     let mut owner = Owner {
         ws,
         last_rx: Instant::now(),
+        frame: None,
         last_ping: Instant::now(),
         closing: None,
         peer_close: None,
@@ -335,9 +360,9 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
             }
         }
         if ready[0].readable {
-            // Bytes arrived (or the end, which the read reports): the peer is alive, even in the
-            // middle of a frame too big to have arrived yet.
-            owner.last_rx = Instant::now();
+            // Bytes arrived (or the end, which the read reports): life, even in the middle of a
+            // frame too big to have arrived yet, while it keeps coming fast enough.
+            owner.arrived(sys::unread_bytes(fds[0].0));
         }
         if ready[0].readable || ready[0].hangup {
             if let Some(end) = owner.read_available(handler) {
@@ -353,6 +378,8 @@ pub(crate) fn drive<S: Transport, T: Weigh>(
 struct Owner<'a, S: Transport> {
     ws: &'a mut WebSocket<S>,
     last_rx: Instant,
+    /// The frame still arriving: when its first bytes came, and how many have come since.
+    frame: Option<(Instant, usize)>,
     last_ping: Instant,
     /// When we sent our close frame.
     closing: Option<Instant>,
@@ -481,7 +508,7 @@ impl<S: Transport> Owner<'_, S> {
                 }
                 Err(e) => return Some(self.ended(e)),
             };
-            self.last_rx = Instant::now();
+            self.message_done();
             let text = match msg {
                 Message::Text(t) => t.as_str().to_owned(),
                 Message::Binary(b) => match String::from_utf8(b.to_vec()) {
@@ -513,6 +540,22 @@ impl<S: Transport> Owner<'_, S> {
                 )));
             }
         }
+    }
+
+    /// `n` bytes arrived before a read: life while the frame they belong to keeps `MIN_RATE`.
+    fn arrived(&mut self, n: usize) {
+        let now = Instant::now();
+        let (since, bytes) = self.frame.get_or_insert((now, 0));
+        *bytes = bytes.saturating_add(n);
+        if *bytes as f64 >= MIN_RATE * now.duration_since(*since).as_secs_f64() {
+            self.last_rx = now;
+        }
+    }
+
+    /// A whole message (or control frame) arrived: life, and the next frame starts afresh.
+    fn message_done(&mut self) {
+        self.last_rx = Instant::now();
+        self.frame = None;
     }
 
     fn start_close(&mut self, code: u16, reason: String) {
@@ -654,6 +697,32 @@ mod tests {
         let (mut ws, _quiet) = pair();
         let end = drive::<_, Out>(&mut ws, None, Some(heartbeat), &mut Recorder::default());
         assert!(matches!(end, End::Silent(_)), "{end:?}");
+    }
+
+    /// A frame trickled far below `MIN_RATE` (a byte every 50 ms) is not life: a peer cannot hold
+    /// a frame's buffer open for good by sending a byte now and then.
+    #[test]
+    fn a_frame_trickled_below_the_minimum_rate_is_silence() {
+        let heartbeat =
+            Heartbeat { interval: Duration::from_millis(100), timeout: Duration::from_millis(400) };
+        let (mut ws, mut peer) = pair();
+        let frame = client_frame(&vec![b'x'; 64 * 1024]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let trickle = std::thread::spawn(move || {
+            for byte in frame.iter().take(100) {
+                if stopped.load(Ordering::SeqCst) || peer.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = Instant::now();
+        let end = drive::<_, Out>(&mut ws, None, Some(heartbeat), &mut Recorder::default());
+        stop.store(true, Ordering::SeqCst);
+        trickle.join().unwrap();
+        assert!(matches!(end, End::Silent(_)), "{end:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "noticed after {:?}", started.elapsed());
     }
 
     /// While other threads keep the owner's queue full, the peer's frames are still read within

@@ -464,3 +464,27 @@ fn a_failed_initialize_leaves_no_session_and_idle_sessions_make_room() {
     assert_eq!(second.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).status, 200);
     drop(ws);
 }
+
+/// A JSON-RPC batch (2025-03-26) holds at most 64 messages: the answers the gateway makes itself
+/// are queued for the POST whatever `--max-queue-bytes` says, so their number is bounded at the
+/// door, and the queue budget holds while a batch is answered.
+#[test]
+fn a_batch_is_bounded_so_its_answers_are_too() {
+    let _w = Watchdog::new("front_batch_cap", Duration::from_secs(40));
+    let gw = Gateway::start(&["--max-queue-bytes", "1048576"]);
+    let _pi = gw.register_ready("pi");
+    let mut client = StreamableClient::new(gw.port, "/mcp", "2025-03-26");
+    client.initialize(json!({}));
+    let batch = |n: u64| {
+        Value::Array((0..n).map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "tools/list"})).collect())
+    };
+    let refused = client.post(&batch(65));
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body.contains("at most 64"), "{}", refused.body);
+    let answered = client.post(&batch(64));
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert_eq!(messages_of(&answered).len(), 64);
+    let metrics = gw.http("GET", "/metrics", &[], b"").body;
+    let queued = metrics.lines().find(|l| l.starts_with("mcpport_queued_bytes ")).unwrap().to_string();
+    assert_eq!(queued, "mcpport_queued_bytes 0", "everything queued was given back");
+}

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,8 @@ pub(crate) struct Session {
     last_seen: Mutex<Instant>,
     calls: Mutex<Calls>,
     call_ended: Condvar,
+    /// Set once, first thing, when the session ends.
+    ended: AtomicBool,
 }
 
 /// A session's stream while it is attached: its mailbox and what belongs to that stream alone.
@@ -128,6 +131,7 @@ impl Session {
             last_seen: Mutex::new(Instant::now()),
             calls: Mutex::new(Calls::default()),
             call_ended: Condvar::new(),
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -135,7 +139,9 @@ impl Session {
     /// Its bytes count against `budget`, the gateway's for all queues.
     pub(crate) fn attach_stream(&self, budget: &Arc<Budget>) -> Option<Arc<Mailbox>> {
         let mut stream = lock(&self.stream);
-        if stream.is_some() {
+        // An ended session takes no stream: `end` sets the flag before it detaches, so a stream
+        // attached before the flag is detached by `end`, and none attaches after.
+        if stream.is_some() || self.is_ended() {
             return None;
         }
         let mailbox = Mailbox::new(STREAM_QUEUE, STREAM_BYTES, Some(budget.clone()));
@@ -159,6 +165,11 @@ impl Session {
                 gone.mailbox.finish();
             }
         }
+    }
+
+    /// Whether the session has ended.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
 
     /// Whether a stream is attached (a client listening on it is using the session).
@@ -203,7 +214,8 @@ impl Session {
         }
     }
 
-    /// Called by the writer of the stream `rx` reads once `msg` is written.
+    /// Called by the writer of the stream `rx` reads as `msg` goes out (a change after this is
+    /// told anew).
     pub(crate) fn written(&self, rx: &Arc<Mailbox>, msg: &Value) {
         let Some(method) = msg["method"].as_str().filter(|m| m.ends_with("/list_changed")) else { return };
         let mut stream = lock(&self.stream);
@@ -272,11 +284,15 @@ impl Session {
             calls = self.call_ended.wait_timeout(calls, left).unwrap_or_else(|p| p.into_inner()).0;
             calls.waiting -= 1;
         }
-        calls.involve(&link);
-        calls.in_flight.insert(client_key.to_string(), link);
+        calls.in_flight.insert(client_key.to_string(), link.clone());
         // A non-blocking send: the lock is never held across waiting or I/O. Whatever comes of
-        // it, the slot is freed by the call's end (`end_call`), exactly once.
-        Ok(send())
+        // it, the slot is freed by the call's end (`end_call`), exactly once. Only a link that
+        // took the call is involved (told when the session ends).
+        let sent = send();
+        if sent.is_ok() {
+            calls.involve(&link);
+        }
+        Ok(sent)
     }
 
     /// Notes that the session involves `link` (a log level), so it hears of the end; a session
@@ -318,6 +334,8 @@ impl Session {
     /// Ends the session: its stream closes, and every link it involved drops what it holds
     /// for it (calls, subscriptions, log level, requests awaiting its answers).
     pub(crate) fn end(&self) {
+        // First: from here on no stream attaches (a GET that found the session a moment ago).
+        self.ended.store(true, Ordering::SeqCst);
         self.detach_stream();
         let links: Vec<Arc<dyn LinkPort>> = {
             let mut calls = lock(&self.calls);
@@ -328,5 +346,34 @@ impl Session {
         for link in links {
             link.session_ended(&self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that ended takes no stream (a GET that found it a moment before its end would
+    /// otherwise hold a stream nobody writes to), and its stream's state goes with the stream.
+    #[test]
+    fn an_ended_session_takes_no_stream_and_a_stream_takes_its_state_along() {
+        let budget = Budget::new(1 << 20);
+        let s = Session::new(
+            "s".into(),
+            Kind::Streamable,
+            Scope::All,
+            Credential::Open,
+            "10.0.0.1".parse().unwrap(),
+        );
+        let rx = s.attach_stream(&budget).expect("a stream");
+        s.list_changed("notifications/tools/list_changed");
+        s.list_changed("notifications/tools/list_changed");
+        assert!(rx.recv(Duration::ZERO).is_ok() && rx.recv(Duration::ZERO).is_err(), "one notice, not two");
+        s.detach(&rx);
+        let again = s.attach_stream(&budget).expect("a new stream once the old one is gone");
+        s.list_changed("notifications/tools/list_changed");
+        assert!(again.recv(Duration::ZERO).is_ok(), "the new stream hears of the change");
+        s.end();
+        assert!(s.attach_stream(&budget).is_none() && !s.has_stream());
     }
 }

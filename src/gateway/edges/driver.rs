@@ -196,10 +196,14 @@ impl<'a> Driver<'a> {
                 }
                 Action::Answer { caller, message, report } => {
                     // Counted before it is delivered: a client that reads its answer and then
-                    // the metrics finds the call counted.
-                    metrics.request(&report.method, &self.up.name, report.ok);
-                    if report.method == "tools/call" {
-                        metrics.tool_call(&self.up.name, report.took);
+                    // the metrics finds the call counted. Not by a link the gateway is closing
+                    // (replaced, or shutting down): the name may be another link's, or gone, and
+                    // a late count would bring its series back for good.
+                    if self.up.close_requested().is_none() {
+                        metrics.request(&report.method, &self.up.name, report.ok);
+                        if report.method == "tools/call" {
+                            metrics.tool_call(&self.up.name, report.took);
+                        }
                     }
                     caller.finish(message);
                 }

@@ -62,6 +62,11 @@ pub(crate) struct Asker<'a> {
     pub cors: &'a Headers,
 }
 
+/// Messages one JSON-RPC batch may hold (2025-03-26 only): the answers the gateway makes itself
+/// (a list page each) are queued for the POST whatever `--max-queue-bytes` says, so their number
+/// is bounded here, as calls are by `--max-calls-per-session`.
+pub(crate) const MAX_BATCH: usize = 64;
+
 /// Related messages (and bytes) that may wait for a POST's response to take them.
 pub(crate) const POST_QUEUE: usize = 1024;
 pub(crate) const POST_BYTES: usize = 8 * 1024 * 1024;
@@ -157,13 +162,15 @@ impl Exchange {
     pub(crate) fn post(&self, gw: &Arc<Gateway>, messages: Vec<Message>) -> Posted {
         // Related messages are bounded in count and bytes; requests' ends always get in (they
         // are bounded by the session's calls in flight).
-        let mailbox = Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone()));
-        let reply = Reply::Post(mailbox.clone());
         let requests = messages.iter().filter(|m| matches!(m, Message::Request { .. })).count();
+        // Made first, so that whatever happens while the messages are handled, it is closed.
+        let posted =
+            Posted { mailbox: Mailbox::new(POST_QUEUE, POST_BYTES, Some(gw.queue_budget.clone())), requests };
+        let reply = Reply::Post(posted.mailbox.clone());
         for msg in messages {
             mcp::handle_message(gw, &self.session, msg, &reply);
         }
-        Posted { mailbox, requests }
+        posted
     }
 
     /// Hands one message to the MCP views, answers going to the session's own stream (legacy
@@ -193,7 +200,9 @@ impl Exchange {
 /// A session of `kind` by id, if `asker` owns it on this endpoint: another credential presenting
 /// its id learns nothing (it is not found).
 fn found(gw: &Gateway, id: &str, kind: Kind, asker: &Asker<'_>) -> Option<Arc<Session>> {
-    gw.registry.session(id).filter(|s| s.kind == kind && s.scope == asker.scope && s.owner == asker.owner)
+    gw.registry
+        .session(id)
+        .filter(|s| s.kind == kind && s.scope == asker.scope && s.owner == asker.owner && !s.is_ended())
 }
 
 /// A 2026-07-28 context: the revision, the capabilities its request declared, nothing to
@@ -229,6 +238,10 @@ pub(crate) fn read_messages(body: Body) -> Result<(Vec<Message>, bool), Response
     let (items, batch) = match value {
         Value::Array(items) if items.is_empty() => {
             return Err(Error::BadRequest("an empty batch is not a message".into()).to_http());
+        }
+        Value::Array(items) if items.len() > MAX_BATCH => {
+            let why = format!("a batch may hold at most {MAX_BATCH} messages");
+            return Err(Error::BadRequest(why).to_http());
         }
         Value::Array(items) => (items, true),
         v => (vec![v], false),

@@ -106,11 +106,12 @@ fn write_message<W: Write>(
     sse: &mut SseWriter<W>,
     msg: &Value,
 ) -> std::io::Result<()> {
+    // A `list_changed` is no longer pending once it is on its way: a change after this point is
+    // told anew, not taken for this one.
+    stream.session.written(&stream.rx, msg);
     let text = msg.to_string();
     Metrics::add(&gw.metrics.client_bytes_out, text.len());
-    let written = sse.event(Some("message"), &text);
-    stream.session.written(&stream.rx, msg);
-    written
+    sse.event(Some("message"), &text)
 }
 
 /// How often a stream writes a `list_changed` at most: while one is held back, more changes of

@@ -75,6 +75,10 @@ pub(crate) struct Link<D> {
     /// still be working on, by id, with their session: while any is, a server request or log
     /// line cannot be told apart from theirs, so it is not attributed to anyone else.
     orphans: BTreeMap<u64, (SessionKey, Instant)>,
+    /// Until when calls forgotten past the orphan cap may still be at work at the server: while
+    /// it lasts, nothing the server asks or logs is attributed to anyone (a session cannot push
+    /// another's call out of the table to inherit what the server sends about it).
+    clouded_until: Option<Instant>,
     /// Log levels by session, and the level the server was last told (a severity).
     levels: BTreeMap<SessionKey, Level>,
     edge_level: Option<usize>,
@@ -122,6 +126,8 @@ enum Slot {
     Request(u64),
     ServerRequest(u64),
     Orphan(u64),
+    /// Calls forgotten past the orphan cap no longer cloud attribution.
+    Clouded,
     /// The server requests of a 2026-07-28 call gathered so far go to its client.
     Gather(u64),
     /// The listen at a 2026-07-28 edge is opened again with the subscriptions of now.
@@ -235,6 +241,7 @@ impl<D: Clone> Link<D> {
             subscriptions: BTreeMap::new(),
             confirmed: BTreeSet::new(),
             orphans: BTreeMap::new(),
+            clouded_until: None,
             levels: BTreeMap::new(),
             edge_level: None,
             roots_from: None,
@@ -284,6 +291,7 @@ impl<D: Clone> Link<D> {
         self.requests.is_empty()
             && self.held.is_empty()
             && self.orphans.is_empty()
+            && self.clouded_until.is_none()
             && self.by_client.is_empty()
             && self.server_requests.is_empty()
             && self.deadlines.is_empty()
@@ -999,6 +1007,9 @@ impl<D: Clone> Link<D> {
     /// at the second session it sees: its cost is bounded by the calls and orphans, each capped
     /// at `max_calls`.
     fn sole_caller(&self) -> Sole<'_, D> {
+        if self.clouded_until.is_some() {
+            return Sole::Several;
+        }
         let mut newest: Option<(u64, &ClientCall<D>)> = None;
         // Whether `session` is a second one: the first seen is kept in `only`.
         fn another<'s>(only: &mut Option<&'s str>, session: &'s str) -> bool {
@@ -1039,6 +1050,11 @@ impl<D: Clone> Link<D> {
         if self.orphans.len() >= self.limits.max_calls {
             if let Some((old, (_, until))) = self.orphans.pop_first() {
                 self.deadlines.remove(&(until, Slot::Orphan(old)));
+                // Forgotten, but it may still be at work: attribution stays cautious as long.
+                if self.clouded_until.is_none_or(|c| c < until) {
+                    self.clouded_until = Some(until);
+                    self.deadlines.insert((until, Slot::Clouded));
+                }
             }
         }
         let until = now + ORPHAN_GRACE;
@@ -1402,6 +1418,11 @@ impl<D: Clone> Link<D> {
                 Slot::Orphan(id) => {
                     self.orphans.remove(&id);
                 }
+                Slot::Clouded => {
+                    if self.clouded_until.is_some_and(|until| until <= now) {
+                        self.clouded_until = None;
+                    }
+                }
                 Slot::Gather(id) => self.gathered(now, id),
                 Slot::Listen => self.listen(),
             }
@@ -1489,6 +1510,7 @@ impl<D: Clone> Link<D> {
         self.subscriptions.clear();
         self.confirmed.clear();
         self.orphans.clear();
+        self.clouded_until = None;
     }
 }
 

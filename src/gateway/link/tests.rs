@@ -704,7 +704,8 @@ fn calls_that_ended_here_are_bounded_in_count() {
         assert!(link.orphans.len() <= 8, "{} orphans after {i} cancels", link.orphans.len());
     }
     assert_eq!(link.orphans.len(), 8);
-    assert_eq!(link.deadlines.len(), 8, "a forgotten orphan's deadline goes with it");
+    let orphan_deadlines = link.deadlines.iter().filter(|(_, s)| matches!(s, Slot::Orphan(_))).count();
+    assert_eq!(orphan_deadlines, 8, "a forgotten orphan's deadline goes with it");
     // The newest are the ones kept: their late answers still end their clouding.
     let newest = *link.orphans.keys().next_back().unwrap();
     link.handle_edge(now, Message::Response { id: json!(newest), outcome: Ok(json!({})) });
@@ -712,6 +713,41 @@ fn calls_that_ended_here_are_bounded_in_count() {
     // They expire on their own.
     link.handle_timeout(now + ORPHAN_GRACE + Duration::from_secs(1));
     assert!(link.is_idle(), "nothing left once they expire");
+}
+
+/// Pushing another session's call out of the orphan table does not make its server's questions
+/// about that call the pusher's: while a forgotten call may still be at work, nothing is
+/// attributed to anyone.
+#[test]
+fn a_session_cannot_push_another_out_of_the_orphans_to_inherit_its_server_requests() {
+    let now = t0();
+    let mut link = ready(now);
+    link.limits.max_calls = 8;
+    link.handle_input(now, call("victim", 1, "tools/call", json!({"name": "slow"}), 1));
+    link.handle_input(now, Input::Cancel { session: "victim".into(), client_id: json!(1) });
+    for i in 0..8u64 {
+        link.handle_input(now, call("mallory", 100 + i, "tools/call", json!({"name": "x"}), 2));
+        link.handle_input(now, Input::Cancel { session: "mallory".into(), client_id: json!(100 + i) });
+    }
+    assert!(link.orphans.values().all(|(s, _)| s == "mallory"), "the victim's call was pushed out");
+    link.handle_input(now, call("mallory", 200, "tools/call", json!({"name": "x"}), 3));
+    drain(&mut link);
+    // The server, still at work on the victim's call, asks about it.
+    let ask = Message::Request { id: json!(77), method: "sampling/createMessage".into(), params: None };
+    link.handle_edge(now, ask);
+    let acts = drain(&mut link);
+    assert!(
+        matches!(&acts[..], [Action::ToEdge(m)] if m["error"].is_object()),
+        "refused, not Mallory's: {acts:?}"
+    );
+    // Once every forgotten call is past its grace, attribution is back.
+    let later = now + ORPHAN_GRACE + Duration::from_secs(1);
+    link.handle_timeout(later);
+    link.handle_input(later, call("mallory", 300, "tools/call", json!({"name": "x"}), 4));
+    drain(&mut link);
+    let ask = Message::Request { id: json!(78), method: "sampling/createMessage".into(), params: None };
+    link.handle_edge(later, ask);
+    assert!(matches!(&drain(&mut link)[..], [Action::Related { caller: 4, .. }]));
 }
 
 #[test]

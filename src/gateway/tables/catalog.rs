@@ -89,8 +89,9 @@ impl Entry {
 
 struct UriOwner {
     server: u64,
-    /// Later servers that list the URI too, in arrival order.
-    waiting: Vec<u64>,
+    /// Later servers that list the URI too, in arrival order, each with the URI's position in
+    /// its list (so taking over costs no search of that list).
+    waiting: Vec<(u64, usize)>,
 }
 
 struct Template {
@@ -103,7 +104,11 @@ impl Catalog {
     /// Returns the aggregated lists that changed, and what could not be exposed. Costs work in
     /// proportion to this server's lists, however big the catalog.
     pub(crate) fn put(&mut self, order: u64, name: &str, lists: Arc<Lists>) -> (Vec<ListKind>, Ignored) {
-        let mut changed = self.remove(name);
+        // A refresh keeps what the server held: URIs it still lists stay its own (and its place
+        // among the waiters of others'), and are not handed to another server and back.
+        let listed: std::collections::HashSet<&str> =
+            lists.resources.iter().filter_map(|r| r.key()).collect();
+        let mut changed = self.remove_keeping(name, |uri| listed.contains(uri));
         self.order.insert(name.to_string(), order);
         let mut entry = Box::new(Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() });
         let mut ignored = Ignored::default();
@@ -146,6 +151,12 @@ impl Catalog {
 
     /// Removes a server and everything it exposed. Returns the aggregated lists that changed.
     pub(crate) fn remove(&mut self, name: &str) -> Vec<ListKind> {
+        self.remove_keeping(name, |_| false)
+    }
+
+    /// `remove`, except that the URIs `kept` says the server keeps (a refresh that lists them
+    /// again) stay its own, or stay waited for in its place.
+    fn remove_keeping(&mut self, name: &str, kept: impl Fn(&str) -> bool) -> Vec<ListKind> {
         let Some(order) = self.order.remove(name) else { return Vec::new() };
         let Some(entry) = self.servers.remove(&order) else { return Vec::new() };
         let mut changed = Vec::new();
@@ -159,15 +170,16 @@ impl Catalog {
                 match kind {
                     ListKind::Tools => drop(self.tool_routes.remove(key)),
                     ListKind::Prompts => drop(self.prompt_routes.remove(key)),
+                    ListKind::Resources if kept(key) => {}
                     ListKind::Resources => self.release_uri(key, order, &mut changed),
                     ListKind::Templates => self.release_template(key, order),
                 }
             }
         }
         // URIs it only waited for (its own list of them: no scan of the whole catalog).
-        for uri in &entry.waits {
+        for uri in entry.waits.iter().filter(|uri| !kept(uri)) {
             if let Some(owner) = self.uri_routes.get_mut(uri) {
-                owner.waiting.retain(|w| *w != order);
+                owner.waiting.retain(|(w, _)| *w != order);
             }
         }
         changed
@@ -182,7 +194,7 @@ impl Catalog {
             let exposed = match kind {
                 ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item.key(), ignored),
                 ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item.key(), ignored),
-                ListKind::Resources => self.claim_uri(order, item.key(), &mut entry.waits),
+                ListKind::Resources => self.claim_uri(order, pos, item.key(), &mut entry.waits),
                 ListKind::Templates => self.claim_template(order, pos, &entry.name, item.key()),
             };
             if let Some(key) = exposed {
@@ -195,14 +207,23 @@ impl Catalog {
     }
 
     #[inline(never)]
-    fn claim_uri(&mut self, order: u64, uri: Option<&str>, waits: &mut Vec<String>) -> Option<String> {
+    fn claim_uri(
+        &mut self,
+        order: u64,
+        pos: usize,
+        uri: Option<&str>,
+        waits: &mut Vec<String>,
+    ) -> Option<String> {
         let uri = uri.filter(|u| u.len() <= MAX_URI)?;
         match self.uri_routes.get_mut(uri) {
+            // Its own already (a refresh that lists it again).
+            Some(owner) if owner.server == order => Some(uri.to_string()),
             Some(owner) => {
-                if owner.server != order && !owner.waiting.contains(&order) {
-                    owner.waiting.push(order);
-                    waits.push(uri.to_string());
+                match owner.waiting.iter_mut().find(|(w, _)| *w == order) {
+                    Some(waiter) => waiter.1 = pos,
+                    None => owner.waiting.push((order, pos)),
                 }
+                waits.push(uri.to_string());
                 None
             }
             None => {
@@ -224,10 +245,9 @@ impl Catalog {
             self.uri_routes.remove(uri);
             return;
         };
+        let (next, pos) = next;
         owner.server = next;
-        let pos =
-            self.servers.get(&next).and_then(|e| e.lists.resources.iter().position(|r| r.key() == Some(uri)));
-        if let (Some(entry), Some(pos)) = (self.servers.get_mut(&next), pos) {
+        if let Some(entry) = self.servers.get_mut(&next) {
             let i = index(ListKind::Resources);
             entry.keys[i].push(uri.to_string());
             entry.exposed[i].push(pos);
@@ -546,6 +566,32 @@ mod tests {
         c.remove("a");
         assert_eq!(c.route_uri("x://1"), Some("c"), "the next lister still there takes it over");
         assert_eq!(c.route_uri("x://2"), None);
+    }
+
+    /// A refresh keeps what a server held: the URIs it still lists stay its own, not handed to
+    /// the next lister and back, and a waiter keeps its place; a takeover finds the URI's item
+    /// by the position noted when the waiter listed it.
+    #[test]
+    fn a_refresh_keeps_uris_and_a_takeover_needs_no_search() {
+        let mut c = Catalog::default();
+        let listing = |uris: &[&str]| {
+            let items: Vec<Value> = uris.iter().map(|u| json!({"uri": u, "name": u})).collect();
+            Arc::new(Lists { resources: Item::all(ListKind::Resources, &items), ..Lists::default() })
+        };
+        c.put(1, "a", listing(&["x://1", "x://2"]));
+        c.put(2, "b", listing(&["x://0", "x://2", "x://1"]));
+        c.put(3, "c", listing(&["x://1"]));
+        let (changed, _) = c.put_list("a", ListKind::Resources, listing(&["x://2", "x://1"]));
+        assert_eq!((c.route_uri("x://1"), c.route_uri("x://2")), (Some("a"), Some("a")), "{changed:?}");
+        assert_eq!(c.uri_routes["x://1"].waiting, [(2, 2), (3, 0)], "b still first, c second");
+        c.put_list("b", ListKind::Resources, listing(&["x://1", "x://2"]));
+        assert_eq!(c.uri_routes["x://1"].waiting, [(2, 0), (3, 0)], "b kept its place, at its new position");
+        c.remove("a");
+        assert_eq!((c.route_uri("x://1"), c.route_uri("x://2")), (Some("b"), Some("b")));
+        let (shown, _) = c.page(ListKind::Resources, 0, 10);
+        let mut uris: Vec<&str> = shown.iter().filter_map(|r| r["uri"].as_str()).collect();
+        uris.sort();
+        assert_eq!(uris, ["x://1", "x://2"], "b's items, found at the positions noted");
     }
 
     #[test]

@@ -18,6 +18,9 @@ use crate::jsonrpc::weight;
 use crate::thread::lock;
 use crate::ws::{Outbox, SendError, Weigh};
 
+/// Session ends a link's owner may be behind on (past it, it is not draining its queue).
+const MAX_ENDED: usize = 4096;
+
 /// What other threads ask of a link's owner.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -51,10 +54,11 @@ pub(crate) struct Upstream {
     offer: Mutex<Offer>,
     /// Set to make the owner close the link (replaced, or the gateway is shutting down).
     closing: Mutex<Option<(u16, String)>>,
-    /// Sessions that ended while the command queue was full: told to the link once the queue
-    /// has drained (so after everything those sessions queued before they ended). Each session
-    /// ends once, so this holds at most the sessions that involved the link.
-    ended: Mutex<Vec<String>>,
+    /// Sessions that ended while the command queue was full, each with the queue's mark then:
+    /// told to the link once everything queued before it was taken (so after what the session
+    /// sent before it ended). Only sessions with a call the link took are told, each once; past
+    /// `MAX_ENDED` waiting the owner is not draining its queue, and the link is closed.
+    ended: Mutex<Vec<(String, u64)>>,
 }
 
 /// What a server offers, once its handshake is done. Its `initialize` result is kept as
@@ -104,14 +108,24 @@ impl Upstream {
     }
 
     /// Tells the link's owner that a session ended, never lost to a full queue: on the queue
-    /// behind what the session sent before it, or, when the queue is full, noted for the owner
-    /// to take once the queue has drained (`ended_sessions`). Never waits.
+    /// behind what the session sent before it, or, when the queue is full, noted with the
+    /// queue's mark for the owner to take once what came before is taken (`ended_sessions`).
+    /// Never waits.
     pub(crate) fn tell_ended(&self, session: &str) -> Result<(), SendError> {
         let input = Input::SessionEnded { session: session.into() };
         match self.commands.offer(Command::Link(input)) {
             Ok(()) => Ok(()),
             Err((SendError::Full, _)) => {
-                lock(&self.ended).push(session.to_string());
+                let mark = self.commands.queued_mark();
+                let mut ended = lock(&self.ended);
+                if ended.len() >= MAX_ENDED {
+                    drop(ended);
+                    log::warn!("server {}: its link takes no commands; closing it", self.name);
+                    self.close(1011, "the link's owner stopped taking commands");
+                    return Ok(());
+                }
+                ended.push((session.to_string(), mark));
+                drop(ended);
                 self.commands.wake();
                 Ok(())
             }
@@ -119,19 +133,18 @@ impl Upstream {
         }
     }
 
-    /// Whether sessions that ended while the queue was full are ready to be told (the queue has
-    /// drained).
+    /// Whether sessions that ended while the queue was full are ready to be told (what was
+    /// queued before them was taken).
     pub(crate) fn ends_waiting(&self) -> bool {
-        self.commands.is_empty() && !lock(&self.ended).is_empty()
+        lock(&self.ended).first().is_some_and(|(_, mark)| self.commands.taken_past(*mark))
     }
 
-    /// The sessions that ended while the queue was full, once nothing else waits in the queue
-    /// (read by the owner).
+    /// The sessions that ended while the queue was full and are ready to be told, in order (read
+    /// by the owner).
     pub(crate) fn ended_sessions(&self) -> Vec<String> {
-        if !self.commands.is_empty() {
-            return Vec::new();
-        }
-        std::mem::take(&mut *lock(&self.ended))
+        let mut ended = lock(&self.ended);
+        let ready = ended.iter().take_while(|(_, mark)| self.commands.taken_past(*mark)).count();
+        ended.drain(..ready).map(|(session, _)| session).collect()
     }
 
     /// Asks the owner to close the link with this code and reason (never lost to a full queue).
@@ -260,9 +273,12 @@ mod tests {
             "not while the queue holds what came first"
         );
         assert!(inbox.try_recv().is_ok());
-        assert!(up.ends_waiting());
+        assert!(up.ends_waiting(), "what came first was taken");
+        // Another item queued meanwhile (after the end) does not hold the end back.
+        up.tell(Command::Link(Input::Notify { method: "y".into(), params: None })).unwrap();
         assert_eq!(up.ended_sessions(), ["s1"]);
         assert!(!up.ends_waiting());
+        assert!(inbox.try_recv().is_ok());
         up.tell_ended("s2").unwrap();
         let Ok(Command::Link(Input::SessionEnded { session })) = inbox.try_recv() else {
             panic!("on the queue")
@@ -270,5 +286,26 @@ mod tests {
         assert_eq!(session, "s2");
         drop(inbox);
         assert_eq!(up.tell_ended("s3"), Err(SendError::Closed));
+    }
+
+    /// An owner that never drains its queue is not owed session ends without bound: past
+    /// `MAX_ENDED` the link is closed instead.
+    #[test]
+    fn an_owner_that_takes_nothing_is_closed_not_owed_forever() {
+        let (commands, _inbox) = crate::ws::bounded_within::<Command>(1, 1 << 20, None).unwrap();
+        let up = Upstream::new(
+            "pi".into(),
+            "pi-1".into(),
+            Credential::Open,
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            commands,
+        );
+        up.tell(Command::Link(Input::Notify { method: "x".into(), params: None })).unwrap();
+        for i in 0..MAX_ENDED + 10 {
+            up.tell_ended(&format!("s{i}")).unwrap();
+        }
+        assert_eq!(lock(&up.ended).len(), MAX_ENDED);
+        assert!(up.close_requested().is_some_and(|(code, _)| code == 1011));
     }
 }

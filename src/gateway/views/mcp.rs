@@ -91,7 +91,9 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
     log::info!(
         "session {}: initialize from {} (protocol {version})",
         session.id,
-        params["clientInfo"]["name"].as_str().unwrap_or("an unnamed client")
+        params["clientInfo"]["name"]
+            .as_str()
+            .map_or("an unnamed client".into(), |n| n.chars().take(64).collect::<String>())
     );
     Ok(result)
 }
