@@ -104,16 +104,12 @@ pub(crate) fn report(gw: &Gateway) -> Response {
     };
     let servers: Vec<Value> = gw
         .registry
-        .servers()
-        .iter()
-        .map(|s| {
-            let mut summary = s.summary();
-            if let (Value::Object(fields), Value::Object(c)) = (&mut summary, count(&s.name)) {
+        .summaries(TOOLS_SHOWN)
+        .into_iter()
+        .map(|(up, mut summary)| {
+            if let (Value::Object(fields), Value::Object(c)) = (&mut summary, count(&up.name)) {
                 fields.extend(c);
             }
-            let mut tools = gw.registry.catalog(|c| c.exposed_for(&s.name));
-            tools.truncate(TOOLS_SHOWN);
-            summary["tools"] = json!(tools);
             summary
         })
         .collect();

@@ -433,6 +433,12 @@ mod tests {
         Arc::new(Lists { tools: Item::all(ListKind::Tools, &tools), ..Lists::default() })
     }
 
+    /// Lists with these resources only.
+    fn listing(uris: &[&str]) -> Arc<Lists> {
+        let items: Vec<Value> = uris.iter().map(|u| json!({"uri": u, "name": u})).collect();
+        Arc::new(Lists { resources: Item::all(ListKind::Resources, &items), ..Lists::default() })
+    }
+
     fn names(c: &Catalog) -> Vec<String> {
         c.page(ListKind::Tools, 0, 1000).0.iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
     }
@@ -554,10 +560,6 @@ mod tests {
     #[test]
     fn a_waiting_lister_leaves_cleanly() {
         let mut c = Catalog::default();
-        let listing = |uris: &[&str]| {
-            let items: Vec<Value> = uris.iter().map(|u| json!({"uri": u, "name": u})).collect();
-            Arc::new(Lists { resources: Item::all(ListKind::Resources, &items), ..Lists::default() })
-        };
         c.put(1, "a", listing(&["x://1", "x://2"]));
         c.put(2, "b", listing(&["x://1"]));
         c.put(3, "c", listing(&["x://1"]));
@@ -574,10 +576,6 @@ mod tests {
     #[test]
     fn a_refresh_keeps_uris_and_a_takeover_needs_no_search() {
         let mut c = Catalog::default();
-        let listing = |uris: &[&str]| {
-            let items: Vec<Value> = uris.iter().map(|u| json!({"uri": u, "name": u})).collect();
-            Arc::new(Lists { resources: Item::all(ListKind::Resources, &items), ..Lists::default() })
-        };
         c.put(1, "a", listing(&["x://1", "x://2"]));
         c.put(2, "b", listing(&["x://0", "x://2", "x://1"]));
         c.put(3, "c", listing(&["x://1"]));

@@ -151,6 +151,21 @@ impl Registry {
         lock(&self.servers).by_name.values().cloned().collect()
     }
 
+    /// What operators and `list_servers` see of each registered server (`Upstream::summary`), with
+    /// the names its tools are exposed under on the aggregated view, at most `tools` of them.
+    pub(crate) fn summaries(&self, tools: usize) -> Vec<(Arc<Upstream>, Value)> {
+        self.servers()
+            .into_iter()
+            .map(|up| {
+                let mut summary = up.summary();
+                let mut names = self.catalog(|c| c.exposed_for(&up.name));
+                names.truncate(tools);
+                summary["tools"] = Value::from(names);
+                (up, summary)
+            })
+            .collect()
+    }
+
     pub(crate) fn server(&self, name: &str) -> Option<Arc<Upstream>> {
         lock(&self.servers).by_name.get(name).cloned()
     }

@@ -253,19 +253,18 @@ impl LinkPort for Upstream {
 mod tests {
     use super::*;
 
+    /// A server whose command queue holds one command.
+    fn upstream() -> (Upstream, crate::ws::Inbox<Command>) {
+        let (commands, inbox) = crate::ws::bounded_within::<Command>(1, 1 << 20, None).unwrap();
+        let remote = "127.0.0.1:1".parse().unwrap();
+        (Upstream::new("pi".into(), "pi-1".into(), Credential::Open, 1, remote, commands), inbox)
+    }
+
     /// A session's end is never lost to a full queue, and never overtakes what the session
     /// queued before it: it waits until the queue has drained.
     #[test]
     fn a_session_end_waits_out_a_full_queue_and_is_not_lost() {
-        let (commands, inbox) = crate::ws::bounded_within::<Command>(1, 1 << 20, None).unwrap();
-        let up = Upstream::new(
-            "pi".into(),
-            "pi-1".into(),
-            Credential::Open,
-            1,
-            "127.0.0.1:1".parse().unwrap(),
-            commands,
-        );
+        let (up, inbox) = upstream();
         up.tell(Command::Link(Input::Notify { method: "x".into(), params: None })).unwrap();
         up.tell_ended("s1").unwrap();
         assert!(
@@ -292,15 +291,7 @@ mod tests {
     /// `MAX_ENDED` the link is closed instead.
     #[test]
     fn an_owner_that_takes_nothing_is_closed_not_owed_forever() {
-        let (commands, _inbox) = crate::ws::bounded_within::<Command>(1, 1 << 20, None).unwrap();
-        let up = Upstream::new(
-            "pi".into(),
-            "pi-1".into(),
-            Credential::Open,
-            1,
-            "127.0.0.1:1".parse().unwrap(),
-            commands,
-        );
+        let (up, _inbox) = upstream();
         up.tell(Command::Link(Input::Notify { method: "x".into(), params: None })).unwrap();
         for i in 0..MAX_ENDED + 10 {
             up.tell_ended(&format!("s{i}")).unwrap();

@@ -185,16 +185,8 @@ fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, E
 }
 
 fn list_servers(gw: &Gateway) -> Value {
-    let servers: Vec<Value> = gw
-        .registry
-        .servers()
-        .iter()
-        .map(|up| {
-            let mut summary = up.summary();
-            summary["tools"] = json!(gw.registry.catalog(|c| c.exposed_for(&up.name)));
-            summary
-        })
-        .collect();
+    let servers: Vec<Value> =
+        gw.registry.summaries(usize::MAX).into_iter().map(|(_, summary)| summary).collect();
     let structured = json!({"servers": servers});
     json!({
         "content": [{"type": "text", "text": serde_json::to_string_pretty(&structured).unwrap_or_default()}],
