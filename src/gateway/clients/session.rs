@@ -229,8 +229,8 @@ impl Session {
         f(&lock(&self.state))
     }
 
-    pub(crate) fn update(&self, f: impl FnOnce(&mut SessionState)) {
-        f(&mut lock(&self.state));
+    pub(crate) fn update<T>(&self, f: impl FnOnce(&mut SessionState) -> T) -> T {
+        f(&mut lock(&self.state))
     }
 
     pub(crate) fn is_initialized(&self) -> bool {

@@ -199,7 +199,7 @@ impl<'a> Driver<'a> {
                     // the metrics finds the call counted. Not by a link the gateway is closing
                     // (replaced, or shutting down): the name may be another link's, or gone, and
                     // a late count would bring its series back for good.
-                    if self.up.close_requested().is_none() {
+                    if !self.up.closing() {
                         metrics.request(&report.method, &self.up.name, report.ok);
                         if report.method == "tools/call" {
                             metrics.tool_call(&self.up.name, report.took);

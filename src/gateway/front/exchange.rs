@@ -159,6 +159,7 @@ impl Exchange {
 
     /// Hands `messages` to the MCP views; their answers and related messages go to the
     /// returned mailbox.
+    #[inline(always)]
     pub(crate) fn post(&self, gw: &Arc<Gateway>, messages: Vec<Message>) -> Posted {
         // Related messages are bounded in count and bytes; requests' ends always get in (they
         // are bounded by the session's calls in flight).

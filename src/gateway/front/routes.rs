@@ -18,7 +18,7 @@ use crate::gateway::credential::Credential;
 use crate::gateway::edges::driver as upstream;
 use crate::gateway::error::{Error, Refusal};
 use crate::gateway::front::auth::{self, Role};
-use crate::gateway::front::cors::{self};
+use crate::gateway::front::cors::{self, Headers};
 use crate::gateway::front::exchange::{Asker, Exchange, Opening, Outcome};
 use crate::gateway::front::legacy;
 use crate::gateway::front::stream::{self, Unrelated};
@@ -165,22 +165,9 @@ fn serve_request(
     let route = route(gw, &req);
     let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
     let cors = cors::response_headers(origin.as_deref());
-    let checked = check_head(gw, &req, &route, framing, local, peer, origin.as_deref());
-    let owner = match checked {
-        Ok(Head::Serve(owner)) => Ok(owner.with_identity(conn.stream.peer_identity())),
-        Ok(Head::Preflight(resp)) => refused(&mut conn, &req, framing, &resp.with_headers(&cors)),
-        Err(e) => refused(&mut conn, &req, framing, &e.to_plain_http().with_headers(&cors)),
-    };
-    let owner = match owner {
-        Ok(owner) => owner,
-        Err(next) => match next {
-            Next::Request => return Served::Again(conn),
-            Next::Close => return Served::Ends(Become::Closed),
-            Next::Linger => {
-                conn.linger_close();
-                return Served::Ends(Become::Closed);
-            }
-        },
+    let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
+        Ok(Head::Serve(owner)) => owner.with_identity(conn.stream.peer_identity()),
+        other => return answer_head(conn, &req, framing, other, &cors),
     };
     // The body, if any, goes to the route that takes it, which lets it go once parsed.
     let body = if framing.has_body() {
@@ -273,15 +260,31 @@ enum Head {
     Preflight(Response),
 }
 
-/// Writes the answer to a request the head decided (a refusal or a preflight): `Err` with what
-/// the connection does next.
-fn refused(
-    conn: &mut Conn<Box<dyn Transport>>,
+/// Answers a request its head decided (a refusal, or a CORS preflight), and says what the
+/// connection does next. Out of line: its responses are not built in the frame every request is
+/// served under.
+#[cold]
+#[inline(never)]
+fn answer_head(
+    mut conn: Conn<Box<dyn Transport>>,
     req: &Request,
     framing: Framing,
-    resp: &Response,
-) -> Result<Credential, Next> {
-    Err(refuse(conn, req, framing, resp))
+    head: Result<Head, Error>,
+    cors: &Headers,
+) -> Served {
+    let resp = match head {
+        Ok(Head::Preflight(resp)) => resp,
+        Ok(Head::Serve(_)) => return Served::Again(conn),
+        Err(e) => e.to_plain_http(),
+    };
+    match refuse(&mut conn, req, framing, &resp.with_headers(cors)) {
+        Next::Request => Served::Again(conn),
+        Next::Close => Served::Ends(Become::Closed),
+        Next::Linger => {
+            conn.linger_close();
+            Served::Ends(Become::Closed)
+        }
+    }
 }
 
 /// Everything that refuses a request, decided from its head: no body byte has been read yet;

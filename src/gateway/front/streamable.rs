@@ -36,21 +36,35 @@ pub(crate) fn serve(
     body: Option<Body>,
     asker: Asker<'_>,
 ) -> Outcome {
-    let done = match (req.method.as_str(), body) {
+    // Each handler answers its own refusals (`refused`), so no `Result` sits in this frame
+    // under the whole of a POST.
+    match (req.method.as_str(), body) {
         ("POST", Some(body)) => post(gw, conn, req, body, asker),
-        ("POST", None) => {
-            Err(Error::BadRequest("a POST to the MCP endpoint carries a JSON-RPC message".into()))
-        }
         ("GET", _) => get(gw, req, asker),
         ("DELETE", _) => delete(gw, req, &asker),
-        _ => {
-            return respond(
-                Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
-                    .header("Allow", "GET, POST, DELETE"),
-            )
+        (method, _) => unserved(method),
+    }
+}
+
+/// The value of `$result`, or the refusal its error makes.
+macro_rules! or_refuse {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => return refused(e),
         }
     };
-    done.unwrap_or_else(refused)
+}
+
+/// A method the endpoint does not serve, or a POST without a body. Out of line, as `refused`.
+#[cold]
+#[inline(never)]
+fn unserved(method: &str) -> Outcome {
+    respond(match method {
+        "POST" => Error::BadRequest("a POST to the MCP endpoint carries a JSON-RPC message".into()).to_http(),
+        _ => Response::error(405, "the MCP endpoint takes POST, GET and DELETE")
+            .header("Allow", "GET, POST, DELETE"),
+    })
 }
 
 /// The answer to a request refused with `e`. Out of line: a refusal's response is built in its own
@@ -68,37 +82,37 @@ fn post(
     req: &Request,
     body: Body,
     asker: Asker<'_>,
-) -> Result<Outcome, Error> {
+) -> Outcome {
     let content_type = req.header("content-type").map(media_type);
     if content_type.as_deref() != Some("application/json") {
-        return Err(Error::NotJson);
+        return refused(Error::NotJson);
     }
     if !(accepts(req, "application/json") && accepts(req, "text/event-stream")) {
-        return Err(Error::NotAcceptable(
+        return refused(Error::NotAcceptable(
             "the client must accept both application/json and text/event-stream",
         ));
     }
     Metrics::add(&gw.metrics.client_bytes_in, body.len());
     let (mut messages, batch) = match read_messages(body) {
         Ok(parsed) => parsed,
-        Err(resp) => return Ok(respond(resp)),
+        Err(resp) => return respond(resp),
     };
     if !batch && modern::is_modern(req, &messages[0]) {
-        let Some(msg) = messages.pop() else { return Ok(respond(Response::empty(400))) };
-        return Ok(modern::post(gw, conn, req, asker, msg));
+        let Some(msg) = messages.pop() else { return respond(Response::empty(400)) };
+        return modern::post(gw, conn, req, asker, msg);
     }
     let initializing =
         messages.iter().any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
     if initializing && batch {
-        return Err(Error::BadRequest("initialize must not be part of a batch".into()));
+        return refused(Error::BadRequest("initialize must not be part of a batch".into()));
     }
     let mut exchange = if initializing {
-        Exchange::open(gw, &asker, Opening::Streamable)?
+        or_refuse!(Exchange::open(gw, &asker, Opening::Streamable))
     } else {
-        Exchange::find(gw, req, &asker)?
+        or_refuse!(Exchange::find(gw, req, &asker))
     };
     if batch && exchange.session.read(|s| s.protocol_version.as_deref() != Some("2025-03-26")) {
-        return Err(Error::BadRequest("JSON-RPC batches are only part of protocol 2025-03-26".into()));
+        return refused(Error::BadRequest("JSON-RPC batches are only part of protocol 2025-03-26".into()));
     }
     let posted = exchange.post(gw, messages);
     let mut headers = Headers::new();
@@ -109,32 +123,32 @@ fn post(
         headers.push(("Mcp-Session-Id", exchange.session.id.clone()));
     }
     if posted.requests == 0 {
-        return Ok(respond(Response::empty(202)));
+        return respond(Response::empty(202));
     }
-    Ok(answer(gw, conn, &posted, batch, (headers, asker.cors), &Shape::AS_IS))
+    answer(gw, conn, &posted, batch, (headers, asker.cors), &Shape::AS_IS)
 }
 
 /// Attaches the session's stream for messages unrelated to any request; the connection's
 /// thread writes it once the request loop has returned (`write_unrelated`).
 #[inline(never)]
-fn get(gw: &Arc<Gateway>, req: &Request, asker: Asker<'_>) -> Result<Outcome, Error> {
+fn get(gw: &Arc<Gateway>, req: &Request, asker: Asker<'_>) -> Outcome {
     if !accepts(req, "text/event-stream") {
-        return Err(Error::NotAcceptable(
+        return refused(Error::NotAcceptable(
             "GET on the MCP endpoint opens an SSE stream: accept text/event-stream",
         ));
     }
-    let exchange = Exchange::find(gw, req, &asker)?;
-    let stream = exchange.attach(gw)?;
+    let exchange = or_refuse!(Exchange::find(gw, req, &asker));
+    let stream = or_refuse!(exchange.attach(gw));
     log::info!("session {}: stream opened by {}", exchange.session.id, asker.peer);
-    Ok(Outcome::Unrelated(Box::new(Unrelated { stream, cors: asker.cors.clone() })))
+    Outcome::Unrelated(Box::new(Unrelated { stream, cors: asker.cors.clone() }))
 }
 
 #[inline(never)]
-fn delete(gw: &Gateway, req: &Request, asker: &Asker<'_>) -> Result<Outcome, Error> {
-    let exchange = Exchange::find(gw, req, asker)?;
+fn delete(gw: &Gateway, req: &Request, asker: &Asker<'_>) -> Outcome {
+    let exchange = or_refuse!(Exchange::find(gw, req, asker));
     gw.registry.remove_session(&exchange.session.id);
     log::info!("session {}: ended by the client", exchange.session.id);
-    Ok(respond(Response::empty(200)))
+    respond(Response::empty(200))
 }
 
 /// The media type of a Content-Type value, without parameters, lowercased.

@@ -153,6 +153,11 @@ impl Upstream {
         self.commands.wake();
     }
 
+    /// Whether the gateway asked the owner to close the link (replaced, or shutting down).
+    pub(crate) fn closing(&self) -> bool {
+        lock(&self.closing).is_some()
+    }
+
     /// The close asked for, if any (read by the owner).
     pub(crate) fn close_requested(&self) -> Option<(u16, String)> {
         lock(&self.closing).clone()

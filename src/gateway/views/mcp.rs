@@ -127,9 +127,8 @@ fn forward(
     };
     let key = id.to_string();
     let timeout = if method == "tools/call" { gw.cfg.timeout_run_tool } else { gw.cfg.timeout_rpc };
-    let mut input = ClientInput::default();
-    session.update(|s| input = std::mem::take(&mut s.input));
-    if input.resume.as_ref().is_some_and(|r| r.server != server) {
+    // What a 2026-07-28 retry brought is taken by `call_for`, out of this frame.
+    if session.read(|s| s.input.resume.as_ref().is_some_and(|r| r.server != server)) {
         return Err(Error::InvalidParams(format!(
             "requestState belongs to another server than the one {} routes to",
             described(method, &params)
@@ -139,15 +138,7 @@ fn forward(
     // anyone's to answer but ours.
     let hand_over = || {
         let caller = Caller::new(session.clone(), reply.clone(), key.clone(), gw.in_flight.clone());
-        up.tell(Command::Link(Input::Call(call_for(
-            session,
-            id.clone(),
-            method,
-            params,
-            timeout,
-            input,
-            caller,
-        ))))
+        up.tell(Command::Link(Input::Call(call_for(session, id.clone(), method, params, timeout, caller))))
     };
     let sent =
         session.begin_call(&key, up.clone(), gw.cfg.max_calls_per_session, gw.cfg.timeout_rpc, hand_over)?;
@@ -183,7 +174,8 @@ fn not_taken(session: &Session, server: &str, why: SendError, back: Command) {
 
 /// The call for a request, boxed from the start and built out of line: its parts are the
 /// biggest values on a POST's way, and a connection thread keeps the stack pages it touched.
-/// Who the client is comes from the session in one look.
+/// Who the client is, and what its 2026-07-28 retry brought (taken: it is this call's alone),
+/// come from the session in one look.
 #[inline(never)]
 fn call_for(
     session: &Session,
@@ -191,10 +183,11 @@ fn call_for(
     method: &str,
     params: Value,
     timeout: Duration,
-    input: ClientInput,
     caller: Caller,
 ) -> Box<Call<Caller>> {
-    let (mut caps, client) = session.read(|s| {
+    let mut input = ClientInput::default();
+    let (mut caps, client) = session.update(|s| {
+        input = std::mem::take(&mut s.input);
         let client = ClientMeta {
             capabilities: s.client_capabilities.clone(),
             info: s.client_info.clone(),
