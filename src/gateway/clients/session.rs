@@ -118,9 +118,12 @@ impl Calls {
 }
 
 impl Session {
-    pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential, peer: IpAddr) -> Session {
+    /// A new session, shared. Out of line: the session is built in this frame before it moves
+    /// to the heap, and a connection thread's deepest frame is then this one, not its caller's.
+    #[inline(never)]
+    pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential, peer: IpAddr) -> Arc<Session> {
         let holder = Holder::of(owner, peer);
-        Session {
+        Arc::new(Session {
             id,
             kind,
             scope,
@@ -132,7 +135,7 @@ impl Session {
             calls: Mutex::new(Calls::default()),
             call_ended: Condvar::new(),
             ended: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Attaches the session's stream; `None` if one is attached already.

@@ -106,13 +106,8 @@ impl Exchange {
             Opening::LegacySse => Kind::LegacySse,
             Opening::Listen { .. } | Opening::Request { .. } => Kind::Stateless,
         };
-        let session = Arc::new(Session::new(
-            sys::random_hex(16),
-            kind,
-            asker.scope.clone(),
-            asker.owner,
-            asker.peer.ip(),
-        ));
+        let session =
+            Session::new(sys::random_hex(16), kind, asker.scope.clone(), asker.owner, asker.peer.ip());
         let guard = match opening {
             Opening::Request { capabilities } => {
                 stateless(&session, capabilities);

@@ -301,7 +301,7 @@ impl<D: Clone> Link<D> {
 
     pub(crate) fn handle_input(&mut self, now: Instant, input: Input<D>) {
         match input {
-            Input::Call(call) => self.call(now, *call),
+            Input::Call(call) => self.call(now, call),
             Input::Cancel { session, client_id } => self.cancel(now, &session, &client_id),
             Input::ClientAnswer { session, n, outcome } => self.client_answer(now, &session, n, outcome),
             Input::SessionEnded { session } => self.session_ended(now, &session),
@@ -325,7 +325,10 @@ impl<D: Clone> Link<D> {
         }
     }
 
-    fn call(&mut self, now: Instant, mut call: Call<D>) {
+    /// A client's call. It stays boxed on its way through the link (here, `resume`, `refuse`,
+    /// `answer_locally`): moved by value, every frame on the path held a copy, and a link's
+    /// owner thread keeps the pages of its deepest call path until it next rests.
+    fn call(&mut self, now: Instant, mut call: Box<Call<D>>) {
         if call.input.resume.is_some() {
             return self.resume(now, call);
         }
@@ -458,7 +461,7 @@ impl<D: Clone> Link<D> {
 
     /// A subscribe or unsubscribe at a 2026-07-28 edge: the link's table changes, and the listen
     /// at the edge follows it (`link_listen.rs`); the client is answered at once.
-    fn subscribe_by_listening(&mut self, now: Instant, call: Call<D>) {
+    fn subscribe_by_listening(&mut self, now: Instant, call: Box<Call<D>>) {
         let uri = call.params["uri"].as_str().unwrap_or_default().to_string();
         if call.method == "resources/unsubscribe" {
             if self.unsubscribe(&call.session, &uri) {
@@ -483,13 +486,15 @@ impl<D: Clone> Link<D> {
         self.answer_locally(call, json!({}))
     }
 
-    fn refuse(&mut self, call: Call<D>, error: Error) {
+    #[expect(clippy::boxed_local, reason = "a call stays boxed on its way through the link")]
+    fn refuse(&mut self, call: Box<Call<D>>, error: Error) {
         let report = Report { method: call.method, ok: false, took: Duration::ZERO };
         let message = Some(error.response(&call.client_id));
         self.out.push_back(Action::Answer { caller: call.caller, message, report });
     }
 
-    fn answer_locally(&mut self, call: Call<D>, result: Value) {
+    #[expect(clippy::boxed_local, reason = "a call stays boxed on its way through the link")]
+    fn answer_locally(&mut self, call: Box<Call<D>>, result: Value) {
         let report = Report { method: call.method, ok: true, took: Duration::ZERO };
         let message = Some(jsonrpc::result_response(&call.client_id, result));
         self.out.push_back(Action::Answer { caller: call.caller, message, report });
@@ -945,7 +950,7 @@ impl<D: Clone> Link<D> {
     /// A 2026-07-28 client came back with input for call `resume.id`: its answers go to the
     /// server, and the call is this request's from now on. A state of a round the call has
     /// moved past, or of a call that ended, is refused: each state is good once.
-    fn resume(&mut self, now: Instant, call: Call<D>) {
+    fn resume(&mut self, now: Instant, call: Box<Call<D>>) {
         let Some(r) = call.input.resume.clone() else { return };
         let waiting = match self.requests.get(&r.id) {
             Some(Pending::Client(c)) => {
