@@ -8,6 +8,7 @@ use std::time::Duration;
 use lexopt::prelude::*;
 use log::LevelFilter;
 
+use crate::http::client::Url;
 use crate::register::health;
 use crate::{gateway, logger, register, sample_server};
 
@@ -109,6 +110,18 @@ Options:
       --ssl-keyfile <FILE>       Private key (PEM: PKCS#8, RSA or EC)
       --ssl-ca-certs <FILE>      Require client certificates signed by this CA (mTLS; alias
                                  --ssl-ca-cert)
+      --public-url <URL>         The gateway's external base URL (https://mcp.example.net), naming
+                                 its OAuth resources; needed behind a reverse proxy
+      --oauth-issuer <URL>       Accept OAuth access tokens (JWT) from this authorization server
+                                 (repeatable); its metadata and keys are fetched from it
+      --oauth-audience <AUD>     Accept tokens for AUD too, besides each endpoint's URL (repeatable)
+      --oauth-scope <SCOPE>      The scope a token must grant; '' for none [default: mcp]
+      --oauth-builtin            Be an authorization server too, for owners without one: clients
+                                 register themselves and the owner approves each on a consent page
+      --owner-password-file <FILE>  The owner's password for the consent page (--oauth-builtin)
+      --state-dir <DIR>          Where the built-in server keeps its key, clients and refresh tokens
+      --policy <FILE>            Which tools, prompts and resources each client sees (JSON, see
+                                 docs/oauth.md); re-read on SIGHUP
       --ipv6                     Listen on IPv6 too: with the default --host, bind :: (dual-stack,
                                  IPv4 as well); other --host values are used as given
       --debug                    Accepted for compatibility with the original (no effect)
@@ -288,9 +301,18 @@ fn gateway_args(
             Long("ssl-certfile") => ssl.0 = Some(string(p)?),
             Long("ssl-keyfile") => ssl.1 = Some(string(p)?),
             Long("ssl-ca-certs" | "ssl-ca-cert") => ssl.2 = Some(string(p)?),
+            Long("public-url") => cfg.oauth.public_url = Some(public_url(&string(p)?)?),
+            Long("oauth-issuer") => cfg.oauth.issuers.push(issuer_url(&string(p)?)?),
+            Long("oauth-audience") => cfg.oauth.audiences.push(string(p)?),
+            Long("oauth-scope") => cfg.oauth.scope = string(p)?,
+            Long("oauth-builtin") => cfg.oauth.builtin = true,
+            Long("owner-password-file") => cfg.oauth.owner_password_file = Some(string(p)?),
+            Long("state-dir") => cfg.oauth.state_dir = Some(string(p)?),
+            Long("policy") => cfg.oauth.policy_file = Some(string(p)?),
             arg => return Err(arg.unexpected().to_string()),
         }
     }
+    check_oauth(&cfg.oauth)?;
     // `--ipv6` means "listen on IPv6 too": the default 0.0.0.0 becomes `::`, which takes IPv4
     // as well (IPv4-mapped) where the system allows it (Linux's default, bindv6only=0).
     if ipv6 && cfg.host == "0.0.0.0" {
@@ -332,6 +354,70 @@ fn gateway_args(
         return Err("--ping-timeout must be longer than --ping-interval".into());
     }
     Ok(Command::Gateway(Box::new(cfg)))
+}
+
+/// `--public-url`: an absolute http(s) URL without query or fragment (https, unless on a
+/// loopback address); kept without a trailing slash.
+fn public_url(v: &str) -> Result<String, String> {
+    let url = Url::parse(v).map_err(|e| format!("--public-url: {e}"))?;
+    if url.path.contains('?') {
+        return Err(format!("--public-url {v:?}: no query string"));
+    }
+    if !url.secure && !url.is_loopback() {
+        return Err(format!(
+            "--public-url {v:?}: OAuth needs https:// (plain http only on a loopback address)"
+        ));
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
+/// `--oauth-issuer`: the issuer identifier exactly as its tokens carry it in `iss`.
+fn issuer_url(v: &str) -> Result<String, String> {
+    let url = Url::parse(v).map_err(|e| format!("--oauth-issuer: {e}"))?;
+    if !url.secure && !url.is_loopback() {
+        return Err(format!(
+            "--oauth-issuer {v:?}: issuers must be https:// (plain http only on a loopback address)"
+        ));
+    }
+    if url.path.contains('?') {
+        return Err(format!("--oauth-issuer {v:?}: an issuer has no query string"));
+    }
+    Ok(v.to_string())
+}
+
+/// What the OAuth options need of each other.
+fn check_oauth(o: &gateway::config::OAuthConfig) -> Result<(), String> {
+    if o.builtin {
+        if !cfg!(feature = "oauth-server") {
+            return Err(
+                "--oauth-builtin: this build has no built-in authorization server (the oauth-server feature)"
+                    .into(),
+            );
+        }
+        let Some(url) = &o.public_url else {
+            return Err("--oauth-builtin needs --public-url: the built-in server's issuer is the gateway's public URL".into());
+        };
+        if o.issuers.contains(url) {
+            return Err("--oauth-builtin: --oauth-issuer names the built-in server itself".into());
+        }
+        if o.owner_password_file.is_none() || o.state_dir.is_none() {
+            return Err(
+                "--oauth-builtin needs --owner-password-file (the owner approves clients) and --state-dir \
+                        (clients, keys and refresh tokens survive restarts there)"
+                    .into(),
+            );
+        }
+    } else if o.owner_password_file.is_some() || o.state_dir.is_some() {
+        return Err("--owner-password-file and --state-dir are for --oauth-builtin".into());
+    }
+    let oauth = o.builtin || !o.issuers.is_empty();
+    if !oauth && (!o.audiences.is_empty() || o.public_url.is_some()) {
+        return Err("--public-url and --oauth-audience need --oauth-issuer or --oauth-builtin".into());
+    }
+    if o.scope.contains(char::is_whitespace) || o.scope.contains(['"', '\\']) {
+        return Err(format!("--oauth-scope {:?}: one scope, no spaces or quotes", o.scope));
+    }
+    Ok(())
 }
 
 fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
@@ -391,7 +477,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
     if !gateway::edges::registration::valid_server_name(&cfg.server_name) {
         return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));
     }
-    register::handshake::Target::parse(&cfg.gateway_url)?;
+    register::handshake::parse_target(&cfg.gateway_url)?;
     for (name, value) in &cfg.headers {
         register::handshake::check_header(name, value)?;
     }

@@ -13,6 +13,7 @@ mod demo;
 mod fuzz;
 mod gateway;
 mod http;
+mod jose;
 mod jsonrpc;
 mod logger;
 mod protocol;

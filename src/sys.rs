@@ -214,27 +214,54 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
-/// Empties the signal pipe; returns whether a signal had arrived.
+/// Empties the signal pipe; returns whether a signal to stop had arrived.
 pub(crate) fn take_signal() -> bool {
-    let Some(mut pipe) = SIGNAL_PIPE_READ.get() else { return false };
+    take_signals().stop
+}
+
+/// What the signal pipe held: a signal to stop (SIGINT, SIGTERM), to reload (SIGHUP), or both.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Signals {
+    pub stop: bool,
+    pub reload: bool,
+}
+
+/// Empties the signal pipe and says which signals had arrived.
+pub(crate) fn take_signals() -> Signals {
+    let mut got = Signals::default();
+    let Some(mut pipe) = SIGNAL_PIPE_READ.get() else { return got };
     let mut buf = [0u8; 64];
-    let mut got = false;
     while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
         if n == 0 {
             break;
         }
-        got = true;
+        for &b in &buf[..n] {
+            if i32::from(b) == libc::SIGHUP {
+                got.reload = true;
+            } else {
+                got.stop = true;
+            }
+        }
     }
     got
+}
+
+/// Also routes SIGHUP to the signal pipe (the gateway reloads its policy on it), after
+/// `signal_pipe`.
+pub(crate) fn reload_on_sighup() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only performs an async-signal-safe write(2).
+    unsafe { libc::signal(libc::SIGHUP, handler) };
 }
 
 static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static SIGNAL_PIPE_READ: OnceLock<UnixStream> = OnceLock::new();
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(signal: libc::c_int) {
     let fd = SIGNAL_PIPE_WRITE.load(Ordering::Relaxed);
     if fd >= 0 {
-        let byte = 1u8;
+        // The signal's number, so that a reload is told from a stop.
+        let byte = u8::try_from(signal).unwrap_or(u8::MAX);
         // SAFETY: write(2) is async-signal-safe; the buffer is one valid byte. A full pipe is fine.
         unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
     }

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 /// The floors, from the bottom: a module may name modules of its floor or a lower one.
-const FLOORS: [(&str, u8); 13] = [
+const FLOORS: [(&str, u8); 14] = [
     ("config", 0),
+    ("access", 0),
     ("credential", 0),
     ("error", 0),
     ("metrics", 0),

@@ -68,6 +68,51 @@ pub(crate) struct Config {
     pub tls: Option<TlsFiles>,
     /// Also serve `GET /metrics`, without authentication, on this address (say 127.0.0.1:9108).
     pub metrics_listen: Option<String>,
+    /// OAuth and policies.
+    pub oauth: OAuthConfig,
+}
+
+/// How clients may prove themselves with OAuth, and what each may use (`access/`, `authz/`).
+#[derive(Debug, Clone)]
+pub(crate) struct OAuthConfig {
+    /// The gateway's external base URL (`--public-url`), without a trailing slash.
+    pub public_url: Option<String>,
+    /// Issuers whose access tokens are trusted (`--oauth-issuer`).
+    pub issuers: Vec<String>,
+    /// Audiences accepted besides each endpoint's own URL (`--oauth-audience`).
+    pub audiences: Vec<String>,
+    /// The scope a token must grant (`--oauth-scope`; empty: none).
+    pub scope: String,
+    /// Run the built-in authorization server (`--oauth-builtin`).
+    pub builtin: bool,
+    /// The owner's password for the built-in server's consent page.
+    pub owner_password_file: Option<String>,
+    /// Where the built-in server keeps what survives a restart.
+    pub state_dir: Option<String>,
+    /// `--policy FILE`.
+    pub policy_file: Option<String>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            public_url: None,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            scope: "mcp".into(),
+            builtin: false,
+            owner_password_file: None,
+            state_dir: None,
+            policy_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Whether every client request needs a credential (a static token or an OAuth token).
+    pub(crate) fn clients_need_token(&self) -> bool {
+        !self.auth_tokens.is_empty() || !self.oauth.issuers.is_empty() || self.oauth.builtin
+    }
 }
 
 /// The gateway's certificate chain and key, and the CA that client certificates must chain to
@@ -111,6 +156,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             metrics_listen: None,
+            oauth: OAuthConfig::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Who a request is: the credential it presented (a token by its index, a client certificate by
-//! its hash, or nothing on a gateway that asks for none), and the `Holder` a session or a parked
+//! its hash, an OAuth access token by the hash of who it speaks for, or nothing on a gateway that
+//! asks for none), and the `Holder` a session or a parked
 //! call is counted against and bound to: the credential, or, without one, the client's address
 //! (an IPv6 address by its /64, the usual allocation of one subscriber, so that one network cannot
 //! walk around a per-address cap by changing its low bits). Tokens themselves are never kept.
@@ -13,6 +14,9 @@ pub(crate) enum Credential {
     Open,
     Token(usize),
     Certificate([u8; 32]),
+    /// An OAuth access token, by the SHA-256 of its issuer, subject and client: a refreshed
+    /// token of the same client and user finds its sessions; another client's does not.
+    Subject([u8; 32]),
 }
 
 impl Credential {
@@ -32,6 +36,7 @@ impl Credential {
 pub(crate) enum Holder {
     Token(usize),
     Certificate([u8; 32]),
+    Subject([u8; 32]),
     Address(IpAddr),
 }
 
@@ -41,6 +46,7 @@ impl Holder {
         match credential {
             Credential::Token(i) => Holder::Token(i),
             Credential::Certificate(id) => Holder::Certificate(id),
+            Credential::Subject(id) => Holder::Subject(id),
             Credential::Open => Holder::Address(client_address(peer)),
         }
     }
@@ -49,13 +55,15 @@ impl Holder {
     pub(crate) fn tag(&self) -> String {
         match self {
             Holder::Token(i) => format!("t{i}"),
-            Holder::Certificate(hash) => {
-                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-                format!("c{hex}")
-            }
+            Holder::Certificate(hash) => format!("c{}", hex(hash)),
+            Holder::Subject(hash) => format!("s{}", hex(hash)),
             Holder::Address(ip) => format!("a{ip}"),
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The address a client counts under: an IPv4 address as it is (an IPv4-mapped IPv6 address as

@@ -86,6 +86,19 @@ pub(crate) enum Refusal {
     BodyNotTaken(String),
     /// The gateway is shutting down (503).
     ShuttingDown,
+    /// OAuth: no token, an invalid one (401), or one without the scope needed (403), with the
+    /// challenge that says where to get one.
+    Challenge(Box<Challenge>),
+}
+
+/// An OAuth challenge (RFC 6750 §3): the status, the error code and its description, and the
+/// `WWW-Authenticate` value naming the resource's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Challenge {
+    pub status: u16,
+    pub error: &'static str,
+    pub description: String,
+    pub www_authenticate: String,
 }
 
 /// 2026-07-28: the standard headers do not match the body.
@@ -145,6 +158,10 @@ impl Error {
     /// MCP endpoint), with the headers its status needs (`Allow`, `WWW-Authenticate`,
     /// `Retry-After`).
     pub(crate) fn to_plain_http(&self) -> Response {
+        if let Error::Refused(Refusal::Challenge(c)) = self {
+            let body = json!({"error": c.error, "error_description": c.description});
+            return Response::json(c.status, &body).header("WWW-Authenticate", c.www_authenticate.clone());
+        }
         let resp = Response::error(self.status(), &self.to_string());
         match self {
             Error::Refused(Refusal::Method { allow, .. }) => resp.header("Allow", allow.clone()),
@@ -262,6 +279,7 @@ impl Refusal {
             Refusal::WrongHost(_) => 421,
             Refusal::UnknownMethod(_) => 501,
             Refusal::ShuttingDown => 503,
+            Refusal::Challenge(c) => c.status,
         }
     }
 }
@@ -284,6 +302,7 @@ impl fmt::Display for Refusal {
             Refusal::Method { why, .. } => f.write_str(why),
             Refusal::Origin => f.write_str("this Origin is not allowed (see --allow-origin)"),
             Refusal::ShuttingDown => f.write_str("the gateway is shutting down"),
+            Refusal::Challenge(c) => f.write_str(&c.description),
             Refusal::Unauthorized { edge: true, sent } => write!(
                 f,
                 "{}: send one of the gateway's --register-token (or, without those, --auth-token) tokens: \

@@ -59,7 +59,18 @@ pub(crate) struct Metrics {
     pub edge_bytes_out: AtomicU64,
     pub registrations: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Policy decisions on calls and per-server endpoints, by kind (`POLICY_KINDS`) then
+    /// allowed / denied; and list items a policy hid.
+    policy: [[AtomicU64; 2]; 4],
+    policy_hidden: AtomicU64,
+    /// OAuth access tokens: accepted, invalid, without the scope.
+    pub tokens_accepted: AtomicU64,
+    pub tokens_invalid: AtomicU64,
+    pub tokens_short_of_scope: AtomicU64,
 }
+
+/// What a policy decides on, as the `kind` label says it.
+pub(crate) const POLICY_KINDS: [&str; 4] = ["tool", "prompt", "resource", "server"];
 
 /// Requests and errors of one (method, server).
 pub(crate) type Counts = (u64, u64);
@@ -83,6 +94,11 @@ impl Metrics {
             edge_bytes_out: AtomicU64::new(0),
             registrations: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            policy: [const { [AtomicU64::new(0), AtomicU64::new(0)] }; 4],
+            policy_hidden: AtomicU64::new(0),
+            tokens_accepted: AtomicU64::new(0),
+            tokens_invalid: AtomicU64::new(0),
+            tokens_short_of_scope: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +163,18 @@ impl Metrics {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Counts one policy decision on a `POLICY_KINDS` kind.
+    pub(crate) fn policy_decision(&self, kind: &str, allowed: bool) {
+        if let Some(i) = POLICY_KINDS.iter().position(|k| *k == kind) {
+            self.policy[i][usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts list items a policy kept from a client.
+    pub(crate) fn policy_hid(&self, n: usize) {
+        self.policy_hidden.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Counts one event.
     pub(crate) fn count(&self, counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -186,7 +214,35 @@ impl Metrics {
             header(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
         }
+        self.render_access(&mut out);
         out
+    }
+
+    fn render_access(&self, out: &mut String) {
+        let name = "mcpport_policy_decisions_total";
+        header(out, name, "counter", "Policy decisions on calls and per-server endpoints, by kind.");
+        for (kind, counts) in POLICY_KINDS.iter().zip(&self.policy) {
+            for (decision, c) in ["allow", "deny"].iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{kind=\"{kind}\",decision=\"{decision}\"}} {}",
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let name = "mcpport_policy_hidden_items_total";
+        header(out, name, "counter", "List items a policy kept from the client asking.");
+        let _ = writeln!(out, "{name} {}", self.policy_hidden.load(Ordering::Relaxed));
+        let name = "mcpport_oauth_tokens_total";
+        header(out, name, "counter", "OAuth access tokens presented, by outcome.");
+        let outcomes = [
+            ("accepted", &self.tokens_accepted),
+            ("invalid", &self.tokens_invalid),
+            ("insufficient_scope", &self.tokens_short_of_scope),
+        ];
+        for (outcome, c) in outcomes {
+            let _ = writeln!(out, "{name}{{result=\"{outcome}\"}} {}", c.load(Ordering::Relaxed));
+        }
     }
 
     fn render_requests(&self, out: &mut String) {

@@ -14,6 +14,7 @@
 //! one edge link); and, below all, `config.rs`, `credential.rs`, `error.rs`, `metrics.rs` and
 //! `admission.rs`.
 
+pub(crate) mod access;
 pub(crate) mod admission;
 pub(crate) mod clients;
 pub(crate) mod config;
@@ -36,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::gateway::access::Access;
 use crate::gateway::admission::{Admission, Ticket};
 use crate::gateway::shared::{drain, Gateway, WRITE_TIMEOUT};
 use crate::gateway::tables::registry::Registry;
@@ -71,19 +73,25 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     log::info!(
         "status page (open it in a browser: the servers, their tools, how to connect): {http}://{addr}/"
     );
-    match (cfg.auth_tokens.is_empty(), cfg.register_tokens.is_empty()) {
+    match (!cfg.clients_need_token(), cfg.auth_tokens.is_empty() && cfg.register_tokens.is_empty()) {
         (true, true) => log::warn!(
             "NO AUTHENTICATION: no --auth-token set, so anyone who can reach this port can register servers and call tools"
         ),
         (true, false) => log::warn!("NO CLIENT AUTHENTICATION: no --auth-token set, so anyone who can reach this port can call tools"),
+        (false, true) => log::warn!(
+            "NO EDGE AUTHENTICATION: clients need OAuth tokens, but anyone who can reach this port can register \
+             servers (set --register-token)"
+        ),
         _ => {}
     }
     let queue_budget = Budget::new(cfg.max_queue_bytes);
     let admission = Admission::new(cfg.max_connections, cfg.max_connections_per_ip);
     let body_budget = Budget::new(cfg.max_body_budget);
+    let access = Arc::new(Access::new(&cfg, None)?);
     let gw = Arc::new(Gateway {
+        registry: Arc::new(Registry::new(access.clone())),
+        access,
         cfg,
-        registry: Arc::new(Registry::new()),
         metrics: crate::gateway::metrics::Metrics::new(),
         queue_budget,
         admission,
@@ -95,6 +103,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
         shutting_down: AtomicBool::new(false),
         tls,
     });
+    announce_oauth(&gw);
     let gw2 = gw.clone();
     thread::spawn("acceptor", move || accept_loop(&gw2, &listener)).map_err(|e| e.to_string())?;
     let gw3 = gw.clone();
@@ -108,6 +117,26 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
             .map_err(|e| e.to_string())?;
     }
     Ok(gw)
+}
+
+/// Says how clients get OAuth tokens, and fetches the external issuers' keys once in the
+/// background, so that a wrong issuer URL shows in the log before the first client comes.
+fn announce_oauth(gw: &Arc<Gateway>) {
+    if !gw.access.oauth() {
+        return;
+    }
+    let issuers: Vec<&str> = gw.access.issuers.ids().collect();
+    log::info!("OAuth: access tokens from {} accepted (scope {:?})", issuers.join(", "), gw.access.scope);
+    if gw.cfg.oauth.public_url.is_none() {
+        log::warn!(
+            "OAuth without --public-url: each endpoint's resource URL is made from the request's Host; behind a \
+             reverse proxy, set --public-url to the address clients use"
+        );
+    }
+    let gw2 = gw.clone();
+    if let Err(e) = thread::spawn("oauth-keys", move || gw2.access.issuers.warm_up()) {
+        log::warn!("OAuth: cannot fetch the issuers' keys ahead: {e}");
+    }
 }
 
 /// Ends Streamable HTTP sessions nobody used for `--session-timeout` (clients often vanish
@@ -124,14 +153,22 @@ fn expire_sessions(gw: &Gateway) {
 }
 
 /// Binds and serves until SIGINT or SIGTERM, then shuts down gracefully: the whole of
-/// `mcpport gateway`.
+/// `mcpport gateway`. SIGHUP re-reads `--policy`.
 pub(crate) fn run(cfg: Config) -> Result<(), String> {
     let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    sys::reload_on_sighup();
     let listener = bind(&cfg.host, cfg.port)?;
     let gw = start(cfg, listener)?;
     loop {
         let ready = sys::poll(&[(signal_fd, false)], None).map_err(|e| e.to_string())?;
-        if ready[0].readable && sys::take_signal() {
+        if !ready[0].readable {
+            continue;
+        }
+        let signals = sys::take_signals();
+        if signals.reload {
+            gw.access.reload_policy();
+        }
+        if signals.stop {
             break;
         }
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::gateway::access::Access;
 use crate::gateway::admission::Admission;
 use crate::gateway::config::Config;
 use crate::gateway::link::state::StateKey;
@@ -20,6 +21,8 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One running gateway: its configuration and its shared state.
 pub(crate) struct Gateway {
     pub cfg: Config,
+    /// Trusted issuers and the policy in force.
+    pub access: Arc<Access>,
     pub registry: Arc<Registry>,
     /// The counters served at `/metrics`.
     pub metrics: Metrics,

@@ -8,6 +8,7 @@
 //! Every failure is a status a client can act on, never a hang or an unbounded buffer.
 
 pub(crate) mod body;
+pub(crate) mod client;
 pub(crate) mod response;
 pub(crate) mod sse;
 pub(crate) mod upgrade;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
 use super::child::ChildGuard;
-use super::handshake::{self, Target};
+use super::handshake;
 use super::pipes::{Refused, Said};
 use super::relay::{Action, Relay};
 use super::Config;
@@ -42,7 +42,7 @@ pub(crate) enum Ended {
 
 /// Dials the gateway and completes the WebSocket handshake.
 pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, String> {
-    let target = Target::parse(&cfg.gateway_url)?;
+    let target = handshake::parse_target(&cfg.gateway_url)?;
     let (host, port) = (target.host.as_str(), target.port);
     let stream = dial(host, port).map_err(|e| format!("cannot reach the gateway at {host}:{port}: {e}"))?;
     let _ = stream.set_nodelay(true);

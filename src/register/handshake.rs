@@ -9,72 +9,23 @@ use std::io::Read;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
+use crate::http::client::Url;
 use crate::http::upgrade::accept_key;
 use crate::http::Transport;
 
-/// The parts of a `ws://` or `wss://` URL that dialing needs.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Target {
-    pub secure: bool,
-    /// The host name or address (an IPv6 address without its brackets).
-    pub host: String,
-    pub port: u16,
-    /// The path and query, at least `/`.
-    pub path: String,
-}
+/// The gateway URL, split for dialing as an HTTP URL is (`secure` for `wss://`).
+pub(crate) type Target = Url;
 
-impl Target {
-    /// Parses `ws://host[:port]/path` or `wss://…`; IPv6 addresses in brackets.
-    pub(crate) fn parse(url: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("bad --gateway-url {url:?}: {why}");
-        let (secure, rest) = match url.split_once("://") {
-            Some(("ws", rest)) => (false, rest),
-            Some(("wss", rest)) => (true, rest),
-            _ => return Err(bad("it must start with ws:// or wss://")),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], rest[i..].to_string()),
-            None => (rest, "/".to_string()),
-        };
-        let path = if path.starts_with('?') { format!("/{path}") } else { path };
-        if authority.contains('@') {
-            return Err(bad("user names and passwords in the URL are not supported (use --header)"));
-        }
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) =
-                    v6.split_once(']').ok_or_else(|| bad("an IPv6 address needs its closing ]"))?;
-                (host, after.strip_prefix(':'))
-            }
-            None => match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            },
-        };
-        if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            Some(p) => {
-                p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("the port is not 1 to 65535"))?
-            }
-            None if secure => 443,
-            None => 80,
-        };
-        if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err(bad("the path has spaces or control characters"));
-        }
-        Ok(Target { secure, host: host.to_string(), port, path })
-    }
-
-    /// The `Host` header: the port only when it is not the scheme's default.
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        match (self.secure, self.port) {
-            (false, 80) | (true, 443) => host,
-            (_, port) => format!("{host}:{port}"),
-        }
-    }
+/// Parses `--gateway-url`: `ws://host[:port]/path` or `wss://…`, IPv6 addresses in brackets.
+pub(crate) fn parse_target(url: &str) -> Result<Target, String> {
+    let bad = |why: &str| format!("bad --gateway-url {url:?}: {why}");
+    let http = match url.split_once("://") {
+        Some(("ws", rest)) => format!("http://{rest}"),
+        Some(("wss", rest)) => format!("https://{rest}"),
+        _ => return Err(bad("it must start with ws:// or wss://")),
+    };
+    // The HTTP parser's own complaint, without its quoting of the rewritten URL.
+    Url::parse(&http).map_err(|e| bad(e.rsplit_once(": ").map_or(e.as_str(), |(_, why)| why)))
 }
 
 /// Checks a `--header` for the upgrade request: a token for a name, and a value without line
@@ -109,7 +60,7 @@ pub(crate) fn upgrade<S: Transport>(
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
         target.path,
-        target.host_header()
+        target.authority()
     );
     for (name, value) in headers {
         check_header(name, value)?;
@@ -203,22 +154,22 @@ mod tests {
 
     #[test]
     fn urls_are_parsed_with_default_ports_paths_and_ipv6() {
-        let t = Target::parse("ws://127.0.0.1:8765/mcp/register").unwrap();
+        let t = parse_target("ws://127.0.0.1:8765/mcp/register").unwrap();
         assert_eq!(
             (t.secure, t.host.as_str(), t.port, t.path.as_str()),
             (false, "127.0.0.1", 8765, "/mcp/register")
         );
-        let t = Target::parse("wss://gw.example.org").unwrap();
-        assert_eq!((t.port, t.path.as_str(), t.host_header()), (443, "/", "gw.example.org".to_string()));
-        let t = Target::parse("ws://[::1]:9/x?y=1").unwrap();
+        let t = parse_target("wss://gw.example.org").unwrap();
+        assert_eq!((t.port, t.path.as_str(), t.authority()), (443, "/", "gw.example.org".to_string()));
+        let t = parse_target("ws://[::1]:9/x?y=1").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str(), t.host_header()),
+            (t.host.as_str(), t.port, t.path.as_str(), t.authority()),
             ("::1", 9, "/x?y=1", "[::1]:9".to_string())
         );
         for bad in
             ["http://x/", "ws://", "ws://h:0/", "ws://h:70000/", "ws://u:p@h/", "ws://[::1/", "ws://h/a b"]
         {
-            assert!(Target::parse(bad).is_err(), "{bad}");
+            assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
 
@@ -249,7 +200,7 @@ mod tests {
         }
         let answer = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nwrong token!".to_vec();
         let mut s = Canned(std::io::Cursor::new(answer), Vec::new());
-        let target = Target::parse("ws://127.0.0.1:1/mcp/register").unwrap();
+        let target = parse_target("ws://127.0.0.1:1/mcp/register").unwrap();
         let (head, rest) = read_head(&mut s, &target).unwrap();
         assert!(head.ends_with(b"\r\n\r\n") && rest == b"wrong token!");
     }

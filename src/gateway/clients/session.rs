@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::budget::Budget;
+use crate::gateway::access::Principal;
 use crate::gateway::clients::mailbox::Mailbox;
 use crate::gateway::credential::{Credential, Holder};
 use crate::gateway::error::Error;
@@ -66,6 +67,8 @@ pub(crate) struct Session {
     /// The credential that opened the session: only it may use the session.
     pub owner: Credential,
     pub holder: Holder,
+    /// Who the client is for policies (what it may see and call).
+    pub principal: Arc<Principal>,
     stream: Mutex<Option<Stream>>,
     state: Mutex<SessionState>,
     last_seen: Mutex<Instant>,
@@ -121,7 +124,13 @@ impl Session {
     /// A new session, shared. Out of line: the session is built in this frame before it moves
     /// to the heap, and a connection thread's deepest frame is then this one, not its caller's.
     #[inline(never)]
-    pub(crate) fn new(id: String, kind: Kind, scope: Scope, owner: Credential, peer: IpAddr) -> Arc<Session> {
+    pub(crate) fn new(
+        id: String,
+        kind: Kind,
+        scope: Scope,
+        (owner, principal): (Credential, Arc<Principal>),
+        peer: IpAddr,
+    ) -> Arc<Session> {
         let holder = Holder::of(owner, peer);
         Arc::new(Session {
             id,
@@ -129,6 +138,7 @@ impl Session {
             scope,
             owner,
             holder,
+            principal,
             stream: Mutex::new(None),
             state: Mutex::new(SessionState::default()),
             last_seen: Mutex::new(Instant::now()),
@@ -365,7 +375,7 @@ mod tests {
             "s".into(),
             Kind::Streamable,
             Scope::All,
-            Credential::Open,
+            (Credential::Open, Arc::new(Principal::default())),
             "10.0.0.1".parse().unwrap(),
         );
         let rx = s.attach_stream(&budget).expect("a stream");

@@ -1,12 +1,15 @@
 //! Who may do what. Bearer tokens: `--auth-token` for clients (and for edges too, unless
 //! `--register-token` gives edges tokens of their own, so that a client token cannot register
-//! servers and an edge token cannot call tools). Tokens are compared in constant time and never
+//! servers and an edge token cannot call tools), and, for clients only, OAuth access tokens
+//! (`access/`: an edge is a machine, not a user). Tokens are compared in constant time and never
 //! logged or stored in sessions: a session remembers only which token opened it (its index), so
 //! another token presenting its id gets 404. And the two checks against DNS rebinding: `Origin`
 //! always, and `Host` when clients need no token.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use crate::gateway::access::{Access, Failure, Principal};
 use crate::gateway::config::Config;
 use crate::gateway::credential::Credential;
 use crate::http::Request;
@@ -20,25 +23,73 @@ pub(crate) enum Role {
     Edge,
 }
 
-/// The credential of a request for `role`, or `None` when it must be refused (401).
-pub(crate) fn check(cfg: &Config, req: &Request, role: Role) -> Option<Credential> {
+/// What a request's credential opened: who it is for sessions and server names, and who it is
+/// for policies.
+pub(crate) struct Pass {
+    pub credential: Credential,
+    pub principal: Arc<Principal>,
+}
+
+/// Why a request's credential was refused.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Denied {
+    /// No static token that fits (and OAuth is off, or the request is an edge's).
+    Token { sent: bool },
+    /// OAuth: no token (`None`), or one that was not accepted.
+    OAuth(Option<Failure>),
+}
+
+/// The bearer token of a request, if it sent one in the `Bearer` scheme.
+fn bearer(req: &Request) -> Option<&str> {
+    let (scheme, token) = req.header("authorization")?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The credential of a request for `role`, or why it is refused (401 or 403). `resource` is the
+/// gateway's base URL and the path of the protected resource the request is for: an OAuth
+/// token must be for it.
+pub(crate) fn check(
+    cfg: &Config,
+    access: &Access,
+    req: &Request,
+    role: Role,
+    resource: (&str, &str),
+) -> Result<Pass, Denied> {
+    let open = || Pass { credential: Credential::Open, principal: access.anonymous.clone() };
     let tokens = match role {
         Role::Edge if !cfg.register_tokens.is_empty() => &cfg.register_tokens,
         _ => &cfg.auth_tokens,
     };
-    if tokens.is_empty() {
-        return Some(Credential::Open);
+    let oauth = role == Role::Client && access.oauth();
+    if tokens.is_empty() && !oauth {
+        return Ok(open());
     }
-    let (scheme, token) = req.header("authorization")?.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+    let Some(token) = bearer(req) else {
+        return Err(if oauth {
+            Denied::OAuth(None)
+        } else {
+            Denied::Token { sent: req.header("authorization").is_some() }
+        });
+    };
+    if let Some(i) = static_token(tokens, token.as_bytes()) {
+        let principal = if role == Role::Client { access.static_token(i) } else { access.anonymous.clone() };
+        return Ok(Pass { credential: Credential::Token(i), principal });
     }
-    let token = token.trim().as_bytes();
-    // Compare against every token, whatever matched, so timing tells nothing.
+    if !oauth {
+        return Err(Denied::Token { sent: true });
+    }
+    let (base, path) = resource;
+    let principal = access.validate(token, base, path).map_err(|f| Denied::OAuth(Some(f)))?;
+    Ok(Pass { credential: Credential::Subject(principal.key()), principal: Arc::new(principal) })
+}
+
+/// The index of the static token `token` is, compared against every token whatever matched, so
+/// timing tells nothing.
+fn static_token(tokens: &[String], token: &[u8]) -> Option<usize> {
     let mut found = None;
     for (i, t) in tokens.iter().enumerate() {
         if constant_time_eq(t.as_bytes(), token) {
-            found = Some(Credential::Token(i));
+            found = Some(i);
         }
     }
     found
@@ -59,7 +110,7 @@ pub(crate) fn origin_allowed(cfg: &Config, req: &Request, local: Option<SocketAd
         return true;
     }
     if same_origin(origin, req)
-        && (!cfg.auth_tokens.is_empty() || req.header("host").is_some_and(|h| names_gateway(cfg, h)))
+        && (cfg.clients_need_token() || req.header("host").is_some_and(|h| names_gateway(cfg, h)))
     {
         return true;
     }
@@ -79,7 +130,7 @@ pub(crate) fn origin_allowed(cfg: &Config, req: &Request, local: Option<SocketAd
 /// (probes use all sorts of names; it shows counts only) and edge registration (a browser's
 /// WebSocket always carries an `Origin`, which `origin_allowed` checks).
 pub(crate) fn host_allowed(cfg: &Config, req: &Request) -> bool {
-    if !cfg.auth_tokens.is_empty() || cfg.allow_hosts.iter().any(|h| h == "*") {
+    if cfg.clients_need_token() || cfg.allow_hosts.iter().any(|h| h == "*") {
         return true;
     }
     req.header("host").is_none_or(|host| names_gateway(cfg, host))
@@ -253,16 +304,20 @@ mod tests {
 
     #[test]
     fn edge_tokens_and_client_tokens_are_kept_apart() {
+        let credential = |cfg: &Config, auth: Option<&str>, role| {
+            let access = Access::new(cfg, None).unwrap();
+            check(cfg, &access, &request(auth), role, ("", "/mcp")).map(|pass| pass.credential)
+        };
         let mut cfg = Config { auth_tokens: vec!["client".into(), "c2".into()], ..Config::default() };
-        assert_eq!(check(&cfg, &request(Some("Bearer c2")), Role::Client), Some(Credential::Token(1)));
-        assert_eq!(check(&cfg, &request(Some("bearer client")), Role::Edge), Some(Credential::Token(0)));
-        assert_eq!(check(&cfg, &request(Some("Basic client")), Role::Client), None);
-        assert_eq!(check(&cfg, &request(None), Role::Client), None);
+        assert_eq!(credential(&cfg, Some("Bearer c2"), Role::Client), Ok(Credential::Token(1)));
+        assert_eq!(credential(&cfg, Some("bearer client"), Role::Edge), Ok(Credential::Token(0)));
+        assert_eq!(credential(&cfg, Some("Basic client"), Role::Client), Err(Denied::Token { sent: true }));
+        assert_eq!(credential(&cfg, None, Role::Client), Err(Denied::Token { sent: false }));
         cfg.register_tokens = vec!["edge".into()];
-        assert_eq!(check(&cfg, &request(Some("Bearer client")), Role::Edge), None);
-        assert_eq!(check(&cfg, &request(Some("Bearer edge")), Role::Client), None);
-        assert_eq!(check(&cfg, &request(Some("Bearer edge")), Role::Edge), Some(Credential::Token(0)));
+        assert_eq!(credential(&cfg, Some("Bearer client"), Role::Edge), Err(Denied::Token { sent: true }));
+        assert_eq!(credential(&cfg, Some("Bearer edge"), Role::Client), Err(Denied::Token { sent: true }));
+        assert_eq!(credential(&cfg, Some("Bearer edge"), Role::Edge), Ok(Credential::Token(0)));
         let open = Config::default();
-        assert_eq!(check(&open, &request(None), Role::Client), Some(Credential::Open));
+        assert_eq!(credential(&open, None, Role::Client), Ok(Credential::Open));
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::gateway::access::Principal;
 use crate::gateway::clients::mailbox::{Empty, Item, Mailbox};
 use crate::gateway::clients::reply::Reply;
 use crate::gateway::clients::session::{Kind, Scope, Session};
@@ -58,6 +59,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Asker<'a> {
     pub scope: Scope,
     pub owner: Credential,
+    /// Who it is for policies.
+    pub principal: Arc<Principal>,
     pub peer: SocketAddr,
     pub cors: &'a Headers,
 }
@@ -97,7 +100,7 @@ impl Exchange {
     /// A new session for `asker`, of the kind `opening` says (see `Opening`).
     pub(crate) fn open(gw: &Arc<Gateway>, asker: &Asker<'_>, opening: Opening) -> Result<Exchange, Error> {
         if let Scope::Server(name) = &asker.scope {
-            if gw.registry.server(name).is_none() {
+            if gw.registry.server(name).is_none() || !sees_server(gw, asker, name) {
                 return Err(Error::NoServer(name.clone()));
             }
         }
@@ -106,8 +109,13 @@ impl Exchange {
             Opening::LegacySse => Kind::LegacySse,
             Opening::Listen { .. } | Opening::Request { .. } => Kind::Stateless,
         };
-        let session =
-            Session::new(sys::random_hex(16), kind, asker.scope.clone(), asker.owner, asker.peer.ip());
+        let session = Session::new(
+            sys::random_hex(16),
+            kind,
+            asker.scope.clone(),
+            (asker.owner, asker.principal.clone()),
+            asker.peer.ip(),
+        );
         let guard = match opening {
             Opening::Request { capabilities } => {
                 stateless(&session, capabilities);
@@ -196,9 +204,28 @@ impl Exchange {
 /// A session of `kind` by id, if `asker` owns it on this endpoint: another credential presenting
 /// its id learns nothing (it is not found).
 fn found(gw: &Gateway, id: &str, kind: Kind, asker: &Asker<'_>) -> Option<Arc<Session>> {
-    gw.registry
-        .session(id)
-        .filter(|s| s.kind == kind && s.scope == asker.scope && s.owner == asker.owner && !s.is_ended())
+    let visible = match &asker.scope {
+        Scope::Server(name) => sees_server(gw, asker, name),
+        Scope::All => true,
+    };
+    gw.registry.session(id).filter(|s| {
+        visible && s.kind == kind && s.scope == asker.scope && s.owner == asker.owner && !s.is_ended()
+    })
+}
+
+/// Whether the asker's policy lets it see `server` at all: one it may not is, for it, a server
+/// that does not exist (404).
+fn sees_server(gw: &Gateway, asker: &Asker<'_>, server: &str) -> bool {
+    let grant = gw.access.grant(&asker.principal);
+    if grant.is_everything() {
+        return true;
+    }
+    let sees = grant.sees_server(server);
+    gw.metrics.policy_decision("server", sees);
+    if !sees {
+        log::info!("{}: policy hides server {server} from {}", asker.peer, asker.principal.describe());
+    }
+    sees
 }
 
 /// A 2026-07-28 context: the revision, the capabilities its request declared, nothing to

@@ -11,13 +11,16 @@ use std::sync::Arc;
 
 use tungstenite::protocol::{WebSocket, WebSocketConfig};
 
+use crate::gateway::access::{Failure, PRM_PREFIX};
 use crate::gateway::admission::Ticket;
 use crate::gateway::clients::session::Scope;
+use crate::gateway::config::Config;
 use crate::gateway::config::REGISTER_PATH;
 use crate::gateway::credential::Credential;
 use crate::gateway::edges::driver as upstream;
+use crate::gateway::error::Challenge;
 use crate::gateway::error::{Error, Refusal};
-use crate::gateway::front::auth::{self, Role};
+use crate::gateway::front::auth::{self, Denied, Role};
 use crate::gateway::front::cors::{self, Headers};
 use crate::gateway::front::exchange::{Asker, Exchange, Opening, Outcome};
 use crate::gateway::front::legacy;
@@ -45,7 +48,10 @@ enum Route {
     SseStream(Scope, String),
     SseMessage(Scope),
     NotFound(String),
-    /// OAuth discovery, registration and authorization paths: this gateway does not do OAuth.
+    /// Protected resource metadata (RFC 9728) of the resource at this path (`""`: the gateway).
+    ResourceMetadata(String),
+    /// OAuth discovery, registration and authorization paths on a gateway that is no
+    /// authorization server.
     OAuth,
 }
 
@@ -57,7 +63,12 @@ impl Route {
     /// The methods the route takes (405 with `Allow` for the others).
     fn methods(&self) -> &'static [&'static str] {
         match self {
-            Route::Health | Route::Servers | Route::Metrics | Route::Page | Route::Status => &["GET", "HEAD"],
+            Route::Health
+            | Route::Servers
+            | Route::Metrics
+            | Route::Page
+            | Route::Status
+            | Route::ResourceMetadata(_) => &["GET", "HEAD"],
             Route::Register | Route::SseStream(..) => &["GET"],
             Route::Mcp(_) => &["GET", "POST", "DELETE"],
             Route::SseMessage(_) => &["POST"],
@@ -75,9 +86,26 @@ impl Route {
         allow
     }
 
-    /// Routes that need no token: liveness, and the page (it holds no data; it asks for a token).
+    /// Routes that need no token: liveness, the page (it holds no data; it asks for a token), and
+    /// the metadata that tells a client how to get a token.
     fn open(&self) -> bool {
-        matches!(self, Route::Health | Route::Page)
+        matches!(self, Route::Health | Route::Page | Route::ResourceMetadata(_))
+    }
+
+    /// The path of the protected resource a request on this route is for: each MCP endpoint is
+    /// its own (a legacy message POST belongs to its stream's), everything else the gateway's.
+    fn resource_path(&self, cfg: &Config) -> String {
+        match self {
+            Route::Mcp(Scope::All) => cfg.mcp_path.trim_end_matches('/').to_string(),
+            Route::SseStream(Scope::All, _) | Route::SseMessage(Scope::All) => {
+                cfg.sse_path.trim_end_matches('/').to_string()
+            }
+            Route::Mcp(Scope::Server(name)) => format!("/servers/{name}/mcp"),
+            Route::SseStream(Scope::Server(name), _) | Route::SseMessage(Scope::Server(name)) => {
+                format!("/servers/{name}/sse")
+            }
+            _ => String::new(),
+        }
     }
 }
 
@@ -165,10 +193,12 @@ fn serve_request(
     let route = route(gw, &req);
     let origin = cors::allowed_origin(&gw.cfg, &req, local).filter(|_| !matches!(route, Route::Register));
     let cors = cors::response_headers(origin.as_deref());
-    let owner = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
-        Ok(Head::Serve(owner)) => owner.with_identity(conn.stream.peer_identity()),
+    let pass = match check_head(gw, &req, &route, framing, local, peer, origin.as_deref()) {
+        Ok(Head::Serve(pass)) => pass,
         other => return answer_head(conn, &req, framing, other, &cors),
     };
+    let owner = pass.credential.with_identity(conn.stream.peer_identity());
+    let principal = pass.principal;
     // The body, if any, goes to the route that takes it, which lets it go once parsed.
     let body = if framing.has_body() {
         match take_body(gw, &mut conn, &req, framing) {
@@ -184,7 +214,13 @@ fn serve_request(
     let resp = match route {
         Route::Register => return Served::Ends(Become::Link { conn, req: Box::new(req), owner }),
         Route::Mcp(scope) => {
-            match streamable::serve(gw, &mut conn, &req, body, Asker { scope, owner, peer, cors: &cors }) {
+            match streamable::serve(
+                gw,
+                &mut conn,
+                &req,
+                body,
+                Asker { scope, owner, principal, peer, cors: &cors },
+            ) {
                 Outcome::Respond(resp) => resp,
                 Outcome::Streamed if req.keep_alive() => return Served::Again(conn),
                 Outcome::Streamed | Outcome::Close => return Served::Ends(Become::Closed),
@@ -192,7 +228,7 @@ fn serve_request(
             }
         }
         Route::SseStream(scope, messages_path) => {
-            let asker = Asker { scope, owner, peer, cors: &cors };
+            let asker = Asker { scope, owner, principal, peer, cors: &cors };
             match Exchange::open(gw, &asker, Opening::LegacySse) {
                 Ok(exchange) => {
                     let opened = Box::new(legacy::Opened { exchange, messages_path, cors });
@@ -202,7 +238,7 @@ fn serve_request(
             }
         }
         Route::SseMessage(scope) => {
-            legacy::post_message(gw, &req, body, &Asker { scope, owner, peer, cors: &cors })
+            legacy::post_message(gw, &req, body, &Asker { scope, owner, principal, peer, cors: &cors })
         }
         other => plain_response(gw, &req, other),
     };
@@ -227,6 +263,11 @@ fn plain_response(gw: &Gateway, req: &Request, route: Route) -> Response {
         Route::Status => status::report(gw),
         Route::NotFound(why) => Response::error(404, &why),
         Route::OAuth => Response::error(404, NO_OAUTH),
+        Route::ResourceMetadata(path) => {
+            let base = gw.access.base_url(req.header("host"), gw.tls.is_some());
+            Response::json(200, &gw.access.resource_metadata(&base, &path))
+                .header("Cache-Control", "max-age=300")
+        }
         Route::Register | Route::Mcp(_) | Route::SseStream(..) | Route::SseMessage(_) => {
             unreachable!("serve_request answers the routes that open something")
         }
@@ -255,7 +296,7 @@ fn next_head(
 /// What the head of a request says to do with it.
 enum Head {
     /// Serve it, for this credential.
-    Serve(Credential),
+    Serve(auth::Pass),
     /// Answer this CORS preflight.
     Preflight(Response),
 }
@@ -313,6 +354,14 @@ fn check_head(
         return refused(Refusal::NoRoute(why.clone()));
     }
     if let Route::OAuth = route {
+        if gw.access.oauth() {
+            let issuers: Vec<&str> = gw.access.issuers.ids().collect();
+            let why = format!(
+                "this gateway is not an authorization server: its tokens come from {} (see {PRM_PREFIX})",
+                issuers.join(", ")
+            );
+            return refused(Refusal::NoRoute(why));
+        }
         log::warn!(
             "{peer}: {} {}: a client looks for OAuth, which this gateway does not do (was its bearer token \
              missing or wrong?)",
@@ -340,9 +389,21 @@ fn check_head(
         return Ok(Head::Preflight(cors::preflight(req, origin, &route.allow())));
     }
     let role = if matches!(route, Route::Register) { Role::Edge } else { Role::Client };
-    let credential = if route.open() { Some(Credential::Open) } else { auth::check(&gw.cfg, req, role) };
-    let Some(credential) = credential else {
-        return refused(unauthorized(req, role, peer));
+    let pass = if route.open() {
+        auth::Pass { credential: Credential::Open, principal: gw.access.anonymous.clone() }
+    } else {
+        let base = gw.access.base_url(req.header("host"), gw.tls.is_some());
+        let path = route.resource_path(&gw.cfg);
+        match auth::check(&gw.cfg, &gw.access, req, role, (&base, &path)) {
+            Ok(pass) => {
+                if matches!(pass.credential, Credential::Subject(_)) {
+                    gw.metrics.count(&gw.metrics.tokens_accepted);
+                }
+                pass
+            }
+            Err(Denied::Token { sent }) => return refused(unauthorized(req, role, peer, sent)),
+            Err(Denied::OAuth(failure)) => return refused(challenge(gw, req, peer, &base, &path, failure)),
+        }
     };
     if !route.methods().contains(&req.method.as_str()) {
         let allow = route.allow();
@@ -353,7 +414,7 @@ fn check_head(
     if framing.has_body() && req.method != "POST" {
         return refused(Refusal::BodyNotTaken(format!("{} {} takes no request body", req.method, req.path)));
     }
-    Ok(Head::Serve(credential))
+    Ok(Head::Serve(pass))
 }
 
 /// What a client looking for OAuth (after a 401, as `mcp-remote` does) is told.
@@ -369,9 +430,40 @@ fn is_oauth_path(path: &str) -> bool {
         || ["/register", "/authorize", "/token"].contains(&path.trim_end_matches('/'))
 }
 
+/// The 401 or 403 of a request whose OAuth token is missing, invalid or short of the scope,
+/// with the challenge that tells the client where to get one; logged.
+#[cold]
+fn challenge(
+    gw: &Gateway,
+    req: &Request,
+    peer: SocketAddr,
+    base: &str,
+    path: &str,
+    failure: Option<Failure>,
+) -> Refusal {
+    let www_authenticate = gw.access.challenge(base, path, failure.as_ref());
+    let (status, error, description) = match &failure {
+        None => (401, "invalid_request", "this resource needs an OAuth access token".to_string()),
+        Some(Failure::Invalid(why)) => (401, "invalid_token", why.clone()),
+        Some(Failure::Scope) => {
+            (403, "insufficient_scope", format!("the token does not grant the scope {}", gw.access.scope))
+        }
+    };
+    match &failure {
+        Some(Failure::Invalid(_)) => gw.metrics.count(&gw.metrics.tokens_invalid),
+        Some(Failure::Scope) => gw.metrics.count(&gw.metrics.tokens_short_of_scope),
+        None => {}
+    }
+    if failure.is_some() {
+        log::warn!("{peer}: {} {}: OAuth token refused: {description}", req.method, req.path);
+    } else {
+        log::info!("{peer}: {} {}: no token; told where to get one", req.method, req.path);
+    }
+    Refusal::Challenge(Box::new(Challenge { status, error, description, www_authenticate }))
+}
+
 /// The 401 for a request without a valid token (whether one was sent at all), logged.
-fn unauthorized(req: &Request, role: Role, peer: SocketAddr) -> Refusal {
-    let sent = req.header("authorization").is_some();
+fn unauthorized(req: &Request, role: Role, peer: SocketAddr, sent: bool) -> Refusal {
     let whose = if role == Role::Edge { "an edge" } else { "a client" };
     let what = if sent { "wrong bearer token" } else { "no bearer token" };
     log::warn!("{peer}: {} {}: {what} for {whose}", req.method, req.path);
@@ -489,10 +581,29 @@ fn route(gw: &Gateway, req: &Request) -> Route {
             _ => {}
         }
     }
+    if let Some(resource) = path.strip_prefix(PRM_PREFIX).filter(|_| gw.access.oauth()) {
+        return resource_metadata_route(&gw.cfg, resource);
+    }
     if is_oauth_path(path) {
         return Route::OAuth;
     }
     Route::NotFound(format!("no such endpoint: {path}"))
+}
+
+/// The metadata of the resource at `path`, when it names one: the gateway (`""`), an aggregated
+/// endpoint, or a server's (any name a server may register under: the metadata keeps nothing).
+fn resource_metadata_route(cfg: &Config, path: &str) -> Route {
+    let path = path.trim_end_matches('/');
+    let aggregated = [cfg.mcp_path.trim_end_matches('/'), cfg.sse_path.trim_end_matches('/')];
+    let server =
+        path.strip_prefix("/servers/").and_then(|rest| rest.split_once('/')).is_some_and(|(name, tail)| {
+            crate::gateway::edges::registration::valid_server_name(name) && (tail == "mcp" || tail == "sse")
+        });
+    if path.is_empty() || aggregated.contains(&path) || server {
+        Route::ResourceMetadata(path.to_string())
+    } else {
+        Route::NotFound(format!("no protected resource at {path}"))
+    }
 }
 
 /// Paths compare equal with or without a trailing slash (`/messages` and `/messages/`).

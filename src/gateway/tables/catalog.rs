@@ -66,6 +66,20 @@ struct Entry {
     waits: Vec<String>,
 }
 
+/// A filter of list items, given each item's server and its name there.
+pub(crate) type Keep<'a> = &'a dyn Fn(&str, &str) -> bool;
+
+/// One page of an aggregated list.
+pub(crate) struct Page {
+    pub items: Vec<Value>,
+    /// Where the next page starts, if anything is left.
+    pub next: Option<usize>,
+    /// The length of the whole list.
+    pub total: usize,
+    /// Items the filter kept out of this page.
+    pub hidden: usize,
+}
+
 /// What a server listed that the catalog could not expose, told once per change (by the
 /// caller, after the registry's lock is released) rather than once per item.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -315,31 +329,40 @@ impl Catalog {
         self.templates.get(key).map(|t| t.server.as_str())
     }
 
-    /// One page of an aggregated list (`list_servers` first among the tools): the items from
-    /// `start`, at most `n`, and the list's length.
-    pub(crate) fn page(&self, kind: ListKind, start: usize, n: usize) -> (Vec<Value>, usize) {
+    /// One page of an aggregated list (`list_servers` first among the tools): from position
+    /// `start` of the whole list, at most `n` items that `keep` keeps (all, without it), given
+    /// each item's server and the name it has there (a tool's or prompt's name, a URI, a
+    /// template). `keep` runs under the registry's lock: it must only decide.
+    pub(crate) fn page(&self, kind: ListKind, start: usize, n: usize, keep: Option<Keep<'_>>) -> Page {
         let own = usize::from(kind == ListKind::Tools);
         let total = self.counts[index(kind)] + own;
-        let mut items = Vec::new();
+        let mut page = Page { items: Vec::new(), next: None, total, hidden: 0 };
         if own == 1 && start == 0 {
-            items.push(list_servers_tool());
+            page.items.push(list_servers_tool());
         }
-        let mut skip = start.saturating_sub(own);
+        let mut at = own;
         for entry in self.servers.values() {
             let (list, keys) = (&entry.exposed[index(kind)], &entry.keys[index(kind)]);
-            if skip >= list.len() {
-                skip -= list.len();
+            if at + list.len() <= start {
+                at += list.len();
                 continue;
             }
-            let take = n.saturating_sub(items.len());
-            let shown = list[skip..].iter().zip(&keys[skip..]).take(take);
-            items.extend(shown.map(|(&pos, key)| entry.shown(kind, pos, key)));
-            skip = 0;
-            if items.len() >= n {
-                break;
+            let items = kind.items(&entry.lists);
+            for (i, (&pos, key)) in list.iter().zip(keys).enumerate().skip(start.saturating_sub(at)) {
+                if page.items.len() >= n {
+                    page.next = Some(at + i);
+                    return page;
+                }
+                let name = items[pos].key().unwrap_or_default();
+                if keep.is_none_or(|keep| keep(&entry.name, name)) {
+                    page.items.push(entry.shown(kind, pos, key));
+                } else {
+                    page.hidden += 1;
+                }
             }
+            at += list.len();
         }
-        (items, total)
+        page
     }
 
     /// The exposed names of one server's tools, in its list's order.
@@ -440,7 +463,11 @@ mod tests {
     }
 
     fn names(c: &Catalog) -> Vec<String> {
-        c.page(ListKind::Tools, 0, 1000).0.iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+        c.page(ListKind::Tools, 0, 1000, None)
+            .items
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -492,7 +519,7 @@ mod tests {
         c.put(1, "s", with_tools(vec![t.clone()]));
         let mut expected = t;
         expected["name"] = json!("s_x");
-        assert_eq!(c.page(ListKind::Tools, 1, 10).0, [expected]);
+        assert_eq!(c.page(ListKind::Tools, 1, 10, None).items, [expected]);
     }
 
     #[test]
@@ -531,8 +558,12 @@ mod tests {
         let (changed, _) = c.put(2, "b", Arc::new(b));
         assert_eq!(changed, [ListKind::Resources, ListKind::Templates]);
         assert_eq!(c.route_prompt("a_greet"), Some(("a", "greet")));
-        assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2, "the second copy of a URI is not listed");
-        assert_eq!(c.page(ListKind::Templates, 0, 10).1, 2, "nor a second copy of a template");
+        assert_eq!(
+            c.page(ListKind::Resources, 0, 10, None).total,
+            2,
+            "the second copy of a URI is not listed"
+        );
+        assert_eq!(c.page(ListKind::Templates, 0, 10, None).total, 2, "nor a second copy of a template");
         assert_eq!(c.route_uri("file:///etc/hosts"), Some("a"));
         assert_eq!(c.route_uri("b://x"), Some("b"));
         assert_eq!(c.route_uri("pi://sensor/7"), Some("a"), "the narrower template wins over a catch-all");
@@ -542,7 +573,7 @@ mod tests {
         let changed = c.remove("a");
         assert!(changed.contains(&ListKind::Resources));
         assert_eq!(c.route_uri("file:///etc/hosts"), Some("b"));
-        assert_eq!(c.page(ListKind::Resources, 0, 10).1, 2);
+        assert_eq!(c.page(ListKind::Resources, 0, 10, None).total, 2);
         assert_eq!(c.route_uri(&format!("x://{}", "a".repeat(MAX_URI))), None, "too long to route");
     }
 
@@ -586,7 +617,7 @@ mod tests {
         assert_eq!(c.uri_routes["x://1"].waiting, [(2, 0), (3, 0)], "b kept its place, at its new position");
         c.remove("a");
         assert_eq!((c.route_uri("x://1"), c.route_uri("x://2")), (Some("b"), Some("b")));
-        let (shown, _) = c.page(ListKind::Resources, 0, 10);
+        let shown = c.page(ListKind::Resources, 0, 10, None).items;
         let mut uris: Vec<&str> = shown.iter().filter_map(|r| r["uri"].as_str()).collect();
         uris.sort();
         assert_eq!(uris, ["x://1", "x://2"], "b's items, found at the positions noted");
@@ -598,14 +629,21 @@ mod tests {
         for (order, name) in [(1, "a"), (2, "b"), (3, "c")] {
             c.put(order, name, with_tools((0..5).map(|i| tool(&format!("t{i}"))).collect()));
         }
-        let (page, total) = c.page(ListKind::Tools, 4, 4);
-        assert_eq!(total, 16);
-        let got: Vec<&str> = page.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let page = c.page(ListKind::Tools, 4, 4, None);
+        assert_eq!((page.total, page.next), (16, Some(8)));
+        let got: Vec<&str> = page.items.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(got, ["a_t3", "a_t4", "b_t0", "b_t1"]);
+        // Filtered, a page still holds up to n items, and its cursor is a place in the whole list.
+        let only_odd = |_: &str, name: &str| name.ends_with(['1', '3']);
+        let page = c.page(ListKind::Tools, 4, 3, Some(&only_odd));
+        let got: Vec<&str> = page.items.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!((got, page.next, page.hidden), (vec!["a_t3", "b_t1", "b_t3"], Some(10), 3));
+        let last = c.page(ListKind::Tools, 14, 3, Some(&only_odd));
+        assert_eq!((last.items.len(), last.next, last.hidden), (1, None, 1));
         let mut lists = (*c.servers[&2].lists).clone();
         lists.tools = Item::all(ListKind::Tools, &[tool("only")]);
         c.put_list("b", ListKind::Tools, Arc::new(lists));
-        assert_eq!(c.page(ListKind::Tools, 0, 100).1, 12);
+        assert_eq!(c.page(ListKind::Tools, 0, 100, None).total, 12);
         assert_eq!(c.route("b_only"), Some(("b", "only")));
         assert_eq!(c.route("b_t0"), None);
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::gateway::access::Access;
 use crate::gateway::clients::session::{Kind, Scope, Session};
 use crate::gateway::config::Config;
 use crate::gateway::credential::Holder;
@@ -32,6 +33,8 @@ use crate::thread::lock;
 pub(crate) struct Registry {
     servers: Mutex<Servers>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The policies: a server's changes are told only to the clients that may see it.
+    access: Arc<Access>,
 }
 
 #[derive(Default)]
@@ -53,9 +56,14 @@ pub(crate) enum Refusal {
 }
 
 impl Registry {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(access: Arc<Access>) -> Self {
         let servers = Servers::default();
-        Registry { servers: Mutex::new(servers), sessions: Mutex::new(HashMap::new()) }
+        Registry { servers: Mutex::new(servers), sessions: Mutex::new(HashMap::new()), access }
+    }
+
+    /// Whether the client of `session` may see `server` under the policy in force.
+    fn sees(&self, session: &Session, server: &str) -> bool {
+        self.access.grant(&session.principal).sees_server(server)
     }
 
     // ---- servers ----
@@ -89,7 +97,7 @@ impl Registry {
             let changed = if old.is_some() { servers.catalog.remove(&up.name) } else { Vec::new() };
             (old, changed)
         };
-        self.tell_changed(&changed);
+        self.tell_changed(&up.name, &changed);
         Ok(old)
     }
 
@@ -108,7 +116,7 @@ impl Registry {
             }
         };
         let removed = changed.is_some();
-        self.tell_changed(&changed.unwrap_or_default());
+        self.tell_changed(&up.name, &changed.unwrap_or_default());
         removed
     }
 
@@ -127,7 +135,7 @@ impl Registry {
             }
         };
         tell_ignored(&up.name, ignored);
-        self.tell_changed(&changed);
+        self.tell_changed(&up.name, &changed);
     }
 
     /// Replaces one of `up`'s lists after a refresh, if its link still holds its name. The
@@ -143,7 +151,7 @@ impl Registry {
             }
         };
         tell_ignored(&up.name, ignored);
-        self.tell_changed(&changed);
+        self.tell_changed(&up.name, &changed);
     }
 
     /// A snapshot of the registered servers, in name order.
@@ -177,9 +185,9 @@ impl Registry {
         servers.by_name.get(name).cloned()
     }
 
-    /// Tells the aggregated sessions which lists changed (one notification per list, however
-    /// many kinds map to it; a session with one still unsent gets no second).
-    fn tell_changed(&self, changed: &[ListKind]) {
+    /// Tells the aggregated sessions that may see `server` which lists changed (one notification
+    /// per list, however many kinds map to it; a session with one still unsent gets no second).
+    fn tell_changed(&self, server: &str, changed: &[ListKind]) {
         let mut methods: Vec<&'static str> = Vec::new();
         for method in changed.iter().map(|k| k.changed_notification()) {
             if !methods.contains(&method) {
@@ -189,7 +197,8 @@ impl Registry {
         if methods.is_empty() {
             return;
         }
-        for s in self.sessions_snapshot().iter().filter(|s| s.scope == Scope::All && s.is_initialized()) {
+        let told = |s: &&Arc<Session>| s.scope == Scope::All && s.is_initialized() && self.sees(s, server);
+        for s in self.sessions_snapshot().iter().filter(told) {
             for method in &methods {
                 s.list_changed(method);
             }
@@ -303,7 +312,11 @@ impl Registry {
     /// Sends a notification to every initialized session with this scope.
     pub(crate) fn broadcast(&self, scope: &Scope, msg: &Value) {
         let sessions = self.sessions_snapshot();
-        for s in sessions.iter().filter(|s| &s.scope == scope && s.is_initialized()) {
+        let sees = |s: &Session| match scope {
+            Scope::Server(name) => self.sees(s, name),
+            Scope::All => true,
+        };
+        for s in sessions.iter().filter(|s| &s.scope == scope && s.is_initialized() && sees(s)) {
             s.send(msg.clone());
         }
     }
@@ -401,7 +414,8 @@ mod tests {
     /// lists (one copy, not two), and the lists it did not read are the same as before.
     #[test]
     fn a_refreshed_list_is_shared_and_the_others_are_not_copied() {
-        let reg = Registry::new();
+        let access = Access::new(&Config::default(), None).unwrap();
+        let reg = Registry::new(Arc::new(access));
         let (commands, _inbox) = crate::ws::bounded_within(8, 1024, None).unwrap();
         let remote = "127.0.0.1:1".parse().unwrap();
         let up = Arc::new(Upstream::new(

@@ -221,7 +221,6 @@ impl Upstream {
     }
 
     /// The lists clients see of this server.
-    #[cfg(test)]
     pub(crate) fn lists(&self) -> Arc<Lists> {
         lock(&self.offer).lists.clone()
     }

@@ -11,13 +11,15 @@
 
 use serde_json::{json, Value};
 
+use crate::gateway::access::{Grant, Item};
 use crate::gateway::clients::session::Session;
 use crate::gateway::error::Error;
 use crate::gateway::link::lists::ListKind;
 use crate::gateway::link::Input;
 use crate::gateway::shared::Gateway;
-use crate::gateway::tables::catalog::LIST_SERVERS;
+use crate::gateway::tables::catalog::{Keep, LIST_SERVERS};
 use crate::gateway::tables::server::Command;
+use crate::gateway::views::permit;
 use crate::protocol::is_log_level;
 
 /// Items per page of an aggregated list.
@@ -35,20 +37,36 @@ pub(crate) enum Routed {
 /// Decides a request on the aggregated view (the lifecycle is `mcp.rs`'s).
 pub(crate) fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result<Routed, Error> {
     let answer = Routed::Answer;
+    let grant = permit::grant_of(gw, session);
+    let asked = Asked { gw, session, grant: &grant };
     match method {
-        "tools/list" => page(gw, ListKind::Tools, &params).map(answer),
-        "prompts/list" => page(gw, ListKind::Prompts, &params).map(answer),
-        "resources/list" => page(gw, ListKind::Resources, &params).map(answer),
-        "resources/templates/list" => page(gw, ListKind::Templates, &params).map(answer),
-        "tools/call" => call_tool(gw, params),
-        "prompts/get" => get_prompt(gw, params),
+        "tools/list" => page(&asked, ListKind::Tools, &params).map(answer),
+        "prompts/list" => page(&asked, ListKind::Prompts, &params).map(answer),
+        "resources/list" => page(&asked, ListKind::Resources, &params).map(answer),
+        "resources/templates/list" => page(&asked, ListKind::Templates, &params).map(answer),
+        "tools/call" => call_tool(&asked, params),
+        "prompts/get" => get_prompt(&asked, params),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            let server = server_for_uri(gw, &params)?;
+            let server = server_for_uri(&asked, &params)?;
             Ok(Routed::Forward { server, method: method.into(), params })
         }
-        "completion/complete" => complete(gw, params),
+        "completion/complete" => complete(&asked, params),
         "logging/setLevel" => set_level(gw, session, &params).map(answer),
         _ => Err(Error::UnknownMethod(method.into())),
+    }
+}
+
+/// A request on the aggregated view: the gateway, the session, and what its client may use.
+struct Asked<'a> {
+    gw: &'a Gateway,
+    session: &'a Session,
+    grant: &'a Grant,
+}
+
+impl Asked<'_> {
+    /// Whether the client may use `name` of `server` (see `permit::allowed`).
+    fn may(&self, item: Item, server: &str, name: &str) -> bool {
+        permit::allowed(self.gw, self.session, self.grant, item, server, name)
     }
 }
 
@@ -83,70 +101,72 @@ fn instructions(gw: &Gateway) -> String {
     text
 }
 
-/// One page of an aggregated list. The cursor is the offset of the page, as text; the catalog
-/// can change between pages, which the client learns from `list_changed`.
-fn page(gw: &Gateway, kind: ListKind, params: &Value) -> Result<Value, Error> {
+/// One page of an aggregated list, of what the client may see. The cursor is a position in the
+/// whole list, as text; the catalog can change between pages, which the client learns from
+/// `list_changed`.
+fn page(asked: &Asked<'_>, kind: ListKind, params: &Value) -> Result<Value, Error> {
     let start = match &params["cursor"] {
         Value::Null => 0,
-        Value::String(c) => c.parse::<usize>().map_err(|_| bad_cursor(c))?,
+        Value::String(c) => c.parse::<usize>().map_err(|_| permit::bad_cursor(c))?,
         other => return Err(Error::InvalidParams(format!("invalid cursor {other}"))),
     };
-    let (items, total) = gw.registry.catalog(|c| c.page(kind, start, PAGE));
-    if start > total {
-        return Err(bad_cursor(&start.to_string()));
+    let grant = asked.grant;
+    let keep = |server: &str, name: &str| grant.allows(server, name);
+    let keep: Option<Keep<'_>> = if grant.is_everything() { None } else { Some(&keep) };
+    let page = asked.gw.registry.catalog(|c| c.page(kind, start, PAGE, keep));
+    if start > page.total {
+        return Err(permit::bad_cursor(&start.to_string()));
     }
-    let end = start + items.len();
-    let mut result = json!({ kind.key(): items });
-    if end < total {
-        result["nextCursor"] = json!(end.to_string());
+    asked.gw.metrics.policy_hid(page.hidden);
+    let mut result = json!({ kind.key(): page.items });
+    if let Some(next) = page.next {
+        result["nextCursor"] = json!(next.to_string());
     }
     Ok(result)
 }
 
-fn bad_cursor(c: &str) -> Error {
-    Error::InvalidParams(format!("invalid cursor {c:?}: use the nextCursor of the previous page"))
-}
-
-fn call_tool(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
+fn call_tool(asked: &Asked<'_>, mut params: Value) -> Result<Routed, Error> {
     let name = params["name"].as_str().unwrap_or_default().to_string();
     if name == LIST_SERVERS {
-        return Ok(Routed::Answer(list_servers(gw)));
+        return Ok(Routed::Answer(list_servers(asked)));
     }
-    let route = gw.registry.catalog(|c| c.route(&name).map(|(s, t)| (s.to_string(), t.to_string())));
-    let Some((server, original)) = route else {
-        return Err(Error::InvalidParams(format!("Unknown tool: {name}")));
+    let route = asked.gw.registry.catalog(|c| c.route(&name).map(|(s, t)| (s.to_string(), t.to_string())));
+    let Some((server, original)) = route.filter(|(s, t)| asked.may(Item::Tool, s, t)) else {
+        return Err(permit::unknown(Item::Tool, &name));
     };
     params["name"] = json!(original);
     Ok(Routed::Forward { server, method: "tools/call".into(), params })
 }
 
-fn get_prompt(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
+fn get_prompt(asked: &Asked<'_>, mut params: Value) -> Result<Routed, Error> {
     let name = params["name"].as_str().unwrap_or_default().to_string();
-    let route = gw.registry.catalog(|c| c.route_prompt(&name).map(|(s, t)| (s.to_string(), t.to_string())));
-    let Some((server, original)) = route else {
-        return Err(Error::InvalidParams(format!("Unknown prompt: {name}")));
+    let route =
+        asked.gw.registry.catalog(|c| c.route_prompt(&name).map(|(s, t)| (s.to_string(), t.to_string())));
+    let Some((server, original)) = route.filter(|(s, t)| asked.may(Item::Prompt, s, t)) else {
+        return Err(permit::unknown(Item::Prompt, &name));
     };
     params["name"] = json!(original);
     Ok(Routed::Forward { server, method: "prompts/get".into(), params })
 }
 
-/// The server that lists `params.uri` (or whose template matches it).
-fn server_for_uri(gw: &Gateway, params: &Value) -> Result<String, Error> {
+/// The server that lists `params.uri` (or whose template matches it), if the client may read it.
+fn server_for_uri(asked: &Asked<'_>, params: &Value) -> Result<String, Error> {
     let uri = params["uri"].as_str().unwrap_or_default();
-    let server = gw.registry.catalog(|c| c.route_uri(uri).map(str::to_string));
-    server.ok_or_else(|| Error::ResourceNotFound(uri.chars().take(200).collect()))
+    let server = asked.gw.registry.catalog(|c| c.route_uri(uri).map(str::to_string));
+    server.filter(|s| asked.may(Item::Resource, s, uri)).ok_or_else(|| permit::unknown(Item::Resource, uri))
 }
 
 /// Completions for a prompt argument (by exposed prompt name) or a resource template.
-fn complete(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
+fn complete(asked: &Asked<'_>, mut params: Value) -> Result<Routed, Error> {
+    let gw = asked.gw;
     let reference = params["ref"].clone();
     let server = match reference["type"].as_str() {
         Some("ref/prompt") => {
             let name = reference["name"].as_str().unwrap_or_default();
             let route =
                 gw.registry.catalog(|c| c.route_prompt(name).map(|(s, t)| (s.to_string(), t.to_string())));
-            let (server, original) =
-                route.ok_or_else(|| Error::InvalidParams(format!("Unknown prompt: {name}")))?;
+            let route = route.filter(|(s, t)| asked.may(Item::Prompt, s, t));
+            let (server, original) = route.ok_or_else(|| permit::unknown(Item::Prompt, name))?;
             params["ref"]["name"] = json!(original);
             server
         }
@@ -155,6 +175,7 @@ fn complete(gw: &Gateway, mut params: Value) -> Result<Routed, Error> {
             let server = gw
                 .registry
                 .catalog(|c| c.route_template(uri).or_else(|| c.route_uri(uri)).map(str::to_string));
+            let server = server.filter(|s| asked.may(Item::Resource, s, uri));
             server.ok_or_else(|| Error::InvalidParams(format!("Unknown resource or template: {uri}")))?
         }
         _ => {
@@ -184,9 +205,33 @@ fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, E
     Ok(json!({}))
 }
 
-fn list_servers(gw: &Gateway) -> Value {
-    let servers: Vec<Value> =
-        gw.registry.summaries(usize::MAX).into_iter().map(|(_, summary)| summary).collect();
+/// The gateway's own tool: the servers the client may see, with the tools it may call.
+fn list_servers(asked: &Asked<'_>) -> Value {
+    let (gw, grant) = (asked.gw, asked.grant);
+    let mut servers: Vec<Value> = Vec::new();
+    for (up, mut summary) in gw.registry.summaries(usize::MAX) {
+        if grant.is_everything() {
+            servers.push(summary);
+            continue;
+        }
+        if !grant.sees_server(&up.name) {
+            continue;
+        }
+        let tools: Vec<Value> = summary["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|exposed| {
+                let route = exposed
+                    .as_str()
+                    .and_then(|e| gw.registry.catalog(|c| c.route(e).map(|(_, t)| t.to_string())));
+                route.is_some_and(|original| grant.allows(&up.name, &original))
+            })
+            .cloned()
+            .collect();
+        summary["tools"] = Value::from(tools);
+        servers.push(summary);
+    }
     let structured = json!({"servers": servers});
     json!({
         "content": [{"type": "text", "text": serde_json::to_string_pretty(&structured).unwrap_or_default()}],

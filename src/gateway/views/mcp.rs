@@ -20,6 +20,7 @@ use crate::gateway::link::{parse_client_facing_id, Call, ClientCaps, ClientInput
 use crate::gateway::shared::Gateway;
 use crate::gateway::tables::server::Command;
 use crate::gateway::views::aggregate::{self, Routed};
+use crate::gateway::views::permit;
 use crate::jsonrpc::Message;
 use crate::protocol::{LATEST_VERSION, SUPPORTED_VERSIONS};
 use crate::ws::SendError;
@@ -66,10 +67,36 @@ fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result
         (_, "initialize") => initialize(gw, session, &params).map(Routed::Answer),
         (_, "ping") => Ok(Routed::Answer(json!({}))),
         (Scope::All, _) => aggregate::route(gw, session, method, params),
-        (Scope::Server(name), _) => {
-            Ok(Routed::Forward { server: name.clone(), method: method.into(), params })
+        (Scope::Server(name), _) => per_server(gw, session, name, method, params),
+    }
+}
+
+/// A request on one server's own endpoint: forwarded, unless the client's policy restricts what
+/// it may see of the server (then lists are answered here, filtered, and a name outside the
+/// grant gets the error of an unknown one).
+fn per_server(
+    gw: &Gateway,
+    session: &Session,
+    name: &str,
+    method: &str,
+    params: Value,
+) -> Result<Routed, Error> {
+    let grant = permit::grant_of(gw, session);
+    if !grant.is_everything() {
+        if !grant.sees_server(name) {
+            gw.metrics.policy_decision("server", false);
+            return Err(Error::NoServer(name.into()));
+        }
+        if let Some(kind) = permit::list_kind(method) {
+            return permit::server_list(gw, &grant, name, kind, &params).map(Routed::Answer);
+        }
+        if let Some((item, what)) = permit::named_in(method, &params) {
+            if !permit::allowed(gw, session, &grant, item, name, &what) {
+                return Err(permit::unknown(item, &what));
+            }
         }
     }
+    Ok(Routed::Forward { server: name.into(), method: method.into(), params })
 }
 
 /// Negotiates the protocol version as the spec says: the client's if we speak it, else our

@@ -1,5 +1,7 @@
 //! The gateway as an MCP server, whatever the transport: `mcp.rs` answers the lifecycle and hands
-//! requests for servers to their links; `aggregate.rs` decides the aggregated view at `/mcp`.
+//! requests for servers to their links; `aggregate.rs` decides the aggregated view at `/mcp`;
+//! `permit.rs` applies the client's policy to both views.
 
 pub(crate) mod aggregate;
 pub(crate) mod mcp;
+pub(crate) mod permit;

@@ -1,0 +1,276 @@
+//! Who may call what: the gateway as an OAuth 2.1 resource server (RFC 9728 metadata, RFC 6750
+//! challenges, RFC 8707 audiences, JWT access tokens checked locally), and the per-client
+//! policies that decide which tools, prompts and resources each client sees (`policy.rs`).
+//!
+//! Every MCP endpoint is a protected resource of its own, named by its URL: `--public-url` (or,
+//! without it, the scheme and `Host` of the request) and the endpoint's path (`/mcp`, `/sse`,
+//! `/servers/NAME/mcp`, `/servers/NAME/sse`; a legacy message POST belongs to its stream's
+//! resource). A token is accepted on an endpoint when it is signed by a trusted issuer's key,
+//! names that issuer exactly, has not expired, is for that endpoint's resource (or the gateway's
+//! base URL, or an `--oauth-audience`), and grants `--oauth-scope`. No token a client presents
+//! ever goes further than this check: edges get their own calls, never a client's token.
+//!
+//! Floor 0: this folder knows the configuration and nothing else of the gateway's.
+
+pub(crate) mod issuers;
+pub(crate) mod policy;
+
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::gateway::config::Config;
+use crate::jose::{self, PublicKey};
+use issuers::Issuers;
+pub(crate) use policy::{Grant, Item, Policy, Principal};
+
+/// Clock skew forgiven on a token's `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 60;
+
+/// The well-known prefix of protected resource metadata (RFC 9728 §3).
+pub(crate) const PRM_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// The gateway's access state: trusted issuers, the policy in force, and what static tokens
+/// hash to (policies name them by hash).
+pub(crate) struct Access {
+    pub issuers: Issuers,
+    /// `--oauth-scope` (empty: none required).
+    pub scope: String,
+    audiences: Vec<String>,
+    public_url: Option<String>,
+    policy: RwLock<Arc<Policy>>,
+    policy_file: Option<String>,
+    /// Who each static client token is, by its index.
+    token_principals: Vec<Arc<Principal>>,
+    /// Who a request without a credential is (on a gateway that asks for none).
+    pub anonymous: Arc<Principal>,
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Failure {
+    /// 401 `invalid_token`, with a description for the client.
+    Invalid(String),
+    /// 403 `insufficient_scope`: valid, but without the scope needed.
+    Scope,
+}
+
+impl Access {
+    /// Builds the access state from the configuration; `builtin` is the built-in authorization
+    /// server's issuer and public key, when it runs. Reads the policy file (an error names it).
+    pub(crate) fn new(cfg: &Config, builtin: Option<(String, PublicKey)>) -> Result<Access, String> {
+        let issuers = Issuers::new(&cfg.oauth.issuers, builtin)?;
+        let policy = match &cfg.oauth.policy_file {
+            Some(path) => read_policy(path)?,
+            None => Policy::allow_all(),
+        };
+        let token_principals = cfg
+            .auth_tokens
+            .iter()
+            .map(|t| Arc::new(Principal { token_sha256: Some(sha256(t.as_bytes())), ..Principal::default() }))
+            .collect();
+        Ok(Access {
+            issuers,
+            scope: cfg.oauth.scope.clone(),
+            audiences: cfg.oauth.audiences.clone(),
+            public_url: cfg.oauth.public_url.clone(),
+            policy: RwLock::new(Arc::new(policy)),
+            policy_file: cfg.oauth.policy_file.clone(),
+            token_principals,
+            anonymous: Arc::new(Principal::default()),
+        })
+    }
+
+    /// Whether clients may present OAuth access tokens.
+    pub(crate) fn oauth(&self) -> bool {
+        !self.issuers.is_empty()
+    }
+
+    /// The gateway's base URL as clients reach it: `--public-url`, or the request's scheme and
+    /// `Host`.
+    pub(crate) fn base_url(&self, host: Option<&str>, tls: bool) -> String {
+        match (&self.public_url, host) {
+            (Some(url), _) => url.clone(),
+            (None, Some(host)) => format!("{}://{host}", if tls { "https" } else { "http" }),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The protected resource metadata of the resource at `base` + `path` (RFC 9728 §2).
+    pub(crate) fn resource_metadata(&self, base: &str, path: &str) -> Value {
+        let name = match path.strip_prefix("/servers/") {
+            Some(rest) => format!("mcpport: server {}", rest.split('/').next().unwrap_or_default()),
+            None => "mcpport gateway".into(),
+        };
+        let mut doc = json!({
+            "resource": format!("{base}{path}"),
+            "authorization_servers": self.issuers.ids().collect::<Vec<_>>(),
+            "bearer_methods_supported": ["header"],
+            "resource_name": name,
+        });
+        if !self.scope.is_empty() {
+            doc["scopes_supported"] = json!([self.scope]);
+        }
+        doc
+    }
+
+    /// The `WWW-Authenticate` value of a 401 or 403 for the resource at `base` + `path`.
+    pub(crate) fn challenge(&self, base: &str, path: &str, failure: Option<&Failure>) -> String {
+        let mut params = Vec::new();
+        match failure {
+            Some(Failure::Invalid(why)) => {
+                params.push("error=\"invalid_token\"".to_string());
+                params.push(format!("error_description=\"{}\"", quoted(why)));
+            }
+            Some(Failure::Scope) => {
+                params.push("error=\"insufficient_scope\"".to_string());
+                params.push(format!(
+                    "error_description=\"the token does not grant the scope {}\"",
+                    quoted(&self.scope)
+                ));
+            }
+            None => {}
+        }
+        params.push(format!("resource_metadata=\"{base}{PRM_PREFIX}{path}\""));
+        if !self.scope.is_empty() {
+            params.push(format!("scope=\"{}\"", quoted(&self.scope)));
+        }
+        format!("Bearer {}", params.join(", "))
+    }
+
+    /// Checks an access token for the resource at `base` + `path`: the principal it speaks for,
+    /// or why not.
+    pub(crate) fn validate(&self, token: &str, base: &str, path: &str) -> Result<Principal, Failure> {
+        let invalid = |why: String| Failure::Invalid(why);
+        let jwt = jose::decode(token).map_err(|e| invalid(e.to_string()))?;
+        let iss = jwt.issuer().ok_or_else(|| invalid("the token names no issuer".into()))?.to_string();
+        if !self.issuers.trusts(&iss) {
+            return Err(invalid(jose::Rejected::Issuer.to_string()));
+        }
+        let keys = self
+            .issuers
+            .keys(&iss, jwt.kid.as_deref())
+            .map_err(|_| invalid("the issuer's keys are not available".into()))?;
+        jwt.verify(&keys).map_err(|e| invalid(e.to_string()))?;
+        let mut audiences = vec![format!("{base}{path}")];
+        if !path.is_empty() {
+            audiences.push(base.to_string());
+        }
+        audiences.extend(self.audiences.iter().cloned());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let expect = jose::Expect { issuer: &iss, audiences: &audiences, now, leeway: LEEWAY_SECS };
+        jose::check_claims(&jwt.claims, &expect).map_err(|e| invalid(e.to_string()))?;
+        let scopes = jose::scopes(&jwt.claims);
+        if !self.scope.is_empty() && !scopes.contains(&self.scope) {
+            return Err(Failure::Scope);
+        }
+        let text = |k: &str| {
+            jwt.claims.get(k).and_then(Value::as_str).map(|s| s.chars().take(256).collect::<String>())
+        };
+        Ok(Principal {
+            token_sha256: None,
+            issuer: Some(iss),
+            subject: text("sub"),
+            client_id: text("client_id").or_else(|| text("azp")),
+            scopes,
+        })
+    }
+
+    /// The principal of static client token number `i`.
+    pub(crate) fn static_token(&self, i: usize) -> Arc<Principal> {
+        self.token_principals.get(i).cloned().unwrap_or_else(|| self.anonymous.clone())
+    }
+
+    /// What `who` may see and use under the policy in force.
+    pub(crate) fn grant(&self, who: &Principal) -> Grant {
+        let policy = self.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+        policy.grant(who)
+    }
+
+    /// Re-reads `--policy` (on SIGHUP): the new policy applies to the next list and call of
+    /// every client; a file that does not parse leaves the old one in force.
+    pub(crate) fn reload_policy(&self) {
+        let Some(path) = &self.policy_file else {
+            return log::info!("SIGHUP: no --policy file to reload");
+        };
+        match read_policy(path) {
+            Ok(policy) => {
+                log::info!("SIGHUP: reloaded the policy from {path} ({} rules)", policy.rule_count());
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+            }
+            Err(e) => log::error!("SIGHUP: the policy in force is kept: {e}"),
+        }
+    }
+}
+
+fn read_policy(path: &str) -> Result<Policy, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("--policy {path}: {e}"))?;
+    if meta.len() > 4 * 1024 * 1024 {
+        return Err(format!("--policy {path}: over 4 MiB"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--policy {path}: {e}"))?;
+    Policy::parse(&text).map_err(|e| format!("--policy {path}: {e}"))
+}
+
+/// The SHA-256 of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// A value safe inside a quoted-string of a header: no quotes, backslashes or control
+/// characters, at most 200 characters.
+fn quoted(text: &str) -> String {
+    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::config::OAuthConfig;
+    use ring::rand::SystemRandom;
+    use ring::signature::Ed25519KeyPair;
+
+    fn access(key: &Ed25519KeyPair) -> Access {
+        let cfg = Config {
+            oauth: OAuthConfig { public_url: Some("https://gw.example".into()), ..OAuthConfig::default() },
+            ..Config::default()
+        };
+        let jwk = jose::parse_jwks(&json!({"keys": [jose::ed25519_jwk(key, "k")]})).remove(0);
+        Access::new(&cfg, Some(("https://gw.example".into(), jwk))).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_for_one_resource_and_need_the_scope() {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let a = access(&key);
+        let base = a.base_url(Some("ignored:1"), false);
+        assert_eq!(base, "https://gw.example");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let token = |aud: &str, scope: &str| {
+            let claims = json!({"iss": "https://gw.example", "aud": aud, "exp": now + 60, "sub": "owner",
+                "client_id": "c1", "scope": scope});
+            jose::sign_ed25519(&key, "k", &claims)
+        };
+        let who = a.validate(&token("https://gw.example/mcp", "mcp"), &base, "/mcp").unwrap();
+        assert_eq!((who.client_id.as_deref(), who.subject.as_deref()), (Some("c1"), Some("owner")));
+        assert!(a.validate(&token("https://gw.example", "mcp"), &base, "/servers/pi/mcp").is_ok());
+        let other = a.validate(&token("https://gw.example/servers/pi/mcp", "mcp"), &base, "/mcp");
+        assert_eq!(other, Err(Failure::Invalid("the token is not for this resource".into())));
+        assert_eq!(a.validate(&token("https://gw.example/mcp", "other"), &base, "/mcp"), Err(Failure::Scope));
+        assert!(matches!(a.validate("opaque-token", &base, "/mcp"), Err(Failure::Invalid(_))));
+        let challenge = a.challenge(&base, "/mcp", Some(&Failure::Scope));
+        assert_eq!(
+            challenge,
+            "Bearer error=\"insufficient_scope\", error_description=\"the token does not grant the scope mcp\", \
+             resource_metadata=\"https://gw.example/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
+        );
+        let prm = a.resource_metadata(&base, "/servers/pi/sse");
+        assert_eq!(prm["resource"], "https://gw.example/servers/pi/sse");
+        assert_eq!(prm["authorization_servers"], json!(["https://gw.example"]));
+    }
+}
