@@ -31,6 +31,7 @@ Commands:
   register, r       Run a stdio MCP server here and register it with a gateway
   demo              Start a gateway on 127.0.0.1:8765 with the built-in sample server registered
   sample-server     Speak MCP on stdin/stdout with a few sample tools (echo, system_info, sleep)
+  oauth             List or revoke the clients of the built-in OAuth server (--oauth-builtin)
 
 Options:
   -h, --help        Print help (also: mcpport <COMMAND> --help)
@@ -191,6 +192,11 @@ pub(crate) enum Command {
         port: u16,
     },
     SampleServer(sample_server::Config),
+    /// `mcpport oauth list|revoke`: the built-in authorization server's clients.
+    OAuth {
+        state_dir: String,
+        revoke: Option<String>,
+    },
     /// Print this text and exit 0.
     Help(&'static str),
     Version,
@@ -220,6 +226,7 @@ pub(crate) fn parse_from(args: Vec<OsString>, env_tokens: Option<String>) -> Res
                 "register" | "r" => register_args(&mut p, &mut Logging(&mut log_level, &mut log_json))?,
                 "demo" => demo_args(&mut p, &mut Logging(&mut log_level, &mut log_json))?,
                 "sample-server" => sample_args(&mut p)?,
+                "oauth" => oauth_args(&mut p)?,
                 other => return Err(format!("unknown command {other:?}")),
             }
         }
@@ -237,6 +244,7 @@ pub(crate) fn help_hint(args: &[OsString]) -> String {
         Some("register" | "r") => " register",
         Some("demo") => " demo",
         Some("sample-server") => " sample-server",
+        Some("oauth") => " oauth",
         _ => "",
     };
     format!("Try 'mcpport{sub} --help'.")
@@ -354,6 +362,42 @@ fn gateway_args(
         return Err("--ping-timeout must be longer than --ping-interval".into());
     }
     Ok(Command::Gateway(Box::new(cfg)))
+}
+
+const OAUTH_HELP: &str = "\
+Usage: mcpport oauth list --state-dir <DIR>
+       mcpport oauth revoke --state-dir <DIR> <CLIENT_ID>
+
+The clients of the built-in authorization server (mcpport gateway --oauth-builtin), as kept in its
+--state-dir. list prints them as JSON: each client, when the owner approved it, and how many refresh
+tokens it holds. revoke forgets a client: its refresh tokens stop working at once, its access
+tokens at their next use (a running gateway sees the change), and it must be approved again.
+
+Options:
+      --state-dir <DIR>   The gateway's --state-dir
+  -h, --help              Print this help
+";
+
+fn oauth_args(p: &mut lexopt::Parser) -> Result<Command, String> {
+    let (mut action, mut client, mut state_dir) = (None, None, None);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(OAUTH_HELP)),
+            Long("state-dir") => state_dir = Some(string(p)?),
+            Value(v) if action.is_none() => action = Some(v.string().map_err(|_| "not UTF-8".to_string())?),
+            Value(v) if action.as_deref() == Some("revoke") && client.is_none() => {
+                client = Some(v.string().map_err(|_| "not UTF-8".to_string())?);
+            }
+            arg => return Err(arg.unexpected().to_string()),
+        }
+    }
+    let state_dir = state_dir.ok_or("--state-dir DIR is required (the gateway's)")?;
+    match (action.as_deref(), client) {
+        (Some("list"), None) => Ok(Command::OAuth { state_dir, revoke: None }),
+        (Some("revoke"), Some(id)) => Ok(Command::OAuth { state_dir, revoke: Some(id) }),
+        (Some("revoke"), None) => Err("revoke needs the CLIENT_ID (see mcpport oauth list)".into()),
+        _ => Err("use: mcpport oauth list|revoke".into()),
+    }
 }
 
 /// `--public-url`: an absolute http(s) URL without query or fragment (https, unless on a
@@ -474,7 +518,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
     if cfg.stdio.trim().is_empty() {
         return Err("--stdio CMD is required".into());
     }
-    if !gateway::edges::registration::valid_server_name(&cfg.server_name) {
+    if !crate::protocol::valid_server_name(&cfg.server_name) {
         return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));
     }
     register::handshake::parse_target(&cfg.gateway_url)?;

@@ -13,8 +13,8 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     encode(bytes, STANDARD, true)
 }
 
-// Used by the built-in authorization server, which lands next.
-#[cfg_attr(not(test), allow(dead_code))]
+// Used by the built-in authorization server only.
+#[cfg_attr(not(feature = "oauth-server"), allow(dead_code))]
 /// base64url without padding (RFC 4648 §5), as JOSE and PKCE write it.
 pub(crate) fn base64url(bytes: &[u8]) -> String {
     encode(bytes, URL_SAFE, false)
@@ -63,8 +63,8 @@ fn decode(text: &str, alphabet: &[u8; 64]) -> Option<Vec<u8>> {
     (acc == 0 && bits < 6).then_some(out)
 }
 
-// Used by the built-in authorization server, which lands next.
-#[cfg_attr(not(test), allow(dead_code))]
+// Used by the built-in authorization server only.
+#[cfg_attr(not(feature = "oauth-server"), allow(dead_code))]
 /// Percent-encodes everything but RFC 3986's unreserved characters: a value safe in a query
 /// string or a form body.
 pub(crate) fn percent_encode(text: &str) -> String {

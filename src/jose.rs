@@ -279,8 +279,8 @@ pub(crate) fn scopes(claims: &Map<String, Value>) -> Vec<String> {
     }
 }
 
-// Used by the built-in authorization server, which lands next.
-#[cfg_attr(not(test), allow(dead_code))]
+// Used by the built-in authorization server only.
+#[cfg_attr(not(feature = "oauth-server"), allow(dead_code))]
 /// Signs `claims` as an access token (`typ` `at+jwt`) with an Ed25519 key.
 pub(crate) fn sign_ed25519(key: &Ed25519KeyPair, kid: &str, claims: &Value) -> String {
     let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
@@ -292,8 +292,8 @@ pub(crate) fn sign_ed25519(key: &Ed25519KeyPair, kid: &str, claims: &Value) -> S
     token
 }
 
-// Used by the built-in authorization server, which lands next.
-#[cfg_attr(not(test), allow(dead_code))]
+// Used by the built-in authorization server only.
+#[cfg_attr(not(feature = "oauth-server"), allow(dead_code))]
 /// The public half of an Ed25519 key as a JWK.
 pub(crate) fn ed25519_jwk(key: &Ed25519KeyPair, kid: &str) -> Value {
     json!({

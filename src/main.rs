@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         Command::Register(cfg) => register::run(&cfg),
         Command::Demo { host, port } => demo::run(&host, port),
         Command::SampleServer(cfg) => sample_server::run(cfg).map(|()| 0),
+        Command::OAuth { state_dir, revoke } => gateway::oauth_command(&state_dir, revoke.as_deref()),
     };
     match outcome {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

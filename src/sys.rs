@@ -288,6 +288,18 @@ pub(crate) fn signal_pipe() -> io::Result<RawFd> {
     Ok(fd)
 }
 
+/// Takes an exclusive `flock` on `file`, waiting for it; released when the file is closed.
+#[cfg_attr(not(feature = "oauth-server"), allow(dead_code))]
+pub(crate) fn lock_exclusively(file: &std::fs::File) -> io::Result<()> {
+    // SAFETY: flock on a descriptor the caller's open file owns; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Limits glibc's malloc to `arenas` arenas (its default is eight per CPU). Every thread that
 /// allocates gets an arena of its own up to that limit, and memory freed in one arena serves
 /// only that arena: with a thread per connection, a thousand links spread their heap over

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 /// The floors, from the bottom: a module may name modules of its floor or a lower one.
-const FLOORS: [(&str, u8); 14] = [
+const FLOORS: [(&str, u8); 15] = [
     ("config", 0),
     ("access", 0),
     ("credential", 0),
@@ -22,6 +22,7 @@ const FLOORS: [(&str, u8); 14] = [
     ("views", 5),
     ("edges", 5),
     ("ops", 5),
+    ("authz", 1),
     ("front", 6),
 ];
 

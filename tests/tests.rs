@@ -16,6 +16,8 @@
 //! - `end_to_end`: register a real child, list and call tools over SSE, list_changed, failures.
 //! - `eras`: edges that speak only protocol 2026-07-28: the probe, clients of both eras.
 //! - `modern`: protocol 2026-07-28 (stateless) on both endpoints in front of a legacy edge.
+//! - `oauth`: the resource server's metadata and challenges, the built-in authorization server
+//!   (consent, codes, refresh rotation, restarts, revocation), and per-client policies.
 //! - `operator`: metrics, /servers, JSON logs.
 //! - `registration`: the WebSocket registration protocol: bad frames, names, ids.
 //! - `resilience`: gateway restarts, silent links, crashing children, signals, health, storms.
@@ -41,6 +43,7 @@ mod hostile_http;
 mod http;
 mod layers;
 mod modern;
+mod oauth;
 mod operator;
 mod register_links;
 mod registration;

@@ -824,11 +824,13 @@ pub struct StreamableClient {
     pub path: String,
     pub session: Option<String>,
     pub version: String,
+    /// An `Authorization` value sent with every request.
+    pub bearer: Option<String>,
 }
 
 impl StreamableClient {
     pub fn new(port: u16, path: &str, version: &str) -> StreamableClient {
-        StreamableClient { port, path: path.into(), session: None, version: version.into() }
+        StreamableClient { port, path: path.into(), session: None, version: version.into(), bearer: None }
     }
 
     pub fn headers(&self) -> Vec<(&str, &str)> {
@@ -839,6 +841,9 @@ impl StreamableClient {
         ];
         if let Some(s) = &self.session {
             h.push(("Mcp-Session-Id", s));
+        }
+        if let Some(b) = &self.bearer {
+            h.push(("Authorization", b));
         }
         h
     }

@@ -16,6 +16,8 @@
 
 pub(crate) mod access;
 pub(crate) mod admission;
+#[cfg(feature = "oauth-server")]
+pub(crate) mod authz;
 pub(crate) mod clients;
 pub(crate) mod config;
 pub(crate) mod credential;
@@ -87,8 +89,19 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     let queue_budget = Budget::new(cfg.max_queue_bytes);
     let admission = Admission::new(cfg.max_connections, cfg.max_connections_per_ip);
     let body_budget = Budget::new(cfg.max_body_budget);
-    let access = Arc::new(Access::new(&cfg, None)?);
+    #[cfg(feature = "oauth-server")]
+    let authz = match cfg.oauth.builtin {
+        true => Some(Arc::new(authz::Server::open(&cfg)?)),
+        false => None,
+    };
+    #[cfg(feature = "oauth-server")]
+    let builtin = authz.as_ref().map(|a| a.trust());
+    #[cfg(not(feature = "oauth-server"))]
+    let builtin = None;
+    let access = Arc::new(Access::new(&cfg, builtin)?);
     let gw = Arc::new(Gateway {
+        #[cfg(feature = "oauth-server")]
+        authz,
         registry: Arc::new(Registry::new(access.clone())),
         access,
         cfg,
@@ -117,6 +130,19 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
             .map_err(|e| e.to_string())?;
     }
     Ok(gw)
+}
+
+/// `mcpport oauth list|revoke`: prints the clients of the state directory, or revokes one.
+pub(crate) fn oauth_command(state_dir: &str, revoke: Option<&str>) -> Result<i32, String> {
+    #[cfg(feature = "oauth-server")]
+    {
+        authz::run_command(state_dir, revoke)
+    }
+    #[cfg(not(feature = "oauth-server"))]
+    {
+        let _ = (state_dir, revoke);
+        Err("this build has no built-in authorization server (the oauth-server feature)".into())
+    }
 }
 
 /// Says how clients get OAuth tokens, and fetches the external issuers' keys once in the

@@ -23,6 +23,9 @@ pub(crate) struct Gateway {
     pub cfg: Config,
     /// Trusted issuers and the policy in force.
     pub access: Arc<Access>,
+    /// The built-in authorization server, when it runs (`--oauth-builtin`).
+    #[cfg(feature = "oauth-server")]
+    pub authz: Option<Arc<crate::gateway::authz::Server>>,
     pub registry: Arc<Registry>,
     /// The counters served at `/metrics`.
     pub metrics: Metrics,

@@ -101,6 +101,10 @@ pub(crate) struct Fetch<'a> {
     pub timeout: Duration,
     pub max_body: usize,
     pub tls: &'a Arc<ClientConfig>,
+    /// Connect only to public addresses (not loopback, private, link-local, shared or
+    /// unspecified ones): for URLs a peer chose, checked on the very addresses dialed, so a
+    /// name that resolves to an inside address is refused however it resolves.
+    pub public_only: bool,
 }
 
 /// What came back.
@@ -121,7 +125,7 @@ impl Reply {
 pub(crate) fn fetch(fetch: &Fetch<'_>) -> Result<Reply, String> {
     let deadline = Instant::now() + fetch.timeout;
     let url = fetch.url;
-    let sock = dial(url, deadline)?;
+    let sock = dial(url, deadline, fetch.public_only)?;
     let request = request_bytes(fetch)?;
     let raw = if url.secure {
         let mut tls = crate::tls::connect(fetch.tls.clone(), &url.host, sock)
@@ -142,7 +146,17 @@ pub(crate) fn get_json(
     max_body: usize,
 ) -> Result<Value, String> {
     let headers = [("Accept", "application/json")];
-    let reply = fetch(&Fetch { method: "GET", url, headers: &headers, body: b"", timeout, max_body, tls })?;
+    let get = Fetch {
+        method: "GET",
+        url,
+        headers: &headers,
+        body: b"",
+        timeout,
+        max_body,
+        tls,
+        public_only: false,
+    };
+    let reply = fetch(&get)?;
     if reply.status != 200 {
         return Err(format!("HTTP {}", reply.status));
     }
@@ -150,7 +164,7 @@ pub(crate) fn get_json(
 }
 
 /// Connects to the first address of the host that answers, within the deadline.
-fn dial(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
+fn dial(url: &Url, deadline: Instant, public_only: bool) -> Result<TcpStream, String> {
     let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
@@ -158,6 +172,10 @@ fn dial(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
         .collect();
     let mut last = format!("{} has no address", url.host);
     for addr in addrs {
+        if public_only && !is_public(addr.ip()) {
+            last = format!("{} resolves to {}, which is not a public address", url.host, addr.ip());
+            continue;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(format!("connecting to {}: timed out", url.authority()));
@@ -171,6 +189,35 @@ fn dial(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
         }
     }
     Err(last)
+}
+
+/// Whether an address is on the public Internet.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
 }
 
 fn request_bytes(fetch: &Fetch<'_>) -> Result<Vec<u8>, String> {
@@ -336,6 +383,17 @@ mod tests {
     use std::net::TcpListener;
 
     #[test]
+    fn inside_addresses_are_not_public() {
+        let inside = ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.16.0.1", "169.254.169.254", "100.64.0.1"];
+        for ip in inside.iter().chain(&["0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"]) {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
     fn urls_split_for_dialing() {
         let u = Url::parse("https://AS.example/realms/x?a=1").unwrap();
         assert_eq!(
@@ -376,6 +434,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_body,
             tls: &tls,
+            public_only: false,
         };
         fetch(&f)
     }

@@ -7,7 +7,8 @@
 //! `/servers/NAME/mcp`, `/servers/NAME/sse`; a legacy message POST belongs to its stream's
 //! resource). A token is accepted on an endpoint when it is signed by a trusted issuer's key,
 //! names that issuer exactly, has not expired, is for that endpoint's resource (or the gateway's
-//! base URL, or an `--oauth-audience`), and grants `--oauth-scope`. No token a client presents
+//! base URL, or an `--oauth-audience`), and grants `--oauth-scope`; the gateway's own routes
+//! (status, metrics, the server list) take the aggregated endpoints' tokens too. No token a client presents
 //! ever goes further than this check: edges get their own calls, never a client's token.
 //!
 //! Floor 0: this folder knows the configuration and nothing else of the gateway's.
@@ -45,6 +46,24 @@ pub(crate) struct Access {
     token_principals: Vec<Arc<Principal>>,
     /// Who a request without a credential is (on a gateway that asks for none).
     pub anonymous: Arc<Principal>,
+    /// The built-in server's issuer and revocations, when it runs.
+    revocations: Option<(String, Arc<dyn Revocations>)>,
+    /// The paths of the aggregated endpoints (`--mcp-path`, `--sse-path`).
+    aggregated: [String; 2],
+}
+
+/// What the resource server needs of the built-in authorization server: its issuer, its public
+/// key, and a way to learn what the owner revoked.
+pub(crate) struct Builtin {
+    pub issuer: String,
+    pub key: PublicKey,
+    pub revocations: Arc<dyn Revocations>,
+}
+
+/// Whether a token the built-in server issued has been revoked since (its client, or its
+/// refresh family).
+pub(crate) trait Revocations: Send + Sync {
+    fn revoked(&self, claims: &serde_json::Map<String, Value>) -> bool;
 }
 
 /// Why a bearer token was not accepted.
@@ -59,8 +78,9 @@ pub(crate) enum Failure {
 impl Access {
     /// Builds the access state from the configuration; `builtin` is the built-in authorization
     /// server's issuer and public key, when it runs. Reads the policy file (an error names it).
-    pub(crate) fn new(cfg: &Config, builtin: Option<(String, PublicKey)>) -> Result<Access, String> {
-        let issuers = Issuers::new(&cfg.oauth.issuers, builtin)?;
+    pub(crate) fn new(cfg: &Config, builtin: Option<Builtin>) -> Result<Access, String> {
+        let revocations = builtin.as_ref().map(|b| (b.issuer.clone(), b.revocations.clone()));
+        let issuers = Issuers::new(&cfg.oauth.issuers, builtin.map(|b| (b.issuer, b.key)))?;
         let policy = match &cfg.oauth.policy_file {
             Some(path) => read_policy(path)?,
             None => Policy::allow_all(),
@@ -79,6 +99,11 @@ impl Access {
             policy_file: cfg.oauth.policy_file.clone(),
             token_principals,
             anonymous: Arc::new(Principal::default()),
+            revocations,
+            aggregated: [
+                cfg.mcp_path.trim_end_matches('/').into(),
+                cfg.sse_path.trim_end_matches('/').into(),
+            ],
         })
     }
 
@@ -154,13 +179,22 @@ impl Access {
             .map_err(|_| invalid("the issuer's keys are not available".into()))?;
         jwt.verify(&keys).map_err(|e| invalid(e.to_string()))?;
         let mut audiences = vec![format!("{base}{path}")];
-        if !path.is_empty() {
+        if path.is_empty() {
+            // The gateway's own routes (status, metrics, the server list) show what the
+            // aggregated endpoints show: their tokens open them too.
+            audiences.extend(self.aggregated.iter().map(|p| format!("{base}{p}")));
+        } else {
             audiences.push(base.to_string());
         }
         audiences.extend(self.audiences.iter().cloned());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let expect = jose::Expect { issuer: &iss, audiences: &audiences, now, leeway: LEEWAY_SECS };
         jose::check_claims(&jwt.claims, &expect).map_err(|e| invalid(e.to_string()))?;
+        if let Some((_, revocations)) = self.revocations.as_ref().filter(|(builtin, _)| *builtin == iss) {
+            if revocations.revoked(&jwt.claims) {
+                return Err(invalid("the token was revoked".into()));
+            }
+        }
         let scopes = jose::scopes(&jwt.claims);
         if !self.scope.is_empty() && !scopes.contains(&self.scope) {
             return Err(Failure::Scope);
@@ -204,6 +238,17 @@ impl Access {
     }
 }
 
+/// Whether `path` names one of the gateway's protected resources: the gateway itself (`""`), an
+/// aggregated endpoint (`aggregated`), or a server's `/servers/NAME/mcp` or `/sse` (any name a
+/// server may register under).
+pub(crate) fn is_resource_path(path: &str, aggregated: &[&str]) -> bool {
+    let server =
+        path.strip_prefix("/servers/").and_then(|rest| rest.split_once('/')).is_some_and(|(name, tail)| {
+            crate::protocol::valid_server_name(name) && (tail == "mcp" || tail == "sse")
+        });
+    path.is_empty() || aggregated.contains(&path) || server
+}
+
 fn read_policy(path: &str) -> Result<Policy, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("--policy {path}: {e}"))?;
     if meta.len() > 4 * 1024 * 1024 {
@@ -239,8 +284,15 @@ mod tests {
             oauth: OAuthConfig { public_url: Some("https://gw.example".into()), ..OAuthConfig::default() },
             ..Config::default()
         };
-        let jwk = jose::parse_jwks(&json!({"keys": [jose::ed25519_jwk(key, "k")]})).remove(0);
-        Access::new(&cfg, Some(("https://gw.example".into(), jwk))).unwrap()
+        struct Nothing;
+        impl Revocations for Nothing {
+            fn revoked(&self, claims: &serde_json::Map<String, Value>) -> bool {
+                claims.get("client_id").and_then(Value::as_str) == Some("revoked")
+            }
+        }
+        let key = jose::parse_jwks(&json!({"keys": [jose::ed25519_jwk(key, "k")]})).remove(0);
+        let builtin = Builtin { issuer: "https://gw.example".into(), key, revocations: Arc::new(Nothing) };
+        Access::new(&cfg, Some(builtin)).unwrap()
     }
 
     #[test]
@@ -263,6 +315,10 @@ mod tests {
         assert_eq!(other, Err(Failure::Invalid("the token is not for this resource".into())));
         assert_eq!(a.validate(&token("https://gw.example/mcp", "other"), &base, "/mcp"), Err(Failure::Scope));
         assert!(matches!(a.validate("opaque-token", &base, "/mcp"), Err(Failure::Invalid(_))));
+        let claims = json!({"iss": "https://gw.example", "aud": "https://gw.example/mcp", "exp": now + 60,
+            "client_id": "revoked", "scope": "mcp"});
+        let revoked = a.validate(&jose::sign_ed25519(&key, "k", &claims), &base, "/mcp");
+        assert_eq!(revoked, Err(Failure::Invalid("the token was revoked".into())));
         let challenge = a.challenge(&base, "/mcp", Some(&Failure::Scope));
         assert_eq!(
             challenge,

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::http::Transport;
+use crate::protocol::valid_server_name;
 
 /// How long an edge has to send its `register` frame after the upgrade.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,12 +102,6 @@ fn valid_server_id(id: &str) -> bool {
 /// A peer's text, cut short for a message.
 fn cut(s: &str) -> String {
     s.chars().take(80).collect()
-}
-
-/// Server names become tool-name prefixes and URL path segments: `^[A-Za-z0-9_-]{1,64}$`.
-pub(crate) fn valid_server_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Why a registration was refused: what the edge is told, and the close code it gets (1008, or

@@ -13,6 +13,8 @@ use tungstenite::protocol::{WebSocket, WebSocketConfig};
 
 use crate::gateway::access::{Failure, PRM_PREFIX};
 use crate::gateway::admission::Ticket;
+#[cfg(feature = "oauth-server")]
+use crate::gateway::authz;
 use crate::gateway::clients::session::Scope;
 use crate::gateway::config::Config;
 use crate::gateway::config::REGISTER_PATH;
@@ -50,6 +52,9 @@ enum Route {
     NotFound(String),
     /// Protected resource metadata (RFC 9728) of the resource at this path (`""`: the gateway).
     ResourceMetadata(String),
+    /// The built-in authorization server's paths (`--oauth-builtin`).
+    #[cfg_attr(not(feature = "oauth-server"), allow(dead_code))]
+    Authz,
     /// OAuth discovery, registration and authorization paths on a gateway that is no
     /// authorization server.
     OAuth,
@@ -73,6 +78,7 @@ impl Route {
             Route::Mcp(_) => &["GET", "POST", "DELETE"],
             Route::SseMessage(_) => &["POST"],
             Route::NotFound(_) | Route::OAuth => &[],
+            Route::Authz => &["GET", "HEAD", "POST"],
         }
     }
 
@@ -89,7 +95,7 @@ impl Route {
     /// Routes that need no token: liveness, the page (it holds no data; it asks for a token), and
     /// the metadata that tells a client how to get a token.
     fn open(&self) -> bool {
-        matches!(self, Route::Health | Route::Page | Route::ResourceMetadata(_))
+        matches!(self, Route::Health | Route::Page | Route::ResourceMetadata(_) | Route::Authz)
     }
 
     /// The path of the protected resource a request on this route is for: each MCP endpoint is
@@ -240,6 +246,7 @@ fn serve_request(
         Route::SseMessage(scope) => {
             legacy::post_message(gw, &req, body, &Asker { scope, owner, principal, peer, cors: &cors })
         }
+        Route::Authz => authorization(gw, &req, body, peer),
         other => plain_response(gw, &req, other),
     };
     let head_only = req.method == "HEAD";
@@ -268,10 +275,27 @@ fn plain_response(gw: &Gateway, req: &Request, route: Route) -> Response {
             Response::json(200, &gw.access.resource_metadata(&base, &path))
                 .header("Cache-Control", "max-age=300")
         }
-        Route::Register | Route::Mcp(_) | Route::SseStream(..) | Route::SseMessage(_) => {
+        Route::Register | Route::Mcp(_) | Route::SseStream(..) | Route::SseMessage(_) | Route::Authz => {
             unreachable!("serve_request answers the routes that open something")
         }
     }
+}
+
+/// A request to the built-in authorization server. Out of line, like the other routes that open
+/// nothing.
+#[inline(never)]
+fn authorization(gw: &Gateway, req: &Request, body: Option<Body>, peer: SocketAddr) -> Response {
+    #[cfg(feature = "oauth-server")]
+    if let Some(authz) = &gw.authz {
+        if !authz::Server::methods(&req.path).contains(&req.method.as_str()) {
+            let allow = authz::Server::methods(&req.path).join(", ");
+            return Response::error(405, &format!("{} takes {allow}", req.path)).header("Allow", allow);
+        }
+        let ctx = authz::Context { servers: gw.registry.servers().iter().map(|s| s.name.clone()).collect() };
+        return authz.serve(&ctx, req, body, peer);
+    }
+    let _ = (gw, body, peer);
+    Response::error(404, &format!("no such endpoint: {}", req.path))
 }
 
 /// Waits for the next request and reads its head. While waiting the connection is idle and
@@ -581,6 +605,10 @@ fn route(gw: &Gateway, req: &Request) -> Route {
             _ => {}
         }
     }
+    #[cfg(feature = "oauth-server")]
+    if gw.authz.is_some() && authz::Server::owns(path) {
+        return Route::Authz;
+    }
     if let Some(resource) = path.strip_prefix(PRM_PREFIX).filter(|_| gw.access.oauth()) {
         return resource_metadata_route(&gw.cfg, resource);
     }
@@ -595,11 +623,7 @@ fn route(gw: &Gateway, req: &Request) -> Route {
 fn resource_metadata_route(cfg: &Config, path: &str) -> Route {
     let path = path.trim_end_matches('/');
     let aggregated = [cfg.mcp_path.trim_end_matches('/'), cfg.sse_path.trim_end_matches('/')];
-    let server =
-        path.strip_prefix("/servers/").and_then(|rest| rest.split_once('/')).is_some_and(|(name, tail)| {
-            crate::gateway::edges::registration::valid_server_name(name) && (tail == "mcp" || tail == "sse")
-        });
-    if path.is_empty() || aggregated.contains(&path) || server {
+    if crate::gateway::access::is_resource_path(path, &aggregated) {
         Route::ResourceMetadata(path.to_string())
     } else {
         Route::NotFound(format!("no protected resource at {path}"))
