@@ -55,9 +55,3 @@ mod tests {
         assert!(is_log_level("notice") && !is_log_level("verbose"));
     }
 }
-
-/// Server names become tool-name prefixes and URL path segments: `^[A-Za-z0-9_-]{1,64}$`.
-pub(crate) fn valid_server_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
