@@ -26,8 +26,9 @@ use crate::jose::{self, PublicKey};
 use issuers::Issuers;
 pub(crate) use policy::{Grant, Item, Policy, Principal};
 
-/// Clock skew forgiven on a token's `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 60;
+/// Clock skew forgiven on a token's `exp` and `nbf`: small, as hosts kept by NTP differ by less
+/// than a second, and an expired token should stop working when it says.
+const LEEWAY_SECS: u64 = 5;
 
 /// The well-known prefix of protected resource metadata (RFC 9728 §3).
 pub(crate) const PRM_PREFIX: &str = "/.well-known/oauth-protected-resource";

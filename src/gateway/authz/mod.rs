@@ -95,13 +95,12 @@ impl Server {
 
     /// Whether `path` is one of the server's.
     pub(crate) fn owns(path: &str) -> bool {
-        [METADATA_PATH, AUTHORIZE_PATH, TOKEN_PATH, REGISTER_PATH, JWKS_PATH, REVOKE_PATH]
-            .contains(&path.trim_end_matches('/'))
+        canonical(path).is_some()
     }
 
     /// The methods a path takes.
     pub(crate) fn methods(path: &str) -> &'static [&'static str] {
-        match path.trim_end_matches('/') {
+        match canonical(path).unwrap_or_default() {
             METADATA_PATH | JWKS_PATH => &["GET", "HEAD"],
             AUTHORIZE_PATH => &["GET", "POST"],
             _ => &["POST"],
@@ -118,7 +117,7 @@ impl Server {
     ) -> Response {
         let bytes = body.as_ref().map_or(&[][..], |b| b.bytes());
         let form = || parse_form(bytes);
-        match (req.path.trim_end_matches('/'), req.method.as_str()) {
+        match (canonical(&req.path).unwrap_or_default(), req.method.as_str()) {
             (METADATA_PATH, _) => {
                 Response::json(200, &self.metadata()).header("Cache-Control", "max-age=300")
             }
@@ -201,6 +200,23 @@ impl Revocations for Store {
                 true
             }
         }
+    }
+}
+
+/// The server's path a request path names: its own, or the root paths a 2025-03-26 client uses
+/// when it finds no metadata (`/authorize`, `/token`, `/register`), and which a client that lost
+/// its metadata between runs falls back to.
+fn canonical(path: &str) -> Option<&'static str> {
+    let path = path.trim_end_matches('/');
+    let all = [METADATA_PATH, AUTHORIZE_PATH, TOKEN_PATH, REGISTER_PATH, JWKS_PATH, REVOKE_PATH];
+    if let Some(own) = all.iter().find(|p| **p == path) {
+        return Some(own);
+    }
+    match path {
+        "/authorize" => Some(AUTHORIZE_PATH),
+        "/token" => Some(TOKEN_PATH),
+        "/register" => Some(REGISTER_PATH),
+        _ => None,
     }
 }
 
