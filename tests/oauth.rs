@@ -572,3 +572,58 @@ fn policies_show_each_client_its_own_tools_and_reload_on_sighup() {
     assert!(metrics.contains("mcpport_policy_decisions_total{kind=\"tool\",decision=\"deny\"}"), "{metrics}");
     let _ = messages_of;
 }
+
+/// Serves the document `body` makes of its own URL (`…/client.json`), for `n` requests; the URL.
+fn serve_document(body: impl FnOnce(&str) -> String, n: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/client.json", listener.local_addr().unwrap().port());
+    let doc = body(&url);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(n) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.read(&mut [0u8; 2048]);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{doc}",
+                doc.len()
+            );
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+/// A client that names itself by the URL of its metadata document (Client ID Metadata
+/// Document): the gateway fetches it, shows its name, and sends the code only to a redirect URI
+/// it lists; a document that names another client id is refused.
+#[test]
+fn a_client_id_metadata_document_is_fetched_and_must_name_itself() {
+    let _w = Watchdog::new("oauth_cimd", Duration::from_secs(40));
+    let scratch = Scratch::new("cimd");
+    let port = free_port();
+    let _gw = builtin(&scratch, port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let redirect = "http://127.0.0.1:9/cb";
+    let body = |client_id: &str| {
+        json!({"client_id": client_id, "client_name": "Metadata Client", "redirect_uris": [redirect],
+            "token_endpoint_auth_method": "none"})
+        .to_string()
+    };
+    // A document that names another id: refused with an error page, no redirect.
+    let (_, challenge) = pkce();
+    let liar = Client {
+        port,
+        id: serve_document(|_| body("https://elsewhere.example/c.json"), 1),
+        redirect: redirect.into(),
+    };
+    let page = liar.ask(&format!("{base}/mcp"), &challenge);
+    assert_eq!(page.status, 400, "{page:?}");
+    assert!(page.body.contains("names another client_id") && page.header("Location").is_none(), "{page:?}");
+    // An honest one: its name on the page, a code, a token that works.
+    let client = Client { port, id: serve_document(body, 4), redirect: redirect.into() };
+    let page = client.ask(&format!("{base}/mcp"), &challenge);
+    assert!(page.body.contains("Metadata Client"), "{page:?}");
+    let (access, _) = client.tokens(&format!("{base}/mcp"));
+    mcp(port, "/mcp", &access).initialize(json!({}));
+}
