@@ -321,6 +321,14 @@ fn gateway_args(
         }
     }
     check_oauth(&cfg.oauth)?;
+    let oauth = cfg.oauth.builtin || !cfg.oauth.issuers.is_empty();
+    if oauth && cfg.register_tokens.is_empty() && cfg.auth_tokens.is_empty() {
+        return Err(
+            "with OAuth for clients, edges need tokens of their own (--register-token): an edge is a \
+                    machine, not a user, and without a token anyone could register servers"
+                .into(),
+        );
+    }
     // `--ipv6` means "listen on IPv6 too": the default 0.0.0.0 becomes `::`, which takes IPv4
     // as well (IPv4-mapped) where the system allows it (Linux's default, bindv6only=0).
     if ipv6 && cfg.host == "0.0.0.0" {
@@ -457,6 +465,13 @@ fn check_oauth(o: &gateway::config::OAuthConfig) -> Result<(), String> {
     let oauth = o.builtin || !o.issuers.is_empty();
     if !oauth && (!o.audiences.is_empty() || o.public_url.is_some()) {
         return Err("--public-url and --oauth-audience need --oauth-issuer or --oauth-builtin".into());
+    }
+    if oauth && o.public_url.is_none() {
+        return Err(
+            "OAuth needs --public-url: the URL clients reach the gateway at names the resource every \
+                    token must be for (a Host header, which the client picks, cannot)"
+                .into(),
+        );
     }
     if o.scope.contains(char::is_whitespace) || o.scope.contains(['"', '\\']) {
         return Err(format!("--oauth-scope {:?}: one scope, no spaces or quotes", o.scope));
@@ -722,6 +737,20 @@ mod tests {
         let Command::Gateway(cfg) = parse(&args).unwrap().command else { panic!() };
         assert_eq!(cfg.allow_hosts, ["mcp.example.com", "[::1]:8"]);
         assert_eq!(cfg.max_body_budget, 8 * 1024 * 1024);
+    }
+
+    /// OAuth's audience comes from --public-url, never from a Host the client picks; and edges
+    /// keep tokens of their own.
+    #[test]
+    fn oauth_needs_a_public_url_and_edge_tokens() {
+        let issuer = ["gateway", "--oauth-issuer", "https://id.example"];
+        assert!(error_of(&issuer).contains("--public-url"), "{}", error_of(&issuer));
+        let with_url = [&issuer[..], &["--public-url", "https://gw.example"]].concat();
+        assert!(error_of(&with_url).contains("--register-token"), "{}", error_of(&with_url));
+        let ok = [&with_url[..], &["--register-token", "e"]].concat();
+        assert!(parse(&ok).is_ok());
+        assert!(error_of(&["gateway", "--oauth-issuer", "http://id.example"]).contains("https"));
+        assert!(error_of(&["gateway", "--public-url", "https://gw.example"]).contains("need --oauth-issuer"));
     }
 
     #[test]

@@ -457,10 +457,17 @@ fn the_consent_page_refuses_guesses_forgeries_and_strange_redirects() {
         ]),
     );
     assert_eq!(foreign.status, 403, "{foreign:?}");
-    for _ in 0..5 {
+    // Three wrong passwords use a request up; five from one address lock it out for a while.
+    for attempt in 1..=3 {
         let wrong = client.answer(&page, "not the password", "approve");
         assert_eq!(wrong.status, 401, "{wrong:?}");
-        assert!(wrong.body.contains("not the owner"));
+        let says = if attempt < 3 { "not the owner" } else { "start again from the client" };
+        assert!(wrong.body.contains(says), "attempt {attempt}: {}", wrong.body);
+    }
+    assert_eq!(client.answer(&page, PASSWORD, "approve").status, 400, "the used-up request is gone");
+    let page = client.ask(&format!("{base}/mcp"), &challenge);
+    for _ in 0..2 {
+        assert_eq!(client.answer(&page, "not the password", "approve").status, 401);
     }
     let limited = client.answer(&page, PASSWORD, "approve");
     assert_eq!(limited.status, 429, "even the right password waits now: {limited:?}");
@@ -474,8 +481,10 @@ fn the_consent_page_refuses_guesses_forgeries_and_strange_redirects() {
         "response_type=code&client_id={}&code_challenge={challenge}&code_challenge_method=plain",
         client.id
     );
+    // A client never approved gets its errors on a page: the gateway is no open redirector.
     let resp = http(port, "GET", &format!("/oauth/authorize?{plain}"), &[], b"");
-    assert_eq!(query(&resp.header("Location").unwrap(), "error").as_deref(), Some("invalid_request"));
+    assert_eq!(resp.status, 400, "{resp:?}");
+    assert!(resp.header("Location").is_none() && resp.body.contains("invalid_request"), "{resp:?}");
     let bad_redirect = json!({"redirect_uris": ["javascript:alert(1)"]});
     let resp = gw.http(
         "POST",
@@ -484,6 +493,19 @@ fn the_consent_page_refuses_guesses_forgeries_and_strange_redirects() {
         bad_redirect.to_string().as_bytes(),
     );
     assert_eq!((resp.status, resp.json()["error"].as_str()), (400, Some("invalid_redirect_uri")));
+    // Registrations are open, but not without end: ten per address per ten minutes
+    // (the first client and the refused one above counted).
+    for _ in 0..8 {
+        Client::register(&gw, "another");
+    }
+    let meta = json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"});
+    let more = gw.http(
+        "POST",
+        "/oauth/register",
+        &[("Content-Type", "application/json")],
+        meta.to_string().as_bytes(),
+    );
+    assert_eq!(more.status, 429, "{more:?}");
 }
 
 /// Policies: two static tokens see different tools from the same gateway, neither can call what
@@ -506,7 +528,8 @@ fn policies_show_each_client_its_own_tools_and_reload_on_sighup() {
     let policy = |alice_allows: &str| {
         json!({"default": "deny", "rules": [
             {"match": {"token_sha256": sha("alice")}, "allow": [alice_allows], "deny": ["pi/sleep"]},
-            {"match": {"token_sha256": sha("bob")}, "allow": ["nas/*"]}
+            {"match": {"token_sha256": sha("bob")}, "allow": ["nas/*"]},
+            {"match": {"token_sha256": sha("ops")}, "allow": ["*"]}
         ]})
         .to_string()
     };
@@ -517,6 +540,8 @@ fn policies_show_each_client_its_own_tools_and_reload_on_sighup() {
         "alice",
         "--auth-token",
         "bob",
+        "--auth-token",
+        "ops",
         "--register-token",
         "edge",
         "--policy",
@@ -554,6 +579,13 @@ fn policies_show_each_client_its_own_tools_and_reload_on_sighup() {
     assert!(own.contains(&"echo".into()) && !own.contains(&"sleep".into()), "{own:?}");
     let sleep = alice_pi.call(5, "tools/call", json!({"name": "sleep", "arguments": {"seconds": 0}}));
     assert_eq!(sleep["error"]["message"], "Unknown tool: sleep");
+    let odd = alice_pi.call(7, "tools/call", json!({"name": ["sleep"], "arguments": {}}));
+    assert!(odd["error"]["message"].as_str().unwrap().contains("must be a string"), "{odd}");
+    // Bob's view of the gateway names no server he cannot see, nor where servers connect from.
+    let listed = bob.call(8, "tools/call", json!({"name": "list_servers", "arguments": {}}));
+    let servers = &listed["result"]["structuredContent"]["servers"];
+    assert_eq!(servers.as_array().map(Vec::len), Some(1), "{listed}");
+    assert!(servers[0]["name"] == "nas" && servers[0].get("remote").is_none(), "{listed}");
     // A new policy: alice loses pi, on her next request, without reconnecting.
     std::fs::write(&path, policy("nas/*")).unwrap();
     crate::util::signal(gw.proc.pid(), libc::SIGHUP);
@@ -568,7 +600,11 @@ fn policies_show_each_client_its_own_tools_and_reload_on_sighup() {
     crate::util::signal(gw.proc.pid(), libc::SIGHUP);
     gw.proc.wait_log("the policy in force is kept");
     assert!(tool_names(&alice).contains(&"nas_echo".into()));
-    let metrics = gw.http("GET", "/metrics", &[("Authorization", "Bearer alice")], b"").body;
+    // The operator views show every server: not to a client a policy restricts.
+    for path in ["/metrics", "/servers", "/status.json"] {
+        assert_eq!(gw.http("GET", path, &[("Authorization", "Bearer alice")], b"").status, 403, "{path}");
+    }
+    let metrics = gw.http("GET", "/metrics", &[("Authorization", "Bearer ops")], b"").body;
     assert!(metrics.contains("mcpport_policy_decisions_total{kind=\"tool\",decision=\"deny\"}"), "{metrics}");
     let _ = messages_of;
 }

@@ -188,9 +188,10 @@ def issuers(procs):
 @pytest.fixture(scope="module")
 def external(procs, issuers):
     """A gateway trusting the first issuer, with `pi` registered; its port."""
-    gw = procs("gateway-external", [BIN, "gateway", "--host", "127.0.0.1", "--port", "0", "--oauth-issuer", issuers[0],
-                                    "--register-token", "edge"])
-    port = int(gw.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")[1])
+    port = free_port()
+    gw = procs("gateway-external", [BIN, "gateway", "--host", "127.0.0.1", "--port", str(port), "--oauth-issuer", issuers[0],
+                                    "--public-url", f"http://127.0.0.1:{port}", "--register-token", "edge"])
+    gw.wait_for(r"listening on http://127\.0\.0\.1")
     start_edge(procs, port)
     return port
 

@@ -4,9 +4,10 @@
 //! metadata (RFC 8414 `oauth-authorization-server`, then OpenID `openid-configuration`, each
 //! where the issuer's path puts it) must name the same `issuer`, and its `jwks_uri` gives the
 //! keys. The keys are kept for `KEYS_TTL`; a token naming a key the set lacks triggers one
-//! refetch, at most every `REFETCH_EVERY` per issuer, so a stream of made-up `kid`s costs the
-//! issuer nothing. One thread fetches while the others wait for it (at most `FETCH_TIMEOUT`);
-//! nothing is fetched under a lock. The built-in authorization server's key is local and never
+//! refetch, at most every `REFETCH_EVERY` per issuer (`RETRY_WITHOUT_KEYS` while there is no key
+//! at all), so a stream of made-up `kid`s costs the issuer nothing. One thread fetches while the
+//! others use the keys they have, or wait for it when those cannot check their token; nothing is
+//! fetched under a lock, and a failed fetch leaves the last good keys in use. The built-in authorization server's key is local and never
 //! fetched.
 //!
 //! Bounds: the issuers are the command line's; each holds one key set of at most `MAX_KEYS`
@@ -26,8 +27,10 @@ use crate::thread::lock;
 const KEYS_TTL: Duration = Duration::from_secs(3600);
 /// The least time between two fetches for one issuer (an unknown `kid`, or a failure).
 const REFETCH_EVERY: Duration = Duration::from_secs(30);
-/// One fetch of a metadata document or a key set, whole.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same, while the issuer has given no key at all yet (it may have been starting too).
+const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(3);
+/// One fetch of a metadata document or a key set, whole (a discovery makes at most four).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest metadata document or key set read.
 const MAX_DOCUMENT: usize = 256 * 1024;
 const MAX_KEYS: usize = 64;
@@ -119,8 +122,16 @@ impl Issuer {
         loop {
             let has_kid = kid.is_none_or(|kid| state.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
             let fresh = state.fetched_at.is_some_and(|t| t.elapsed() < KEYS_TTL);
-            let may_try = state.tried_at.is_none_or(|t| t.elapsed() >= REFETCH_EVERY);
-            if self.url.is_none() || (fresh && has_kid) || (!may_try && !state.fetching) {
+            // Without a single key, try again sooner: a token cannot be checked at all.
+            let every = if state.keys.is_empty() { RETRY_WITHOUT_KEYS } else { REFETCH_EVERY };
+            let may_try = state.tried_at.is_none_or(|t| t.elapsed() >= every);
+            let usable = !state.keys.is_empty() && has_kid;
+            // Stale keys that hold the token's key serve while another thread refreshes them.
+            if self.url.is_none()
+                || (fresh && has_kid)
+                || (!may_try && !state.fetching)
+                || (usable && state.fetching)
+            {
                 return if state.keys.is_empty() {
                     Err(state.last_error.clone().unwrap_or_else(|| "no signing keys".into()))
                 } else {
@@ -132,7 +143,7 @@ impl Issuer {
             }
             // Another thread is fetching: wait for it, then look again.
             let (next, timeout) =
-                self.fetched.wait_timeout(state, FETCH_TIMEOUT * 2).unwrap_or_else(|p| p.into_inner());
+                self.fetched.wait_timeout(state, FETCH_TIMEOUT * 4).unwrap_or_else(|p| p.into_inner());
             state = next;
             if timeout.timed_out() {
                 return Err("the issuer's keys are still being fetched".into());
@@ -152,13 +163,12 @@ impl Issuer {
                 state.fetched_at = Some(Instant::now());
                 state.last_error = None;
             }
+            // The last good key set and its URI stay: an issuer down for a while keeps working.
             Err(e) => {
                 log::warn!(
                     "OAuth issuer {}: {e} (tried again in {REFETCH_EVERY:?} at the earliest)",
                     self.id
                 );
-                // The next try starts from the metadata: the key set may have moved.
-                state.jwks_uri = None;
                 state.last_error = Some(e);
             }
         }

@@ -113,18 +113,15 @@ impl Access {
         !self.issuers.is_empty()
     }
 
-    /// The gateway's base URL as clients reach it: `--public-url`, or the request's scheme and
-    /// `Host`.
-    pub(crate) fn base_url(&self, host: Option<&str>, tls: bool) -> String {
-        match (&self.public_url, host) {
-            (Some(url), _) => url.clone(),
-            (None, Some(host)) => format!("{}://{host}", if tls { "https" } else { "http" }),
-            (None, None) => String::new(),
-        }
+    /// The gateway's base URL as clients reach it: `--public-url`, which OAuth requires (never
+    /// the request's `Host`, which the client picks, and with it the audience it would need).
+    fn base(&self) -> &str {
+        self.public_url.as_deref().unwrap_or_default()
     }
 
-    /// The protected resource metadata of the resource at `base` + `path` (RFC 9728 §2).
-    pub(crate) fn resource_metadata(&self, base: &str, path: &str) -> Value {
+    /// The protected resource metadata of the resource at `path` (RFC 9728 §2).
+    pub(crate) fn resource_metadata(&self, path: &str) -> Value {
+        let base = self.base();
         let name = match path.strip_prefix("/servers/") {
             Some(rest) => format!("mcpport: server {}", rest.split('/').next().unwrap_or_default()),
             None => "mcpport gateway".into(),
@@ -141,8 +138,9 @@ impl Access {
         doc
     }
 
-    /// The `WWW-Authenticate` value of a 401 or 403 for the resource at `base` + `path`.
-    pub(crate) fn challenge(&self, base: &str, path: &str, failure: Option<&Failure>) -> String {
+    /// The `WWW-Authenticate` value of a 401 or 403 for the resource at `path`.
+    pub(crate) fn challenge(&self, path: &str, failure: Option<&Failure>) -> String {
+        let base = self.base();
         let mut params = Vec::new();
         match failure {
             Some(Failure::Invalid(why)) => {
@@ -165,9 +163,10 @@ impl Access {
         format!("Bearer {}", params.join(", "))
     }
 
-    /// Checks an access token for the resource at `base` + `path`: the principal it speaks for,
-    /// or why not.
-    pub(crate) fn validate(&self, token: &str, base: &str, path: &str) -> Result<Principal, Failure> {
+    /// Checks an access token for the resource at `path`: the principal it speaks for, or why
+    /// not.
+    pub(crate) fn validate(&self, token: &str, path: &str) -> Result<Principal, Failure> {
+        let base = self.base();
         let invalid = |why: String| Failure::Invalid(why);
         let jwt = jose::decode(token).map_err(|e| invalid(e.to_string()))?;
         let iss = jwt.issuer().ok_or_else(|| invalid("the token names no issuer".into()))?.to_string();
@@ -200,9 +199,8 @@ impl Access {
         if !self.scope.is_empty() && !scopes.contains(&self.scope) {
             return Err(Failure::Scope);
         }
-        let text = |k: &str| {
-            jwt.claims.get(k).and_then(Value::as_str).map(|s| s.chars().take(256).collect::<String>())
-        };
+        // Whole: a policy matches them exactly (the token's size bounds them).
+        let text = |k: &str| jwt.claims.get(k).and_then(Value::as_str).map(str::to_string);
         Ok(Principal {
             token_sha256: None,
             issuer: Some(iss),
@@ -259,6 +257,12 @@ fn read_policy(path: &str) -> Result<Policy, String> {
     Policy::parse(&text).map_err(|e| format!("--policy {path}: {e}"))
 }
 
+/// `scheme://host[:port]` of a URL.
+pub(crate) fn origin_of(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    url[after..].find('/').map_or(url, |i| &url[..after + i])
+}
+
 /// The SHA-256 of `bytes`.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
@@ -301,32 +305,30 @@ mod tests {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let a = access(&key);
-        let base = a.base_url(Some("ignored:1"), false);
-        assert_eq!(base, "https://gw.example");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let token = |aud: &str, scope: &str| {
             let claims = json!({"iss": "https://gw.example", "aud": aud, "exp": now + 60, "sub": "owner",
                 "client_id": "c1", "scope": scope});
             jose::sign_ed25519(&key, "k", &claims)
         };
-        let who = a.validate(&token("https://gw.example/mcp", "mcp"), &base, "/mcp").unwrap();
+        let who = a.validate(&token("https://gw.example/mcp", "mcp"), "/mcp").unwrap();
         assert_eq!((who.client_id.as_deref(), who.subject.as_deref()), (Some("c1"), Some("owner")));
-        assert!(a.validate(&token("https://gw.example", "mcp"), &base, "/servers/pi/mcp").is_ok());
-        let other = a.validate(&token("https://gw.example/servers/pi/mcp", "mcp"), &base, "/mcp");
+        assert!(a.validate(&token("https://gw.example", "mcp"), "/servers/pi/mcp").is_ok());
+        let other = a.validate(&token("https://gw.example/servers/pi/mcp", "mcp"), "/mcp");
         assert_eq!(other, Err(Failure::Invalid("the token is not for this resource".into())));
-        assert_eq!(a.validate(&token("https://gw.example/mcp", "other"), &base, "/mcp"), Err(Failure::Scope));
-        assert!(matches!(a.validate("opaque-token", &base, "/mcp"), Err(Failure::Invalid(_))));
+        assert_eq!(a.validate(&token("https://gw.example/mcp", "other"), "/mcp"), Err(Failure::Scope));
+        assert!(matches!(a.validate("opaque-token", "/mcp"), Err(Failure::Invalid(_))));
         let claims = json!({"iss": "https://gw.example", "aud": "https://gw.example/mcp", "exp": now + 60,
             "client_id": "revoked", "scope": "mcp"});
-        let revoked = a.validate(&jose::sign_ed25519(&key, "k", &claims), &base, "/mcp");
+        let revoked = a.validate(&jose::sign_ed25519(&key, "k", &claims), "/mcp");
         assert_eq!(revoked, Err(Failure::Invalid("the token was revoked".into())));
-        let challenge = a.challenge(&base, "/mcp", Some(&Failure::Scope));
+        let challenge = a.challenge("/mcp", Some(&Failure::Scope));
         assert_eq!(
             challenge,
             "Bearer error=\"insufficient_scope\", error_description=\"the token does not grant the scope mcp\", \
              resource_metadata=\"https://gw.example/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
         );
-        let prm = a.resource_metadata(&base, "/servers/pi/sse");
+        let prm = a.resource_metadata("/servers/pi/sse");
         assert_eq!(prm["resource"], "https://gw.example/servers/pi/sse");
         assert_eq!(prm["authorization_servers"], json!(["https://gw.example"]));
     }

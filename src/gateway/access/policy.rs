@@ -41,13 +41,18 @@ pub(crate) struct Principal {
 
 impl Principal {
     /// What an OAuth principal's sessions and parked calls are bound to: the SHA-256 of its
-    /// issuer, subject and client, each length-prefixed so no two triples hash alike.
+    /// issuer, subject, client and scopes (sorted), each length-prefixed so no two differ and
+    /// hash alike. A session is evaluated against the principal that opened it, so a token
+    /// granting other scopes (which a policy may treat differently) must not find it.
     pub(crate) fn key(&self) -> [u8; 32] {
+        let mut scopes = self.scopes.clone();
+        scopes.sort();
+        let fields = [self.issuer.as_deref(), self.subject.as_deref(), self.client_id.as_deref()];
         let mut bytes = Vec::new();
-        for part in [&self.issuer, &self.subject, &self.client_id] {
-            let part = part.as_deref().unwrap_or_default().as_bytes();
+        for part in fields.into_iter().map(Option::unwrap_or_default).chain(scopes.iter().map(String::as_str))
+        {
             bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(part);
+            bytes.extend_from_slice(part.as_bytes());
         }
         super::sha256(&bytes)
     }
@@ -237,7 +242,13 @@ impl Grant {
     pub(crate) fn is_everything(&self) -> bool {
         match &self.rule {
             None => self.default_allow,
-            Some(r) => r.deny.is_empty() && r.allow.is_none() && self.default_allow,
+            Some(r) => {
+                let allows_all = match &r.allow {
+                    None => self.default_allow,
+                    Some(allow) => allow.iter().any(|g| g.0.chars().all(|c| c == '*')),
+                };
+                r.deny.is_empty() && allows_all
+            }
         }
     }
 
@@ -282,12 +293,14 @@ impl Glob {
         let (mut pi, mut ti) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
+            // A `*` of the glob is a wildcard first, whatever the name holds there: a name
+            // with a `*` of its own must not match it as a letter and lose the backtrack.
+            if pi < p.len() && p[pi] == '*' {
                 star = Some((pi, ti));
                 pi += 1;
+            } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
             } else if let Some((sp, st)) = star {
                 pi = sp + 1;
                 ti = st + 1;
@@ -359,6 +372,47 @@ mod tests {
         }
     }
 
+    /// The obvious recursive matcher, the reference for the fast one.
+    fn reference(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, _) => t.is_empty(),
+            (Some('*'), _) => reference(&p[1..], t) || (!t.is_empty() && reference(p, &t[1..])),
+            (Some(_), None) => false,
+            (Some(&c), Some(&d)) => (c == '?' || c == d) && reference(&p[1..], &t[1..]),
+        }
+    }
+
+    /// Generated globs and names over a small alphabet with `*`, `?` and `/` in both: the fast
+    /// matcher and the prefix checks agree with the reference on every pair.
+    #[test]
+    fn globs_agree_with_the_reference_on_generated_pairs() {
+        let alphabet = ['a', 'b', '*', '?', '/'];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let glob: String = (0..next(7)).map(|_| alphabet[next(5)]).collect();
+            let name: String = (0..next(8)).map(|_| alphabet[next(5)]).collect();
+            let (p, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
+            assert_eq!(Glob(glob.clone()).matches(&name), reference(&p, &t), "{glob:?} on {name:?}");
+            // may_match_after(prefix): some name starting with the prefix matches;
+            // covers_all_after(prefix): every name starting with it matches (checked on samples).
+            let prefix: String = name.chars().take(3).collect();
+            let g = Glob(glob.clone());
+            if reference(&p, &t) && name.starts_with(&prefix) {
+                assert!(g.may_match_after(&prefix), "{glob:?} after {prefix:?}");
+            }
+            if g.covers_all_after(&prefix) {
+                assert!(reference(&p, &t), "{glob:?} covers {prefix:?} but not {name:?}");
+            }
+        }
+        assert!(Glob("*".into()).matches("**") && Glob("pi/*".into()).matches("pi/*x"));
+    }
+
     #[test]
     fn globs_match_names_with_slashes() {
         let g = |s: &str| Glob(s.into());
@@ -412,6 +466,17 @@ mod tests {
         let g = policy.grant(&token);
         assert!(g.allows("pi", "x") && !g.allows("nas", "x") && !g.sees_server("nas") && g.sees_server("pi"));
         assert!(policy.grant(&Principal::default()).is_everything());
+    }
+
+    /// A session is bound to its principal's scopes too: a token with other scopes, which a
+    /// policy may treat otherwise, does not find it.
+    #[test]
+    fn principals_with_other_scopes_have_other_keys() {
+        let mcp = who("c1", &["mcp", "admin"]);
+        let reordered = who("c1", &["admin", "mcp"]);
+        assert_eq!(mcp.key(), reordered.key());
+        assert_ne!(mcp.key(), who("c1", &["mcp"]).key());
+        assert_ne!(who("c1", &[]).key(), who("c", &["1"]).key(), "fields are length-prefixed");
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //! (`cursor://…`); never `javascript:`, `data:` or the like.
 //!
 //! A metadata document is fetched with `FETCH_TIMEOUT` and `MAX_DOCUMENT` bytes, only from a
-//! public address unless the URL names a loopback one, without following redirects, and kept
-//! for `DOCUMENT_TTL` (at most `MAX_DOCUMENTS` of them).
+//! public address (a loopback one only when the gateway's own public URL is loopback: a local
+//! setup), without following redirects, and kept for `DOCUMENT_TTL` (a failure `FAILURE_TTL`;
+//! at most `MAX_DOCUMENTS` of them).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -27,20 +28,42 @@ use crate::thread::lock;
 
 const MAX_REDIRECTS: usize = 10;
 const MAX_URI: usize = 2000;
+/// All redirect URIs of one client together.
+const MAX_REDIRECT_BYTES: usize = 4096;
+pub(crate) const REGISTRATION_WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const REGISTRATIONS_PER_ADDRESS: usize = 10;
+pub(crate) const REGISTRATIONS: usize = 60;
 const MAX_NAME: usize = 200;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_DOCUMENT: usize = 64 * 1024;
 const DOCUMENT_TTL: Duration = Duration::from_secs(300);
 const MAX_DOCUMENTS: usize = 64;
 
-/// Client metadata documents fetched lately.
+/// Client metadata documents fetched lately, and those that could not be had (kept for
+/// `FAILURE_TTL`, so a client id that fails is not fetched again at every request).
 #[derive(Default)]
 pub(crate) struct Documents {
-    cache: Mutex<HashMap<String, (Instant, Client)>>,
+    cache: Mutex<HashMap<String, Fetched>>,
+    tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
-/// Handles `POST /oauth/register`.
-pub(crate) fn register(server: &Server, body: &[u8]) -> Response {
+const FAILURE_TTL: Duration = Duration::from_secs(30);
+
+/// A document as fetched (or why not), and when.
+type Fetched = (Instant, Result<Client, String>);
+
+/// Handles `POST /oauth/register`, within `REGISTRATIONS_PER_ADDRESS` per address and
+/// `REGISTRATIONS` in all per `REGISTRATION_WINDOW`.
+pub(crate) fn register(server: &Server, body: &[u8], peer: std::net::IpAddr) -> Response {
+    if server.registrations.exhausted(peer) {
+        log::warn!("OAuth: {peer}: too many registrations; refusing for now");
+        return oauth_error(
+            429,
+            "temporarily_unavailable",
+            "too many registrations: try again in a few minutes",
+        );
+    }
+    server.registrations.count(peer);
     let Ok(Value::Object(meta)) = serde_json::from_slice::<Value>(body) else {
         return oauth_error(400, "invalid_client_metadata", "the body must be a JSON object");
     };
@@ -126,6 +149,9 @@ fn client_from_metadata(meta: &Value) -> Result<Client, Refused> {
 fn redirect_uris(meta: &Value) -> Result<Vec<String>, String> {
     let uris = meta["redirect_uris"].as_array().filter(|a| !a.is_empty() && a.len() <= MAX_REDIRECTS);
     let uris = uris.ok_or_else(|| format!("redirect_uris must list 1 to {MAX_REDIRECTS} URIs"))?;
+    if uris.iter().filter_map(Value::as_str).map(str::len).sum::<usize>() > MAX_REDIRECT_BYTES {
+        return Err(format!("redirect_uris: {MAX_REDIRECT_BYTES} bytes in all at most"));
+    }
     uris.iter()
         .map(|u| {
             let u = u.as_str().ok_or("every redirect URI must be a string")?;
@@ -183,7 +209,10 @@ impl Server {
     /// The client `id` names: a registered one, or the one its metadata document describes.
     pub(crate) fn client(&self, id: &str) -> Result<Client, String> {
         if store::is_url(id) {
-            return self.clients.document(id);
+            // A client id on this machine is fetched only by a gateway that is itself local
+            // (tests, a desktop): otherwise it would be a way to probe the gateway's host.
+            let local = crate::http::client::Url::parse(&self.issuer).is_ok_and(|u| u.is_loopback());
+            return self.clients.document(id, local);
         }
         let state = self.store.read()?;
         state
@@ -194,37 +223,43 @@ impl Server {
 }
 
 impl Documents {
-    /// The client a metadata document at `id` describes, fetched or cached.
-    fn document(&self, id: &str) -> Result<Client, String> {
-        if let Some((at, client)) = lock(&self.cache).get(id) {
-            if at.elapsed() < DOCUMENT_TTL {
-                return Ok(client.clone());
-            }
+    /// The client a metadata document at `id` describes, fetched or cached; `local`: whether
+    /// a document on this machine may be fetched.
+    fn document(&self, id: &str, local: bool) -> Result<Client, String> {
+        let kept =
+            |(at, found): &Fetched| at.elapsed() < if found.is_ok() { DOCUMENT_TTL } else { FAILURE_TTL };
+        if let Some(entry) = lock(&self.cache).get(id).filter(|e| kept(e)) {
+            return entry.1.clone();
         }
-        let client = fetch_document(id)?;
+        let tls = self.tls.get_or_init(|| {
+            crate::tls::client_config(&crate::tls::ClientOptions::default()).expect("the web roots load")
+        });
+        let client = fetch_document(id, local, tls);
         let mut cache = lock(&self.cache);
-        cache.retain(|_, (at, _)| at.elapsed() < DOCUMENT_TTL);
+        cache.retain(|_, e| kept(e));
         if cache.len() >= MAX_DOCUMENTS {
             if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) {
                 cache.remove(&oldest);
             }
         }
         cache.insert(id.to_string(), (Instant::now(), client.clone()));
-        Ok(client)
+        client
     }
 }
 
 /// Fetches and checks a client metadata document: https (http on loopback only), a path, and a
 /// document naming itself by the same URL.
-fn fetch_document(id: &str) -> Result<Client, String> {
+fn fetch_document(id: &str, local: bool, tls: &Arc<rustls::ClientConfig>) -> Result<Client, String> {
     let url = Url::parse(id)?;
+    if url.is_loopback() && !local {
+        return Err("a client id URL may not name the gateway's own machine".into());
+    }
     if !url.secure && !url.is_loopback() {
         return Err("a client id URL must be https".into());
     }
     if url.path == "/" {
         return Err("a client id URL needs a path".into());
     }
-    let tls = crate::tls::client_config(&crate::tls::ClientOptions::default())?;
     let headers = [("Accept", "application/json")];
     let fetch = Fetch {
         method: "GET",
@@ -233,7 +268,7 @@ fn fetch_document(id: &str) -> Result<Client, String> {
         body: b"",
         timeout: FETCH_TIMEOUT,
         max_body: MAX_DOCUMENT,
-        tls: &tls,
+        tls,
         public_only: !url.is_loopback(),
     };
     let reply =
@@ -263,6 +298,17 @@ fn fetch_document(id: &str) -> Result<Client, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gateway on a public URL never fetches a client id on its own machine (or a private
+    /// network): it would be a way to probe what listens there.
+    #[test]
+    fn metadata_documents_come_only_from_public_addresses() {
+        let tls = crate::tls::client_config(&crate::tls::ClientOptions::default()).unwrap();
+        let e = fetch_document("http://127.0.0.1:1/client.json", false, &tls).unwrap_err();
+        assert!(e.contains("own machine"), "{e}");
+        let e = fetch_document("http://10.0.0.1/client.json", false, &tls).unwrap_err();
+        assert!(e.contains("https"), "{e}");
+    }
 
     #[test]
     fn redirect_uris_are_checked() {

@@ -7,36 +7,40 @@
 //! - Each page carries a request id and a CSRF token, both random, kept server-side with the
 //!   request for `PENDING_TTL` (at most `MAX_PENDING`); a POST without the pair, or with an
 //!   `Origin` other than the gateway's, is refused.
-//! - Wrong passwords are limited per client address (`MAX_FAILURES` per `FAILURE_WINDOW`, an
-//!   IPv6 address by its /64) and for everyone together (`MAX_FAILURES_ALL`), then 429.
+//! - Wrong passwords are limited per request (`MAX_TRIES`, then it must be started again), per
+//!   client address (`MAX_FAILURES` per `FAILURE_WINDOW`, an IPv6 address by its /64) and for
+//!   everyone together (`MAX_FAILURES_ALL`), then 429. Behind a reverse proxy every client has
+//!   the proxy's address: docs/oauth.md says what to do about it.
 //! - The page cannot be framed and is never cached; the password is kept only as its SHA-256
 //!   and compared in constant time.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::limits::Attempts;
 use super::store::{self, MAX_CLIENTS};
 use super::{clients::random_token, param, Context, Server};
 use crate::codec::percent_encode;
-use crate::gateway::access::sha256;
-use crate::gateway::credential::client_address;
+use crate::gateway::access::{origin_of, sha256};
 use crate::http::{Request, Response};
 use crate::thread::lock;
 
 const PENDING_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 256;
+const MAX_PENDING_PER_ADDRESS: usize = 16;
 const FAILURE_WINDOW: Duration = Duration::from_secs(900);
 const MAX_FAILURES: usize = 5;
 const MAX_FAILURES_ALL: usize = 100;
-const MAX_ADDRESSES: usize = 1024;
+/// Wrong passwords one request may take before it must be started again.
+const MAX_TRIES: usize = 3;
 
 /// The consent page's state: the owner's password, the requests shown, the failed attempts.
 pub(crate) struct Consent {
     password_sha256: [u8; 32],
     pending: Mutex<HashMap<String, Pending>>,
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    failures: Attempts,
 }
 
 /// An authorization request shown to the owner, waiting for the answer.
@@ -51,6 +55,10 @@ pub(crate) struct Pending {
     pub resource: String,
     csrf: String,
     shown: Instant,
+    /// Wrong passwords given for it so far.
+    wrong: usize,
+    /// Who asked for the page (by /64 for IPv6): one address cannot push out everyone's.
+    asker: std::net::IpAddr,
 }
 
 /// Reads the owner's password: the file's first line, at least 8 characters.
@@ -67,7 +75,8 @@ pub(crate) fn read_password(path: &str) -> Result<[u8; 32], String> {
 
 impl Consent {
     pub(crate) fn new(password_sha256: [u8; 32]) -> Consent {
-        Consent { password_sha256, pending: Mutex::default(), failures: Mutex::default() }
+        let failures = Attempts::new(FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_ALL);
+        Consent { password_sha256, pending: Mutex::default(), failures }
     }
 
     /// Keeps a request for its answer; its id.
@@ -75,8 +84,15 @@ impl Consent {
         let id = random_token(16);
         let mut all = lock(&self.pending);
         all.retain(|_, p| p.shown.elapsed() < PENDING_TTL);
-        if all.len() >= MAX_PENDING {
-            if let Some(oldest) = all.iter().min_by_key(|(_, p)| p.shown).map(|(k, _)| k.clone()) {
+        // Full for this address (or for everyone): its oldest (or the oldest) goes.
+        let mine = all.values().filter(|p| p.asker == pending.asker).count() >= MAX_PENDING_PER_ADDRESS;
+        if mine || all.len() >= MAX_PENDING {
+            let oldest = all
+                .iter()
+                .filter(|(_, p)| !mine || p.asker == pending.asker)
+                .min_by_key(|(_, p)| p.shown)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
                 all.remove(&oldest);
             }
         }
@@ -95,27 +111,18 @@ impl Consent {
         lock(&self.pending).remove(id);
     }
 
-    /// Whether `peer` (or everyone) has used up its wrong passwords for now.
-    fn limited(&self, peer: IpAddr) -> bool {
-        let mut failures = lock(&self.failures);
-        failures.retain(|_, times| {
-            times.retain(|t| t.elapsed() < FAILURE_WINDOW);
-            !times.is_empty()
+    /// Counts a wrong password for request `id`; whether the request is used up (then it is
+    /// forgotten: a guesser must start a new request for every `MAX_TRIES` guesses).
+    fn wrong_password(&self, id: &str) -> bool {
+        let mut all = lock(&self.pending);
+        let used_up = all.get_mut(id).is_none_or(|p| {
+            p.wrong += 1;
+            p.wrong >= MAX_TRIES
         });
-        let all: usize = failures.values().map(Vec::len).sum();
-        all >= MAX_FAILURES_ALL
-            || failures.get(&client_address(peer)).is_some_and(|t| t.len() >= MAX_FAILURES)
-    }
-
-    fn failed(&self, peer: IpAddr) {
-        let mut failures = lock(&self.failures);
-        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&client_address(peer)) {
-            let oldest = failures.iter().min_by_key(|(_, t)| t.last().copied()).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                failures.remove(&oldest);
-            }
+        if used_up {
+            all.remove(id);
         }
-        failures.entry(client_address(peer)).or_default().push(Instant::now());
+        used_up
     }
 
     fn password_is(&self, password: &str) -> bool {
@@ -124,7 +131,7 @@ impl Consent {
 }
 
 /// Handles `GET /oauth/authorize`: checks the request, and shows the consent page.
-pub(crate) fn ask(server: &Server, ctx: &Context, query: &[(String, String)]) -> Response {
+pub(crate) fn ask(server: &Server, ctx: &Context, query: &[(String, String)], peer: SocketAddr) -> Response {
     let Some(client_id) = param(query, "client_id") else {
         return error_page(400, "The request names no client (client_id).");
     };
@@ -138,8 +145,14 @@ pub(crate) fn ask(server: &Server, ctx: &Context, query: &[(String, String)]) ->
         _ => return error_page(400, "The redirect URI is not one this client registered."),
     };
     let state = param(query, "state").map(str::to_string);
-    let back = |error: &str, why: &str| {
-        redirect(server, &redirect_uri, &[("error", error), ("error_description", why)], state.as_deref())
+    // A client the owner never approved gets its errors on a page, not in a redirect: anyone
+    // may register one, and the gateway must not become a redirector to any site it names.
+    let trusted = client.approved.is_some();
+    let back = |error: &str, why: &str| match trusted {
+        true => {
+            redirect(server, &redirect_uri, &[("error", error), ("error_description", why)], state.as_deref())
+        }
+        false => error_page(400, &format!("{error}: {why}.")),
     };
     if param(query, "response_type") != Some("code") {
         return back("unsupported_response_type", "only the authorization code flow (response_type=code)");
@@ -166,6 +179,8 @@ pub(crate) fn ask(server: &Server, ctx: &Context, query: &[(String, String)]) ->
         resource,
         csrf: random_token(16),
         shown: Instant::now(),
+        wrong: 0,
+        asker: crate::gateway::credential::client_address(peer.ip()),
     };
     let id = server.consent.keep(pending.clone());
     consent_page(server, ctx, &id, &pending, None)
@@ -196,13 +211,19 @@ pub(crate) fn answer(
         let why = [("error", "access_denied"), ("error_description", "the owner said no")];
         return redirect(server, &pending.redirect_uri, &why, pending.state.as_deref());
     }
-    if server.consent.limited(peer.ip()) {
+    if server.consent.failures.exhausted(peer.ip()) {
         log::warn!("OAuth: {peer}: too many wrong owner passwords; refusing for now");
         return error_page(429, "Too many wrong passwords. Wait a quarter of an hour and try again.");
     }
     if !server.consent.password_is(param(form, "password").unwrap_or_default()) {
-        server.consent.failed(peer.ip());
+        server.consent.failures.count(peer.ip());
         log::warn!("OAuth: {peer}: a wrong owner password on the consent page");
+        if server.consent.wrong_password(id) {
+            return error_page(
+                401,
+                "Too many wrong passwords for this request: start again from the client.",
+            );
+        }
         let mut page = consent_page(server, ctx, id, &pending, Some("That password is not the owner's."));
         page.status = 401;
         return page;
@@ -250,12 +271,6 @@ fn approve(server: &Server, client_id: &str) -> Result<(), String> {
             Err("The approval could not be stored.".into())
         }
     }
-}
-
-/// `scheme://host[:port]` of a URL.
-fn origin_of(url: &str) -> &str {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    url[after..].find('/').map_or(url, |i| &url[..after + i])
 }
 
 /// A 303 to the client's redirect URI with `params`, its `state`, and `iss` (RFC 9207).
@@ -368,21 +383,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wrong_passwords_are_limited_per_address_and_in_all() {
+    fn the_password_is_compared_whole() {
         let consent = Consent::new(sha256(b"correct horse"));
         assert!(consent.password_is("correct horse") && !consent.password_is("correct hors"));
-        let a: IpAddr = "2001:db8::1".parse().unwrap();
-        let same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
-        for _ in 0..MAX_FAILURES {
-            assert!(!consent.limited(a));
-            consent.failed(a);
-        }
-        assert!(consent.limited(same_64), "one /64 is one client");
-        assert!(!consent.limited("192.0.2.1".parse().unwrap()));
-        for i in 0..MAX_FAILURES_ALL {
-            consent.failed(IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]));
-        }
-        assert!(consent.limited("192.0.2.1".parse().unwrap()), "everyone together is limited too");
     }
 
     #[test]

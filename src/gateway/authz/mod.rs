@@ -16,6 +16,7 @@
 
 pub(crate) mod clients;
 pub(crate) mod consent;
+pub(crate) mod limits;
 pub(crate) mod store;
 pub(crate) mod tokens;
 
@@ -54,6 +55,8 @@ pub(crate) struct Server {
     mcp_path: String,
     sse_path: String,
     consent: consent::Consent,
+    /// Registrations lately, per address and in all.
+    registrations: limits::Attempts,
     tokens: tokens::Codes,
     clients: clients::Documents,
 }
@@ -78,6 +81,11 @@ impl Server {
             mcp_path: cfg.mcp_path.trim_end_matches('/').to_string(),
             sse_path: cfg.sse_path.trim_end_matches('/').to_string(),
             consent: consent::Consent::new(password),
+            registrations: limits::Attempts::new(
+                clients::REGISTRATION_WINDOW,
+                clients::REGISTRATIONS_PER_ADDRESS,
+                clients::REGISTRATIONS,
+            ),
             tokens: tokens::Codes::default(),
             clients: clients::Documents::default(),
         })
@@ -125,8 +133,8 @@ impl Server {
                 Response::json(200, &json!({"keys": [jose::ed25519_jwk(&self.key, &self.kid)]}))
                     .header("Cache-Control", "max-age=300")
             }
-            (REGISTER_PATH, _) => clients::register(self, bytes),
-            (AUTHORIZE_PATH, "GET") => consent::ask(self, ctx, &query_form(req)),
+            (REGISTER_PATH, _) => clients::register(self, bytes, peer.ip()),
+            (AUTHORIZE_PATH, "GET") => consent::ask(self, ctx, &query_form(req), peer),
             (AUTHORIZE_PATH, _) => match form() {
                 Ok(form) => consent::answer(self, ctx, req, &form, peer),
                 Err(why) => consent::error_page(400, &why),

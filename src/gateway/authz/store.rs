@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::rand::SystemRandom;
@@ -224,7 +224,11 @@ impl State {
 /// The state directory, and the state as last read from it.
 pub(crate) struct Store {
     dir: PathBuf,
-    cached: Mutex<(Option<Stamp>, State)>,
+    /// The state as last read or written, shared: a token check takes a pointer, not a copy.
+    cached: Mutex<(Option<Stamp>, Arc<State>)>,
+    /// Held by this process's writer, across the read-modify-write (the `flock` keeps other
+    /// processes out); readers never wait for a write to reach the disk.
+    writer: Mutex<()>,
 }
 
 /// What tells a changed file: its inode, size and modification time.
@@ -242,7 +246,7 @@ impl Store {
         if !path.is_dir() {
             return Err(format!("--state-dir {dir}: not a directory"));
         }
-        let store = Store { dir: path, cached: Mutex::new((None, State::default())) };
+        let store = Store { dir: path, cached: Mutex::default(), writer: Mutex::new(()) };
         store.read()?;
         Ok(store)
     }
@@ -270,20 +274,23 @@ impl Store {
     }
 
     /// The state, re-read if the file changed since it was last read.
-    pub(crate) fn read(&self) -> Result<State, String> {
-        let mut cached = lock(&self.cached);
+    pub(crate) fn read(&self) -> Result<Arc<State>, String> {
         let stamp = stamp(&self.state_path());
-        if stamp.is_some() && stamp == cached.0 {
-            return Ok(cached.1.clone());
+        {
+            let cached = lock(&self.cached);
+            if stamp.is_some() && stamp == cached.0 {
+                return Ok(cached.1.clone());
+            }
         }
-        let state = read_state(&self.state_path())?;
-        *cached = (stamp, state.clone());
+        // Changed on disk (by the command line, or a first read): read it outside the lock.
+        let state = Arc::new(read_state(&self.state_path())?);
+        *lock(&self.cached) = (stamp, state.clone());
         Ok(state)
     }
 
     /// Applies `change` to the state on disk, under the lock, and writes it back atomically.
     pub(crate) fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R, String> {
-        let mut cached = lock(&self.cached);
+        let _writer = lock(&self.writer);
         let _guard = self.flock()?;
         let path = self.state_path();
         let mut state = read_state(&path)?;
@@ -292,7 +299,7 @@ impl Store {
             &path,
             serde_json::to_string_pretty(&state.to_json()).unwrap_or_default().as_bytes(),
         )?;
-        *cached = (stamp(&path), state);
+        *lock(&self.cached) = (stamp(&path), Arc::new(state));
         Ok(result)
     }
 

@@ -46,14 +46,13 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 /// The credential of a request for `role`, or why it is refused (401 or 403). `resource` is the
-/// gateway's base URL and the path of the protected resource the request is for: an OAuth
-/// token must be for it.
+/// path of the protected resource the request is for: an OAuth token must be for it.
 pub(crate) fn check(
     cfg: &Config,
     access: &Access,
     req: &Request,
     role: Role,
-    resource: (&str, &str),
+    resource: &str,
 ) -> Result<Pass, Denied> {
     let open = || Pass { credential: Credential::Open, principal: access.anonymous.clone() };
     let tokens = match role {
@@ -78,8 +77,7 @@ pub(crate) fn check(
     if !oauth {
         return Err(Denied::Token { sent: true });
     }
-    let (base, path) = resource;
-    let principal = access.validate(token, base, path).map_err(|f| Denied::OAuth(Some(f)))?;
+    let principal = access.validate(token, resource).map_err(|f| Denied::OAuth(Some(f)))?;
     Ok(Pass { credential: Credential::Subject(principal.key()), principal: Arc::new(principal) })
 }
 
@@ -107,6 +105,16 @@ pub(crate) fn origin_allowed(cfg: &Config, req: &Request, local: Option<SocketAd
     let Some(origin) = req.header("origin") else { return true };
     let origin = origin.trim_end_matches('/');
     if cfg.allow_origins.iter().any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    // Behind a reverse proxy that rewrites `Host`, the gateway's own pages (the consent page)
+    // post from the public URL's origin.
+    if cfg
+        .oauth
+        .public_url
+        .as_deref()
+        .is_some_and(|url| crate::gateway::access::origin_of(url).eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     if same_origin(origin, req)
@@ -302,11 +310,30 @@ mod tests {
         Request::with("GET", "/sse", &headers)
     }
 
+    /// Behind a proxy that rewrites `Host`, the gateway's own pages post from the public URL.
+    #[test]
+    fn the_public_urls_origin_is_the_gateways_own() {
+        let mut cfg = Config { auth_tokens: vec!["t".into()], ..Config::default() };
+        cfg.oauth.public_url = Some("https://mcp.example.net".into());
+        let req = Request::with(
+            "POST",
+            "/oauth/authorize",
+            &[("Host", "10.0.0.5:8765"), ("Origin", "https://mcp.example.net")],
+        );
+        assert!(origin_allowed(&cfg, &req, None));
+        let other = Request::with(
+            "POST",
+            "/oauth/authorize",
+            &[("Host", "10.0.0.5:8765"), ("Origin", "https://evil.example")],
+        );
+        assert!(!origin_allowed(&cfg, &other, None));
+    }
+
     #[test]
     fn edge_tokens_and_client_tokens_are_kept_apart() {
         let credential = |cfg: &Config, auth: Option<&str>, role| {
             let access = Access::new(cfg, None).unwrap();
-            check(cfg, &access, &request(auth), role, ("", "/mcp")).map(|pass| pass.credential)
+            check(cfg, &access, &request(auth), role, "/mcp").map(|pass| pass.credential)
         };
         let mut cfg = Config { auth_tokens: vec!["client".into(), "c2".into()], ..Config::default() };
         assert_eq!(credential(&cfg, Some("Bearer c2"), Role::Client), Ok(Credential::Token(1)));

@@ -101,7 +101,8 @@ pub(crate) fn listen(
     };
     let opening = Opening::Listen { capabilities: params["_meta"][META_CAPABILITIES].clone() };
     let opened = Exchange::open(gw, &asker, opening).and_then(|exchange| {
-        let described = mcp::description(gw, &asker.scope, "subscriptions/listen")?;
+        let described =
+            mcp::description(gw, &asker.scope, "subscriptions/listen", &gw.access.grant(&asker.principal))?;
         let stream = exchange.attach(gw)?;
         Ok((exchange, described["capabilities"].clone(), stream))
     });

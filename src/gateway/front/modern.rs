@@ -113,7 +113,7 @@ pub(crate) fn post(
         Err(e) => return respond(e.to_http_for(&id)),
     };
     if method == "server/discover" {
-        return match decorate(gw, &asker.scope, &method, discover(gw, &asker.scope)) {
+        return match decorate(gw, &asker.scope, &method, discover(gw, &asker)) {
             Ok(result) => respond(Response::json(200, &jsonrpc::result_response(&id, result))),
             Err(e) => respond(e.to_http_for(&id)),
         };
@@ -234,8 +234,8 @@ fn check_param_headers(
 }
 
 /// `server/discover`: the versions the gateway speaks, and what this view offers.
-fn discover(gw: &Gateway, scope: &Scope) -> Result<Value, Error> {
-    let offered = mcp::description(gw, scope, "server/discover")?;
+fn discover(gw: &Gateway, asker: &Asker<'_>) -> Result<Value, Error> {
+    let offered = mcp::description(gw, &asker.scope, "server/discover", &gw.access.grant(&asker.principal))?;
     let mut result = json!({
         "supportedVersions": ALL_VERSIONS,
         "capabilities": offered["capabilities"].clone(),
@@ -285,7 +285,8 @@ fn server_info(gw: &Gateway, scope: &Scope) -> Value {
 /// when edges come and go (a short TTL); what a resource holds is the edge's, read fresh. With
 /// client tokens, only authorized clients see any of it: private.
 fn caching(gw: &Gateway, method: &str) -> Option<(u64, &'static str)> {
-    let scope = if gw.cfg.auth_tokens.is_empty() { "public" } else { "private" };
+    // With credentials (tokens, OAuth), what one client sees is its own (a policy may filter it).
+    let scope = if gw.cfg.clients_need_token() { "private" } else { "public" };
     match method {
         "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "server/discover" => {
             Some((LIST_TTL_MS, scope))

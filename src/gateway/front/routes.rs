@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tungstenite::protocol::{WebSocket, WebSocketConfig};
 
-use crate::gateway::access::{Failure, PRM_PREFIX};
+use crate::gateway::access::{Failure, Principal, PRM_PREFIX};
 use crate::gateway::admission::Ticket;
 #[cfg(feature = "oauth-server")]
 use crate::gateway::authz;
@@ -247,7 +247,7 @@ fn serve_request(
             legacy::post_message(gw, &req, body, &Asker { scope, owner, principal, peer, cors: &cors })
         }
         Route::Authz => authorization(gw, &req, body, peer),
-        other => plain_response(gw, &req, other),
+        other => plain_response(gw, &req, other, &principal),
     };
     let head_only = req.method == "HEAD";
     let resp = resp.with_headers(&cors);
@@ -261,7 +261,18 @@ fn serve_request(
 /// page and report, and the 404s. Out of line: their responses are built in this frame, not in
 /// the one every message to a session passes through.
 #[inline(never)]
-fn plain_response(gw: &Gateway, req: &Request, route: Route) -> Response {
+fn plain_response(gw: &Gateway, req: &Request, route: Route, principal: &Principal) -> Response {
+    // What operators read shows every server: not to a client a policy keeps from some.
+    let operator = matches!(route, Route::Metrics | Route::Servers | Route::Status);
+    if operator && !gw.access.grant(principal).is_everything() {
+        log::info!(
+            "{} {}: refused to {}, whom a policy restricts",
+            req.method,
+            req.path,
+            principal.describe()
+        );
+        return Response::error(403, "a client a policy restricts does not see the gateway's operator views");
+    }
     match route {
         Route::Health => exposition::health(gw),
         Route::Metrics => exposition::metrics(gw),
@@ -271,9 +282,7 @@ fn plain_response(gw: &Gateway, req: &Request, route: Route) -> Response {
         Route::NotFound(why) => Response::error(404, &why),
         Route::OAuth => Response::error(404, NO_OAUTH),
         Route::ResourceMetadata(path) => {
-            let base = gw.access.base_url(req.header("host"), gw.tls.is_some());
-            Response::json(200, &gw.access.resource_metadata(&base, &path))
-                .header("Cache-Control", "max-age=300")
+            Response::json(200, &gw.access.resource_metadata(&path)).header("Cache-Control", "max-age=300")
         }
         Route::Register | Route::Mcp(_) | Route::SseStream(..) | Route::SseMessage(_) | Route::Authz => {
             unreachable!("serve_request answers the routes that open something")
@@ -416,9 +425,8 @@ fn check_head(
     let pass = if route.open() {
         auth::Pass { credential: Credential::Open, principal: gw.access.anonymous.clone() }
     } else {
-        let base = gw.access.base_url(req.header("host"), gw.tls.is_some());
         let path = route.resource_path(&gw.cfg);
-        match auth::check(&gw.cfg, &gw.access, req, role, (&base, &path)) {
+        match auth::check(&gw.cfg, &gw.access, req, role, &path) {
             Ok(pass) => {
                 if matches!(pass.credential, Credential::Subject(_)) {
                     gw.metrics.count(&gw.metrics.tokens_accepted);
@@ -426,7 +434,7 @@ fn check_head(
                 pass
             }
             Err(Denied::Token { sent }) => return refused(unauthorized(req, role, peer, sent)),
-            Err(Denied::OAuth(failure)) => return refused(challenge(gw, req, peer, &base, &path, failure)),
+            Err(Denied::OAuth(failure)) => return refused(challenge(gw, req, peer, &path, failure)),
         }
     };
     if !route.methods().contains(&req.method.as_str()) {
@@ -457,15 +465,8 @@ fn is_oauth_path(path: &str) -> bool {
 /// The 401 or 403 of a request whose OAuth token is missing, invalid or short of the scope,
 /// with the challenge that tells the client where to get one; logged.
 #[cold]
-fn challenge(
-    gw: &Gateway,
-    req: &Request,
-    peer: SocketAddr,
-    base: &str,
-    path: &str,
-    failure: Option<Failure>,
-) -> Refusal {
-    let www_authenticate = gw.access.challenge(base, path, failure.as_ref());
+fn challenge(gw: &Gateway, req: &Request, peer: SocketAddr, path: &str, failure: Option<Failure>) -> Refusal {
+    let www_authenticate = gw.access.challenge(path, failure.as_ref());
     let (status, error, description) = match &failure {
         None => (401, "invalid_request", "this resource needs an OAuth access token".to_string()),
         Some(Failure::Invalid(why)) => (401, "invalid_token", why.clone()),

@@ -51,7 +51,7 @@ pub(crate) fn route(gw: &Gateway, session: &Session, method: &str, params: Value
             Ok(Routed::Forward { server, method: method.into(), params })
         }
         "completion/complete" => complete(&asked, params),
-        "logging/setLevel" => set_level(gw, session, &params).map(answer),
+        "logging/setLevel" => set_level(&asked, &params).map(answer),
         _ => Err(Error::UnknownMethod(method.into())),
     }
 }
@@ -70,8 +70,9 @@ impl Asked<'_> {
     }
 }
 
-/// The `initialize` result of the aggregated view: what it can route.
-pub(crate) fn initialize_result(gw: &Gateway) -> Value {
+/// The `initialize` result of the aggregated view: what it can route, with the instructions of
+/// the servers `grant` lets the client see.
+pub(crate) fn initialize_result(gw: &Gateway, grant: &Grant) -> Value {
     json!({
         "capabilities": {
             "tools": {"listChanged": true},
@@ -81,18 +82,18 @@ pub(crate) fn initialize_result(gw: &Gateway) -> Value {
             "logging": {},
         },
         "serverInfo": {"name": "mcpport", "title": "mcpport gateway", "version": env!("CARGO_PKG_VERSION")},
-        "instructions": instructions(gw),
+        "instructions": instructions(gw, grant),
     })
 }
 
-/// The gateway's own instructions, then each server's, marked with its name.
-fn instructions(gw: &Gateway) -> String {
+/// The gateway's own instructions, then each visible server's, marked with its name.
+fn instructions(gw: &Gateway, grant: &Grant) -> String {
     let mut text = String::from(
         "This mcpport gateway exposes the tools and prompts of the MCP servers registered with it, \
          each named {server}_{name}, and their resources under their own URIs. Call list_servers \
          to see which servers are connected.",
     );
-    for up in gw.registry.servers() {
+    for up in gw.registry.servers().into_iter().filter(|up| grant.sees_server(&up.name)) {
         if let Some(theirs) = up.initialize_result()["instructions"].as_str().filter(|s| !s.trim().is_empty())
         {
             text.push_str(&format!("\n\n[{}] {}", up.name, theirs.trim()));
@@ -187,15 +188,17 @@ fn complete(asked: &Asked<'_>, mut params: Value) -> Result<Routed, Error> {
     Ok(Routed::Forward { server, method: "completion/complete".into(), params })
 }
 
-/// Records the session's level and tells every server's link (each tells its server the most
+/// Records the session's level and tells every link of a server the client may see (each tells its server the most
 /// verbose level any of its clients wants).
-fn set_level(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, Error> {
+fn set_level(asked: &Asked<'_>, params: &Value) -> Result<Value, Error> {
+    let (gw, session) = (asked.gw, asked.session);
     let level = params["level"].as_str().unwrap_or_default();
     if !is_log_level(level) {
         return Err(Error::InvalidParams(format!("invalid log level {level:?}")));
     }
     session.update(|s| s.log_level = Some(level.to_string()));
-    for up in gw.registry.servers() {
+    // Only the servers the client may see: a hidden one's log lines must not reach it.
+    for up in gw.registry.servers().into_iter().filter(|up| asked.grant.sees_server(&up.name)) {
         session.involve(up.clone());
         let input = Input::SetLevel { session: session.id.clone(), level: level.to_string() };
         if up.tell(Command::Link(input)).is_err() {
@@ -229,7 +232,11 @@ fn list_servers(asked: &Asked<'_>) -> Value {
             })
             .cloned()
             .collect();
+        summary["counts"] = serde_json::json!({"tools": tools.len()});
         summary["tools"] = Value::from(tools);
+        if let Some(fields) = summary.as_object_mut() {
+            fields.remove("remote");
+        }
         servers.push(summary);
     }
     let structured = json!({"servers": servers});

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::gateway::access::Grant;
 use crate::gateway::clients::reply::{Caller, Reply};
 use crate::gateway::clients::session::{Kind, Scope, Session};
 use crate::gateway::error::Error;
@@ -90,7 +91,7 @@ fn per_server(
         if let Some(kind) = permit::list_kind(method) {
             return permit::server_list(gw, &grant, name, kind, &params).map(Routed::Answer);
         }
-        if let Some((item, what)) = permit::named_in(method, &params) {
+        if let Some((item, what)) = permit::named_in(method, &params)? {
             if !permit::allowed(gw, session, &grant, item, name, &what) {
                 return Err(permit::unknown(item, &what));
             }
@@ -105,7 +106,7 @@ fn per_server(
 fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, Error> {
     let requested = params["protocolVersion"].as_str().unwrap_or_default();
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { LATEST_VERSION };
-    let mut result = description(gw, &session.scope, "initialize")?;
+    let mut result = description(gw, &session.scope, "initialize", &permit::grant_of(gw, session))?;
     match result.as_object_mut() {
         Some(fields) => fields.insert("protocolVersion".into(), json!(version)),
         None => return Err(Error::NotConnected { server: "this".into(), what: "initialize".into() }),
@@ -127,9 +128,9 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
 
 /// What this view offers, as an `initialize` result describes it: the gateway's aggregated view,
 /// or the one server as it introduced itself (an error naming `what` when it is not ready).
-pub(crate) fn description(gw: &Gateway, scope: &Scope, what: &str) -> Result<Value, Error> {
+pub(crate) fn description(gw: &Gateway, scope: &Scope, what: &str, grant: &Grant) -> Result<Value, Error> {
     match scope {
-        Scope::All => Ok(aggregate::initialize_result(gw)),
+        Scope::All => Ok(aggregate::initialize_result(gw, grant)),
         Scope::Server(name) => match gw.registry.server(name) {
             Some(up) if up.is_ready() => Ok(up.initialize_result()),
             _ => Err(Error::NotConnected { server: name.clone(), what: what.into() }),

@@ -59,21 +59,27 @@ pub(crate) fn unknown(item: Item, name: &str) -> Error {
     }
 }
 
-/// What a request on one server's own endpoint names, for the policy: the kind and the name.
-pub(crate) fn named_in(method: &str, params: &Value) -> Option<(Item, String)> {
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    match method {
-        "tools/call" => Some((Item::Tool, text(&params["name"]))),
-        "prompts/get" => Some((Item::Prompt, text(&params["name"]))),
+/// What a request on one server's own endpoint names, for the policy: the kind and the name
+/// (`None`: it names nothing a policy decides on). A name or URI that is not a string is
+/// refused here: what the policy did not see must not reach the server.
+pub(crate) fn named_in(method: &str, params: &Value) -> Result<Option<(Item, String)>, Error> {
+    let text = |v: &Value, what: &str| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::InvalidParams(format!("{method}: {what} must be a string")))
+    };
+    Ok(Some(match method {
+        "tools/call" => (Item::Tool, text(&params["name"], "name")?),
+        "prompts/get" => (Item::Prompt, text(&params["name"], "name")?),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            Some((Item::Resource, text(&params["uri"])))
+            (Item::Resource, text(&params["uri"], "uri")?)
         }
         "completion/complete" => match params["ref"]["type"].as_str() {
-            Some("ref/prompt") => Some((Item::Prompt, text(&params["ref"]["name"]))),
-            _ => Some((Item::Resource, text(&params["ref"]["uri"]))),
+            Some("ref/prompt") => (Item::Prompt, text(&params["ref"]["name"], "ref.name")?),
+            _ => (Item::Resource, text(&params["ref"]["uri"], "ref.uri")?),
         },
-        _ => None,
-    }
+        _ => return Ok(None),
+    }))
 }
 
 /// A list request on one server's endpoint when a policy filters it: answered from the
