@@ -136,6 +136,11 @@ fn a_gateway_started_through_the_loader_starts() {
 /// Each connection thread of `pid` waiting in a syscall, what it waits for, its resident stack
 /// pages, and how many of those lie below the page its stack pointer is in; from `/proc`: the
 /// stack pointer, the mapping holding it, and that mapping's present bits in `pagemap`.
+///
+/// The kernel merges a thread's stack mapping with an anonymous mapping just above it (a
+/// buffer the allocator mapped there), so a mapping may hold more than one thread's stack: each
+/// is counted only over the smallest mapping any connection thread's stack pointer lies in
+/// (they are all spawned alike), from its low end, where the guard page below keeps it apart.
 pub(crate) fn waiting_threads_stack_pages(pid: u32) -> Vec<(String, usize, usize)> {
     use std::io::{Read, Seek, SeekFrom};
     let maps: Vec<(u64, u64)> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -146,28 +151,33 @@ pub(crate) fn waiting_threads_stack_pages(pid: u32) -> Vec<(String, usize, usize
             Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
         })
         .collect();
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
-    let mut out = Vec::new();
+    let mut waiting = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let syscall = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
-        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        let fields: Vec<String> = syscall.split_whitespace().map(str::to_owned).collect();
         if !comm.starts_with("conn-") || fields.len() < 9 {
             continue;
         }
         let sp = u64::from_str_radix(fields[fields.len() - 2].trim_start_matches("0x"), 16).unwrap();
         let Some(&(low, high)) = maps.iter().find(|(a, b)| *a <= sp && sp < *b) else { continue };
-        let pages = ((high - low) / 4096) as usize;
+        waiting.push((fields, sp, low, high));
+    }
+    let Some(region) = waiting.iter().map(|(_, _, low, high)| high - low).min() else { return Vec::new() };
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
+    let mut out = Vec::new();
+    for (fields, sp, low, _) in waiting {
+        let pages = (region / 4096) as usize;
         let mut bits = vec![0u8; pages * 8];
         pagemap.seek(SeekFrom::Start(low / 4096 * 8)).unwrap();
         pagemap.read_exact(&mut bits).unwrap();
         let resident: Vec<bool> = bits.chunks(8).map(|e| e[7] & 0x80 != 0).collect();
-        let sp_page = ((sp - low) / 4096) as usize;
+        let sp_page = (((sp - low) / 4096) as usize).min(pages);
         let present = resident.iter().filter(|&&r| r).count();
         let below = resident[..sp_page].iter().filter(|&&r| r).count();
         // poll with one descriptor: a connection waiting for a request; with more: a link owner.
-        let what = match (fields[0], fields[2]) {
+        let what = match (fields[0].as_str(), fields[2].as_str()) {
             ("7", "0x1") => "a connection waiting for a request",
             ("7", _) => "a link owner",
             ("202", _) => "a stream waiting for a message",

@@ -66,11 +66,16 @@ pub(crate) fn write_unrelated(gw: &Gateway, mut conn: Conn<Box<dyn Transport>>, 
 /// Writes a session's stream until its queue closes or the client goes away; keep-alive
 /// comments while idle. Returns why it ended. (The legacy stream and the Streamable HTTP `GET`
 /// stream are the same loop.)
+///
+/// A stream lives long and its setup (the request's head, credentials, the session) ran deeper
+/// than its loop ever goes, so it gives those pages back before its first wait: however deep a
+/// stream's opening runs, what it keeps while busy is its loop's depth alone.
 pub(crate) fn write_stream<W: Write>(
     gw: &Gateway,
     stream: &Attached,
     sse: &mut SseWriter<W>,
 ) -> &'static str {
+    thread::rest();
     let mut pace = Pace::default();
     loop {
         let written = match pace.due() {
