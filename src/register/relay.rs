@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde_json::{json, Map, Value};
 
 use crate::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_REQUEST};
+use crate::protocol::ALL_VERSIONS;
 
 /// Entries per table (requests at the child, requests at the gateway) in normal use.
 pub(crate) const MAX_PENDING: usize = 4096;
@@ -232,6 +233,7 @@ impl Relay {
                 if let Some(token) = progress_token_mut(&mut params) {
                     *token = child_id.into();
                 }
+                ask_a_version_the_original_speaks(&mut params);
                 self.init = Init::Asked { child_id, waiting: vec![(link, id)] };
                 let method = "initialize".to_string();
                 self.tell_child(encode(Message::Request { id: child_id.into(), method, params }));
@@ -457,6 +459,27 @@ impl Relay {
 }
 
 /// The `params._meta.progressToken` of a request, to be replaced.
+/// The version asked of the MCP server for the original Python gateway (0.1.x), which asks for
+/// protocol version `0.1.0`, a version no revision has, yet accepts only the answers its MCP SDK
+/// knows, 2024-11-05 and 2025-03-26. A server asked for an unknown version answers its newest,
+/// which the original refuses; asked for this one, any server that still speaks it answers it.
+pub(crate) const ORIGINAL_GATEWAY_VERSION: &str = "2025-03-26";
+
+/// A gateway's `initialize` that asks for a version no MCP revision has (the original gateway's
+/// `0.1.0`) asks the server for `ORIGINAL_GATEWAY_VERSION` instead: the server then answers a
+/// version that gateway speaks whenever it speaks one too. Known versions go as asked.
+fn ask_a_version_the_original_speaks(params: &mut Option<Value>) {
+    let Some(asked) = params.as_mut().and_then(|p| p.get_mut("protocolVersion")) else { return };
+    if asked.as_str().is_some_and(|v| ALL_VERSIONS.contains(&v)) {
+        return;
+    }
+    log::info!(
+        "the gateway asked for protocol version {asked} (the original mcpport gateway does): asking the MCP \
+         server for {ORIGINAL_GATEWAY_VERSION}, the newest that gateway accepts"
+    );
+    *asked = ORIGINAL_GATEWAY_VERSION.into();
+}
+
 fn progress_token_mut(params: &mut Option<Value>) -> Option<&mut Value> {
     params.as_mut()?.get_mut("_meta")?.get_mut("progressToken")
 }
@@ -529,6 +552,24 @@ mod tests {
 
     fn answer(id: &Value, tag: &str) -> String {
         json!({"jsonrpc": "2.0", "id": id, "result": {"text": tag}}).to_string()
+    }
+
+    /// The original gateway asks for `0.1.0` and accepts only 2024-11-05 and 2025-03-26: the
+    /// server is asked for 2025-03-26. A known version goes to the server as the gateway asked.
+    #[test]
+    fn an_unknown_version_asked_by_the_original_becomes_one_it_speaks() {
+        for (asked, sent) in
+            [("0.1.0", "2025-03-26"), ("2025-06-18", "2025-06-18"), ("2024-11-05", "2024-11-05")]
+        {
+            let mut r = Relay::new(MAX_PENDING);
+            let link = r.link_up();
+            let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": asked, "capabilities": {}, "clientInfo": {"name": "g", "version": "0"}}});
+            r.on_gateway(link, &init.to_string());
+            let to = to_child(&mut r);
+            assert_eq!(to["params"]["protocolVersion"], sent, "{asked}");
+            assert_eq!(to["params"]["clientInfo"]["name"], "g");
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ WATCHDOG_S = 120  # no process outlives this, whatever happens to the test
 # npm packages from tests/interop/package.json (scripts/interop.sh installs them with npm ci).
 NODE_MODULES = Path(os.environ.get("MCPPORT_NODE_MODULES", str(REPO / ".venv-interop/node/node_modules")))
 EVERYTHING_JS = NODE_MODULES / "@modelcontextprotocol/server-everything/dist/index.js"
+FILESYSTEM_JS = NODE_MODULES / "@modelcontextprotocol/server-filesystem/dist/index.js"
 CLIENT_S = 40  # no client session outlives this
 
 _serial = itertools.count(1)  # makes log names unique
