@@ -176,6 +176,22 @@ fn register_fails_fast_when_the_gateway_is_unreachable() {
     assert!(p.log_text().contains("cannot reach the gateway"), "{}", p.log_text());
 }
 
+/// `--gateway-url ws://host:port` without the register path reaches the gateway's status page,
+/// which refuses to upgrade: register says which URL to use and exits at once (status 1) rather
+/// than retrying forever; the same for another path the gateway does not serve.
+#[test]
+fn a_gateway_url_without_the_register_path_is_named_and_register_stops() {
+    let _w = Watchdog::new("gateway_url_path", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    for path in ["", "/", "/mcp"] {
+        let url = format!("ws://127.0.0.1:{}{path}", gw.port);
+        let mut p = crate::util::Proc::start(&["register", "--stdio", "sleep 100", "--gateway-url", &url]);
+        assert_eq!(p.wait_exit(Duration::from_secs(10)).code(), Some(1), "{}", p.log_text());
+        let want = format!("use --gateway-url ws://127.0.0.1:{}/mcp/register", gw.port);
+        assert!(p.log_text().contains(&want), "{path:?}: {}", p.log_text());
+    }
+}
+
 #[test]
 fn demo_serves_the_sample_server_and_stops_cleanly() {
     use std::io::{BufRead, BufReader};

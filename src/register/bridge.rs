@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
 use super::child::ChildGuard;
-use super::handshake;
+use super::handshake::{self, DialError};
 use super::pipes::{Refused, Said};
 use super::relay::{Action, Relay};
 use super::Config;
@@ -41,7 +41,7 @@ pub(crate) enum Ended {
 }
 
 /// Dials the gateway and completes the WebSocket handshake.
-pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, String> {
+pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, DialError> {
     let target = handshake::parse_target(&cfg.gateway_url)?;
     let (host, port) = (target.host.as_str(), target.port);
     let stream = dial(host, port).map_err(|e| format!("cannot reach the gateway at {host}:{port}: {e}"))?;
@@ -70,8 +70,10 @@ pub(crate) fn connect(cfg: &Config) -> Result<WebSocket<Box<dyn Transport>>, Str
     } else {
         Box::new(stream)
     };
-    let ws = handshake::upgrade(boxed, &target, &cfg.headers, config)
-        .map_err(|e| format!("WebSocket upgrade at {}: {e}", cfg.gateway_url))?;
+    let ws = handshake::upgrade(boxed, &target, &cfg.headers, config).map_err(|e| match e {
+        DialError::Again(why) => DialError::Again(format!("WebSocket upgrade at {}: {why}", cfg.gateway_url)),
+        mistake => mistake,
+    })?;
     let _ = ws.get_ref().socket().set_write_timeout(None);
     Ok(ws)
 }

@@ -48,12 +48,55 @@ const MAX_SHOWN: usize = 2048;
 
 /// Sends the upgrade request on `stream` and reads the answer; on 101 with the right accept key,
 /// the stream becomes a client WebSocket.
+/// Why dialing the gateway failed: worth trying again (the gateway is down, busy, or refused
+/// this edge's token for now), or a mistake in the command line that no retry mends.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    Again(String),
+    Mistake(String),
+}
+
+impl From<String> for DialError {
+    fn from(why: String) -> DialError {
+        DialError::Again(why)
+    }
+}
+
+impl From<&str> for DialError {
+    fn from(why: &str) -> DialError {
+        DialError::Again(why.into())
+    }
+}
+
+/// The path edges register at, on mcpport gateways and the original alike.
+pub(crate) const REGISTER_PATH: &str = "/mcp/register";
+
+/// A refused upgrade at a path that is not the register endpoint (404, 405, 406: an HTTP server
+/// with nothing to upgrade there, the gateway's status page at `/`) is a wrong `--gateway-url`:
+/// the error names the URL to use. Elsewhere a refusal may pass (a proxy starting, a token
+/// being rolled out), so it is tried again.
+fn refused(code: u16, shown: &str, target: &Target) -> DialError {
+    let why = format!("the gateway refused the WebSocket upgrade: HTTP {code} {shown}");
+    if !matches!(code, 404 | 405 | 406) || target.path.trim_end_matches('/').ends_with(REGISTER_PATH) {
+        return DialError::Again(why);
+    }
+    let scheme = if target.secure { "wss" } else { "ws" };
+    // A prefix a reverse proxy adds is kept; a client endpoint named instead is not.
+    let path = target.path.split('?').next().unwrap_or("/").trim_end_matches('/');
+    let base = ["/mcp", "/sse"].iter().find_map(|e| path.strip_suffix(e)).unwrap_or(path);
+    DialError::Mistake(format!(
+        "{why}: {path:?} is not where edges register; use --gateway-url {scheme}://{}{base}{REGISTER_PATH}",
+        target.authority(),
+        path = target.path,
+    ))
+}
+
 pub(crate) fn upgrade<S: Transport>(
     mut stream: S,
     target: &Target,
     headers: &[(String, String)],
     config: WebSocketConfig,
-) -> Result<WebSocket<S>, String> {
+) -> Result<WebSocket<S>, DialError> {
     let mut nonce = [0u8; 16];
     crate::sys::random_bytes(&mut nonce);
     let key = crate::codec::base64(&nonce);
@@ -90,7 +133,7 @@ pub(crate) fn upgrade<S: Transport>(
     };
     if code != 101 {
         let shown = String::from_utf8_lossy(&rest[..rest.len().min(MAX_SHOWN)]).trim().to_string();
-        return Err(format!("the gateway refused the WebSocket upgrade: HTTP {code} {shown}"));
+        return Err(refused(code, &shown, target));
     }
     let upgraded = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let connection =

@@ -27,6 +27,7 @@ use crate::ws::Heartbeat;
 use backoff::{Backoff, STABLE};
 use bridge::{Ended, Ends};
 use child::ChildGuard;
+use handshake::DialError;
 use health::Status;
 use relay::{Relay, MAX_PENDING};
 
@@ -123,15 +124,19 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
             if sup.child.is_none() {
                 sup.spawn()?;
             }
-            bridge::register(&mut ws, cfg).map(|()| ws)
+            bridge::register(&mut ws, cfg).map(|()| ws).map_err(DialError::Again)
         });
         let mut ws = match connected {
             Ok(ws) => ws,
-            Err(why) if !ever_connected && cfg.require_gateway => {
+            Err(DialError::Mistake(why)) => {
+                sup.stop("the --gateway-url is wrong");
+                return Err(why);
+            }
+            Err(DialError::Again(why)) if !ever_connected && cfg.require_gateway => {
                 sup.stop("the gateway cannot be reached (--require-gateway)");
                 return Err(why);
             }
-            Err(why) => {
+            Err(DialError::Again(why)) => {
                 status.set_link(false, &why);
                 if sup.wait(&why, "reconnecting", links.next_delay()) {
                     sup.stop("signal received");
