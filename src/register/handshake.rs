@@ -77,7 +77,7 @@ pub(crate) const REGISTER_PATH: &str = "/mcp/register";
 /// being rolled out), so it is tried again.
 fn refused(code: u16, shown: &str, target: &Target) -> DialError {
     let why = format!("the gateway refused the WebSocket upgrade: HTTP {code} {shown}");
-    if !matches!(code, 404 | 405 | 406) || target.path.trim_end_matches('/').ends_with(REGISTER_PATH) {
+    if !matches!(code, 404..=406) || target.path.trim_end_matches('/').ends_with(REGISTER_PATH) {
         return DialError::Again(why);
     }
     let scheme = if target.secure { "wss" } else { "ws" };
