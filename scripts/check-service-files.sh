@@ -15,4 +15,5 @@ done
 systemd-analyze verify "$tmp"/*.service
 echo "service files: systemd-analyze verify accepted $(ls "$tmp" | wc -l) units"
 sh -n contrib/openwrt/mcpport-register
-echo "service files: the procd script parses"
+sh -n contrib/openwrt/mcpport-edge
+echo "service files: the procd scripts parse"

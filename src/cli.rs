@@ -131,6 +131,7 @@ Options:
 
 const REGISTER_HELP: &str = "\
 Usage: mcpport register --stdio <CMD> [OPTIONS]
+       mcpport register --config <FILE> [OPTIONS]
 
 Starts CMD with 'sh -c' as a stdio MCP server, dials out to the gateway, registers it under
 --server-name and relays JSON-RPC both ways. When the link breaks it reconnects by itself (capped
@@ -138,8 +139,14 @@ exponential backoff with jitter); the server keeps running across reconnects. Ex
 server exits and --restart says not to bring it back, or on SIGINT/SIGTERM (status 0), always
 stopping the server's whole process group first.
 
+With --config, fronts every server of FILE (Claude Desktop's or Cursor's mcpServers, VS Code's
+servers: stdio commands, and HTTP servers by url), each with its own link; SIGHUP reads FILE again
+(docs/edges.md).
+
 Options:
-      --stdio <CMD>              Command that starts the stdio MCP server (required)
+      --stdio <CMD>              Command that starts the stdio MCP server
+      --config <FILE>            Front every server of this JSON file instead (not with --stdio,
+                                 --server-name or --server-id); --restart defaults to always
       --gateway-url <URL>        Gateway registration URL [default: ws://localhost:8765/mcp/register]
       --server-name <NAME>       Name to register under: 1-64 of A-Z a-z 0-9 _ - [default: local]
       --server-id <ID>           Identity kept across reconnects [default: a random UUID]
@@ -480,24 +487,30 @@ fn check_oauth(o: &gateway::config::OAuthConfig) -> Result<(), String> {
 }
 
 fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Command, String> {
-    let mut cfg =
-        register::Config::new(String::new(), "ws://localhost:8765/mcp/register".into(), "local".into());
+    let mut cfg = register::Config::new(
+        register::Upstream::Shell(String::new()),
+        "ws://localhost:8765/mcp/register".into(),
+        "local".into(),
+    );
+    let (mut stdio, mut named, mut restart_given) = (String::new(), false, false);
     let mut health = health::Config {
         host: "0.0.0.0".into(),
         port: 0,
         endpoints: Vec::new(),
         cors: false,
         require_gateway: false,
+        list: false,
     };
     let mut ping_timeout = None;
     let (mut client_cert, mut client_key) = (None, None);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(REGISTER_HELP)),
-            Long("stdio") => cfg.stdio = string(p)?,
+            Long("stdio") => stdio = string(p)?,
+            Long("config") => cfg.config_file = Some(string(p)?.into()),
             Long("gateway-url") => cfg.gateway_url = string(p)?,
-            Long("server-name") => cfg.server_name = string(p)?,
-            Long("server-id") => cfg.server_id = string(p)?,
+            Long("server-name") => (cfg.server_name, named) = (string(p)?, true),
+            Long("server-id") => (cfg.server_id, named) = (string(p)?, true),
             Long("header") => cfg.headers.push(header(&string(p)?)?),
             Long("header-file") => {
                 for line in secret_lines(&string(p)?)? {
@@ -510,7 +523,7 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
             Long("reconnect-max") => cfg.reconnect_max = seconds(p, "--reconnect-max")?,
             Long("ping-interval") => cfg.heartbeat.interval = seconds(p, "--ping-interval")?,
             Long("ping-timeout") => ping_timeout = Some(seconds(p, "--ping-timeout")?),
-            Long("restart") => cfg.restart = restart(&string(p)?)?,
+            Long("restart") => (cfg.restart, restart_given) = (restart(&string(p)?)?, true),
             Long("port") => health.port = port(p, "--port", "0 turns the health server off")?,
             Long("health-host") => health.host = string(p)?,
             Long("health-endpoint") => health.endpoints.push(path(p, "--health-endpoint")?),
@@ -519,19 +532,33 @@ fn register_args(p: &mut lexopt::Parser, logging: &mut Logging<'_>) -> Result<Co
             Long("no-ssl-verify") => cfg.tls.no_verify = true,
             Long("ssl-certfile") => client_cert = Some(string(p)?),
             Long("ssl-keyfile") => client_key = Some(string(p)?),
-            arg if cfg.stdio.is_empty() => return Err(arg.unexpected().to_string()),
+            arg if stdio.is_empty() => return Err(arg.unexpected().to_string()),
             arg => {
                 // `--stdio npx -y pkg` unquoted: the shell split the command into our arguments.
                 return Err(format!(
-                    "{}; if it belongs to the server's command, quote the whole command: --stdio \"{} ...\"",
+                    "{}; if it belongs to the server's command, quote the whole command: --stdio \"{stdio} ...\"",
                     arg.unexpected(),
-                    cfg.stdio
                 ));
             }
         }
     }
-    if cfg.stdio.trim().is_empty() {
-        return Err("--stdio CMD is required".into());
+    match (&cfg.config_file, stdio.trim().is_empty()) {
+        (Some(_), false) => return Err("--config and --stdio: one or the other".into()),
+        (Some(_), true) if named => {
+            return Err(
+                "--server-name and --server-id name the --stdio server; a --config file names its own".into(),
+            )
+        }
+        (Some(file), true) => {
+            // Only a file that reads is started; its mistakes are told now, with line and column.
+            register::servers_file::load(file)?;
+            health.list = true;
+            if !restart_given {
+                cfg.restart = register::Restart::Always;
+            }
+        }
+        (None, true) => return Err("--stdio CMD (or --config FILE) is required".into()),
+        (None, false) => cfg.upstream = register::Upstream::Shell(stdio),
     }
     if !crate::protocol::valid_server_name(&cfg.server_name) {
         return Err(format!("--server-name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -", cfg.server_name));

@@ -16,7 +16,11 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
     let gw = gateway::start(cfg, listener)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let stdio = format!("exec {} sample-server", shell_quote(&exe.to_string_lossy()));
-    let reg = register::Config::new(stdio, format!("ws://{addr}/mcp/register"), NAME.into());
+    let reg = register::Config::new(
+        register::Upstream::Shell(stdio),
+        format!("ws://{addr}/mcp/register"),
+        NAME.into(),
+    );
     let base = format!("http://{addr}");
     let me = invocation(&exe);
     let reach = if addr.ip().is_loopback() {
@@ -35,7 +39,7 @@ pub(crate) fn run(host: &str, port: u16) -> Result<i32, String> {
         println!("{}", banner(&base, &me, &reach, &gw.registry.catalog(|c| c.exposed_for(NAME))));
     })
     .map_err(|e| e.to_string())?;
-    register::run(&reg)
+    register::fleet::run(&reg)
 }
 
 /// How to call this program in a printed command so that it works as printed: `mcpport` when

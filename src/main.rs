@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Gateway(cfg) => gateway::run(*cfg).map(|()| 0),
-        Command::Register(cfg) => register::run(&cfg),
+        Command::Register(cfg) => register::fleet::run(&cfg),
         Command::Demo { host, port } => demo::run(&host, port),
         Command::SampleServer(cfg) => sample_server::run(cfg).map(|()| 0),
         Command::OAuth { state_dir, revoke } => gateway::oauth_command(&state_dir, revoke.as_deref()),

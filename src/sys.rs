@@ -214,9 +214,15 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
-/// Empties the signal pipe; returns whether a signal to stop had arrived.
-pub(crate) fn take_signal() -> bool {
-    take_signals().stop
+/// This machine's host name (the kernel's), or `edge` when it cannot be read.
+pub(crate) fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name.trim().chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    if name.is_empty() {
+        "edge".into()
+    } else {
+        name
+    }
 }
 
 /// What the signal pipe held: a signal to stop (SIGINT, SIGTERM), to reload (SIGHUP), or both.

@@ -34,6 +34,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod correlation;
+mod edges;
 mod end_to_end;
 mod eras;
 mod front;

@@ -3,7 +3,7 @@
 //!
 //! One thread, the WebSocket's owner, runs the `Relay` state machine for both directions and does
 //! all the I/O: it waits in one `poll` on the socket, the child's stdout (and its stdin while
-//! messages wait for it) and the signal pipe (`ws::drive` with `LinkHandler`). A frame from the
+//! messages wait for it) and its `Stop` (`ws::drive` with `LinkHandler`). A frame from the
 //! gateway goes through the relay into the child's stdin at once; a line from the child goes
 //! through the relay into the link's frames at once. While the socket cannot take the frames
 //! made so far, the child's stdout is not read, so a slow link slows the child instead of
@@ -23,6 +23,7 @@ use super::child::ChildGuard;
 use super::handshake::{self, DialError};
 use super::pipes::{Refused, Said};
 use super::relay::{Action, Relay};
+use super::stop::Stop;
 use super::Config;
 use crate::http::Transport;
 use crate::sys;
@@ -34,8 +35,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How the link ended, as far as `run` needs to know.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    /// SIGINT or SIGTERM arrived.
-    Signal,
+    /// The server's loop was asked to stop (a signal, or a reload that dropped it).
+    Stopped,
     /// The link ended (the child's stdout closing ends it too); the text says why.
     Link(String),
 }
@@ -97,13 +98,15 @@ fn dial(host: &str, port: u16) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-/// Sends the registration frame (the original's JSON-RPC `register` request).
+/// Sends the registration frame (the original's JSON-RPC `register` request; the original
+/// gateway reads its name and ignores the rest: which edge this is, and how it reaches the server).
 pub(crate) fn register(ws: &mut WebSocket<Box<dyn Transport>>, cfg: &Config) -> Result<(), String> {
     let frame = json!({
         "jsonrpc": "2.0",
         "id": cfg.server_id,
         "method": "register",
-        "params": {"name": cfg.server_name, "version": env!("CARGO_PKG_VERSION"), "capabilities": {}},
+        "params": {"name": cfg.server_name, "version": env!("CARGO_PKG_VERSION"), "capabilities": {},
+                   "edge": cfg.edge, "transport": cfg.upstream.transport()},
     });
     ws.send(Message::text(frame.to_string())).map_err(|e| format!("cannot send the registration: {e}"))
 }
@@ -127,22 +130,22 @@ pub(crate) enum Heard {
     StdinClosed,
 }
 
-/// Relays until the link ends or a signal arrives: frames from the gateway and lines from the
+/// Relays until the link ends or a stop is requested: frames from the gateway and lines from the
 /// child go through the relay; what it says goes to the child's stdin and to this link.
 pub(crate) fn relay(
     ws: &mut WebSocket<Box<dyn Transport>>,
     ends: &mut Ends<'_>,
     cfg: &Config,
-    signal_fd: RawFd,
+    stop: &Stop,
 ) -> Ended {
     let link = ends.relay.link_up();
-    let mut handler = LinkHandler { ends, link, cfg, signal_fd, signalled: false };
+    let mut handler = LinkHandler { ends, link, cfg, stop, stopped: false };
     let end = ws::drive::<_, Out>(ws, None, Some(cfg.heartbeat), &mut handler);
-    let signalled = handler.signalled;
+    let stopped = handler.stopped;
     ends.relay.link_down(link);
     ends.perform(None);
-    if signalled {
-        return Ended::Signal;
+    if stopped {
+        return Ended::Stopped;
     }
     Ended::Link(match end {
         End::PeerClosed(Some((code, reason))) => format!("the gateway closed the link ({code} {reason})"),
@@ -158,8 +161,8 @@ struct LinkHandler<'e, 'a> {
     ends: &'e mut Ends<'a>,
     link: u64,
     cfg: &'e Config,
-    signal_fd: RawFd,
-    signalled: bool,
+    stop: &'e Stop,
+    stopped: bool,
 }
 
 impl ws::Handler<Out> for LinkHandler<'_, '_> {
@@ -179,20 +182,23 @@ impl ws::Handler<Out> for LinkHandler<'_, '_> {
         Flow::Continue
     }
 
-    /// The signal pipe always; the child's stdout while the socket takes what it says; its
+    /// The `Stop` always; the child's stdout while the socket takes what it says; its
     /// stdin while messages wait for it.
     fn watch(&self, pending: usize, fds: &mut Vec<(RawFd, bool)>) {
-        fds.push((self.signal_fd, false));
+        if !self.stopped {
+            fds.push((self.stop.fd(), false)); // once closing, its readable socket would spin
+        }
         self.ends.watch(pending == 0, fds);
     }
 
     fn on_ready(&mut self, fd: RawFd, _ready: sys::Ready, out: &mut VecDeque<Out>) -> Flow {
-        if fd == self.signal_fd {
-            if !sys::take_signal() {
+        if fd == self.stop.fd() {
+            // The socket stays readable once asked: the link is closing after the first time.
+            if !self.stop.requested() || self.stopped {
                 return Flow::Continue;
             }
-            self.signalled = true;
-            log::info!("signal received: closing the link and stopping the MCP server");
+            self.stopped = true;
+            log::info!("{}: closing the link of MCP server {:?}", self.stop.why(), self.cfg.server_name);
             return Flow::Close(1001, "register is shutting down".into());
         }
         let (frames, heard) = self.ends.on_ready(fd, Some(self.link));

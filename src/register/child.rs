@@ -1,12 +1,15 @@
-//! The local stdio MCP server: started with `sh -c CMD` in a process group of its own, and
-//! stopped (group and all) when the guard drops.
+//! The local MCP server behind the edge: a program (`sh -c CMD` for `--stdio`, or a config
+//! file's `command` and `args` run as given) in a process group of its own, stopped (group and
+//! all) when the guard drops; or an HTTP server, reached through an in-process adapter
+//! (`upstream_http`) that looks like a program from here: two pipes, and an end with a status.
 //!
 //! Each child has a generation (bumped on every spawn), which the health server's state is
 //! tagged with, so the end of a dead child's output never marks its successor as stopped.
 //! stdin and stdout belong to the owner thread (`pipes.rs`: non-blocking, polled beside the
 //! link's socket), so a message crosses no thread between the link and the child. stderr: a
 //! thread logs each line, prefixed with the server name. The process group is signalled only
-//! while its leader is unreaped (a reaped pid may belong to someone else).
+//! while its leader is unreaped (a reaped pid may belong to someone else); an adapter is never
+//! signalled: closing its input stops it.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::RawFd;
@@ -17,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::health::Status;
 use super::pipes::{Pipes, Refused, Said};
+use super::servers_file::Source;
+use super::upstream_http::{self, HttpSpec, HttpTransport};
+use super::Upstream;
 use crate::sys;
 use crate::thread;
 
@@ -25,9 +31,15 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long to wait for a SIGKILLed child to be reported gone before reaping it blindly.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// What runs the server: a process of ours, or the HTTP adapter's threads.
+enum Runner {
+    Process(Child),
+    Adapter(Arc<upstream_http::Ended>),
+}
+
 /// The running child. Dropping it stops the child's whole process group, unless it was reaped.
 pub(crate) struct ChildGuard {
-    child: Child,
+    runner: Runner,
     generation: u64,
     name: String,
     pipes: Pipes,
@@ -37,15 +49,43 @@ pub(crate) struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Starts `sh -c command` as child `generation`; its stderr goes to the log.
+    /// Starts `upstream` as child `generation`: a program (its stderr goes to the log) or the
+    /// HTTP adapter (with `tls` for https://, taking messages of up to `max_message` bytes).
     pub(crate) fn spawn(
-        command: &str,
+        upstream: &Upstream,
+        tls: &crate::tls::ClientOptions,
+        max_message: usize,
         name: &str,
         generation: u64,
         status: Arc<Status>,
     ) -> io::Result<ChildGuard> {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut cmd = match upstream {
+            Upstream::Shell(command) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c").arg(command);
+                cmd
+            }
+            Upstream::Entry(Source::Stdio { command, args, env, cwd }) => {
+                let mut cmd = Command::new(command);
+                cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+                if let Some(dir) = cwd {
+                    cmd.current_dir(dir);
+                }
+                cmd
+            }
+            Upstream::Entry(Source::Http { url, headers, sse }) => {
+                let transport = if *sse { HttpTransport::Sse } else { HttpTransport::Streamable };
+                let spec = HttpSpec {
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    transport,
+                    tls: tls.clone(),
+                    max_message,
+                };
+                return Self::adapt(spec, name, generation, status);
+            }
+        };
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0);
         sys::die_with_parent(&mut cmd);
         let mut child = cmd.spawn()?;
@@ -61,16 +101,33 @@ impl ChildGuard {
                 return Err(e);
             }
         };
-        let guard = ChildGuard { child, generation, name: name.to_string(), pipes, status, reaped: None };
+        let runner = Runner::Process(child);
+        let guard = ChildGuard { runner, generation, name: name.to_string(), pipes, status, reaped: None };
         let n = name.to_string();
         thread::spawn(format!("stderr-{pid}"), move || log_stderr(stderr, &n))?;
         guard.status.child_started(generation);
-        log::info!("started MCP server {name:?} (pid {pid}): sh -c {command:?}");
+        log::info!("started MCP server {name:?} (pid {pid}): {}", describe_upstream(upstream));
         Ok(guard)
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+    /// Starts the HTTP adapter for `spec` as child `generation`.
+    fn adapt(spec: HttpSpec, name: &str, generation: u64, status: Arc<Status>) -> io::Result<ChildGuard> {
+        let url = spec.url.clone();
+        let adapter = upstream_http::start(spec, name)?;
+        let pipes = Pipes::new(adapter.stdin, adapter.stdout, name)?;
+        let runner = Runner::Adapter(adapter.ended);
+        let guard = ChildGuard { runner, generation, name: name.to_string(), pipes, status, reaped: None };
+        guard.status.child_started(generation);
+        log::info!("fronting MCP server {name:?} at {url}");
+        Ok(guard)
+    }
+
+    /// Who runs the server, for a person: `pid 1234`, or `HTTP`.
+    pub(crate) fn who(&self) -> String {
+        match &self.runner {
+            Runner::Process(child) => format!("pid {}", child.id()),
+            Runner::Adapter(_) => "HTTP".into(),
+        }
     }
 
     /// Sends one JSON-RPC message to the child's stdin, without waiting (`pipes.rs`).
@@ -109,23 +166,40 @@ impl ChildGuard {
     }
 
     /// Whether the child has exited, and how. On the exit, the group's stragglers are killed
-    /// while the unreaped leader still holds the group id, then the leader is reaped.
+    /// while the unreaped leader still holds the group id, then the leader is reaped. An adapter
+    /// has exited once it says why it ended (status 0: told to stop; 1: the upstream failed).
     pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
-        if self.reaped.is_none() {
-            match sys::exited_unreaped(self.pid()) {
-                Ok(false) => return None,
-                Ok(true) => {
-                    self.signal_group(sys::SIGKILL); // stragglers the server left behind
-                    self.reap();
-                }
-                Err(e) => {
-                    // Not our child any more (reaped elsewhere): never signal it again.
-                    log::error!("cannot wait for MCP server {:?} (pid {}): {e}", self.name, self.pid());
-                    self.reaped = Some(ExitStatus::from_raw(1 << 8));
-                }
+        if self.reaped.is_some() {
+            return self.reaped;
+        }
+        let pid = match &self.runner {
+            Runner::Process(child) => child.id(),
+            Runner::Adapter(ended) => {
+                self.reaped = ended.get().map(|(code, _)| ExitStatus::from_raw(code << 8));
+                return self.reaped;
+            }
+        };
+        match sys::exited_unreaped(pid) {
+            Ok(false) => return None,
+            Ok(true) => {
+                self.signal_group(sys::SIGKILL); // stragglers the server left behind
+                self.reap();
+            }
+            Err(e) => {
+                // Not our child any more (reaped elsewhere): never signal it again.
+                log::error!("cannot wait for MCP server {:?} (pid {pid}): {e}", self.name);
+                self.reaped = Some(ExitStatus::from_raw(1 << 8));
             }
         }
         self.reaped
+    }
+
+    /// Why an adapter ended, as it said (`None` for a program, or while it runs).
+    pub(crate) fn adapter_ended(&self) -> Option<String> {
+        match &self.runner {
+            Runner::Adapter(ended) => ended.get().map(|(_, why)| why),
+            Runner::Process(_) => None,
+        }
     }
 
     /// Waits up to `timeout` for the child to exit on its own.
@@ -143,37 +217,40 @@ impl ChildGuard {
     }
 
     /// SIGTERM to the group, SIGKILL after `grace`; reaps the child. Returns its exit status.
-    /// A child already reaped is not signalled.
+    /// A child already reaped is not signalled. An adapter's input is closed, which stops it.
     pub(crate) fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.try_wait() {
             return Some(status);
+        }
+        if let Runner::Adapter(_) = self.runner {
+            self.pipes.close_stdin();
+            return self.wait_for(grace.max(KILL_WAIT));
         }
         self.signal_group(sys::SIGTERM);
         if let Some(status) = self.wait_for(grace) {
             return Some(status);
         }
-        log::warn!(
-            "MCP server {:?} (pid {}) ignored SIGTERM for {grace:?}; killing it",
-            self.name,
-            self.pid()
-        );
+        log::warn!("MCP server {:?} ({}) ignored SIGTERM for {grace:?}; killing it", self.name, self.who());
         self.signal_group(sys::SIGKILL);
         self.wait_for(KILL_WAIT).or_else(|| self.reap())
     }
 
-    /// Signals the child's process group, unless the leader was reaped. Returns whether it did.
+    /// Signals the child's process group, unless the leader was reaped (or it is no process).
+    /// Returns whether it did.
     fn signal_group(&self, signal: i32) -> bool {
+        let Runner::Process(child) = &self.runner else { return false };
         if self.reaped.is_some() {
             return false;
         }
-        let _ = sys::kill_group(self.pid(), signal);
+        let _ = sys::kill_group(child.id(), signal);
         true
     }
 
     /// Collects the exit status (waiting for it) and marks the child reaped.
     fn reap(&mut self) -> Option<ExitStatus> {
-        let status = self.child.wait().unwrap_or_else(|e| {
-            log::error!("cannot reap MCP server {:?} (pid {}): {e}", self.name, self.pid());
+        let Runner::Process(child) = &mut self.runner else { return self.reaped };
+        let status = child.wait().unwrap_or_else(|e| {
+            log::error!("cannot reap MCP server {:?} (pid {}): {e}", self.name, child.id());
             ExitStatus::from_raw(1 << 8)
         });
         self.reaped = Some(status);
@@ -210,6 +287,15 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
+/// The program started, for the log: `sh -c "CMD"`, or the command and its arguments.
+fn describe_upstream(upstream: &Upstream) -> String {
+    match upstream {
+        Upstream::Shell(command) => format!("sh -c {command:?}"),
+        Upstream::Entry(Source::Stdio { command, args, .. }) => format!("{command:?} {args:?}"),
+        Upstream::Entry(Source::Http { url, .. }) => url.clone(),
+    }
+}
+
 fn log_stderr(stderr: impl Read, name: &str) {
     for line in BufReader::new(stderr).lines() {
         match line {
@@ -230,7 +316,18 @@ mod tests {
 
     fn spawn(command: &str, generation: u64) -> (ChildGuard, Arc<Status>) {
         let status = Arc::new(Status::default());
-        (ChildGuard::spawn(command, "test", generation, status.clone()).unwrap(), status)
+        let upstream = Upstream::Shell(command.into());
+        let tls = crate::tls::ClientOptions::default();
+        (ChildGuard::spawn(&upstream, &tls, 1 << 20, "test", generation, status.clone()).unwrap(), status)
+    }
+
+    impl ChildGuard {
+        fn pid(&self) -> u32 {
+            match &self.runner {
+                Runner::Process(child) => child.id(),
+                Runner::Adapter(_) => panic!("an adapter has no pid"),
+            }
+        }
     }
 
     /// Finding 3: the exit is seen without reaping, the group's stragglers are killed while the

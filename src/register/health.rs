@@ -1,6 +1,8 @@
-//! The original's local health server (`--port N`): answers `200 ok` only when the MCP server is
-//! running and, with `--require-gateway`, the gateway link is up; otherwise `503` with the
-//! reason. Health must tell the truth, so it reads the live state, never a cached verdict.
+//! The original's local health server (`--port N`): answers `200 ok` only when every MCP server
+//! register fronts is running and, with `--require-gateway`, linked to the gateway; otherwise
+//! `503` with the reason. With a `--config` file the body lists each server, its transport and
+//! state, one per line. Health must tell the truth, so it reads the live state (the `Board`
+//! every server loop writes its `Status` to), never a cached verdict.
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +44,29 @@ impl Status {
     }
 }
 
+/// Every server's status, by name, in the order they started; each server loop adds its own and
+/// removes it when it ends (at most as many as servers run).
+#[derive(Default)]
+pub(crate) struct Board {
+    servers: Mutex<Vec<(String, &'static str, Arc<Status>)>>,
+}
+
+impl Board {
+    /// A new server on the board; its status, for its loop to keep up to date.
+    pub(crate) fn add(&self, name: &str, transport: &'static str) -> Arc<Status> {
+        let status = Arc::new(Status::default());
+        let mut servers = lock(&self.servers);
+        servers.retain(|(n, _, _)| n != name);
+        servers.push((name.to_string(), transport, status.clone()));
+        status
+    }
+
+    /// The server's loop ended (the status it added, not a successor's of the same name).
+    pub(crate) fn remove(&self, name: &str) {
+        lock(&self.servers).retain(|(n, _, s)| n != name || s.child_running());
+    }
+}
+
 /// Where and how to serve health checks.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -50,17 +75,19 @@ pub(crate) struct Config {
     pub endpoints: Vec<String>,
     pub cors: bool,
     pub require_gateway: bool,
+    /// List each server in the body (a `--config` file's servers).
+    pub list: bool,
 }
 
 /// Binds the health server and serves it on its own thread.
-pub(crate) fn start(cfg: Config, status: Arc<Status>) -> Result<(), String> {
+pub(crate) fn start(cfg: Config, board: Arc<Board>) -> Result<(), String> {
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
         .map_err(|e| format!("health server on {}:{}: {e}", cfg.host, cfg.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     log::info!("health server listening on http://{addr} ({})", cfg.endpoints.join(", "));
     thread::spawn("health", move || {
         for stream in listener.incoming().flatten() {
-            serve(&cfg, &status, stream);
+            serve(&cfg, &board, stream);
         }
     })
     .map_err(|e| e.to_string())?;
@@ -68,7 +95,7 @@ pub(crate) fn start(cfg: Config, status: Arc<Status>) -> Result<(), String> {
 }
 
 /// One request per connection, with tight limits: a health check is small and quick.
-fn serve(cfg: &Config, status: &Status, stream: TcpStream) {
+fn serve(cfg: &Config, board: &Board, stream: TcpStream) {
     let limits = Limits {
         max_header_bytes: 4096,
         max_body: 0,
@@ -84,7 +111,7 @@ fn serve(cfg: &Config, status: &Status, stream: TcpStream) {
     } else if req.method == "OPTIONS" && cfg.cors {
         Response::empty(204).header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
     } else {
-        verdict(cfg, status)
+        verdict(cfg, board)
     };
     if cfg.cors {
         resp = resp.header("Access-Control-Allow-Origin", "*");
@@ -92,12 +119,44 @@ fn serve(cfg: &Config, status: &Status, stream: TcpStream) {
     let _ = resp.write_to(&mut conn.stream, false);
 }
 
-fn verdict(cfg: &Config, status: &Status) -> Response {
+/// 200 when every server is well, else 503; the body says why, or lists every server.
+fn verdict(cfg: &Config, board: &Board) -> Response {
+    let servers = lock(&board.servers);
+    let states: Vec<(String, Option<String>, bool)> = servers
+        .iter()
+        .map(|(name, transport, s)| {
+            (format!("{name} ({transport})"), trouble(cfg, s), s.link_up.load(Ordering::SeqCst))
+        })
+        .collect();
+    drop(servers);
+    let well = !states.is_empty() && states.iter().all(|(_, t, _)| t.is_none());
+    let code = if well { 200 } else { 503 };
+    if !cfg.list {
+        let first = states.into_iter().find_map(|(_, t, _)| t);
+        return Response::text(
+            code,
+            first.as_deref().unwrap_or(if well { "ok" } else { "the MCP server is not running" }),
+        );
+    }
+    let mut body = String::from(if well { "ok\n" } else { "not ok\n" });
+    for (server, t, linked) in &states {
+        let fine =
+            if *linked { "running, linked to the gateway" } else { "running, not linked to the gateway" };
+        body.push_str(&format!("{server}: {}\n", t.as_deref().unwrap_or(fine)));
+    }
+    if states.is_empty() {
+        body.push_str("no MCP server is running\n");
+    }
+    Response::text(code, &body)
+}
+
+/// What is wrong with one server, if anything.
+fn trouble(cfg: &Config, status: &Status) -> Option<String> {
     if !status.child_running() {
-        return Response::text(503, "the MCP server is not running");
+        return Some("the MCP server is not running".into());
     }
     if cfg.require_gateway && !status.link_up.load(Ordering::SeqCst) {
-        return Response::text(503, &format!("not connected to the gateway: {}", lock(&status.link_error)));
+        return Some(format!("not connected to the gateway: {}", lock(&status.link_error)));
     }
-    Response::text(200, "ok")
+    None
 }

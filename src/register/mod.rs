@@ -1,23 +1,33 @@
-//! `mcpport register`: start the local stdio MCP server, dial out to the gateway, register, and
-//! relay JSON-RPC both ways; heal by itself when the link breaks.
+//! `mcpport register`: front this device's MCP servers (stdio programs, or HTTP servers on the
+//! LAN), dial out to the gateway, register each, and relay JSON-RPC both ways; heal by itself
+//! when a link breaks.
 //!
-//! The main loop: make sure the child runs (restarting it per `--restart`, with backoff against
-//! crash loops), dial the gateway, relay until the link ends, wait a capped, jittered backoff,
-//! and dial again. The child keeps running across links. The process ends when the child exits
-//! and `--restart` says not to bring it back (its status, never 0 for `never`), when the gateway
-//! cannot be reached at start-up with `--require-gateway` (status 1), or on SIGINT/SIGTERM
-//! (status 0). Whatever ends it, the child's whole process group is stopped first.
+//! One server, one loop (`serve`), on a thread of its own (`fleet` starts them: one for
+//! `--stdio`, one per entry of a `--config` file): make sure the server runs (restarting it per
+//! `--restart`, with backoff against crash loops), dial the gateway, relay until the link ends,
+//! wait a capped, jittered backoff, and dial again. The server keeps running across links. A loop
+//! ends when its server exits and `--restart` says not to bring it back (its status, never 0 for
+//! `never`), when the gateway cannot be reached at start-up with `--require-gateway` or the
+//! `--gateway-url` is wrong (an error), or when its `Stop` is requested (status 0): a signal, or
+//! a reload that dropped or changed it. Whatever ends it, the server's whole process group is
+//! stopped first.
 //!
-//! Modules depend downward only: this loop → `bridge` (one link) → `relay` (the state machine,
-//! pure) and `child` (the process and its pipes) → `health` (the status it serves).
+//! Modules depend downward only: `fleet` (the process: signals, reloads, the health server) →
+//! this loop → `bridge` (one link) → `relay` (the state machine, pure) and `child` (the server
+//! and its pipes: a process, or `upstream_http` for an HTTP server) → `health` (the status it
+//! serves); `servers_file` reads `--config`.
 
 pub(crate) mod backoff;
 pub(crate) mod bridge;
 pub(crate) mod child;
+pub(crate) mod fleet;
 pub(crate) mod handshake;
 pub(crate) mod health;
 pub(crate) mod pipes;
 pub(crate) mod relay;
+pub(crate) mod servers_file;
+pub(crate) mod stop;
+pub(crate) mod upstream_http;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,17 +40,23 @@ use child::ChildGuard;
 use handshake::DialError;
 use health::Status;
 use relay::{Relay, MAX_PENDING};
+use stop::Stop;
 
 /// Everything `mcpport register` was told on its command line, validated. (No `Debug`: its
 /// headers hold tokens.)
 #[derive(Clone)]
 pub(crate) struct Config {
-    /// The command that starts the stdio MCP server, run with `sh -c`.
-    pub stdio: String,
+    /// The MCP server fronted (one `--stdio` server; each `--config` entry's replaces it).
+    pub upstream: Upstream,
+    /// `--config FILE`: every server it names, re-read on SIGHUP.
+    pub config_file: Option<std::path::PathBuf>,
     pub gateway_url: String,
     pub server_name: String,
     /// Kept for the life of the process, so the gateway knows a reconnect from a newcomer.
     pub server_id: String,
+    /// This edge, as the gateway's status shows it beside each of its servers: the host's name
+    /// and a mark of this process (`raspberrypi#1f2e3d4c`), the same for all its servers.
+    pub edge: String,
     /// Extra headers for the WebSocket upgrade (`--header "Key: Value"`).
     pub headers: Vec<(String, String)>,
     pub heartbeat: Heartbeat,
@@ -57,12 +73,14 @@ pub(crate) struct Config {
 
 impl Config {
     /// A configuration with the defaults of every optional flag.
-    pub(crate) fn new(stdio: String, gateway_url: String, server_name: String) -> Config {
+    pub(crate) fn new(upstream: Upstream, gateway_url: String, server_name: String) -> Config {
         Config {
-            stdio,
+            upstream,
+            config_file: None,
             gateway_url,
             server_name,
             server_id: sys::random_uuid(),
+            edge: format!("{}#{}", sys::host_name(), &sys::random_uuid()[..8]),
             headers: Vec::new(),
             heartbeat: Heartbeat { interval: Duration::from_secs(20), timeout: Duration::from_secs(40) },
             max_ws_message: 16 * 1024 * 1024,
@@ -75,6 +93,26 @@ impl Config {
     }
 }
 
+/// The MCP server an edge fronts.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Upstream {
+    /// `--stdio CMD`: run with `sh -c`.
+    Shell(String),
+    /// An entry of a `--config` file: a program run as given, or an HTTP server.
+    Entry(servers_file::Source),
+}
+
+impl Upstream {
+    /// How the edge speaks to it, as the status pages say.
+    pub(crate) fn transport(&self) -> &'static str {
+        match self {
+            Upstream::Shell(_) | Upstream::Entry(servers_file::Source::Stdio { .. }) => "stdio",
+            Upstream::Entry(servers_file::Source::Http { sse: true, .. }) => "sse",
+            Upstream::Entry(servers_file::Source::Http { sse: false, .. }) => "streamable-http",
+        }
+    }
+}
+
 /// When to bring the MCP server back after it exits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Restart {
@@ -83,25 +121,13 @@ pub(crate) enum Restart {
     Always,
 }
 
-/// Runs register to the end; returns the process exit status.
-pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
-    let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    if cfg.gateway_url.starts_with("wss://") {
-        crate::tls::client_config(&cfg.tls)?; // bad TLS files are a mistake to report, not to retry
-    }
-    if cfg.tls.no_verify {
-        log::warn!(
-            "--no-ssl-verify: the gateway's certificate is NOT checked; anyone in the path can pose as it"
-        );
-    }
-    let status = Arc::new(Status::default());
-    if let Some(h) = &cfg.health {
-        health::start(h.clone(), status.clone())?;
-    }
+/// Serves one MCP server to the end; returns its exit status. `status` is what the health
+/// server reports of it.
+pub(crate) fn serve(cfg: &Config, stop: &Stop, status: Arc<Status>) -> Result<i32, String> {
     let mut sup = Supervisor {
         cfg,
         status: status.clone(),
-        signal_fd,
+        stop,
         child: None,
         generation: 0,
         relay: Relay::new(MAX_PENDING),
@@ -114,9 +140,9 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
         if let Some(code) = sup.ensure_child()? {
             return Ok(code);
         }
-        // A signal that came while dialing (which can take CONNECT_TIMEOUT) ends it here.
-        if sys::take_signal() {
-            sup.stop("signal received");
+        // A stop that came while dialing (which can take CONNECT_TIMEOUT) ends it here.
+        if stop.requested() {
+            sup.stop(stop.why());
             return Ok(0);
         }
         let connected = bridge::connect(cfg).and_then(|mut ws| {
@@ -139,7 +165,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
             Err(DialError::Again(why)) => {
                 status.set_link(false, &why);
                 if sup.wait(&why, "reconnecting", links.next_delay()) {
-                    sup.stop("signal received");
+                    sup.stop(stop.why());
                     return Ok(0);
                 }
                 continue;
@@ -154,12 +180,12 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
             cfg.server_name,
             cfg.server_id
         );
-        let ended = bridge::relay(&mut ws, &mut sup.ends(), cfg, signal_fd);
+        let ended = bridge::relay(&mut ws, &mut sup.ends(), cfg, stop);
         drop(ws);
         match ended {
-            Ended::Signal => {
+            Ended::Stopped => {
                 status.set_link(false, "shutting down");
-                sup.stop("signal received");
+                sup.stop(stop.why());
                 return Ok(0);
             }
             Ended::Link(why) => {
@@ -171,7 +197,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
                     continue; // ensure_child decides; the link closed because the child did
                 }
                 if sup.wait(&why, "reconnecting", links.next_delay()) {
-                    sup.stop("signal received");
+                    sup.stop(stop.why());
                     return Ok(0);
                 }
             }
@@ -184,7 +210,7 @@ pub(crate) fn run(cfg: &Config) -> Result<i32, String> {
 struct Supervisor<'a> {
     cfg: &'a Config,
     status: Arc<Status>,
-    signal_fd: i32,
+    stop: &'a Stop,
     child: Option<ChildGuard>,
     /// The generation of the newest child (0 before the first).
     generation: u64,
@@ -199,17 +225,25 @@ impl Supervisor<'_> {
     fn ensure_child(&mut self) -> Result<Option<i32>, String> {
         let Some(child) = self.child.as_mut() else { return Ok(None) };
         let Some(status) = child.try_wait() else { return Ok(None) };
-        log::error!("the MCP server (pid {}) {}", child.pid(), child::describe(status));
+        // An HTTP server going away is no program exiting: it comes back, and so does the edge.
+        let http = child.adapter_ended();
+        match &http {
+            Some(why) => {
+                log::warn!("MCP server {:?} ({}): {why}", self.cfg.server_name, self.cfg.upstream.transport())
+            }
+            None => log::error!("the MCP server ({}) {}", child.who(), child::describe(status)),
+        }
         // Reaped (its stragglers killed first): what its reader still reports is dropped.
         self.child = None;
         self.relay.child_gone();
         self.ends().perform(None);
         let (code, failed) = (child::exit_code(status), !status.success());
-        let restart = match self.cfg.restart {
-            Restart::Never => false,
-            Restart::OnFailure => failed,
-            Restart::Always => true,
-        };
+        let restart = http.is_some()
+            || match self.cfg.restart {
+                Restart::Never => false,
+                Restart::OnFailure => failed,
+                Restart::Always => true,
+            };
         if !restart {
             log::error!("register exits (--restart {})", restart_name(self.cfg.restart));
             return Ok(Some(if self.cfg.restart == Restart::Never {
@@ -224,7 +258,7 @@ impl Supervisor<'_> {
         let delay = self.crashes.next_delay();
         let why = format!("--restart {}", restart_name(self.cfg.restart));
         if self.wait(&why, "restarting the MCP server", delay) {
-            self.stop("signal received");
+            self.stop(self.stop.why());
             return Ok(Some(0));
         }
         self.spawn()?;
@@ -235,8 +269,15 @@ impl Supervisor<'_> {
     fn spawn(&mut self) -> Result<(), String> {
         self.generation += 1;
         let cfg = self.cfg;
-        let child = ChildGuard::spawn(&cfg.stdio, &cfg.server_name, self.generation, self.status.clone())
-            .map_err(|e| format!("cannot start the MCP server with sh -c {:?}: {e}", cfg.stdio))?;
+        let child = ChildGuard::spawn(
+            &cfg.upstream,
+            &cfg.tls,
+            cfg.max_ws_message,
+            &cfg.server_name,
+            self.generation,
+            self.status.clone(),
+        )
+        .map_err(|e| format!("cannot start MCP server {:?}: {e}", cfg.server_name))?;
         self.child = Some(child);
         self.started = Instant::now();
         Ok(())
@@ -247,9 +288,9 @@ impl Supervisor<'_> {
     }
 
     /// Logs why and what comes next, and waits `delay` for it, handling the child's output
-    /// meanwhile (no link is up). True if a signal came instead.
+    /// meanwhile (no link is up). True if a stop was requested instead.
     fn wait(&mut self, why: &str, next: &str, delay: Duration) -> bool {
-        if sys::take_signal() {
+        if self.stop.requested() {
             return true; // it came before the wait: no promise of a next attempt
         }
         log::warn!("{why}; {next} in {:.1} s", delay.as_secs_f64());
@@ -259,7 +300,7 @@ impl Supervisor<'_> {
             if left.is_zero() {
                 return false;
             }
-            let mut fds = vec![(self.signal_fd, false)];
+            let mut fds = vec![(self.stop.fd(), false)];
             self.ends().watch(true, &mut fds);
             let ready = match sys::poll(&fds, Some(left)) {
                 Ok(ready) => ready,
@@ -269,7 +310,7 @@ impl Supervisor<'_> {
                     return false;
                 }
             };
-            if ready[0].readable && sys::take_signal() {
+            if ready[0].readable && self.stop.requested() {
                 return true;
             }
             for (&(fd, _), r) in fds[1..].iter().zip(&ready[1..]) {
@@ -284,7 +325,7 @@ impl Supervisor<'_> {
     /// that `--restart` decides what comes next. Whether it did.
     fn stop_child_without_stdin(&mut self) -> bool {
         let Some(child) = self.child.as_mut().filter(|c| c.stdin_fd().is_none()) else { return false };
-        log::error!("the MCP server (pid {}) closed its stdin; stopping it", child.pid());
+        log::error!("the MCP server ({}) closed its stdin; stopping it", child.who());
         child.stop(child::STOP_GRACE);
         true
     }
@@ -297,11 +338,11 @@ impl Supervisor<'_> {
 
     fn stop(&mut self, why: &str) {
         if let Some(mut child) = self.child.take() {
-            let pid = child.pid();
+            let who = child.who();
             let how = child.stop(child::STOP_GRACE).map_or("is gone".into(), child::describe);
-            log::info!("{why}: stopped the MCP server (pid {pid}, it {how}); bye");
+            log::info!("{why}: stopped MCP server {:?} ({who}, it {how}); bye", self.cfg.server_name);
         } else {
-            log::info!("{why}: the MCP server was not running; bye");
+            log::info!("{why}: MCP server {:?} was not running; bye", self.cfg.server_name);
         }
     }
 }

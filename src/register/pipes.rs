@@ -77,6 +77,15 @@ impl Pipes {
         })
     }
 
+    /// Closes our end of the child's stdin (what waits for it is dropped): the child reads its
+    /// end of input. How an in-process HTTP adapter is told to stop.
+    pub(crate) fn close_stdin(&mut self) {
+        self.stdin = None;
+        self.waiting.clear();
+        self.written = 0;
+        self.waiting_bytes = 0;
+    }
+
     /// The descriptor to watch for reading, while stdout is open.
     pub(crate) fn stdout_fd(&self) -> Option<RawFd> {
         self.stdout.as_ref().map(|s| s.as_raw_fd())

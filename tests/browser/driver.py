@@ -260,9 +260,9 @@ def check_status_page(page, name):
     rows = wait_until("the page to list the server",
                       lambda: [r for r in page.eval(SERVER_ROWS) if r and r[0] == name])
     row = rows[0]
-    if row[4] != "yes" or int(row[5]) < 3 or not row[1].startswith("127.0.0.1:"):
+    if row[6] != "yes" or int(row[7]) < 3 or not row[3].startswith("127.0.0.1:") or "#" not in row[1] or row[2] != "stdio":
         raise Failed(f"the server's row is wrong: {row}")
-    return f"row {row[:6]}"
+    return f"row {row[:8]}"
 
 
 def call_on_page(page, tool, field, kind, value):
@@ -295,7 +295,7 @@ def check_tool_call(page, tool, text):
         raise Failed(f"echo answered {got!r}, not {text!r}")
     # The server's request counter moves on the live page.
     wait_until("the request count to move", lambda: any(
-        r and r[0] == tool.split("_")[0] and int(r[8]) >= 1 for r in page.eval(SERVER_ROWS)), limit=10)
+        r and r[0] == tool.split("_")[0] and int(r[10]) >= 1 for r in page.eval(SERVER_ROWS)), limit=10)
     sleep = call_on_page(page, "sample_sleep", "seconds", "number", "0.2")
     if sleep["result"].get("isError"):
         raise Failed(f"sleep with a number from its form failed: {sleep}")
@@ -312,9 +312,9 @@ def check_connect(page, gateway, name):
     if missing:
         raise Failed(f"the connect section lacks {missing}: {text[:600]}")
     row = next(r for r in page.eval(SERVER_ROWS) if r and r[0] == name)
-    if "mcpport-sample" not in row[11] or f"{name}_echo" not in row[12]:
-        raise Failed(f"the server's identity or tool names are missing: {row[11:]}")
-    return f"{len(wanted)} pieces, server {row[11]!r}, tools {row[12][:40]!r}…"
+    if "mcpport-sample" not in row[13] or f"{name}_echo" not in row[14]:
+        raise Failed(f"the server's identity or tool names are missing: {row[13:]}")
+    return f"{len(wanted)} pieces, server {row[13]!r}, tools {row[14][:40]!r}…"
 
 
 def check_image(page, name):

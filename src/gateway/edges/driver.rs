@@ -71,7 +71,9 @@ fn admit_link(
         }
     };
     let serial = gw.registry.next_serial();
-    let up = Arc::new(Upstream::new(reg.name, reg.id, credential, serial, remote, commands));
+    let mut up = Upstream::new(reg.name, reg.id, credential, serial, remote, commands);
+    (up.edge, up.transport) = (reg.edge, reg.transport);
+    let up = Arc::new(up);
     match gw.registry.claim_name(&up) {
         Err(Refusal::Taken) => {
             let why = format!(

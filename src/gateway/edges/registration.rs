@@ -19,6 +19,10 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Registration {
     pub name: String,
     pub id: String,
+    /// Which edge registered it (`host#mark`, as mcpport's register says; absent from others).
+    pub edge: Option<String>,
+    /// How the edge reaches the server: `stdio`, `streamable-http` or `sse`.
+    pub transport: Option<&'static str>,
 }
 
 /// Reads and checks the `register` frame (the original's JSON-RPC form, or its older
@@ -86,7 +90,10 @@ pub(crate) fn read_registration(
         Value::Number(n) => n.to_string(),
         _ => crate::sys::random_uuid(),
     };
-    Ok(Registration { name: name.to_string(), id })
+    let params = &info["params"];
+    let edge = params["edge"].as_str().filter(|e| valid_server_id(e)).map(str::to_string);
+    let transport = ["stdio", "streamable-http", "sse"].into_iter().find(|t| params["transport"] == *t);
+    Ok(Registration { name: name.to_string(), id, edge, transport })
 }
 
 /// The longest first message (the `register` frame) accepted.

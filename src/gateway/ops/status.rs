@@ -27,7 +27,7 @@ const PAGE: &str = include_str!("status.html");
 
 /// Lets the page run its own inline script and style (by their SHA-256, which a test checks
 /// against the page) and fetch from its own origin; nothing else.
-const POLICY: &str = "default-src 'none'; script-src 'sha256-ikHqFDaVFDj0HcifiaIddQPYKlvagBYMqkIBM6VxOjs='; \
+const POLICY: &str = "default-src 'none'; script-src 'sha256-itviMTF2w2AJOfgGONsmrIXTATe5rK0SFsE9r1l9wkk='; \
                       style-src 'sha256-6FxyiABC7jKdD4sRpEL40cWwlczzv0ti72IouOtyXvk='; connect-src 'self'; img-src data:; media-src data:; \
                       base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 

@@ -48,6 +48,9 @@ pub(crate) struct Upstream {
     /// The credential the edge registered with: only it may replace this link.
     pub credential: Credential,
     pub remote: SocketAddr,
+    /// The edge that registered it and how that edge reaches it, as it said (status only).
+    pub edge: Option<String>,
+    pub transport: Option<&'static str>,
     pub since: SystemTime,
     last_seen: Mutex<SystemTime>,
     commands: Outbox<Command>,
@@ -92,6 +95,8 @@ impl Upstream {
             credential,
             serial,
             remote,
+            edge: None,
+            transport: None,
             since: SystemTime::now(),
             last_seen: Mutex::new(SystemTime::now()),
             commands,
@@ -185,6 +190,8 @@ impl Upstream {
         serde_json::json!({
             "name": self.name,
             "remote": self.remote.to_string(),
+            "edge": self.edge,
+            "transport": self.transport,
             "connectedSince": crate::logger::timestamp(self.since),
             "lastSeen": crate::logger::timestamp(*lock(&self.last_seen)),
             "ready": ready,
