@@ -8,6 +8,8 @@
 #                            the same client (scripts/bench/client.rs) for both
 #   scripts/bench/scale.py   the scale scenarios, driving tools/loadgen (fake edges, sessions, the
 #                            direct stdio floor)
+#   scripts/bench/edges.py   one register fronting one server against ten (stdio, Streamable HTTP,
+#                            legacy SSE), its idle RSS (issue 21)
 #   scripts/bench/notes.md   the hand-written notes appended to BENCHMARKS.md (why a target is missed)
 #
 # Usage: bash scripts/bench.sh [bench.py options]   (bench.py --help; scale.py takes BENCH_SCALE_ARGS)
@@ -114,6 +116,10 @@ timeout -k 10 720 python3 "$REPO/scripts/bench/scale.py" \
     >"$WORK/scale.md" &
 DRIVER=$!
 wait "$DRIVER"
+timeout -k 10 300 python3 "$REPO/scripts/bench/edges.py" \
+    --ours "$OURS" ${MUSL:+--musl "$MUSL"} --work "$WORK" --pidfile "$PIDS" >"$WORK/edges.md" &
+DRIVER=$!
+wait "$DRIVER"
 DRIVER=
 
 OUT="${BENCH_OUT:-$REPO/BENCHMARKS.md}"
@@ -134,6 +140,10 @@ took=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }
     echo "## Scale (issue 11)"
     echo
     cat "$WORK/scale.md"
+    echo
+    echo "## Edges with many servers (issue 21)"
+    echo
+    cat "$WORK/edges.md"
     echo
     echo "## Against the original Python mcpport 0.1.4"
     echo

@@ -161,19 +161,34 @@ fn a_config_file_fronts_stdio_and_http_servers() {
     }
 }
 
-/// SIGHUP with one server removed and another added: the gateway's list follows within 5 s,
-/// while calls to the untouched server keep succeeding throughout. Then a file that no longer
-/// parses is refused on SIGHUP, and the running servers stay.
+/// SIGHUP with one server removed, another added and a third changed (its environment): the
+/// gateway's list follows within 5 s, the changed server runs as a new process, the untouched one
+/// keeps its process and its calls succeed throughout, and the health server lists the new set.
+/// Then a file that no longer parses is refused on SIGHUP, and the running servers stay.
 #[test]
 fn a_reload_adds_and_removes_servers_and_leaves_the_others_alone() {
     let _w = Watchdog::new("config_reload", Duration::from_secs(90));
     let gw = Gateway::start(&[]);
+    let marked = |mark: &str| {
+        let mut entry = sample_entry();
+        entry["env"] = json!({"MARK": mark});
+        entry
+    };
     let file = ConfigFile::new(
         "reload",
-        &json!({"mcpServers": {"keep": sample_entry(), "old": sample_entry()}}).to_string(),
+        &json!({"mcpServers": {"keep": sample_entry(), "old": sample_entry(), "chg": marked("1")}})
+            .to_string(),
     );
-    let edge = Proc::start(&["register", "--config", file.arg(), "--gateway-url", &gw.ws_url()]);
-    wait_for_tools(gw.port, &["keep_echo", "old_echo"], &[], Duration::from_secs(20));
+    let health = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let edge =
+        Proc::start(&["register", "--config", file.arg(), "--gateway-url", &gw.ws_url(), "--port", &health]);
+    wait_for_tools(gw.port, &["keep_echo", "old_echo", "chg_echo"], &[], Duration::from_secs(20));
+    let pid_of = |tool: &str| {
+        let mut c = crate::util::SseClient::connect(gw.port, "/sse", &[]);
+        c.initialize("2025-06-18");
+        c.sample_pid(tool)
+    };
+    let (keep_pid, chg_pid) = (pid_of("keep_system_info"), pid_of("chg_system_info"));
 
     // Calls to `keep` all along, on one session.
     let (stop, calls, failures) =
@@ -195,11 +210,25 @@ fn a_reload_adds_and_removes_servers_and_leaves_the_others_alone() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    file.write(&json!({"servers": {"keep": sample_entry(), "new": sample_entry()}}).to_string());
+    file.write(
+        &json!({"servers": {"keep": sample_entry(), "new": sample_entry(), "chg": marked("2")}}).to_string(),
+    );
     let sighup = Instant::now();
     signal(edge.pid(), libc::SIGHUP);
-    wait_for_tools(gw.port, &["keep_echo", "new_echo"], &["old_echo"], Duration::from_secs(5));
+    wait_for_tools(gw.port, &["keep_echo", "new_echo", "chg_echo"], &["old_echo"], Duration::from_secs(5));
     let followed = sighup.elapsed();
+    assert_eq!(pid_of("keep_system_info"), keep_pid, "the untouched server kept its process");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_of("chg_system_info") == chg_pid {
+        assert!(Instant::now() < deadline, "the changed server was not restarted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = http(health.parse().unwrap(), "GET", "/health", &[], b"");
+    assert_eq!(listed.status, 200, "{listed:?}");
+    for line in ["keep (stdio): running", "new (stdio): running", "chg (stdio): running"] {
+        assert!(listed.body.contains(line), "{line:?} in {:?}", listed.body);
+    }
+    assert!(!listed.body.contains("old"), "{:?}", listed.body);
     std::thread::sleep(Duration::from_millis(300));
 
     file.write("{\"servers\": {\"keep\": {\"command\": \"x\",}\n  \"oops\"");
@@ -214,9 +243,9 @@ fn a_reload_adds_and_removes_servers_and_leaves_the_others_alone() {
         "too few calls went through: {}",
         calls.load(Ordering::SeqCst)
     );
-    wait_for_tools(gw.port, &["keep_echo", "new_echo"], &["old_echo"], Duration::from_secs(2));
+    wait_for_tools(gw.port, &["keep_echo", "new_echo", "chg_echo"], &["old_echo"], Duration::from_secs(2));
     let log = edge.log_text();
-    assert!(log.contains("1 started, 0 restarted, 1 stopped, 1 kept"), "followed in {followed:?}: {log}");
+    assert!(log.contains("1 started, 1 restarted, 1 stopped, 1 kept"), "followed in {followed:?}: {log}");
     assert!(log.contains("servers.json:2:"), "the broken file's line is named: {log}");
 }
 

@@ -96,8 +96,8 @@ fn start(cfg: Config, board: &Arc<Board>) -> Result<Server, String> {
     let (board, asked) = (board.clone(), stop.clone());
     let name = format!("server-{}", cfg.server_name);
     let thread = crate::thread::spawn(name, move || {
-        let ended = serve(&cfg, &asked, status);
-        board.remove(&cfg.server_name);
+        let ended = serve(&cfg, &asked, status.clone());
+        board.remove(&status);
         ended
     })
     .map_err(|e| format!("cannot start a thread for a server: {e}"))?;

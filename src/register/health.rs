@@ -61,9 +61,10 @@ impl Board {
         status
     }
 
-    /// The server's loop ended (the status it added, not a successor's of the same name).
-    pub(crate) fn remove(&self, name: &str) {
-        lock(&self.servers).retain(|(n, _, s)| n != name || s.child_running());
+    /// The server's loop ended: its status leaves (by identity: a successor of the same name
+    /// that already added its own stays).
+    pub(crate) fn remove(&self, status: &Arc<Status>) {
+        lock(&self.servers).retain(|(_, _, s)| !Arc::ptr_eq(s, status));
     }
 }
 
@@ -159,4 +160,29 @@ fn trouble(cfg: &Config, status: &Status) -> Option<String> {
         return Some(format!("not connected to the gateway: {}", lock(&status.link_error)));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop that ended takes its own status off the board, never a successor's of the same
+    /// name (a server restarted by a reload adds its status before the old loop is joined).
+    #[test]
+    fn a_status_leaves_the_board_by_identity() {
+        let board = Board::default();
+        let old = board.add("fs", "stdio");
+        let other = board.add("ha", "sse");
+        let successor = board.add("fs", "stdio");
+        board.remove(&old);
+        let names: Vec<_> =
+            lock(&board.servers).iter().map(|(n, t, s)| (n.clone(), *t, Arc::as_ptr(s))).collect();
+        assert_eq!(
+            names,
+            [("ha".into(), "sse", Arc::as_ptr(&other)), ("fs".into(), "stdio", Arc::as_ptr(&successor))]
+        );
+        board.remove(&successor);
+        board.remove(&other);
+        assert!(lock(&board.servers).is_empty());
+    }
 }
