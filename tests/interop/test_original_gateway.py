@@ -5,6 +5,7 @@ SDK client connected to the original's /sse lists `{server}_{tool}` tools (after
 fixed 5 s delay) and calls one through it.
 """
 
+import json
 import shlex
 import shutil
 
@@ -58,3 +59,26 @@ async def test_server_filesystem(procs, tmp_path):
     path = str(tmp_path / "note.txt")
     content = await relayed_into_original(procs, stdio, ["read_text_file"], "read_text_file", {"path": path})
     assert "from the edge" in content[0]["text"], content
+
+
+async def test_a_config_file_edge_registers_each_server(procs, tmp_path):
+    """`register --config` with two servers (the sample server over stdio, server-everything over
+    stdio): the original gateway accepts each link's `register` frame (it reads the name and
+    ignores which edge and transport our frame adds) and serves both servers' tools."""
+    need_node_modules()
+    config = tmp_path / "servers.json"
+    config.write_text(json.dumps({"mcpServers": {
+        "pi": {"command": BIN, "args": ["sample-server"]},
+        "ev": {"command": shutil.which("node"), "args": [str(EVERYTHING_JS), "stdio"]},
+    }}))
+    port = free_port()
+    procs("original-gateway", [PEER, "gateway", "--host", "127.0.0.1", "--port", str(port)])
+    wait_for_port(port)
+    url = f"ws://127.0.0.1:{port}/mcp/register"
+    procs("edge", [BIN, "register", "--config", str(config), "--gateway-url", url])
+    async with client(port) as s:
+        await wait_for_tools(s, {"pi_echo", "ev_echo"}, timeout=30)
+        r = wire(await s.call_tool("pi_echo", {"text": "one of two"}))
+        assert r["content"] == [{"type": "text", "text": "one of two"}], r
+        r = wire(await s.call_tool("ev_echo", {"message": "two of two"}))
+        assert "two of two" in r["content"][0]["text"], r
