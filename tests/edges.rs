@@ -362,3 +362,63 @@ fn misbehaving_upstreams_take_nothing_else_down() {
     assert!(rss < 64 * 1024, "the edge holds {rss} KiB");
     assert!(crate::util::alive(edge.pid()));
 }
+
+/// A restart that cannot start (the server's program gone, as in an upgrade) is a crash like
+/// any other under `--restart always` (the default with `--config`): tried again with backoff,
+/// and the server comes back once its program is there again, without a reload.
+#[test]
+fn a_restart_that_cannot_start_is_tried_again() {
+    let _w = Watchdog::new("restart_spawn_fails", Duration::from_secs(60));
+    let gw = Gateway::start(&[]);
+    let file = ConfigFile::new("respawn", "{}");
+    let script = file.dir.join("server.sh");
+    let launcher = format!("#!/bin/sh\nexec {} sample-server --test-tools\n", bin());
+    std::fs::write(&script, &launcher).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    file.write(&json!({"mcpServers": {"x": {"command": script.to_str().unwrap()}}}).to_string());
+    let edge = Proc::start(&[
+        "register",
+        "--config",
+        file.arg(),
+        "--gateway-url",
+        &gw.ws_url(),
+        "--reconnect-max",
+        "1",
+    ]);
+    wait_for_tools(gw.port, &["x_echo"], &[], Duration::from_secs(20));
+    // The program goes away, then the server exits: its restart cannot start.
+    std::fs::remove_file(&script).unwrap();
+    let mut c = crate::util::SseClient::connect(gw.port, "/sse", &[]);
+    c.initialize("2025-06-18");
+    let pid = c.sample_pid("x_system_info");
+    signal(pid, libc::SIGKILL);
+    edge.wait_log("cannot start MCP server \"x\"");
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&script, &launcher).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names = tool_names(gw.port);
+        if names.iter().any(|n| n == "x_echo")
+            && edge.count_log("fronting") + edge.count_log("started MCP server \"x\"") >= 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not come back: {}", edge.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(crate::util::alive(edge.pid()), "{}", edge.log_text());
+    assert!(!edge.log_text().contains("ended: cannot start"), "the loop gave up: {}", edge.log_text());
+}
+
+/// With `--stdio`, SIGHUP (a terminal hanging up) stops register as SIGTERM does: its server is
+/// stopped in order and register exits 0, rather than dying with its server killed.
+#[test]
+fn sighup_stops_a_stdio_edge_in_order() {
+    let _w = Watchdog::new("sighup_stdio", Duration::from_secs(30));
+    let gw = Gateway::start(&[]);
+    let mut edge = gw.register_ready("pi");
+    signal(edge.pid(), libc::SIGHUP);
+    assert_eq!(edge.wait_exit(Duration::from_secs(10)).code(), Some(0), "{}", edge.log_text());
+    assert!(edge.log_text().contains("signal received: stopped MCP server \"pi\""), "{}", edge.log_text());
+}

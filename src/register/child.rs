@@ -112,7 +112,7 @@ impl ChildGuard {
 
     /// Starts the HTTP adapter for `spec` as child `generation`.
     fn adapt(spec: HttpSpec, name: &str, generation: u64, status: Arc<Status>) -> io::Result<ChildGuard> {
-        let url = spec.url.clone();
+        let url = url_shown(&spec.url).to_string();
         let adapter = upstream_http::start(spec, name)?;
         let pipes = Pipes::new(adapter.stdin, adapter.stdout, name)?;
         let runner = Runner::Adapter(adapter.ended);
@@ -224,7 +224,16 @@ impl ChildGuard {
         }
         if let Runner::Adapter(_) = self.runner {
             self.pipes.close_stdin();
-            return self.wait_for(grace.max(KILL_WAIT));
+            if let Some(status) = self.wait_for(grace.max(KILL_WAIT)) {
+                return Some(status);
+            }
+            // Its threads end within their own deadlines; nobody waits for them twice.
+            log::warn!(
+                "MCP server {:?} (HTTP) did not end within {grace:?}; left to end by itself",
+                self.name
+            );
+            self.reaped = Some(ExitStatus::from_raw(1 << 8));
+            return self.reaped;
         }
         self.signal_group(sys::SIGTERM);
         if let Some(status) = self.wait_for(grace) {
@@ -287,13 +296,22 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-/// The program started, for the log: `sh -c "CMD"`, or the command and its arguments.
+/// The server started, for the log: `sh -c "CMD"` (as typed on the command line), a file's
+/// command and how many arguments it got (not the arguments: `${env:…}` may have put a token in
+/// them), or a URL without its query (where tokens go too).
 fn describe_upstream(upstream: &Upstream) -> String {
     match upstream {
         Upstream::Shell(command) => format!("sh -c {command:?}"),
-        Upstream::Entry(Source::Stdio { command, args, .. }) => format!("{command:?} {args:?}"),
-        Upstream::Entry(Source::Http { url, .. }) => url.clone(),
+        Upstream::Entry(Source::Stdio { command, args, .. }) => {
+            format!("{command:?} with {} arguments", args.len())
+        }
+        Upstream::Entry(Source::Http { url, .. }) => url_shown(url).to_string(),
     }
+}
+
+/// A URL as logs show it: without its query.
+fn url_shown(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(before, _)| before)
 }
 
 fn log_stderr(stderr: impl Read, name: &str) {

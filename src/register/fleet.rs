@@ -6,9 +6,10 @@
 //! signal pipe (a quarter-second at most, to notice servers that ended on their own), and
 //! - on SIGINT or SIGTERM asks every server to stop and joins them (each stops its program
 //!   within `child::STOP_GRACE` plus the kill wait), then exits 0;
-//! - on SIGHUP (with `--config`) reads the file again: a file that no longer reads is refused
+//! - on SIGHUP with `--config` reads the file again: a file that no longer reads is refused
 //!   and the running set stays; otherwise servers no longer named stop, servers whose entry
-//!   changed restart, new ones start, and untouched ones keep their links and calls in flight.
+//!   changed restart, new ones start, and untouched ones keep their links and calls in flight
+//!   (with `--stdio`, SIGHUP stops it as SIGTERM does).
 //!
 //! Bounds: at most `servers_file`'s server count, so as many server threads (each with its
 //! program's stderr reader, or the HTTP adapter's threads) and links; nothing else grows here.
@@ -40,6 +41,9 @@ struct Server {
 /// exit status.
 pub(crate) fn run(base: &Config) -> Result<i32, String> {
     let signal_fd = sys::signal_pipe().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // At once: a SIGHUP during start-up must not kill the process (its servers with it, by
+    // `PR_SET_PDEATHSIG`, rather than stopped).
+    sys::reload_on_sighup();
     if base.gateway_url.starts_with("wss://") {
         crate::tls::client_config(&base.tls)?; // bad TLS files are a mistake to report, not to retry
     }
@@ -55,17 +59,19 @@ pub(crate) fn run(base: &Config) -> Result<i32, String> {
     match &base.config_file {
         None => run_one(base, signal_fd, &board),
         Some(file) => {
-            sys::reload_on_sighup();
-            Fleet { base, file, board, running: BTreeMap::new() }.run(signal_fd)
+            Fleet { base, file, board, running: BTreeMap::new(), ids: BTreeMap::new() }.run(signal_fd)
         }
     }
 }
 
-/// The `--stdio` server: the process ends when it does, with its status.
+/// The `--stdio` server: the process ends when it does, with its status. SIGHUP (a terminal
+/// hanging up; there is no file to read again) stops it as SIGTERM does, the server stopped in
+/// order rather than killed.
 fn run_one(cfg: &Config, signal_fd: i32, board: &Arc<Board>) -> Result<i32, String> {
     let server = start(cfg.clone(), board)?;
     loop {
-        if wait_for_signals(signal_fd).stop {
+        let signals = wait_for_signals(signal_fd);
+        if signals.stop || signals.reload {
             server.stop.request("signal received");
             return join(server);
         }
@@ -115,6 +121,10 @@ struct Fleet<'a> {
     file: &'a Path,
     board: Arc<Board>,
     running: BTreeMap<String, Server>,
+    /// Each name's server id, kept for the process's life (a server restarted by a reload is
+    /// the same server to the gateway, which may still hold its old link for a moment); only
+    /// the names of the file's last read.
+    ids: BTreeMap<String, String>,
 }
 
 impl Fleet<'_> {
@@ -146,7 +156,7 @@ impl Fleet<'_> {
 
     /// Reads the file: its entries as server configurations; its warnings and the entries it
     /// skips are logged.
-    fn read(&self) -> Result<Vec<Config>, String> {
+    fn read(&mut self) -> Result<Vec<Config>, String> {
         let loaded = servers_file::load(self.file)?;
         for warning in &loaded.warnings {
             log::warn!("{}: {warning}", self.file.display());
@@ -154,13 +164,16 @@ impl Fleet<'_> {
         for skipped in &loaded.skipped {
             log::error!("{}: {skipped}; that server is not started", self.file.display());
         }
+        self.board.set_down(loaded.skipped);
+        self.ids.retain(|name, _| loaded.entries.iter().any(|e| &e.name == name));
         Ok(loaded.entries.into_iter().map(|e| self.config_of(e)).collect())
     }
 
-    /// A server's configuration: the command line's, with the entry's name and server.
-    fn config_of(&self, entry: Entry) -> Config {
+    /// A server's configuration: the command line's, with the entry's name and server, and the
+    /// name's server id.
+    fn config_of(&mut self, entry: Entry) -> Config {
         let mut cfg = self.base.clone();
-        cfg.server_id = sys::random_uuid();
+        cfg.server_id = self.ids.entry(entry.name.clone()).or_insert_with(sys::random_uuid).clone();
         cfg.server_name = entry.name;
         cfg.upstream = Upstream::Entry(entry.source);
         cfg
@@ -236,10 +249,12 @@ impl Fleet<'_> {
         for name in ended {
             let server = self.running.remove(&name).expect("listed");
             let status = join(server);
-            match &status {
-                Ok(code) => log::warn!("server {name:?} ended (status {code}); it starts again on a reload"),
-                Err(why) => log::error!("server {name:?} ended: {why}; it starts again on a reload"),
-            }
+            let why = match &status {
+                Ok(code) => format!("server {name:?} ended (status {code}); it starts again on a reload"),
+                Err(why) => format!("server {name:?} ended: {why}; it starts again on a reload"),
+            };
+            log::error!("{why}");
+            self.board.add_down(why);
             last = Some(status);
         }
         last

@@ -49,6 +49,10 @@ impl Status {
 #[derive(Default)]
 pub(crate) struct Board {
     servers: Mutex<Vec<(String, &'static str, Arc<Status>)>>,
+    /// What should run and does not, one line each: a file's entries that could not start (an
+    /// unset variable), servers whose loop ended (till a reload starts them again). Each makes
+    /// the verdict 503. As many as the file has servers.
+    down: Mutex<Vec<String>>,
 }
 
 impl Board {
@@ -59,6 +63,16 @@ impl Board {
         servers.retain(|(n, _, _)| n != name);
         servers.push((name.to_string(), transport, status.clone()));
         status
+    }
+
+    /// What should run and does not, replaced whole (a file read again).
+    pub(crate) fn set_down(&self, lines: Vec<String>) {
+        *lock(&self.down) = lines;
+    }
+
+    /// One more server that should run and does not.
+    pub(crate) fn add_down(&self, line: String) {
+        lock(&self.down).push(line);
     }
 
     /// The server's loop ended: its status leaves (by identity: a successor of the same name
@@ -130,7 +144,8 @@ fn verdict(cfg: &Config, board: &Board) -> Response {
         })
         .collect();
     drop(servers);
-    let well = !states.is_empty() && states.iter().all(|(_, t, _)| t.is_none());
+    let down = lock(&board.down).clone();
+    let well = !states.is_empty() && states.iter().all(|(_, t, _)| t.is_none()) && down.is_empty();
     let code = if well { 200 } else { 503 };
     if !cfg.list {
         let first = states.into_iter().find_map(|(_, t, _)| t);
@@ -144,6 +159,9 @@ fn verdict(cfg: &Config, board: &Board) -> Response {
         let fine =
             if *linked { "running, linked to the gateway" } else { "running, not linked to the gateway" };
         body.push_str(&format!("{server}: {}\n", t.as_deref().unwrap_or(fine)));
+    }
+    for line in &down {
+        body.push_str(&format!("not running: {line}\n"));
     }
     if states.is_empty() {
         body.push_str("no MCP server is running\n");
@@ -184,5 +202,40 @@ mod tests {
         board.remove(&successor);
         board.remove(&other);
         assert!(lock(&board.servers).is_empty());
+    }
+
+    /// With a file's servers listed: 200 only while every server runs and nothing that should
+    /// run does not; an entry that could not start or a server that ended makes it 503, and is
+    /// listed.
+    #[test]
+    fn what_should_run_and_does_not_makes_the_verdict_503() {
+        let cfg = Config {
+            host: String::new(),
+            port: 0,
+            endpoints: vec![],
+            cors: false,
+            require_gateway: false,
+            list: true,
+        };
+        let board = Board::default();
+        let body = |r: &Response| String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(verdict(&cfg, &board).status, 503, "nothing runs");
+        board.add("fs", "stdio").child_started(1);
+        let ok = verdict(&cfg, &board);
+        assert_eq!(
+            (ok.status, body(&ok)),
+            (200, "ok\nfs (stdio): running, not linked to the gateway\n".into())
+        );
+        board.set_down(vec![
+            "server \"ha\": headers.Authorization uses ${env:HA_TOKEN}, which is not set".into()
+        ]);
+        let down = verdict(&cfg, &board);
+        assert_eq!(down.status, 503);
+        assert!(body(&down).contains("not running: server \"ha\""), "{}", body(&down));
+        board.set_down(vec![]);
+        board.add_down("server \"x\" ended (status 3); it starts again on a reload".into());
+        assert_eq!(verdict(&cfg, &board).status, 503);
+        board.set_down(vec![]);
+        assert_eq!(verdict(&cfg, &board).status, 200);
     }
 }

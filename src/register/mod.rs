@@ -255,14 +255,20 @@ impl Supervisor<'_> {
         if self.started.elapsed() >= STABLE {
             self.crashes.reset();
         }
-        let delay = self.crashes.next_delay();
-        let why = format!("--restart {}", restart_name(self.cfg.restart));
-        if self.wait(&why, "restarting the MCP server", delay) {
-            self.stop(self.stop.why());
-            return Ok(Some(0));
+        let mut why = format!("--restart {}", restart_name(self.cfg.restart));
+        // A restart that cannot start (the program gone in an upgrade, no descriptors or
+        // processes to spare) is a crash like any other: tried again, backing off.
+        loop {
+            let delay = self.crashes.next_delay();
+            if self.wait(&why, "restarting the MCP server", delay) {
+                self.stop(self.stop.why());
+                return Ok(Some(0));
+            }
+            match self.spawn() {
+                Ok(()) => return Ok(None),
+                Err(failed) => why = failed,
+            }
         }
-        self.spawn()?;
-        Ok(None)
     }
 
     /// Starts the next generation of the child.

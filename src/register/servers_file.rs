@@ -688,17 +688,18 @@ impl Reader<'_> {
     ) -> Step<Source> {
         let url_at = format!("{at}.{url_field}");
         let url = self.string(&url_at, obj.get(url_field).unwrap_or(&Value::Null))?;
-        if !url.contains("${") && !is_http_url(url) {
-            return Err(self.error(&url_at, "must be an http:// or https:// URL").into());
+        if !url.contains("${") {
+            if let Err(why) = url_problem(url) {
+                return Err(self.error(&url_at, &format!("is not a usable URL: {why}")).into());
+            }
         }
         let headers = field(at, obj, "headers", |at, v| self.headers(&join(path, "headers"), at, v))?;
         let headers = headers.unwrap_or_default();
         // From here on, what goes wrong depends on the environment and skips the entry.
         let url = vars.expand(url_field, url)?;
-        if !is_http_url(&url) {
-            return Err(
-                vars.skip(url_field, "is not an http:// or https:// URL once its variables are expanded")
-            );
+        if let Err(why) = url_problem(&url) {
+            let why = format!("is not a usable URL once its variables are expanded: {why}");
+            return Err(vars.skip(url_field, &why));
         }
         let headers = headers.into_iter().map(|(name, value)| {
             let header = child("headers", &name);
@@ -799,17 +800,14 @@ impl Reader<'_> {
     }
 }
 
-/// Whether `url` is `http://HOST…` or `https://HOST…`.
-fn is_http_url(url: &str) -> bool {
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    let rest = if lower.starts_with("https://") {
-        &url[8..]
-    } else if lower.starts_with("http://") {
-        &url[7..]
-    } else {
-        return false;
-    };
-    !rest.is_empty() && !rest.starts_with(['/', '?', '#'])
+/// What is wrong with `url` as an upstream's address (`http://HOST[:PORT]/…` or `https://…`,
+/// as the HTTP client dials it: a port in range, no fragment, no user information), without
+/// repeating the URL, which may hold a token.
+fn url_problem(url: &str) -> Result<(), String> {
+    match crate::http::client::Url::parse(url) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.rsplit_once(": ").map_or("not a URL", |(_, why)| why).to_string()),
+    }
 }
 
 /// Whether the path of `url` ends in `/sse` (the legacy transport's customary endpoint).
@@ -1313,7 +1311,23 @@ mod tests {
             ),
             (
                 r#"{"mcpServers": {"w": {"url": "ftp://h"}}}"#,
-                "mcpServers.w.url must be an http:// or https:// URL",
+                "mcpServers.w.url is not a usable URL: it must start with http:// or https://",
+            ),
+            (
+                r#"{"mcpServers": {"w": {"url": "http://127.0.0.1:99999/mcp"}}}"#,
+                "mcpServers.w.url is not a usable URL: bad port",
+            ),
+            (
+                r#"{"mcpServers": {"w": {"url": "http://h:0/p"}}}"#,
+                "mcpServers.w.url is not a usable URL: bad port",
+            ),
+            (
+                r#"{"mcpServers": {"w": {"url": "http://h/p#frag"}}}"#,
+                "mcpServers.w.url is not a usable URL: a fragment has no place here",
+            ),
+            (
+                r#"{"mcpServers": {"w": {"url": "http://[::1/p"}}}"#,
+                "mcpServers.w.url is not a usable URL: an IPv6 address needs its ]",
             ),
             (
                 r#"{"mcpServers": {"w": {"url": "http://h", "headers": {"a b": "1"}}}}"#,
@@ -1437,7 +1451,9 @@ mod tests {
         let loaded = parse_with(text, &[("U", "file:///etc"), ("V", "1")]).unwrap();
         assert_eq!(
             loaded.skipped,
-            [r#"server "w": url is not an http:// or https:// URL once its variables are expanded"#]
+            [
+                r#"server "w": url is not a usable URL once its variables are expanded: it must start with http:// or https://"#
+            ]
         );
     }
 
