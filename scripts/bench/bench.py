@@ -456,8 +456,11 @@ def main():
     print(f"date:    {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}")
     print(f"machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {machine()}, "
           f"Linux {platform.release()}; load average {load_before} before, {load_after} after")
-    print(f"ours:    {args.ours} (git {rev or '?'}); original: mcpport 0.1.4 ({args.peer})")
-    print(f"client:  scripts/bench/client.rs, the same for both; server: {stdio}")
+    # Paths as the repository names them: no machine's absolute paths in BENCHMARKS.md.
+    repo = Path(__file__).resolve().parents[2]
+    rel = lambda path: os.path.relpath(path, repo)  # noqa: E731
+    print(f"ours:    {rel(args.ours)} (git {rev or '?'}); original: mcpport 0.1.4 ({rel(args.peer)})")
+    print(f"client:  scripts/bench/client.rs, the same for both; server: {stdio.replace(args.ours, rel(args.ours))}")
     print()
     print("| metric | mcpport (Rust) | original (Python) | ratio (Rust ÷ Python) |")
     print("|---|---:|---:|---:|")
@@ -480,7 +483,7 @@ def main():
         print(f"  first error {e}")
     print(f"  other processes on this machine used {others:.2f} of its {os.cpu_count()} CPUs on average during the "
           f"load ({t_load1 - t_load0:.0f} s): the noise")
-    print(f"  whole run {elapsed:.0f} s; raw latencies in {args.work}/latencies-*.txt (kept with BENCH_KEEP=1)")
+    print(f"  whole run {elapsed:.0f} s; raw latencies in the work directory's latencies-*.txt (kept with BENCH_KEEP=1)")
     return 0
 
 

@@ -12,28 +12,41 @@
 //! `endpoint` event names where to POST (the upstream's own origin only); the session lives as
 //! long as that stream.
 //!
-//! Threads: a reader (the pipe from register), a worker per POST in flight, at most
-//! `MAX_IN_FLIGHT` (when all are busy the pipe is not read: backpressure, never a queue), and one
-//! GET stream. The upstream is not trusted; what bounds what is at the constants below: time
+//! Threads: a reader (the pipe from register), workers that POST, and one GET stream. The reader
+//! never waits behind a request: requests (an id and a method) are POSTed by at most
+//! `MAX_IN_FLIGHT` workers, and one that finds none free waits in a FIFO queue (`MAX_QUEUED`
+//! messages, `QUEUED_LINES` of register's longest lines in bytes); only a full queue stops the
+//! reading of the pipe (backpressure). Responses and notifications have workers of their own,
+//! `MAX_OTHERS` at most, and a queue bounded alike, so the answer a call waits for always goes;
+//! each of their POSTs takes `HEAD_TIMEOUT` at most once connected, and an event stream answering
+//! one is never read. A worker that finishes takes the next waiting message of its kind (no thread
+//! per waiting message); a request cancelled while it waits is dropped, unsent and unanswered.
+//!
+//! The upstream is not trusted; what bounds what is at the constants below: time
 //! (`CONNECT_TIMEOUT`, `HEAD_TIMEOUT`, `CALL_SILENCE`, `BODY_IDLE`), bytes (`MAX_HEAD`, one
 //! message at most `max_message`, an SSE line at most that plus `FIELD_SLACK`, a POST's stream at
 //! most `STREAM_BUDGET` messages' worth before its answer, chunk lines `MAX_CHUNK_LINE`) and
-//! count (`MAX_INTERIM`, `REOPENS_PER_MINUTE`, `MAX_RESUMES`). Redirects are never followed. A
+//! count (`MAX_INTERIM`, `REOPENS_PER_MINUTE`, `MAX_RESUMES`, serde_json's nesting limit). A
+//! message is checked by serde_json's own parser without being built (`valid`, `members`):
+//! checking one costs no memory beyond its bytes, however many workers check theirs at once. Logs and errors show a URL without its query and never a
+//! header's value (`shown`, `shown_location`). Redirects are never followed. A
 //! message that is not JSON-RPC or too large, broken HTTP framing, a lost session or an
 //! unreachable upstream ends the adapter with one log line; register restarts it as it restarts a
 //! child that exited. Ending closes every connection at once, so it never waits on the upstream.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use log::Level;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use serde_core::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::pipes::MAX_LINE;
@@ -43,13 +56,23 @@ use crate::jsonrpc::{self, INTERNAL_ERROR};
 use crate::protocol::META_VERSION;
 use crate::thread::{self, lock};
 
-/// POSTs in flight at once, each with its thread and connection. When all are busy the pipe from
-/// register is not read.
+/// Requests (an id and a method) POSTed at once, each by a worker with its connection; the others
+/// wait in their queue.
 pub(crate) const MAX_IN_FLIGHT: usize = 16;
+/// Responses and notifications POSTed at once, by workers of their own: they never wait behind
+/// a request (a call may be waiting for one of them).
+const MAX_OTHERS: usize = 8;
+/// Messages of one kind (requests, or the others) waiting for a worker, oldest first. A full
+/// queue stops the reading of the pipe from register.
+const MAX_QUEUED: usize = 64;
+/// The bytes the messages waiting in one queue may hold, in register's longest lines (the larger
+/// of `max_message` and `MAX_LINE`): a queue always takes one more line when it is empty.
+const QUEUED_LINES: usize = 2;
 /// Connecting to the upstream, over all its addresses (TLS then has `tls::HANDSHAKE_TIMEOUT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// From the request sent to the whole response head, for everything but a Streamable HTTP
-/// request (notifications, responses, streams' GETs, legacy POSTs).
+/// request (notifications, responses, streams' GETs, legacy POSTs); for a response or a
+/// notification, from the first byte sent to the last one read.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Each write of a request.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,7 +107,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const RETRY_DEFAULT: Duration = Duration::from_secs(1);
 /// Resumptions (a GET with `Last-Event-ID`) of one POST's stream that ended before its answer.
 const MAX_RESUMES: usize = 3;
-/// While every POST is busy, how often the reader looks whether register closed the pipe.
+/// While a queue is full, how often the reader looks whether register closed the pipe.
 const HANGUP_CHECK: Duration = Duration::from_millis(500);
 /// The longest session id or event id carried back to the upstream in a header.
 const MAX_TOKEN: usize = 1024;
@@ -96,6 +119,9 @@ const FIELD_SLACK: usize = 64;
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// Read buffer of a connection (a head fits in it).
 const READ_BUFFER: usize = 16 * 1024;
+/// The longest id text from the upstream compared with a request's when it is not the request's
+/// id byte for byte (register's ids are short).
+const MAX_ID_TEXT: usize = 1024;
 
 /// Which HTTP transport the upstream speaks (the entry's `type`: "http"/"streamable-http" or
 /// "sse"; without one, a URL path ending in `/sse` is the legacy transport).
@@ -159,7 +185,7 @@ impl Ended {
 /// upstream becomes unusable. Fails only on a bad URL, header or TLS file, or no thread.
 pub(crate) fn start(spec: HttpSpec, name: &str) -> io::Result<HttpChild> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
-    let url = Url::parse(&spec.url).map_err(invalid)?;
+    let url = Url::parse(&spec.url).map_err(|e| invalid(url_error(&spec.url, &e)))?;
     let tls = match url.secure {
         true => Some(crate::tls::client_config(&spec.tls).map_err(invalid)?),
         false => None,
@@ -187,11 +213,9 @@ pub(crate) fn start(spec: HttpSpec, name: &str) -> io::Result<HttpChild> {
         said_redirect: AtomicBool::new(false),
         ended: ended.clone(),
     });
-    let reader = ad.clone();
-    thread::spawn(format!("http-{name}"), move || reader.read_pipe(stdin_ours))?;
+    ad.spawn(Job::Read(stdin_ours))?;
     if ad.transport == HttpTransport::Sse {
-        let listener = ad.clone();
-        thread::spawn(format!("sse-{name}"), move || listener.keep_legacy_stream())?;
+        ad.spawn(Job::Legacy)?;
     }
     log::debug!("server {name:?}: {} to {}", ad.transport.describe(), ad.shown);
     Ok(HttpChild {
@@ -255,26 +279,102 @@ struct State {
     version: Option<String>,
     /// Legacy: where to POST, from the stream's `endpoint` event.
     endpoint: Option<Url>,
-    /// POSTs in flight (`MAX_IN_FLIGHT` at most).
-    in_flight: usize,
+    /// Requests: their workers (`MAX_IN_FLIGHT` at most) and those waiting for one.
+    requests: Queue,
+    /// Responses and notifications: their workers (`MAX_OTHERS` at most) and those waiting.
+    others: Queue,
     /// Ordered messages (`initialize`, `notifications/initialized`) handed to workers, and
     /// finished: every POST waits for the ordered ones before it.
     ordered_dispatched: u64,
     ordered_done: u64,
     /// Whether the GET stream was started.
     listening: bool,
+    /// Whether the session's DELETE is over (`end_session` waits for it).
+    deleted: bool,
+}
+
+impl State {
+    fn queue(&mut self, kind: Kind) -> &mut Queue {
+        match kind {
+            Kind::Request => &mut self.requests,
+            Kind::Other => &mut self.others,
+        }
+    }
+}
+
+/// Which workers a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An id and a method: may take long (a call), answered by the upstream.
+    Request,
+    /// A response or a notification: quick, and what a request may be waiting for.
+    Other,
+}
+
+impl Kind {
+    /// Workers at once.
+    fn places(self) -> usize {
+        match self {
+            Kind::Request => MAX_IN_FLIGHT,
+            Kind::Other => MAX_OTHERS,
+        }
+    }
+}
+
+/// The workers of one kind of message, and the messages waiting for one, oldest first: at most
+/// `MAX_QUEUED` of them and a given number of bytes.
+#[derive(Default)]
+struct Queue {
+    workers: usize,
+    waiting: Vec<Call>,
+    /// The bytes of the waiting messages.
+    bytes: usize,
+}
+
+impl Queue {
+    /// Whether a message of `len` bytes may wait here (an empty queue takes any).
+    fn has_room(&self, len: usize, max_bytes: usize) -> bool {
+        self.waiting.is_empty() || (self.waiting.len() < MAX_QUEUED && self.bytes + len <= max_bytes)
+    }
+
+    fn push(&mut self, call: Call) {
+        self.bytes += call.body.len();
+        self.waiting.push(call);
+    }
+
+    fn pop(&mut self) -> Option<Call> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let call = self.waiting.remove(0);
+        self.bytes -= call.body.len();
+        Some(call)
+    }
+
+    /// Drops the waiting request `key`; whether it was waiting. An ordered one (`initialize`)
+    /// keeps its place, marked dropped: the messages after it wait for its turn, which then
+    /// ends without a POST.
+    fn cancel(&mut self, key: &str) -> bool {
+        let Some(at) = self.waiting.iter().position(|c| c.key.as_deref() == Some(key)) else { return false };
+        if self.waiting[at].is_ordered() {
+            self.waiting[at].dropped = true;
+        } else {
+            self.bytes -= self.waiting.remove(at).body.len();
+        }
+        true
+    }
 }
 
 /// The open connections (to close them at once when ending, or one call's when it is
-/// cancelled) and the requests in flight.
+/// cancelled) and the requests in flight. (Lock order: `state` before `conns`, never after.)
 #[derive(Default)]
 struct Conns {
     next: u64,
-    open: HashMap<u64, Open>,
+    open: Vec<(u64, Open)>,
     /// Requests in flight by id (JSON text): whether each is a 2026-07-28 one.
-    calls: HashMap<String, bool>,
+    calls: Vec<(String, bool)>,
     /// Requests in flight that register cancelled.
-    cancelled: HashSet<String>,
+    cancelled: Vec<String>,
 }
 
 struct Open {
@@ -318,29 +418,50 @@ struct Call {
     modern: Option<String>,
     /// What `Mcp-Name` carries for a 2026-07-28 request: `params.name` or `params.uri`.
     name: Option<String>,
+    /// For `notifications/cancelled`: the request it cancels (id as JSON text).
+    cancels: Option<String>,
     /// The number of ordered messages before this one.
     ticket: u64,
+    /// Cancelled while it waited: its turn ends without a POST.
+    dropped: bool,
 }
 
 impl Call {
-    fn new(msg: &Value, body: Vec<u8>) -> Call {
-        let method = msg.get("method").and_then(Value::as_str).map(str::to_string);
-        let id = msg.get("id").filter(|_| method.is_some()).cloned();
-        let params = msg.get("params");
-        let modern = params
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(META_VERSION))
-            .and_then(Value::as_str)
-            .filter(|v| visible(v, MAX_VERSION))
-            .map(str::to_string);
+    /// `body` as register wrote it, read without being built (only the parts named are
+    /// decoded); `None` when it is not JSON.
+    fn new(body: Vec<u8>) -> Option<Call> {
+        if !valid(&body) {
+            return None;
+        }
+        let [method, id, params] = fields(&body, ["method", "id", "params"])?;
+        let method = method.and_then(string);
+        let [meta, name, uri, request] =
+            params.and_then(|p| fields(p, ["_meta", "name", "uri", "requestId"])).unwrap_or_default();
+        let modern = meta
+            .and_then(|m| fields(m, [META_VERSION]))
+            .and_then(|[version]| version)
+            .and_then(|v| short_string(v, MAX_VERSION))
+            .filter(|v| visible(v, MAX_VERSION));
         let named = match method.as_deref() {
-            Some("tools/call" | "prompts/get") => params.and_then(|p| p.get("name")),
-            Some("resources/read") => params.and_then(|p| p.get("uri")),
+            Some("tools/call" | "prompts/get") => name,
+            Some("resources/read") => uri,
             _ => None,
         };
-        let name = named.and_then(Value::as_str).map(str::to_string);
+        let name = named.and_then(string);
+        let cancels = request
+            .filter(|_| id.is_none() && method.as_deref() == Some("notifications/cancelled"))
+            .and_then(|r| serde_json::from_slice::<Value>(r).ok())
+            .map(|r| r.to_string());
+        let id = id.filter(|_| method.is_some()).and_then(|i| serde_json::from_slice::<Value>(i).ok());
         let key = id.as_ref().map(Value::to_string);
-        Call { body, id, key, method, modern, name, ticket: 0 }
+        Some(Call { body, id, key, method, modern, name, cancels, ticket: 0, dropped: false })
+    }
+
+    fn kind(&self) -> Kind {
+        match self.id {
+            Some(_) => Kind::Request,
+            None => Kind::Other,
+        }
     }
 
     fn is_initialize(&self) -> bool {
@@ -361,21 +482,57 @@ impl Call {
     }
 }
 
-/// A POST's hold on one of the `MAX_IN_FLIGHT` places; dropping it frees the place.
-struct Slot {
+/// A worker's hold on one of the places of its kind. `next` hands it the oldest message of its
+/// kind that waits, or gives the place back in the same step (so no message is left waiting with
+/// no worker to come); dropping it (a failed spawn, a panic) gives it back too.
+struct Place {
     ad: Arc<Adapter>,
-    key: Option<String>,
+    kind: Kind,
+    held: bool,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(key) = &self.key {
-            let mut conns = lock(&self.ad.conns);
-            conns.calls.remove(key);
-            conns.cancelled.remove(key);
+impl Place {
+    fn next(&mut self) -> Option<Call> {
+        let mut state = lock(&self.ad.state);
+        let next = match self.ad.stopping() {
+            true => None,
+            false => state.queue(self.kind).pop(),
+        };
+        match &next {
+            Some(call) => self.ad.begin(call),
+            None => {
+                state.queue(self.kind).workers -= 1;
+                self.held = false;
+            }
         }
-        lock(&self.ad.state).in_flight -= 1;
+        drop(state);
         self.ad.changed.notify_all();
+        next
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if self.held {
+            lock(&self.ad.state).queue(self.kind).workers -= 1;
+            self.ad.changed.notify_all();
+        }
+    }
+}
+
+/// A request handed to a worker: known by its id, for a cancellation, until it is done.
+struct Flight<'a> {
+    ad: &'a Adapter,
+    key: Option<&'a str>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut conns = lock(&self.ad.conns);
+            conns.calls.retain(|(k, _)| k != key);
+            conns.cancelled.retain(|k| k != key);
+        }
     }
 }
 
@@ -394,12 +551,52 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// What a thread of the adapter does: all of them start through `Adapter::spawn`.
+enum Job {
+    /// The reader of the pipe from register.
+    Read(UnixStream),
+    /// The legacy transport's event stream.
+    Legacy,
+    /// A worker, on its place, with its first message.
+    Work(Place, Call),
+    /// The GET stream for server messages.
+    Listen,
+    /// The session's DELETE (its id).
+    Delete(String),
+}
+
+impl Adapter {
+    /// Starts a thread for `job` (dropped, with what it holds, when no thread starts).
+    fn spawn(self: &Arc<Self>, job: Job) -> io::Result<()> {
+        let what = match job {
+            Job::Read(_) => "http",
+            Job::Legacy => "sse",
+            Job::Work(..) => "post",
+            Job::Listen => "get",
+            Job::Delete(_) => "delete",
+        };
+        let ad = self.clone();
+        let run = move || match job {
+            Job::Read(stdin) => ad.read_pipe(stdin),
+            Job::Legacy => ad.keep_legacy_stream(),
+            Job::Work(place, call) => ad.work(place, call),
+            Job::Listen => ad.keep_listening(),
+            Job::Delete(session) => {
+                ad.delete_session(session);
+                lock(&ad.state).deleted = true;
+                ad.changed.notify_all();
+            }
+        };
+        thread::spawn(format!("{what}-{}", self.name), run).map(drop)
+    }
+}
+
 /// The pipe from register: each line is a message for the upstream.
 impl Adapter {
     /// The reader's loop, until register closes the pipe (or the adapter ends).
     fn read_pipe(self: &Arc<Self>, stdin: UnixStream) {
         let fd = stdin.as_raw_fd();
-        let max = self.max_message.max(MAX_LINE);
+        let max = self.line_max();
         let mut input = BufReader::with_capacity(READ_BUFFER, stdin);
         let mut line = Vec::new();
         loop {
@@ -410,7 +607,7 @@ impl Adapter {
                     }
                 }
                 Ok(Line::TooLong) => {
-                    log::warn!("server {:?}: a message for it is over {} (dropped)", self.name, size(max));
+                    self.say(Level::Warn, format_args!("a message for it is over {} (dropped)", size(max)));
                     if !matches!(skip_line(&mut input), Ok(true)) {
                         break;
                     }
@@ -421,30 +618,70 @@ impl Adapter {
         self.finish(0, "stopped".into());
     }
 
-    /// Hands one message to a worker (waiting for a free place); false when reading must stop.
+    /// Hands one message to a worker, or queues it; false when reading must stop.
     fn dispatch(self: &Arc<Self>, line: Vec<u8>, stdin: RawFd) -> bool {
         if line.iter().all(u8::is_ascii_whitespace) {
             return true;
         }
-        let msg: Value = match serde_json::from_slice(&line) {
-            Ok(msg) => msg,
-            Err(e) => {
-                log::warn!("server {:?}: a message for it is not JSON ({e}); dropped", self.name);
-                return true;
-            }
+        let Some(call) = Call::new(line) else {
+            self.say(Level::Warn, format_args!("a message for it is not JSON; dropped"));
+            return true;
         };
-        if let Some(key) = cancelled_request(&msg) {
-            if !self.cancel(&key) {
+        if let Some(key) = &call.cancels {
+            if !self.cancel(key) {
                 return true;
             }
         }
-        let mut call = Call::new(&msg, line);
-        drop(msg);
-        let Some(slot) = self.take_slot(stdin, &call) else { return false };
-        call.ticket = self.ticket(call.is_ordered());
-        let worker = self.clone();
-        match thread::spawn(format!("post-{}", self.name), move || worker.run(call, slot)) {
-            Ok(_) => true,
+        self.enqueue(call, stdin)
+    }
+
+    /// Queues `call` behind the waiting messages of its kind and starts workers while that kind
+    /// has free places. Waits (the pipe unread) only while that queue is full; false when
+    /// stopping or when register closed the pipe meanwhile (looked at every `HANGUP_CHECK`).
+    fn enqueue(self: &Arc<Self>, mut call: Call, stdin: RawFd) -> bool {
+        let kind = call.kind();
+        let max_bytes = QUEUED_LINES * self.line_max();
+        let mut state = lock(&self.state);
+        while !state.queue(kind).has_room(call.body.len(), max_bytes) {
+            if self.stopping() {
+                return false;
+            }
+            state = self.wait(state, HANGUP_CHECK);
+            if !state.queue(kind).has_room(call.body.len(), max_bytes) && hung_up(stdin) {
+                return false;
+            }
+        }
+        if self.stopping() {
+            return false;
+        }
+        call.ticket = state.ordered_dispatched;
+        state.ordered_dispatched += u64::from(call.is_ordered());
+        state.queue(kind).push(call);
+        let mut hired = Vec::new();
+        while state.queue(kind).workers < kind.places() {
+            let Some(next) = state.queue(kind).pop() else { break };
+            state.queue(kind).workers += 1;
+            self.begin(&next);
+            hired.push((Place { ad: self.clone(), kind, held: true }, next));
+        }
+        drop(state); // before any `Place` may drop
+        hired.into_iter().all(|(place, call)| self.hire(place, call))
+    }
+
+    /// A request handed to a worker is in flight: a cancellation finds it there. Called with
+    /// `state` locked, in the same step as it leaves its queue.
+    fn begin(&self, call: &Call) {
+        if let Some(key) = &call.key {
+            let mut conns = lock(&self.conns);
+            conns.calls.retain(|(k, _)| k != key);
+            conns.calls.push((key.clone(), call.modern.is_some()));
+        }
+    }
+
+    /// Starts a worker on `place` with `call`; false (the adapter ending) when no thread starts.
+    fn hire(self: &Arc<Self>, place: Place, call: Call) -> bool {
+        match self.spawn(Job::Work(place, call)) {
+            Ok(()) => true,
             Err(e) => {
                 self.finish(
                     1,
@@ -455,73 +692,69 @@ impl Adapter {
         }
     }
 
-    /// Waits for one of the `MAX_IN_FLIGHT` places; `None` when stopping or when register closed
-    /// the pipe meanwhile (looked at every `HANGUP_CHECK`, since the pipe is not read).
-    fn take_slot(self: &Arc<Self>, stdin: RawFd, call: &Call) -> Option<Slot> {
-        let mut state = lock(&self.state);
-        while state.in_flight >= MAX_IN_FLIGHT {
-            if self.stopping() {
-                return None;
-            }
-            state = self.wait(state, HANGUP_CHECK);
-            if state.in_flight >= MAX_IN_FLIGHT && hung_up(stdin) {
-                return None;
-            }
+    /// A worker: POSTs `first`, then the next waiting message of its kind, until none waits.
+    fn work(self: &Arc<Self>, mut place: Place, first: Call) {
+        let mut next = Some(first);
+        while let Some(call) = next {
+            self.run(&call);
+            drop(call);
+            next = place.next();
         }
-        if self.stopping() {
-            return None;
-        }
-        state.in_flight += 1;
-        drop(state);
-        if let Some(key) = &call.key {
-            lock(&self.conns).calls.insert(key.clone(), call.modern.is_some());
-        }
-        Some(Slot { ad: self.clone(), key: call.key.clone() })
     }
 
-    /// The number of ordered messages before this one (counting it when it is one).
-    fn ticket(&self, ordered: bool) -> u64 {
-        let mut state = lock(&self.state);
-        let ticket = state.ordered_dispatched;
-        state.ordered_dispatched += u64::from(ordered);
-        ticket
+    /// The longest line read from register.
+    fn line_max(&self) -> usize {
+        self.max_message.max(MAX_LINE)
     }
 
-    /// `notifications/cancelled`: closes the cancelled request's stream (a 2026-07-28 upstream
+    /// `notifications/cancelled`: a request still waiting is dropped (the notification too: the
+    /// upstream never heard of it); one in flight has its stream closed (a 2026-07-28 upstream
     /// takes that as the cancellation). Whether the notification itself is to be POSTed: for the
     /// legacy transport always (answers come on the GET stream), else only for an earlier-era
-    /// request still in flight.
+    /// request in flight.
     fn cancel(&self, key: &str) -> bool {
+        let mut state = lock(&self.state);
+        if state.requests.cancel(key) {
+            self.say(Level::Debug, format_args!("a request cancelled before it was sent is dropped"));
+            return false;
+        }
         if self.transport == HttpTransport::Sse {
             return true;
         }
         let mut conns = lock(&self.conns);
-        let Some(&modern) = conns.calls.get(key) else { return false };
-        conns.cancelled.insert(key.to_string());
-        for open in conns.open.values().filter(|o| o.call.as_deref() == Some(key)) {
+        drop(state);
+        let Some(&(_, modern)) = conns.calls.iter().find(|(k, _)| k == key) else { return false };
+        if !conns.cancelled.iter().any(|k| k == key) {
+            conns.cancelled.push(key.to_string());
+        }
+        for (_, open) in conns.open.iter().filter(|(_, o)| o.call.as_deref() == Some(key)) {
             let _ = open.sock.shutdown(Shutdown::Both);
         }
         !modern
     }
 
-    /// A worker: POSTs one message, after the ordered messages before it.
-    fn run(self: &Arc<Self>, call: Call, slot: Slot) {
-        let Some(turn) = self.await_turn(&call) else { return };
+    /// POSTs one message, after the ordered messages before it.
+    fn run(self: &Arc<Self>, call: &Call) {
+        let _flight = Flight { ad: self, key: call.key.as_deref() };
+        let Some(_turn) = self.await_turn(call) else { return };
+        if call.dropped {
+            return;
+        }
         let result = match self.transport {
-            HttpTransport::Streamable => self.post_streamable(&call),
-            HttpTransport::Sse => self.post_legacy(&call),
+            HttpTransport::Streamable => self.post_streamable(call),
+            HttpTransport::Sse => self.post_legacy(call),
         };
         if let Err(fail) = result {
-            self.failed(&call, fail);
+            self.failed(call, fail);
         }
-        drop(turn);
-        drop(slot);
     }
 
-    /// Waits until the ordered messages before `call` are done; `None` when stopping.
+    /// Waits until the ordered messages before `call` are done; `None` when stopping. A response
+    /// never waits: it answers what the upstream already sent, in a session it already gave,
+    /// and an `initialize` still in progress may be waiting for it.
     fn await_turn(&self, call: &Call) -> Option<Turn<'_>> {
         let mut state = lock(&self.state);
-        while state.ordered_done < call.ticket {
+        while call.method.is_some() && state.ordered_done < call.ticket {
             if self.stopping() {
                 return None;
             }
@@ -539,7 +772,7 @@ impl Adapter {
             Fail::Fatal(why) => self.finish(1, self.upstream(&why)),
             Fail::Gone => self.finish(0, "stopped".into()),
             Fail::Call(why) => {
-                log::warn!("server {:?}: {} ({})", self.name, self.upstream(&why), call.what());
+                self.say(Level::Warn, format_args!("the upstream at {} {why} ({})", self.shown, call.what()));
                 if let Some(id) = &call.id {
                     let message = format!("the upstream MCP server {why}");
                     let _ = self.emit_value(&jsonrpc::error_response(id, INTERNAL_ERROR, &message));
@@ -567,6 +800,7 @@ impl Adapter {
             body: &call.body,
             call: call.key.as_deref(),
             answer_within,
+            whole: call.id.is_none(),
         };
         let mut ex = self.open(&req, false)?;
         let status = ex.head.status;
@@ -576,7 +810,7 @@ impl Adapter {
         match status {
             200..=299 => self.take_answer(call, &mut ex)?,
             300..=399 => return self.redirected(call, &ex.head),
-            404 if session.is_some() => return Err(session_gone(session.as_deref())),
+            404 if session.is_some() => return Err(session_gone()),
             _ => return self.refused(call, status, &mut ex),
         }
         drop(ex);
@@ -619,9 +853,15 @@ impl Adapter {
         Ok(())
     }
 
-    /// A 2xx: a JSON body, an event stream, or (for notifications and responses) nothing.
+    /// A 2xx: a JSON body, an event stream, or (for notifications and responses) nothing. An
+    /// event stream answering a notification or a response is not read: the connection is
+    /// dropped (it would hold a worker, and an ordered message's turn, as long as it lasts).
     fn take_answer(&self, call: &Call, ex: &mut Exchange<'_>) -> Result<(), Fail> {
         let media = ex.head.media_type();
+        if media == "text/event-stream" && call.id.is_none() {
+            self.say(Level::Debug, format_args!("it answered {} with an event stream; dropped", call.what()));
+            return Ok(());
+        }
         if media == "text/event-stream" {
             return self.read_post_stream(call, ex);
         }
@@ -641,10 +881,9 @@ impl Adapter {
             (Some(_), true) => {
                 Err(Fail::Call(format!("answered HTTP {} without a response", ex.head.status)))
             }
-            (Some(_), false) => Err(Fail::Fatal(format!(
-                "answered with Content-Type {:?}, neither JSON nor an event stream",
-                excerpt(media.as_bytes())
-            ))),
+            (Some(_), false) => Err(Fail::Fatal(
+                "answered with a Content-Type that is neither JSON nor an event stream".into(),
+            )),
         }
     }
 
@@ -655,7 +894,7 @@ impl Adapter {
         let mut sse = Sse::new(self.max_message);
         let mut waiting = Awaited { call, spent: 0, limit: STREAM_BUDGET * self.max_message as u64 };
         ex.pace(Some(CALL_SILENCE));
-        if self.pump(&mut ex.body, &mut sse, Some(&mut waiting))? == Pumped::Answered || call.id.is_none() {
+        if self.pump(&mut ex.body, &mut sse, Some(&mut waiting))? == Pumped::Answered {
             return Ok(());
         }
         for _ in 0..MAX_RESUMES {
@@ -683,14 +922,14 @@ impl Adapter {
             body: b"",
             call: call.key.as_deref(),
             answer_within: HEAD_TIMEOUT,
+            whole: false,
         };
         let ex = self.open(&req, false)?;
         if ex.head.is_event_stream() {
             return Ok(ex);
         }
-        let session = lock(&self.state).session.clone();
-        if ex.head.status == 404 && session.is_some() {
-            return Err(session_gone(session.as_deref()));
+        if ex.head.status == 404 && lock(&self.state).session.is_some() {
+            return Err(session_gone());
         }
         Err(Fail::Call(format!(
             "ended its stream before answering, and did not resume it (HTTP {})",
@@ -717,9 +956,8 @@ impl Adapter {
             }
             state.listening = true;
         }
-        let ad = self.clone();
-        if let Err(e) = thread::spawn(format!("get-{}", self.name), move || ad.keep_listening()) {
-            log::warn!("server {:?}: cannot start a thread for its GET stream: {e}", self.name);
+        if let Err(e) = self.spawn(Job::Listen) {
+            self.say(Level::Warn, format_args!("cannot start a thread for its GET stream: {e}"));
         }
     }
 
@@ -727,19 +965,18 @@ impl Adapter {
     /// the upstream says it offers none or the adapter ends.
     fn keep_listening(self: &Arc<Self>) {
         let mut sse = Sse::new(self.max_message);
-        let mut opened = VecDeque::new();
+        let mut opened = Vec::new();
         while self.pace_reopening(&mut opened) {
             let delay = match self.listen_once(&mut sse) {
                 Ok(Listened::Ended) => sse.retry.unwrap_or(RETRY_DEFAULT),
                 Ok(Listened::NotOffered(status)) => {
-                    log::debug!("server {:?}: no GET stream for server messages (HTTP {status})", self.name);
+                    self.say(Level::Debug, format_args!("no GET stream for server messages (HTTP {status})"));
                     return;
                 }
                 Err(Fail::Call(why)) if !self.stopping() => {
-                    log::warn!(
-                        "server {:?}: its GET stream: {}; reopening it",
-                        self.name,
-                        self.upstream(&why)
+                    self.say(
+                        Level::Warn,
+                        format_args!("its GET stream: the upstream at {} {why}; reopening it", self.shown),
                     );
                     RETRY_DEFAULT
                 }
@@ -763,13 +1000,14 @@ impl Adapter {
             body: b"",
             call: None,
             answer_within: HEAD_TIMEOUT,
+            whole: false,
         };
         let mut ex = self.open(&req, false)?;
         let status = ex.head.status;
-        let session = lock(&self.state).session.clone();
+        let session = lock(&self.state).session.is_some();
         match status {
             _ if ex.head.is_event_stream() => {}
-            404 if session.is_some() => return Err(session_gone(session.as_deref())),
+            404 if session => return Err(session_gone()),
             500..=599 => return Err(Fail::Call(format!("answered HTTP {status}"))),
             _ => return Ok(Listened::NotOffered(status)),
         }
@@ -781,18 +1019,16 @@ impl Adapter {
 
     /// Waits, if needed, so that the GET stream opens at most `REOPENS_PER_MINUTE` times a
     /// minute; false when stopping.
-    fn pace_reopening(&self, opened: &mut VecDeque<Instant>) -> bool {
+    fn pace_reopening(&self, opened: &mut Vec<Instant>) -> bool {
         let minute = Duration::from_secs(60);
-        while opened.front().is_some_and(|t| t.elapsed() >= minute) {
-            opened.pop_front();
-        }
+        opened.retain(|t| t.elapsed() < minute);
         if opened.len() >= REOPENS_PER_MINUTE {
-            let oldest = opened.pop_front().expect("not empty");
+            let oldest = opened.remove(0);
             if !self.pause(minute.saturating_sub(oldest.elapsed())) {
                 return false;
             }
         }
-        opened.push_back(Instant::now());
+        opened.push(Instant::now());
         !self.stopping()
     }
 
@@ -802,14 +1038,17 @@ impl Adapter {
             return;
         }
         let Some(session) = lock(&self.state).session.clone() else { return };
-        let (done, waited) = mpsc::channel();
-        let ad = self.clone();
-        let spawned = thread::spawn(format!("delete-{}", self.name), move || {
-            ad.delete_session(session);
-            let _ = done.send(());
-        });
-        if spawned.is_ok() {
-            let _ = waited.recv_timeout(DELETE_WAIT);
+        if self.spawn(Job::Delete(session)).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + DELETE_WAIT;
+        let mut state = lock(&self.state);
+        while !state.deleted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self.wait(state, left);
         }
     }
 
@@ -823,10 +1062,11 @@ impl Adapter {
             body: b"",
             call: None,
             answer_within: DELETE_WAIT,
+            whole: true,
         };
         match self.open(&req, true) {
-            Ok(ex) => log::debug!("server {:?}: session ended (HTTP {})", self.name, ex.head.status),
-            Err(e) => log::debug!("server {:?}: the session's DELETE failed: {e:?}", self.name),
+            Ok(ex) => self.say(Level::Debug, format_args!("session ended (HTTP {})", ex.head.status)),
+            Err(e) => self.say(Level::Debug, format_args!("the session's DELETE failed: {e:?}")),
         }
     }
 }
@@ -845,6 +1085,7 @@ impl Adapter {
             body: &call.body,
             call: call_key,
             answer_within: HEAD_TIMEOUT,
+            whole: call.id.is_none(),
         };
         let mut ex = self.open(&req, false)?;
         match ex.head.status {
@@ -896,6 +1137,7 @@ impl Adapter {
             body: b"",
             call: None,
             answer_within: HEAD_TIMEOUT,
+            whole: false,
         };
         let mut ex = self.open(&req, false)?;
         if !ex.head.is_event_stream() {
@@ -919,20 +1161,14 @@ impl Adapter {
     fn not_a_stream(&self, ex: &mut Exchange<'_>) -> String {
         let status = ex.head.status;
         if (300..400).contains(&status) {
-            let location = ex.head.header("location").unwrap_or("nowhere");
-            return format!(
-                "redirected its event stream to {:?}; not followed",
-                excerpt(location.as_bytes())
-            );
+            let location = shown_location(ex.head.header("location").unwrap_or(""));
+            return format!("redirected its event stream to {location}; not followed");
         }
         if matches!(status, 401 | 403) {
             return format!("answered HTTP {status}: check the credentials in the headers configured for it");
         }
         if (200..300).contains(&status) {
-            let media = ex.head.media_type();
-            return format!(
-                "answered its GET with {media:?}, not an event stream (a Streamable HTTP endpoint? its type is \"http\")"
-            );
+            return "answered its GET with something other than an event stream (a Streamable HTTP endpoint? its type is \"http\")".into();
         }
         ex.pace(Some(BODY_IDLE));
         format!(
@@ -948,7 +1184,7 @@ impl Adapter {
         let url = resolve(&self.url, text.trim()).map_err(Fail::Fatal)?;
         let mut state = lock(&self.state);
         if state.endpoint.is_none() {
-            log::debug!("server {:?}: messages go to {}", self.name, shown(&url));
+            self.say(Level::Debug, format_args!("messages go to {}", shown(&url)));
             state.endpoint = Some(url);
             self.changed.notify_all();
         }
@@ -964,12 +1200,10 @@ impl Adapter {
         let location = head.header("location").unwrap_or("");
         let elsewhere = Url::parse(location)
             .is_ok_and(|u| (u.secure, &u.host, u.port) != (self.url.secure, &self.url.host, self.url.port));
-        let shown_location = excerpt(location.as_bytes());
+        let location = shown_location(location);
         let why = match elsewhere {
-            true => format!("redirected to another host ({shown_location}); not followed"),
-            false => {
-                format!("redirected to {shown_location:?}; not followed (configure the URL it redirects to)")
-            }
+            true => format!("redirected to another host ({location}); not followed"),
+            false => format!("redirected to {location}; not followed (configure the URL it redirects to)"),
         };
         self.say_once(&self.said_redirect, &why);
         if let Some(id) = &call.id {
@@ -994,13 +1228,13 @@ impl Adapter {
         let body = read_error_body(&mut ex.body);
         let Some(id) = &call.id else {
             let why = format!("answered HTTP {status} to {}{}", call.what(), quoted(&body));
-            log::warn!("server {:?}: {}", self.name, self.upstream(&why));
+            self.say(Level::Warn, format_args!("the upstream at {} {why}", self.shown));
             return Ok(());
         };
         let answer = upstream_error(&body, id).unwrap_or_else(|| {
             if !credentials {
                 let why = format!("answered HTTP {status} to {}{}", call.what(), quoted(&body));
-                log::warn!("server {:?}: {}", self.name, self.upstream(&why));
+                self.say(Level::Warn, format_args!("the upstream at {} {why}", self.shown));
             }
             let message = format!("the upstream MCP server answered HTTP {status}{}", quoted(&body));
             jsonrpc::error_response(id, INTERNAL_ERROR, &message)
@@ -1010,11 +1244,8 @@ impl Adapter {
 
     /// Logs `why` as an error the first time, then quietly.
     fn say_once(&self, said: &AtomicBool, why: &str) {
-        if said.swap(true, Ordering::SeqCst) {
-            log::debug!("server {:?}: {}", self.name, self.upstream(why));
-        } else {
-            log::error!("server {:?}: {}", self.name, self.upstream(why));
-        }
+        let level = if said.swap(true, Ordering::SeqCst) { Level::Debug } else { Level::Error };
+        self.say(level, format_args!("the upstream at {} {why}", self.shown));
     }
 }
 
@@ -1054,7 +1285,9 @@ impl Adapter {
         if body.framing == Framing::Length && body.left > max as u64 {
             return Err(self.oversize());
         }
-        let mut bytes = Vec::new();
+        // Room for the line's LF too: the message is passed on in place.
+        let known = if body.framing == Framing::Length { body.left as usize + 1 } else { 0 };
+        let mut bytes = Vec::with_capacity(known);
         body.take(max as u64 + 1).read_to_end(&mut bytes).map_err(io_fail)?;
         if bytes.len() > max {
             return Err(self.oversize());
@@ -1067,47 +1300,69 @@ impl Adapter {
     }
 
     /// Checks one JSON body or event's data and passes its messages on, one line each (a batch
-    /// is split). Whether one of them answers `call`.
-    fn deliver(&self, mut bytes: Vec<u8>, call: Option<&Call>) -> Result<bool, Fail> {
-        let garbage = || Fail::Fatal(format!("sent something that is not JSON-RPC: {:?}", excerpt(&bytes)));
-        let value: Value = serde_json::from_slice(&bytes).map_err(|_| garbage())?;
-        if let Value::Array(items) = value {
-            if items.is_empty() || !items.iter().all(is_jsonrpc) {
-                return Err(garbage());
+    /// is split). Whether one of them answers `call`. Nothing of it is built (`walk`): a message
+    /// goes on in place, a batch's element as a copy of its own text.
+    fn deliver(&self, bytes: Vec<u8>, call: Option<&Call>) -> Result<bool, Fail> {
+        let garbage =
+            |bytes: &[u8]| Fail::Fatal(format!("sent something that is not JSON-RPC: {:?}", excerpt(bytes)));
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            let (mut count, mut rpc) = (0, true);
+            if !valid(&bytes) {
+                return Err(garbage(&bytes));
             }
-            let mut answered = false;
-            for item in &items {
-                answered |= self.answers(item, call); // each looked at: the answer may come late
-                self.emit_value(item)?;
+            members(&bytes, &mut |_, item| {
+                count += 1;
+                rpc &= Rpc::within(item).is_some_and(|m| m.jsonrpc);
+            });
+            if count == 0 || !rpc {
+                return Err(garbage(&bytes));
             }
-            return Ok(answered);
+            let (mut answered, mut sent) = (false, Ok(()));
+            members(&bytes, &mut |_, item| {
+                if sent.is_ok() {
+                    // each looked at: the answer may come late
+                    answered |= Rpc::within(item).is_some_and(|m| self.answers(&m, call));
+                    let mut line = Vec::with_capacity(item.len() + 1);
+                    line.extend_from_slice(item);
+                    sent = self.emit_line(line);
+                }
+            });
+            return sent.map(|()| answered);
         }
-        if !is_jsonrpc(&value) {
-            return Err(garbage());
-        }
-        let answered = self.answers(&value, call);
-        drop(value);
-        // One line as it came: JSON strings hold no raw line breaks, so the ones there are
-        // whitespace between tokens.
-        bytes.iter_mut().filter(|b| **b == b'\n' || **b == b'\r').for_each(|b| *b = b' ');
-        bytes.push(b'\n');
-        self.emit(&bytes)?;
+        let answered = match Rpc::of(&bytes) {
+            Some(msg) if msg.jsonrpc => self.answers(&msg, call),
+            _ => return Err(garbage(&bytes)),
+        };
+        self.emit_line(bytes)?;
         Ok(answered)
     }
 
     /// Whether `msg` answers `call`; the answer to `initialize` gives the session's version.
-    fn answers(&self, msg: &Value, call: Option<&Call>) -> bool {
+    fn answers(&self, msg: &Rpc<'_>, call: Option<&Call>) -> bool {
         let Some(call) = call else { return false };
-        let answers = call.id.is_some() && msg.get("id") == call.id.as_ref() && msg.get("method").is_none();
+        let (Some(id), Some(key), Some(got)) = (&call.id, &call.key, msg.id) else { return false };
+        let same = got == key.as_bytes()
+            || (got.len() <= MAX_ID_TEXT && serde_json::from_slice::<Value>(got).is_ok_and(|got| &got == id));
+        let answers = same && !msg.method;
         if answers && call.is_initialize() {
-            let version = msg.pointer("/result/protocolVersion").and_then(Value::as_str);
-            lock(&self.state).version = version.filter(|v| visible(v, MAX_VERSION)).map(str::to_string);
+            let version = msg.result.and_then(|r| fields(r, ["protocolVersion"])).and_then(|[v]| v);
+            let version =
+                version.and_then(|v| short_string(v, MAX_VERSION)).filter(|v| visible(v, MAX_VERSION));
+            lock(&self.state).version = version;
         }
         answers
     }
 
+    /// One message's JSON text as one line: JSON strings hold no raw line breaks, so the ones
+    /// there are whitespace between tokens.
+    fn emit_line(&self, mut text: Vec<u8>) -> Result<(), Fail> {
+        text.iter_mut().filter(|b| **b == b'\n' || **b == b'\r').for_each(|b| *b = b' ');
+        text.push(b'\n');
+        self.emit(&text)
+    }
+
     fn emit_value(&self, msg: &Value) -> Result<(), Fail> {
-        let mut line = serde_json::to_vec(msg).map_err(|_| Fail::Gone)?;
+        let mut line = msg.to_string().into_bytes();
         line.push(b'\n');
         self.emit(&line)
     }
@@ -1128,15 +1383,19 @@ impl Adapter {
         let sock = dial(req.url, if at_stop { DELETE_WAIT } else { CONNECT_TIMEOUT })?;
         let tracked = self.track(&sock, req.call, at_stop)?;
         let mut wire = Paced::new(self.secure(req.url, sock)?);
+        let answer = req.answer_within;
+        let late = format!("did not answer within {} s", answer.as_secs());
+        let until = req.whole.then(|| (Instant::now() + answer, late.clone()));
+        wire.pace(until.as_ref().map(|(t, _)| *t), None, late.clone());
         wire.write_all(&self.request_bytes(req))
             .and_then(|()| wire.flush())
             .map_err(|e| Fail::Call(format!("did not take the request ({e})")))?;
-        let answer = req.answer_within;
-        wire.pace(Some(answer), None, format!("did not answer within {} s", answer.as_secs()));
+        let head_by = until.as_ref().map_or_else(|| Instant::now() + answer, |(t, _)| *t);
+        wire.pace(Some(head_by), None, late);
         let mut conn = BufReader::with_capacity(READ_BUFFER, wire);
         let head = read_head(&mut conn)?;
         let body = Body::new(conn, &head, req.method == "HEAD")?;
-        Ok(Exchange { head, body, _tracked: tracked })
+        Ok(Exchange { head, body, until, _tracked: tracked })
     }
 
     /// Notes an open connection; refuses when ending (unless `at_stop`) or when its call was
@@ -1144,12 +1403,12 @@ impl Adapter {
     fn track(&self, sock: &TcpStream, call: Option<&str>, at_stop: bool) -> Result<Tracked<'_>, Fail> {
         let clone = sock.try_clone().map_err(|e| Fail::Call(format!("could not be tracked ({e})")))?;
         let mut conns = lock(&self.conns);
-        if (self.stopping() && !at_stop) || call.is_some_and(|k| conns.cancelled.contains(k)) {
+        if (self.stopping() && !at_stop) || call.is_some_and(|k| conns.cancelled.iter().any(|c| c == k)) {
             return Err(Fail::Gone);
         }
         let id = conns.next;
         conns.next += 1;
-        conns.open.insert(id, Open { sock: clone, call: call.map(str::to_string) });
+        conns.open.push((id, Open { sock: clone, call: call.map(str::to_string) }));
         Ok(Tracked { ad: self, id })
     }
 
@@ -1207,12 +1466,9 @@ impl Adapter {
         self.stopping.store(true, Ordering::SeqCst);
         drop(lock(&self.state));
         self.changed.notify_all();
-        if code == 0 {
-            log::info!("server {:?}: {why}", self.name);
-        } else {
-            log::error!("server {:?}: {why}", self.name);
-        }
-        for open in lock(&self.conns).open.values() {
+        let level = if code == 0 { Level::Info } else { Level::Error };
+        self.say(level, format_args!("{why}"));
+        for (_, open) in &lock(&self.conns).open {
             let _ = open.sock.shutdown(Shutdown::Both);
         }
         if code == 0 {
@@ -1247,6 +1503,12 @@ impl Adapter {
         }
     }
 
+    /// Logs `what` about this server.
+    #[inline(never)]
+    fn say(&self, level: Level, what: fmt::Arguments<'_>) {
+        log::log!(level, "server {:?}: {what}", self.name);
+    }
+
     /// "the upstream at URL " + `why`.
     fn upstream(&self, why: &str) -> String {
         format!("the upstream at {} {why}", self.shown)
@@ -1263,26 +1525,32 @@ struct Req<'a> {
     call: Option<&'a str>,
     /// How long the response head may take.
     answer_within: Duration,
+    /// Whether `answer_within` bounds the whole exchange (sending, head and body) instead.
+    whole: bool,
 }
 
 /// A response: its head, and its body to read.
 struct Exchange<'a> {
     head: Head,
     body: Body,
+    /// When the whole exchange must be over (`Req::whole`), and what a timeout then says.
+    until: Option<(Instant, String)>,
     _tracked: Tracked<'a>,
 }
 
 impl Exchange<'_> {
-    /// From now on, reads may wait `idle` each (`None`: forever).
+    /// From now on, reads may wait `idle` each (`None`: forever), within `until`.
     fn pace(&mut self, idle: Option<Duration>) {
-        let silence = match idle {
-            Some(d) if d == CALL_SILENCE => {
+        let silence = match (&self.until, idle) {
+            (Some((_, late)), _) => late.clone(),
+            (None, Some(d)) if d == CALL_SILENCE => {
                 format!("sent nothing for {} s on a request's stream", d.as_secs())
             }
-            Some(d) => format!("went silent for {} s in the middle of its answer", d.as_secs()),
-            None => "went silent".into(),
+            (None, Some(d)) => format!("went silent for {} s in the middle of its answer", d.as_secs()),
+            (None, None) => "went silent".into(),
         };
-        self.body.conn.get_mut().pace(None, idle, silence);
+        let until = self.until.as_ref().map(|(t, _)| *t);
+        self.body.conn.get_mut().pace(until, idle, silence);
     }
 }
 
@@ -1294,7 +1562,7 @@ struct Tracked<'a> {
 
 impl Drop for Tracked<'_> {
     fn drop(&mut self) {
-        lock(&self.ad.conns).open.remove(&self.id);
+        lock(&self.ad.conns).open.retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -1364,7 +1632,8 @@ impl Wire {
     }
 }
 
-/// A connection whose every read is bounded by the current phase's deadline and idle time.
+/// A connection whose every read is bounded by the current phase's deadline and idle time, and
+/// every write by that deadline too (and `WRITE_TIMEOUT` each).
 struct Paced {
     wire: Wire,
     deadline: Option<Instant>,
@@ -1378,8 +1647,8 @@ impl Paced {
         Paced { wire, deadline: None, idle: None, silence: String::new() }
     }
 
-    fn pace(&mut self, within: Option<Duration>, idle: Option<Duration>, silence: String) {
-        self.deadline = within.map(|d| Instant::now() + d);
+    fn pace(&mut self, deadline: Option<Instant>, idle: Option<Duration>, silence: String) {
+        self.deadline = deadline;
         self.idle = idle;
         self.silence = silence;
     }
@@ -1426,9 +1695,22 @@ impl Read for Paced {
 
 impl Write for Paced {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.wire {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timed_out());
+            }
+            self.wire.socket().set_write_timeout(Some(left.min(WRITE_TIMEOUT)))?;
+        }
+        let put = match &mut self.wire {
             Wire::Plain(sock) => sock.write(buf),
             Wire::Tls(tls) => tls.write(buf),
+        };
+        match put {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(self.timed_out())
+            }
+            other => other,
         }
     }
 
@@ -1467,7 +1749,7 @@ impl Head {
 }
 
 /// Reads the final response head (skipping `MAX_INTERIM` interim ones at most).
-fn read_head(conn: &mut impl BufRead) -> Result<Head, Fail> {
+fn read_head(conn: &mut dyn BufRead) -> Result<Head, Fail> {
     for _ in 0..MAX_INTERIM {
         let head = parse_head(&read_head_bytes(conn)?)?;
         if !(100..200).contains(&head.status) || head.status == 101 {
@@ -1478,7 +1760,7 @@ fn read_head(conn: &mut impl BufRead) -> Result<Head, Fail> {
 }
 
 /// The lines of one head, through the empty one, at most `MAX_HEAD` bytes.
-fn read_head_bytes(conn: &mut impl BufRead) -> Result<Vec<u8>, Fail> {
+fn read_head_bytes(conn: &mut dyn BufRead) -> Result<Vec<u8>, Fail> {
     let too_long = || Fail::Fatal(format!("sent a response head over {}", size(MAX_HEAD)));
     let mut raw = Vec::new();
     let mut line = Vec::new();
@@ -1561,10 +1843,9 @@ impl Body {
             ([], lengths) => (Framing::Length, content_length(lengths)?),
             ([coding], []) if coding.eq_ignore_ascii_case("chunked") => (Framing::Chunked, 0),
             (_, []) => {
-                let codings = excerpt(codings.join(", ").as_bytes());
-                return Err(Fail::Fatal(format!(
-                    "sent Transfer-Encoding {codings:?}; only chunked is supported"
-                )));
+                return Err(Fail::Fatal(
+                    "sent a Transfer-Encoding other than chunked; only chunked is supported".into(),
+                ));
             }
             _ => return Err(Fail::Fatal("sent both Content-Length and Transfer-Encoding".into())),
         };
@@ -1674,8 +1955,7 @@ impl Read for Body {
 
 /// `Content-Length`: digits only, every copy the same.
 fn content_length(values: &[&str]) -> Result<u64, Fail> {
-    let bad =
-        || Fail::Fatal(format!("sent a bad Content-Length {:?}", excerpt(values.join(", ").as_bytes())));
+    let bad = || Fail::Fatal("sent a bad Content-Length".into());
     let mut length = None;
     for value in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
         if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -1862,7 +2142,7 @@ enum Line {
 }
 
 /// Reads one line (without its LF) into `out`, at most `max` bytes.
-fn read_line(r: &mut impl BufRead, out: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+fn read_line(r: &mut dyn BufRead, out: &mut Vec<u8>, max: usize) -> io::Result<Line> {
     out.clear();
     loop {
         let buf = match r.fill_buf() {
@@ -1889,7 +2169,7 @@ fn read_line(r: &mut impl BufRead, out: &mut Vec<u8>, max: usize) -> io::Result<
 }
 
 /// Skips the rest of a line; whether its LF came (false: the input ended).
-fn skip_line(r: &mut impl BufRead) -> io::Result<bool> {
+fn skip_line(r: &mut dyn BufRead) -> io::Result<bool> {
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
@@ -1913,17 +2193,193 @@ fn hung_up(fd: RawFd) -> bool {
     crate::sys::poll(&[(fd, false)], Some(Duration::ZERO)).is_ok_and(|ready| ready[0].hangup)
 }
 
-/// The `requestId` of a `notifications/cancelled`, as JSON text.
-fn cancelled_request(msg: &Value) -> Option<String> {
-    if msg.get("method")?.as_str()? != "notifications/cancelled" || msg.get("id").is_some() {
-        return None;
-    }
-    Some(msg.pointer("/params/requestId")?.to_string())
+/// What the adapter looks at in a message from the upstream, found without building it.
+struct Rpc<'a> {
+    /// `"jsonrpc": "2.0"`.
+    jsonrpc: bool,
+    /// The id's JSON text.
+    id: Option<&'a [u8]>,
+    /// Whether it has a method (a request or a notification, not an answer).
+    method: bool,
+    /// The result's JSON text.
+    result: Option<&'a [u8]>,
 }
 
-/// A JSON-RPC 2.0 message (the relay looks closer).
-fn is_jsonrpc(msg: &Value) -> bool {
-    msg.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+impl<'a> Rpc<'a> {
+    /// `None` when `text` is not JSON; what is not an object has none of the fields.
+    fn of(text: &'a [u8]) -> Option<Rpc<'a>> {
+        valid(text).then(|| Rpc::within(text))?
+    }
+
+    /// `of` for a text already found `valid` (an element of a valid batch).
+    fn within(text: &'a [u8]) -> Option<Rpc<'a>> {
+        let [jsonrpc, id, method, result] = fields(text, ["jsonrpc", "id", "method", "result"])?;
+        Some(Rpc {
+            jsonrpc: jsonrpc.is_some_and(|v| string_is(v, "2.0")),
+            id,
+            method: method.is_some(),
+            result,
+        })
+    }
+}
+
+/// The JSON texts of the members named `names` of the object `text`, a `valid` text (the last
+/// of each, as serde_json keeps it); all `None` when `text` is no object.
+fn fields<'a, const N: usize>(text: &'a [u8], names: [&str; N]) -> Option<[Option<&'a [u8]>; N]> {
+    let mut found = [None; N];
+    find_fields(text, &names, &mut found)?;
+    Some(found)
+}
+
+/// `fields`, for any number of names.
+fn find_fields<'a>(text: &'a [u8], names: &[&str], found: &mut [Option<&'a [u8]>]) -> Option<()> {
+    members(text, &mut |key, value| {
+        if let Some(at) = key.and_then(|k| names.iter().position(|name| string_is(k, name))) {
+            found[at] = Some(value);
+        }
+    })
+}
+
+/// Whether the JSON text `text` is the string `want`.
+fn string_is(text: &[u8], want: &str) -> bool {
+    let plain = text.len() == want.len() + 2 && text.get(1..=want.len()) == Some(want.as_bytes());
+    plain || (text.contains(&b'\\') && short_string(text, want.len()).as_deref() == Some(want))
+}
+
+/// The JSON text `text` decoded, when it is a string of at most `max` bytes (its text is then at
+/// most six bytes a byte, escaped, and quoted: a longer one is not decoded).
+fn short_string(text: &[u8], max: usize) -> Option<String> {
+    if text.len() > 6 * max + 2 {
+        return None;
+    }
+    string(text).filter(|s| s.len() <= max)
+}
+
+/// The JSON text `text` decoded, when it is a string (anything else is not read).
+fn string(text: &[u8]) -> Option<String> {
+    match text.first() {
+        Some(b'"') => match serde_json::from_slice(text) {
+            Ok(Value::String(s)) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `text` is one JSON value, exactly as `serde_json::from_slice::<Value>` reads one:
+/// it is read by that same parser (`Check`), which builds nothing of it (no memory but a copy of
+/// a string with escapes, however large it is).
+fn valid(text: &[u8]) -> bool {
+    serde_json::from_slice::<Check>(text).is_ok()
+}
+
+/// Any JSON value, read by serde_json's parser as it reads a `Value` (`deserialize_any`: the
+/// same numbers, strings, nesting limit and errors) and kept nowhere.
+struct Check;
+
+impl<'de> Deserialize<'de> for Check {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Check, D::Error> {
+        d.deserialize_any(Check)
+    }
+}
+
+impl<'de> Visitor<'de> for Check {
+    type Value = Check;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Check, E> {
+        Ok(Check)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Check, E> {
+        Ok(Check)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Check, E> {
+        Ok(Check)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Check, E> {
+        Ok(Check)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Check, E> {
+        Ok(Check)
+    }
+
+    fn visit_unit<E>(self) -> Result<Check, E> {
+        Ok(Check)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Check, A::Error> {
+        while seq.next_element::<Check>()?.is_some() {}
+        Ok(Check)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Check, A::Error> {
+        while map.next_entry::<Check, Check>()?.is_some() {}
+        Ok(Check)
+    }
+}
+
+/// `valid`, then `members`: what the tests call to compare with serde_json.
+#[cfg(test)]
+fn walk<'a>(text: &'a [u8], mut each: impl FnMut(Option<&'a [u8]>, &'a [u8])) -> Option<()> {
+    valid(text).then_some(())?;
+    members(text, &mut each)
+}
+
+/// Gives `each` the text of every member (with its key's text) or element at the top of the
+/// JSON text `text`, in order; `text` is `valid` (anything else may be misread). Each is found
+/// by serde_json reading it as `Check`: nothing of it is built.
+fn members<'a>(text: &'a [u8], each: &mut dyn FnMut(Option<&'a [u8]>, &'a [u8])) -> Option<()> {
+    let mut at = space(text, 0);
+    let open = *text.get(at)?;
+    if !matches!(open, b'{' | b'[') {
+        return Some(());
+    }
+    at += 1;
+    loop {
+        at = space(text, at);
+        match *text.get(at)? {
+            b',' => {
+                at += 1;
+                continue;
+            }
+            b'}' | b']' => return Some(()),
+            _ => {}
+        }
+        let key = match open {
+            b'{' => {
+                let end = skip(text, at)?;
+                let key = &text[at..end];
+                at = space(text, end) + 1; // the colon
+                Some(key)
+            }
+            _ => None,
+        };
+        let start = space(text, at);
+        at = skip(text, start)?;
+        each(key, &text[start..at]);
+    }
+}
+
+/// Where the JSON value at `at` in the valid text `text` ends.
+fn skip(text: &[u8], at: usize) -> Option<usize> {
+    let mut values = serde_json::Deserializer::from_slice(text.get(at..)?).into_iter::<Check>();
+    values.next()?.ok()?;
+    Some(at + values.byte_offset())
+}
+
+/// Where the JSON whitespace at `at` ends.
+fn space(text: &[u8], mut at: usize) -> usize {
+    while matches!(text.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
 }
 
 /// The endpoint of an `endpoint` event, resolved against the stream's URL; only the same scheme,
@@ -1946,7 +2402,8 @@ fn resolve(base: &Url, reference: &str) -> Result<Url, String> {
         let dir = if reference.starts_with('?') { path } else { &path[..=path.rfind('/').unwrap_or(0)] };
         format!("{scheme}://{}{dir}{reference}", base.authority())
     };
-    let url = Url::parse(&absolute).map_err(|e| format!("sent an unusable endpoint ({e})"))?;
+    let url = Url::parse(&absolute)
+        .map_err(|e| format!("sent an unusable endpoint ({})", url_error(&absolute, &e)))?;
     if (url.secure, &url.host, url.port) != (base.secure, &base.host, base.port) {
         return Err(format!(
             "sent an endpoint on another host ({}); messages are only ever posted to the upstream itself",
@@ -1956,10 +2413,10 @@ fn resolve(base: &Url, reference: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// The Fatal failure of a request whose session the upstream no longer knows.
-fn session_gone(session: Option<&str>) -> Fail {
-    let session = excerpt(session.unwrap_or("").as_bytes());
-    Fail::Fatal(format!("answered 404 for session {session}: the upstream restarted (its session is gone)"))
+/// The Fatal failure of a request whose session the upstream no longer knows (the session id is
+/// not shown: it is a header's value).
+fn session_gone() -> Fail {
+    Fail::Fatal("answered 404 for its session: the upstream restarted (its session is gone)".into())
 }
 
 /// An I/O failure while reading: a lie (`InvalidData`) ends the adapter; a timeout or a broken
@@ -2006,6 +2463,26 @@ fn shown(url: &Url) -> String {
     format!("{scheme}://{}{}", url.authority(), url.path.split('?').next().unwrap_or(""))
 }
 
+/// A redirect's `Location` as logs show it: like `shown` when it is a URL, its path when it is a
+/// path, else nothing of it.
+fn shown_location(location: &str) -> String {
+    match Url::parse(location) {
+        Ok(url) => shown(&url),
+        Err(_) if location.starts_with('/') && !location.starts_with("//") => {
+            format!("{:?}", excerpt(location.split(['?', '#']).next().unwrap_or("").as_bytes()))
+        }
+        Err(_) => "a location that is not a URL".into(),
+    }
+}
+
+/// `Url::parse`'s complaint about `text`, which quotes it whole, with the URL cut before its
+/// query or fragment.
+fn url_error(text: &str, e: &str) -> String {
+    let quoted = format!("bad URL {:?}: ", text.chars().take(200).collect::<String>());
+    let why = e.strip_prefix(&quoted).unwrap_or("not a usable http:// or https:// URL");
+    format!("bad URL {:?}: {why}", excerpt(text.split(['?', '#']).next().unwrap_or("").as_bytes()))
+}
+
 /// The start of what the upstream said, printable, for a log line or an error message.
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT_CHARS * 4)]);
@@ -2035,9 +2512,10 @@ fn size(n: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
     use std::net::TcpListener;
     use std::sync::atomic::AtomicUsize;
-    use std::sync::mpsc::{Receiver, Sender};
+    use std::sync::mpsc::{self, Receiver, Sender};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -2363,7 +2841,7 @@ mod tests {
         reg.send(request(2, "tools/list"));
         let (lines, (code, why)) = reg.end();
         assert_eq!((lines, code), (vec![], 1));
-        assert!(why.contains("answered 404 for session s-1") && why.contains("restarted"), "{why}");
+        assert!(why.contains("answered 404 for its session") && why.contains("restarted"), "{why}");
         assert!(why.starts_with(&format!("the upstream at http://{addr}/mcp ")), "{why}");
     }
 
@@ -2520,27 +2998,227 @@ mod tests {
         assert_eq!(reg.line()["id"], 6, "no error answer for the cancelled call");
     }
 
+    /// With every place taken and the queue full, the reader stops (what follows, a
+    /// cancellation here, is not read), and closing the pipe still ends the adapter at once.
     #[test]
-    fn when_every_place_is_busy_the_pipe_waits_and_closing_it_still_ends_the_adapter() {
-        let (addr, seen) = upstream(|seen, sock| match seen.method.as_str() {
-            "DELETE" => respond(sock, "200 OK", &[], ""),
-            _ => {
-                closed_by_client(sock);
-            }
-        });
+    fn a_full_queue_stops_the_reading_and_closing_the_pipe_still_ends_the_adapter() {
+        let (addr, seen, closed) = hanging_upstream();
         let mut reg = adapter(&format!("http://{addr}/mcp"), HttpTransport::Streamable, MAX_LINE);
-        for id in 0..MAX_IN_FLIGHT as u64 + 4 {
+        for id in 0..(MAX_IN_FLIGHT + MAX_QUEUED) as u64 + 1 {
             reg.send(request(id, "tools/call"));
         }
+        reg.send(cancel(0));
         for _ in 0..MAX_IN_FLIGHT {
-            next(&seen);
+            assert_eq!(next(&seen).rpc(), "tools/call");
         }
         assert!(seen.recv_timeout(Duration::from_millis(500)).is_err(), "at most {MAX_IN_FLIGHT} in flight");
+        assert!(closed.try_recv().is_err(), "the cancellation behind the full queue is not read");
         let asked = Instant::now();
         reg.stdin = None;
         let (lines, ended) = reg.end();
         assert_eq!((lines, ended), (vec![], (0, "stopped".to_string())));
         assert!(asked.elapsed() < Duration::from_secs(3), "ended in {:?}", asked.elapsed());
+        assert_eq!(closed.recv_timeout(WAIT), Ok(true), "ending closed the calls");
+    }
+
+    #[test]
+    fn the_queues_are_bounded_in_messages_and_bytes_and_a_cancelled_request_leaves() {
+        let call = |id: u64, pad: usize| {
+            let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"pad": "x".repeat(pad)}});
+            Call::new(msg.to_string().into_bytes()).unwrap()
+        };
+        let mut queue = Queue::default();
+        let big = call(0, 1000);
+        let len = big.body.len();
+        assert!(queue.has_room(len, 10), "an empty queue takes any message");
+        queue.push(big);
+        assert!(!queue.has_room(len, 2 * len - 1) && queue.has_room(len, 2 * len), "bytes");
+        for id in 1..MAX_QUEUED as u64 {
+            queue.push(call(id, 0));
+        }
+        assert!(!queue.has_room(1, usize::MAX), "{MAX_QUEUED} messages at most");
+        assert!(queue.cancel("0") && !queue.cancel("0") && !queue.cancel("\"0\""));
+        let left: usize = (1..MAX_QUEUED as u64).map(|id| call(id, 0).body.len()).sum();
+        assert_eq!((queue.waiting.len(), queue.bytes), (MAX_QUEUED - 1, left));
+        assert!(queue.has_room(len, usize::MAX));
+        let mut init = Call::new(initialize().to_string().into_bytes()).unwrap();
+        init.key = Some("init".into());
+        queue.push(init);
+        assert!(queue.cancel("init"), "an ordered request is cancelled in place");
+        let keys: Vec<(Option<String>, bool)> =
+            std::iter::from_fn(|| queue.pop()).map(|c| (c.key, c.dropped)).skip(MAX_QUEUED - 2).collect();
+        assert_eq!(
+            keys,
+            [(Some("63".into()), false), (Some("init".into()), true)],
+            "in order; marked dropped"
+        );
+        assert_eq!(queue.bytes, 0);
+    }
+
+    /// What register writes is read without being built: a request's parts, a cancellation's
+    /// target, a 2026-07-28 request's version and name.
+    #[test]
+    fn a_message_from_register_is_read_for_its_parts() {
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+        let msg = json!({"jsonrpc": "2.0", "id": "a\u{e9}", "method": "tools/call", "params": {"name": "n\u{e9}", "_meta": meta, "arguments": {"deep": [[[1]]]}}});
+        let call = Call::new(msg.to_string().into_bytes()).unwrap();
+        assert_eq!(
+            (call.kind(), call.id.clone(), call.key.as_deref()),
+            (Kind::Request, Some(json!("a\u{e9}")), Some("\"a\u{e9}\""))
+        );
+        assert_eq!(
+            (call.method.as_deref(), call.modern.as_deref(), call.name.as_deref()),
+            (Some("tools/call"), Some("2026-07-28"), Some("n\u{e9}"))
+        );
+        let cancel = Call::new(
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId": 7 }}"#.to_vec(),
+        )
+        .unwrap();
+        assert_eq!((cancel.kind(), cancel.cancels.as_deref(), cancel.key), (Kind::Other, Some("7"), None));
+        let answer = Call::new(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#.to_vec()).unwrap();
+        assert_eq!((answer.kind(), answer.id, answer.method), (Kind::Other, None, None), "a response");
+        assert!(Call::new(b"{\"id\":1,}".to_vec()).is_none());
+    }
+
+    /// `walk` accepts exactly what `serde_json::from_slice::<Value>` accepts, and finds the top
+    /// level's members and elements.
+    #[test]
+    fn walking_reads_json_exactly_as_serde_json_does() {
+        let nested = |n: usize, open: &str, close: &str| format!("{}1{}", open.repeat(n), close.repeat(n));
+        let mut cases: Vec<Vec<u8>> = [
+            "0",
+            "-0",
+            "1.5e-3",
+            "1E+2",
+            "-12.0",
+            "1e308",
+            "1e-400",
+            "0e999999",
+            "123456789012345678901234567890",
+            r#""a\"b\\\/\b\f\n\r\t\u00e9""#,
+            r#""\ud83d\ude00""#,
+            "\"\u{e9}\u{1F600}\"",
+            "[]",
+            "{}",
+            " [ 1 , 2 ]\n",
+            r#"{"a":{"b":[true,false,null]},"":0,"a":1}"#,
+            "[1,[2,[3]],{}]",
+            "\"\u{7f}\"",
+            r#"{"a" :1 , "b": [ ] }"#,
+            "",
+            " ",
+            "01",
+            "-01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "1e309",
+            "-1e309",
+            "[01]",
+            "NaN",
+            "Infinity",
+            "[1,]",
+            "[,1]",
+            "{\"a\":1,}",
+            "{\"a\"}",
+            "{a:1}",
+            "{\"a\":1 \"b\":2}",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{1:2}",
+            "[}",
+            "{]",
+            "[1]]",
+            "[1] x",
+            "{\"a\":1}}",
+            "tru",
+            "truex",
+            "nul",
+            "[",
+            "{\"a\":",
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800\n""#,
+            r#""\ud800x""#,
+            r#""\x""#,
+            r#""\u12g4""#,
+            r#""\u""#,
+            "\"a",
+            "\"tab\there\"",
+            "\"nl\nhere\"",
+            "\"\u{1f}\"",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        cases.extend(
+            [&b"\"\xff\""[..], b"[\"\xc3\"]", b"\"\xed\xa0\x80\"", b"\xef\xbb\xbf1"].map(<[u8]>::to_vec),
+        );
+        for digits in [300, 308, 309, 400] {
+            cases.push(format!("1{}", "0".repeat(digits)).into_bytes());
+            cases.push(format!("-2{}.5", "0".repeat(digits)).into_bytes());
+        }
+        for n in [1, 126, 127, 128, 200] {
+            cases.push(nested(n, "[", "]").into_bytes());
+            cases.push(nested(n, "{\"a\":", "}").into_bytes());
+            cases.push(nested(n, "[{\"a\":[", "]}]").into_bytes());
+        }
+        for case in &cases {
+            let ours = walk(case, |_, _| {}).is_some();
+            let theirs = serde_json::from_slice::<Value>(case).is_ok();
+            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(case));
+        }
+
+        let text = br#" {"a" : [1, {"b": 2}], "\u0069d": "x", "a": null} "#;
+        let mut top = Vec::new();
+        walk(text, |key, value| top.push((key.map(<[u8]>::to_vec), value.to_vec()))).unwrap();
+        let expected: [(Option<&[u8]>, &[u8]); 3] = [
+            (Some(b"\"a\""), b"[1, {\"b\": 2}]"),
+            (Some(br#""\u0069d""#), b"\"x\""),
+            (Some(b"\"a\""), b"null"),
+        ];
+        assert_eq!(top, expected.map(|(k, v)| (k.map(<[u8]>::to_vec), v.to_vec())));
+        let found: [Option<&[u8]>; 3] = [Some(b"null"), Some(b"\"x\""), None];
+        assert_eq!(fields(text, ["a", "id", "z"]), Some(found), "the last of each; keys decoded");
+        assert_eq!(fields(b"[1]", ["a"]), Some([None]));
+        let mut elements = Vec::new();
+        walk(b"[ {\"a\":1} ,\n[2] ]", |key, value| elements.push((key.is_none(), value.to_vec()))).unwrap();
+        assert_eq!(elements, [(true, b"{\"a\":1}".to_vec()), (true, b"[2]".to_vec())]);
+    }
+
+    #[test]
+    fn a_batch_is_passed_on_one_line_per_message() {
+        let (addr, _seen) = upstream(|seen, sock| match seen.json()["id"].as_u64() {
+            Some(5) => {
+                let batch = "[{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"x\":\"a\\nb\"}},\n\t{\"jsonrpc\":\"2.0\",\r\n\"id\":5,\"result\":{}}]";
+                respond(sock, "200 OK", &[("Content-Type", "application/json")], batch);
+            }
+            _ => respond(
+                sock,
+                "200 OK",
+                &[("Content-Type", "application/json")],
+                "[{\"jsonrpc\":\"2.0\",\"id\":6,\"result\":{}}, 1]",
+            ),
+        });
+        let mut reg = adapter(&format!("http://{addr}/mcp"), HttpTransport::Streamable, MAX_LINE);
+        reg.send(request(5, "tools/call"));
+        assert_eq!(
+            reg.line(),
+            json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"x": "a\nb"}})
+        );
+        assert_eq!(
+            reg.line(),
+            json!({"jsonrpc": "2.0", "id": 5, "result": {}}),
+            "the answer found in the batch"
+        );
+        reg.send(request(6, "tools/call"));
+        let (lines, (code, why)) = reg.end();
+        assert_eq!((lines, code), (vec![], 1), "nothing of a batch with an element that is not JSON-RPC");
+        assert!(why.contains("not JSON-RPC"), "{why}");
     }
 
     #[test]
@@ -2567,6 +3245,451 @@ mod tests {
         assert_eq!(closed.recv_timeout(WAIT), Ok(true), "the hanging POST's connection was closed");
         let delete = next(&seen);
         assert_eq!((delete.method.as_str(), delete.header("mcp-session-id")), ("DELETE", Some("s-1")));
+    }
+
+    /// Keeps an event stream open with a comment every 200 ms and never answers, until the client
+    /// closes it (15 s at most); whether it did.
+    fn pinging_until_closed(sock: &mut TcpStream) -> bool {
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut byte = [0u8; 1];
+        for _ in 0..75 {
+            if sock.write_all(b"8\r\n: ping\n\n\r\n").is_err() {
+                return true;
+            }
+            match sock.read(&mut byte) {
+                Ok(0) => return true,
+                Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return true
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn cancel(id: u64) -> Value {
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}})
+    }
+
+    /// Every call asks `roots/list` on its stream and answers only once that is answered (a POST of
+    /// its own): with every place taken by a call, those answers still go.
+    #[test]
+    fn server_requests_inside_every_call_are_answered_while_all_places_are_busy() {
+        let waiting: Arc<Mutex<HashMap<String, Sender<()>>>> = Arc::default();
+        let (addr, _seen) = upstream(move |seen, sock| {
+            let msg = seen.json();
+            match msg["method"].as_str() {
+                Some("tools/call") => {
+                    let ask = format!("r{}", msg["id"]);
+                    let (tx, rx) = mpsc::channel();
+                    lock(&waiting).insert(ask.clone(), tx);
+                    sse_head(sock, true);
+                    chunk(
+                        sock,
+                        &format!(
+                            "data: {}\n\n",
+                            json!({"jsonrpc": "2.0", "id": ask, "method": "roots/list"})
+                        ),
+                    );
+                    if rx.recv_timeout(WAIT).is_ok() {
+                        let done = json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"roots": "seen"}});
+                        chunk(sock, &format!("data: {done}\n\n"));
+                    }
+                    closed_by_client(sock);
+                }
+                Some(_) => answer(sock, seen, &[], json!({})),
+                None => {
+                    respond(sock, "202 Accepted", &[], "");
+                    let asked = msg["id"].as_str().and_then(|k| lock(&waiting).remove(k));
+                    if let Some(tx) = asked {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let mut reg = adapter(&format!("http://{addr}/mcp"), HttpTransport::Streamable, MAX_LINE);
+        let calls = MAX_IN_FLIGHT as u64;
+        for id in 0..calls {
+            reg.send(request(id, "tools/call"));
+        }
+        let mut answered = Vec::new();
+        for _ in 0..2 * calls {
+            let line = reg.line();
+            if line["method"] == "roots/list" {
+                reg.send(json!({"jsonrpc": "2.0", "id": line["id"], "result": {"roots": []}}));
+            } else {
+                assert_eq!(line["result"]["roots"], "seen", "{line}");
+                answered.push(line["id"].as_u64().unwrap());
+            }
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, (0..calls).collect::<Vec<_>>());
+        reg.send(request(99, "tools/list"));
+        assert_eq!(reg.line()["id"], 99);
+    }
+
+    /// An upstream whose first `MAX_IN_FLIGHT` calls hang (keep-alives, never an answer) and
+    /// whose other calls are answered; cancellations get 202. Each hanging call's connection
+    /// reports whether the client closed it.
+    fn hanging_upstream() -> (String, Receiver<Seen>, Receiver<bool>) {
+        let (closed_tx, closed) = mpsc::channel();
+        let closed_tx = Mutex::new(closed_tx);
+        let (addr, seen) =
+            upstream(move |seen, sock| match (seen.rpc().as_str(), seen.json()["id"].as_u64()) {
+                ("tools/call", Some(id)) if id < MAX_IN_FLIGHT as u64 => {
+                    sse_head(sock, true);
+                    let closed = pinging_until_closed(sock);
+                    let _ = lock(&closed_tx).send(closed);
+                }
+                ("tools/call", _) => answer(sock, seen, &[], json!({"late": true})),
+                _ => respond(sock, "202 Accepted", &[], ""),
+            });
+        (addr, seen, closed)
+    }
+
+    /// With every place taken by a call that hangs, one more call waits, and the cancellations
+    /// written after it are still read: each closes its call's stream, and the waiting call goes.
+    #[test]
+    fn cancellations_behind_a_waiting_call_are_read_and_free_the_places() {
+        let (addr, seen, closed) = hanging_upstream();
+        let mut reg = adapter(&format!("http://{addr}/mcp"), HttpTransport::Streamable, MAX_LINE);
+        let busy = MAX_IN_FLIGHT as u64;
+        for id in 0..=busy {
+            reg.send(request(id, "tools/call"));
+        }
+        for _ in 0..busy {
+            assert_eq!(next(&seen).rpc(), "tools/call");
+        }
+        for id in 0..busy {
+            reg.send(cancel(id));
+        }
+        for _ in 0..busy {
+            assert_eq!(closed.recv_timeout(WAIT), Ok(true), "a cancelled call's stream is closed");
+        }
+        assert_eq!(
+            reg.line(),
+            json!({"jsonrpc": "2.0", "id": busy, "result": {"late": true}}),
+            "no answer for the cancelled"
+        );
+        let rest: Vec<Seen> = (0..=busy).map(|_| next(&seen)).collect();
+        assert_eq!(rest.iter().filter(|s| s.rpc() == "notifications/cancelled").count(), busy as usize);
+    }
+
+    /// A request cancelled while it waits for a place is dropped: neither it nor its cancellation
+    /// reaches the upstream, and it gets no answer.
+    #[test]
+    fn a_request_cancelled_while_it_waits_is_never_posted_nor_answered() {
+        let (addr, seen, closed) = hanging_upstream();
+        let mut reg = adapter(&format!("http://{addr}/mcp"), HttpTransport::Streamable, MAX_LINE);
+        let busy = MAX_IN_FLIGHT as u64;
+        for id in 0..busy + 2 {
+            reg.send(request(id, "tools/call"));
+        }
+        for _ in 0..busy {
+            next(&seen);
+        }
+        reg.send(cancel(busy));
+        reg.send(cancel(0));
+        assert_eq!(closed.recv_timeout(WAIT), Ok(true));
+        assert_eq!(reg.line(), json!({"jsonrpc": "2.0", "id": busy + 1, "result": {"late": true}}));
+        let mut rest = vec![next(&seen), next(&seen)];
+        rest.extend(seen.recv_timeout(Duration::from_millis(300)));
+        let mut got: Vec<(String, Value)> = rest
+            .iter()
+            .map(|s| {
+                let msg = s.json();
+                let which =
+                    if msg["id"].is_null() { msg["params"]["requestId"].clone() } else { msg["id"].clone() };
+                (s.rpc(), which)
+            })
+            .collect();
+        got.sort_by_key(|(rpc, _)| rpc.clone());
+        assert_eq!(
+            got,
+            vec![("notifications/cancelled".into(), json!(0)), ("tools/call".into(), json!(busy + 1))]
+        );
+        reg.stdin = None;
+        assert_eq!(reg.end(), (vec![], (0, "stopped".to_string())));
+    }
+
+    /// A notification answered with an event stream: the stream is dropped at once (not read to
+    /// its end), so the messages after `notifications/initialized` do not wait for it.
+    #[test]
+    fn a_notification_answered_with_an_event_stream_holds_nothing() {
+        let (closed_tx, closed) = mpsc::channel();
+        let closed_tx = Mutex::new(closed_tx);
+        let (addr, _seen) = upstream(move |seen, sock| match (seen.method.as_str(), seen.rpc().as_str()) {
+            ("POST", "notifications/initialized") => {
+                sse_head(sock, true);
+                let _ = lock(&closed_tx).send(pinging_until_closed(sock));
+            }
+            _ => session_script(seen, sock),
+        });
+        let mut reg = adapter(&format!("http://{addr}/mcp"), HttpTransport::Streamable, MAX_LINE);
+        reg.send(initialize());
+        reg.line();
+        reg.send(initialized());
+        reg.send(request(2, "tools/list"));
+        assert_eq!(reg.line(), json!({"jsonrpc": "2.0", "id": 2, "result": {"ok": "tools/list"}}));
+        assert_eq!(closed.recv_timeout(WAIT), Ok(true), "the notification's stream was closed");
+    }
+
+    /// An adapter with no thread of its own, and the far end of its output.
+    fn bare_adapter(max_message: usize) -> (Arc<Adapter>, UnixStream) {
+        let url = Url::parse("http://127.0.0.1:9/mcp").unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let ad = Adapter {
+            name: "bare".into(),
+            shown: shown(&url),
+            url,
+            headers: vec![],
+            transport: HttpTransport::Streamable,
+            tls: None,
+            max_message,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            conns: Mutex::new(Conns::default()),
+            ends: [ours.try_clone().unwrap(), ours.try_clone().unwrap()],
+            out: Mutex::new(ours),
+            stopping: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
+            said_credentials: AtomicBool::new(false),
+            said_redirect: AtomicBool::new(false),
+            ended: Arc::default(),
+        };
+        (Arc::new(ad), theirs)
+    }
+
+    /// A message of about `len` bytes answering id `id`, whose result holds `[0,0,…]`.
+    fn zeros(id: u64, len: usize) -> Vec<u8> {
+        let mut msg = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"zeros":["#).into_bytes();
+        while msg.len() < len {
+            msg.extend_from_slice(b"0,\n");
+        }
+        msg.extend_from_slice(b"0]}}");
+        msg
+    }
+
+    /// This process's peak resident memory, in bytes.
+    fn peak_resident() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
+    }
+
+    const LARGE: usize = 14 << 20;
+    const AT_ONCE: u64 = 4;
+
+    /// Run alone in a process of its own by the test below: `AT_ONCE` workers pass on a
+    /// `LARGE` message each at the same time (the last a batch of two halves); says how much
+    /// memory that took beyond the messages themselves, and how many lines came out.
+    #[test]
+    #[ignore = "run in a process of its own by checking_large_messages_at_once_takes_little_more_than_them"]
+    fn large_messages_at_once() {
+        let mut messages: Vec<Vec<u8>> = (0..AT_ONCE - 1).map(|id| zeros(id, LARGE)).collect();
+        let mut batch = b"[".to_vec();
+        batch.extend(zeros(AT_ONCE, LARGE / 2));
+        batch.extend_from_slice(b",\n");
+        batch.extend(zeros(AT_ONCE + 1, LARGE / 2));
+        batch.push(b']');
+        messages.push(batch);
+        let (ad, mut theirs) = bare_adapter(16 << 20);
+        let drain = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut lines = 0;
+            while let Ok(n @ 1..) = theirs.read(&mut buf) {
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            }
+            lines
+        });
+        let before = peak_resident();
+        let start = Arc::new(std::sync::Barrier::new(messages.len()));
+        let workers: Vec<_> = messages
+            .into_iter()
+            .map(|msg| {
+                let (ad, start) = (ad.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    ad.deliver(msg, None).is_ok()
+                })
+            })
+            .collect();
+        let delivered = workers.into_iter().all(|w| w.join().unwrap());
+        let took = peak_resident().saturating_sub(before);
+        drop(ad);
+        println!("measured: {delivered} {took} {}", drain.join().unwrap());
+    }
+
+    /// Sixteen workers each checking a 14 MiB `[0,0,…]` at once cost gigabytes when each built
+    /// a `Value` (32 bytes an element): `AT_ONCE` of them at once, one a batch that is split,
+    /// take less than two messages' worth of memory beyond the messages themselves.
+    #[test]
+    fn checking_large_messages_at_once_takes_little_more_than_them() {
+        let name = "register::upstream_http::tests::large_messages_at_once";
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the measuring process took over 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let said = out.split("measured: ").nth(1).and_then(|l| l.lines().next());
+        let said = said.unwrap_or_else(|| panic!("{out}"));
+        let words: Vec<&str> = said.split_whitespace().collect();
+        let (delivered, took, lines) = (words[0], words[1].parse::<usize>().unwrap(), words[2]);
+        assert_eq!((delivered, lines), ("true", (AT_ONCE + 1).to_string().as_str()), "{said}");
+        assert!(took < 2 * LARGE, "{said}");
+    }
+
+    /// What this module logs that holds `MARK`, and a probe that tells the capture is on.
+    struct Capture;
+
+    static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    const MARK: &str = "S3CRET";
+    const PROBE: &str = "probe: the capture is on";
+    const TARGET: &str = "mcpport::register::upstream_http";
+
+    impl log::Log for Capture {
+        fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+            meta.target().starts_with(TARGET)
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                let line = record.args().to_string();
+                if line.to_ascii_lowercase().contains(&MARK.to_ascii_lowercase()) || line == PROBE {
+                    lock(&CAPTURED).push(line);
+                }
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// The lines an adapter says and why it ended: `asks` are sent; with `answers`, after that many
+    /// lines its stdin is closed (else it ends by itself).
+    fn said_before_the_end(
+        url: &str,
+        transport: HttpTransport,
+        asks: &[Value],
+        answers: Option<usize>,
+    ) -> Vec<String> {
+        let headers = vec![("Authorization".to_string(), format!("Bearer {MARK}"))];
+        let spec =
+            HttpSpec { url: url.into(), headers, transport, tls: Default::default(), max_message: MAX_LINE };
+        let child = match start(spec, "test") {
+            Ok(child) => child,
+            Err(e) => return vec![e.to_string()],
+        };
+        let out = UnixStream::from(OwnedFd::from(child.stdout));
+        out.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reg = Register { stdin: Some(child.stdin), out: BufReader::new(out), ended: child.ended };
+        for ask in asks {
+            reg.send(ask.clone());
+        }
+        let mut lines: Vec<Value> = (0..answers.unwrap_or(0)).map(|_| reg.line()).collect();
+        if answers.is_some() {
+            reg.stdin = None;
+        }
+        let (rest, (_, why)) = reg.end();
+        lines.extend(rest);
+        let mut said: Vec<String> = lines.iter().map(Value::to_string).collect();
+        said.push(why);
+        said
+    }
+
+    /// A URL's query, a configured header's value, a session id, a `Location` or another header
+    /// of the upstream's: none shows in a log line, an error answer or why the adapter ended.
+    #[test]
+    fn no_log_line_or_error_shows_a_query_or_a_header_value() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::max_level().max(log::LevelFilter::Debug));
+        log::debug!(target: TARGET, "{PROBE}");
+        assert_eq!(*lock(&CAPTURED), [PROBE], "the capture is on");
+
+        let (addr, _seen) = upstream(|seen, sock| {
+            let id = seen.json()["id"].as_u64();
+            let raw = |sock: &mut TcpStream, head: &str| {
+                let _ = sock.write_all(format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\n{{}}").as_bytes());
+            };
+            match (seen.method.as_str(), seen.path.split('?').next().unwrap_or(""), id) {
+                ("GET", "/sse/other", _) => {
+                    sse_head(sock, false);
+                    let _ = sock.write_all(
+                        format!("event: endpoint\ndata: http://evil.invalid/m?sid={MARK}\n\n").as_bytes(),
+                    );
+                    closed_by_client(sock);
+                }
+                ("GET", "/sse/bad", _) => {
+                    sse_head(sock, false);
+                    let _ = sock
+                        .write_all(format!("event: endpoint\ndata: http://a b/m?sid={MARK}\n\n").as_bytes());
+                    closed_by_client(sock);
+                }
+                ("GET", "/sse/moved", _) => {
+                    respond(sock, "302 Found", &[("Location", &format!("/sse?{MARK}"))], "")
+                }
+                ("GET", _, _) => respond(sock, "405 Method Not Allowed", &[], ""),
+                (_, _, Some(1)) => {
+                    let result = json!({"protocolVersion": "2025-06-18", "capabilities": {}});
+                    answer(sock, seen, &[("Mcp-Session-Id", &format!("{MARK}-session"))], result);
+                }
+                (_, _, Some(2)) => respond(
+                    sock,
+                    "302 Found",
+                    &[("Location", &format!("http://elsewhere.invalid/mcp?code={MARK}"))],
+                    "",
+                ),
+                (_, _, Some(3)) => respond(
+                    sock,
+                    "307 Temporary Redirect",
+                    &[("Location", &format!("/other?code={MARK}"))],
+                    "",
+                ),
+                (_, _, Some(4)) => respond(sock, "404 Not Found", &[], ""),
+                (_, _, Some(5)) => raw(sock, &format!("Content-Type: text/{MARK}\r\nContent-Length: 2")),
+                (_, _, Some(6)) => {
+                    raw(sock, &format!("Content-Type: application/json\r\nTransfer-Encoding: {MARK}"))
+                }
+                (_, _, Some(7)) => {
+                    raw(sock, &format!("Content-Type: application/json\r\nContent-Length: {MARK}"))
+                }
+                _ => respond(sock, "202 Accepted", &[], ""),
+            }
+        });
+        let url = format!("http://{addr}/mcp?key={MARK}");
+        let asks = [initialize(), request(2, "a"), request(3, "a")];
+        let mut said = said_before_the_end(&url, HttpTransport::Streamable, &asks, Some(3));
+        said.extend(said_before_the_end(
+            &url,
+            HttpTransport::Streamable,
+            &[initialize(), request(4, "a")],
+            None,
+        ));
+        for id in 5..=7 {
+            said.extend(said_before_the_end(&url, HttpTransport::Streamable, &[request(id, "a")], None));
+        }
+        for path in ["other", "bad", "moved"] {
+            let url = format!("http://{addr}/sse/{path}?key={MARK}");
+            said.extend(said_before_the_end(&url, HttpTransport::Sse, &[request(8, "a")], None));
+        }
+        let url = format!("http://a b/mcp?key={MARK}");
+        said.extend(said_before_the_end(&url, HttpTransport::Streamable, &[], None));
+        assert_eq!(said.len(), 13, "{said:#?}");
+        let captured = lock(&CAPTURED).clone();
+        let mark = MARK.to_ascii_lowercase();
+        let shown: Vec<&String> =
+            said.iter().chain(&captured).filter(|s| s.to_ascii_lowercase().contains(&mark)).collect();
+        assert!(shown.is_empty(), "{shown:#?}");
     }
 
     #[test]
@@ -2657,7 +3780,7 @@ mod tests {
             let _ = sock.write_all(raw);
         });
         let mut conn = BufReader::new(Paced::new(Wire::Plain(TcpStream::connect(addr).unwrap())));
-        conn.get_mut().pace(Some(WAIT), None, "silent".into());
+        conn.get_mut().pace(Some(Instant::now() + WAIT), None, "silent".into());
         let head = read_head(&mut conn)?;
         let body = Body::new(conn, &head, false)?;
         Ok((head, body))
@@ -2710,6 +3833,31 @@ mod tests {
             }
             other => panic!("{:?}", other.map(|(h, _)| h.status)),
         }
+    }
+
+    /// A deadline (a response's or a notification's whole exchange) bounds the writes of the
+    /// request and the reads of the answer, whatever the idle time allowed.
+    #[test]
+    fn a_deadline_bounds_writes_and_reads_whatever_the_idle_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3)); // reads nothing, says nothing
+            drop(sock);
+        });
+        let mut wire = Paced::new(Wire::Plain(TcpStream::connect(addr).unwrap()));
+        let soon = || Some(Instant::now() + Duration::from_millis(300));
+        wire.pace(soon(), None, "late".into());
+        let asked = Instant::now();
+        let err = wire.write_all(&vec![0u8; 64 << 20]).unwrap_err();
+        assert_eq!((err.kind(), err.to_string().as_str()), (io::ErrorKind::TimedOut, "late"));
+        assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+        wire.pace(soon(), Some(Duration::from_secs(60)), "late".into());
+        let asked = Instant::now();
+        assert_eq!(wire.read(&mut [0u8; 16]).unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+        held.join().unwrap();
     }
 
     fn events(input: &[u8], max: usize) -> (Vec<Event>, io::Result<()>, Sse) {

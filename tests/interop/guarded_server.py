@@ -2,7 +2,9 @@
 servers on a LAN are: the SDK's DNS-rebinding guard admits only requests whose `Host` is its own
 address (127.0.0.1:PORT) and that carry no foreign `Origin`, and every request must carry
 `Authorization: Bearer TOKEN` (TOKEN from the environment, GUARD_TOKEN). Its one tool, `echo`,
-answers what it was given. Usage: python guarded_server.py PORT (it prints `ready` once it listens).
+answers what it was given. With `--json` it answers every POST with one JSON body and keeps no
+session (`json_response` and `stateless_http`), as Home Assistant's `/api/mcp` does.
+Usage: python guarded_server.py PORT [--json] (it prints `ready` once it listens).
 """
 
 import os
@@ -29,7 +31,8 @@ guard = TransportSecuritySettings(
     allowed_hosts=[f"127.0.0.1:{PORT}"],
     allowed_origins=[f"http://127.0.0.1:{PORT}"],
 )
-app = server.streamable_http_app(transport_security=guard)
+JSON_ONLY = "--json" in sys.argv[2:]
+app = server.streamable_http_app(transport_security=guard, json_response=JSON_ONLY, stateless_http=JSON_ONLY)
 
 
 async def bearer_only(scope, receive, send):

@@ -1,7 +1,8 @@
 """One `mcpport register --config` fronting four servers at once, each on its own link: the npm
 server-everything over stdio, the same server over Streamable HTTP and over legacy SSE (its own
 HTTP modes), and a server built with the official Python SDK (guarded_server.py) that refuses a
-foreign `Host` and wants a bearer token, which the file takes from the environment. All four
+foreign `Host` and wants a bearer token, which the file takes from the environment, twice: with
+sessions and SSE answers, and JSON-only without sessions (as Home Assistant serves). All four
 appear at our gateway; their tools are called through the aggregated and the per-server endpoint,
 by a 2025 client (legacy SSE, and Streamable HTTP) and a 2026-07-28 one (the SDK's `Client`); a
 sampling request from the HTTP upstream reaches the client and its answer comes back.
@@ -22,18 +23,19 @@ pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::mcp.MCPDepr
 
 GUARDED = Path(__file__).with_name("guarded_server.py")
 TOKEN = "guard-token-from-the-environment"
-SERVERS = ["stdio", "http", "sse", "guarded"]
+SERVERS = ["stdio", "http", "sse", "guarded", "ha"]
 
 
 @pytest.fixture(scope="module")
 def port(procs, tmp_path_factory):
     need_node_modules()
     node = shutil.which("node")
-    http_port, sse_port, guarded_port = free_port(), free_port(), free_port()
+    http_port, sse_port, guarded_port, ha_port = free_port(), free_port(), free_port(), free_port()
     procs("everything-http", ["env", f"PORT={http_port}", node, str(EVERYTHING_JS), "streamableHttp"])
     procs("everything-sse", ["env", f"PORT={sse_port}", node, str(EVERYTHING_JS), "sse"])
     procs("guarded", ["env", f"GUARD_TOKEN={TOKEN}", sys.executable, str(GUARDED), str(guarded_port)])
-    for p in (http_port, sse_port, guarded_port):
+    procs("ha", ["env", f"GUARD_TOKEN={TOKEN}", sys.executable, str(GUARDED), str(ha_port), "--json"])
+    for p in (http_port, sse_port, guarded_port, ha_port):
         wait_for_port(p, timeout=20)
     config = tmp_path_factory.mktemp("edge") / "servers.json"
     config.write_text(json.dumps({"mcpServers": {
@@ -42,6 +44,8 @@ def port(procs, tmp_path_factory):
         "sse": {"url": f"http://127.0.0.1:{sse_port}/sse"},
         "guarded": {"url": f"http://127.0.0.1:{guarded_port}/mcp",
                     "headers": {"Authorization": "Bearer ${env:GUARD_TOKEN}"}},
+        # Like Home Assistant's /api/mcp: JSON answers only, no session, a bearer token.
+        "ha": {"url": f"http://127.0.0.1:{ha_port}/mcp", "headers": {"Authorization": "Bearer ${GUARD_TOKEN}"}},
     }}))
     gw = start_gateway(procs)
     url = f"ws://127.0.0.1:{gw}/mcp/register"
@@ -52,7 +56,7 @@ def port(procs, tmp_path_factory):
 
 def echo_args(server, text):
     # server-everything's echo takes `message`; the SDK server's takes `text`.
-    return {"text": text} if server == "guarded" else {"message": text}
+    return {"text": text} if server in ("guarded", "ha") else {"message": text}
 
 
 def text_of(result):
@@ -108,5 +112,6 @@ def test_the_gateway_says_which_edge_and_transport(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=10) as resp:
         servers = {s["name"]: s for s in json.load(resp)["servers"]}
     transports = {name: servers[name]["transport"] for name in SERVERS}
-    assert transports == {"stdio": "stdio", "http": "streamable-http", "sse": "sse", "guarded": "streamable-http"}
+    assert transports == {"stdio": "stdio", "http": "streamable-http", "sse": "sse", "guarded": "streamable-http",
+                          "ha": "streamable-http"}
     assert len({servers[name]["edge"] for name in SERVERS}) == 1, servers
