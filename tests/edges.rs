@@ -47,6 +47,11 @@ impl Drop for ConfigFile {
     }
 }
 
+/// `register --config` for `file`, registering with `gw`, with `extra` flags.
+fn edge_for(file: &ConfigFile, gw: &Gateway, extra: &[&str]) -> Proc {
+    Proc::start(&[&["register", "--config", file.arg(), "--gateway-url", &gw.ws_url()][..], extra].concat())
+}
+
 /// A stdio entry running the sample server with its test tools.
 fn sample_entry() -> Value {
     json!({"command": bin(), "args": ["sample-server", "--test-tools"]})
@@ -143,7 +148,7 @@ fn a_config_file_fronts_stdio_and_http_servers() {
         })
         .to_string(),
     );
-    let edge = Proc::start(&["register", "--config", file.arg(), "--gateway-url", &gw.ws_url()]);
+    let edge = edge_for(&file, &gw, &[]);
     wait_for_tools(gw.port, &["local_echo", "viahttp_echo", "viasse_echo"], &[], Duration::from_secs(20));
     for server in ["local", "viahttp", "viasse"] {
         call_everywhere(gw.port, server);
@@ -180,8 +185,7 @@ fn a_reload_adds_and_removes_servers_and_leaves_the_others_alone() {
             .to_string(),
     );
     let health = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let edge =
-        Proc::start(&["register", "--config", file.arg(), "--gateway-url", &gw.ws_url(), "--port", &health]);
+    let edge = edge_for(&file, &gw, &["--port", &health]);
     wait_for_tools(gw.port, &["keep_echo", "old_echo", "chg_echo"], &[], Duration::from_secs(20));
     let pid_of = |tool: &str| {
         let mut c = crate::util::SseClient::connect(gw.port, "/sse", &[]);
@@ -338,15 +342,7 @@ fn misbehaving_upstreams_take_nothing_else_down() {
         }})
         .to_string(),
     );
-    let edge = Proc::start(&[
-        "register",
-        "--config",
-        file.arg(),
-        "--gateway-url",
-        &gw.ws_url(),
-        "--reconnect-max",
-        "1",
-    ]);
+    let edge = edge_for(&file, &gw, &["--reconnect-max", "1"]);
     wait_for_tools(gw.port, &["good_echo"], &[], Duration::from_secs(20));
     edge.wait_log("sent something that is not JSON-RPC");
     edge.wait_log("redirected to another host (http://198.51.100.7/mcp); not followed");
@@ -363,6 +359,12 @@ fn misbehaving_upstreams_take_nothing_else_down() {
     assert!(crate::util::alive(edge.pid()));
 }
 
+/// Writes `text` to `path` as an executable script.
+fn write_executable(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 /// A restart that cannot start (the server's program gone, as in an upgrade) is a crash like
 /// any other under `--restart always` (the default with `--config`): tried again with backoff,
 /// and the server comes back once its program is there again, without a reload.
@@ -373,18 +375,9 @@ fn a_restart_that_cannot_start_is_tried_again() {
     let file = ConfigFile::new("respawn", "{}");
     let script = file.dir.join("server.sh");
     let launcher = format!("#!/bin/sh\nexec {} sample-server --test-tools\n", bin());
-    std::fs::write(&script, &launcher).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_executable(&script, &launcher);
     file.write(&json!({"mcpServers": {"x": {"command": script.to_str().unwrap()}}}).to_string());
-    let edge = Proc::start(&[
-        "register",
-        "--config",
-        file.arg(),
-        "--gateway-url",
-        &gw.ws_url(),
-        "--reconnect-max",
-        "1",
-    ]);
+    let edge = edge_for(&file, &gw, &["--reconnect-max", "1"]);
     wait_for_tools(gw.port, &["x_echo"], &[], Duration::from_secs(20));
     // The program goes away, then the server exits: its restart cannot start.
     std::fs::remove_file(&script).unwrap();
@@ -394,8 +387,7 @@ fn a_restart_that_cannot_start_is_tried_again() {
     signal(pid, libc::SIGKILL);
     edge.wait_log("cannot start MCP server \"x\"");
     std::thread::sleep(Duration::from_millis(1500));
-    std::fs::write(&script, &launcher).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_executable(&script, &launcher);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let names = tool_names(gw.port);

@@ -7,13 +7,11 @@
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// One server loop's stop request.
 pub(crate) struct Stop {
-    requested: AtomicBool,
-    /// Why, for the loop's last log line (`signal received`, `removed from FILE`).
+    /// Why, once asked (the first reason given), for the loop's last log line.
     why: OnceLock<&'static str>,
     read: UnixStream,
     write: UnixStream,
@@ -23,19 +21,18 @@ impl Stop {
     pub(crate) fn new() -> std::io::Result<Stop> {
         let (read, write) = UnixStream::pair()?;
         write.set_nonblocking(true)?;
-        Ok(Stop { requested: AtomicBool::new(false), why: OnceLock::new(), read, write })
+        Ok(Stop { why: OnceLock::new(), read, write })
     }
 
     /// Asks the loop to end, saying `why`; it sees it at its next look or wakes from its `poll`.
     pub(crate) fn request(&self, why: &'static str) {
-        let _ = self.why.set(why);
-        if !self.requested.swap(true, Ordering::SeqCst) {
+        if self.why.set(why).is_ok() {
             let _ = (&self.write).write(&[1]); // one byte: the socket stays readable from now on
         }
     }
 
     pub(crate) fn requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
+        self.why.get().is_some()
     }
 
     /// Why the stop was requested (the first reason given).

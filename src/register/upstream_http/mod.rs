@@ -900,15 +900,7 @@ impl Adapter {
     /// The GET that resumes a stream after `last`.
     fn resume(&self, call: &Call, last: &str) -> Result<Exchange<'_>, Fail> {
         let headers = self.stream_headers(Some(last));
-        let req = Req {
-            method: "GET",
-            url: &self.url,
-            headers,
-            body: b"",
-            call: call.key.as_deref(),
-            answer_within: HEAD_TIMEOUT,
-            whole: false,
-        };
+        let req = Req::stream(&self.url, headers, call.key.as_deref());
         let ex = self.open(&req, false)?;
         if ex.head.is_event_stream() {
             return Ok(ex);
@@ -978,15 +970,7 @@ impl Adapter {
     /// Opens the GET stream once and passes its messages on until it ends.
     fn listen_once(&self, sse: &mut Sse) -> Result<Listened, Fail> {
         let headers = self.stream_headers(sse.last_id.as_deref());
-        let req = Req {
-            method: "GET",
-            url: &self.url,
-            headers,
-            body: b"",
-            call: None,
-            answer_within: HEAD_TIMEOUT,
-            whole: false,
-        };
+        let req = Req::stream(&self.url, headers, None);
         let mut ex = self.open(&req, false)?;
         let status = ex.head.status;
         let session = lock(&self.state).session.is_some();
@@ -1115,15 +1099,7 @@ impl Adapter {
 
     fn legacy_stream(&self) -> Result<(), Fail> {
         let headers = vec![("Accept", "text/event-stream".to_string())];
-        let req = Req {
-            method: "GET",
-            url: &self.url,
-            headers,
-            body: b"",
-            call: None,
-            answer_within: HEAD_TIMEOUT,
-            whole: false,
-        };
+        let req = Req::stream(&self.url, headers, None);
         let mut ex = self.open(&req, false)?;
         if !ex.head.is_event_stream() {
             return Err(Fail::Fatal(self.not_a_stream(&mut ex)));
@@ -1512,6 +1488,14 @@ struct Req<'a> {
     answer_within: Duration,
     /// Whether `answer_within` bounds the whole exchange (sending, head and body) instead.
     whole: bool,
+}
+
+impl<'a> Req<'a> {
+    /// A GET for an event stream: its head within `HEAD_TIMEOUT`, its body for as long as it
+    /// runs (the reader paces it).
+    fn stream(url: &'a Url, headers: Vec<(&'static str, String)>, call: Option<&'a str>) -> Req<'a> {
+        Req { method: "GET", url, headers, body: b"", call, answer_within: HEAD_TIMEOUT, whole: false }
+    }
 }
 
 /// A response: its head, and its body to read.
