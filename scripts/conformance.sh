@@ -3,9 +3,9 @@
 # against mcpport: a gateway on 127.0.0.1 (a port the OS picks), with our stdio fixture server
 # (tests/conformance/fixture_server.py, official MCP Python SDK) registered as `test` through
 # `mcpport register`. Two runs, each with its own gateway:
-#   per-server  http://127.0.0.1:PORT/servers/test/mcp   fixture as is (names test_*)
-#   aggregated  http://127.0.0.1:PORT/mcp                 fixture --prefix-free, so that the
-#                                                        gateway's {server}_{name} is test_*
+#   per-server  http://127.0.0.1:PORT/servers/test/mcp   the server as it is
+#   aggregated  http://127.0.0.1:PORT/mcp                 the gateway with --aggregate-names bare,
+#                                                        so that the names are the server's own
 # Each run is the suite's active suite at its default spec version, or, with
 # CONFORMANCE_REQUIREMENTS, the scenarios that revision requires (`--requirements REV`, at that
 # revision's wire: 2026-07-28 is the stateless era), scored against the suite's own
@@ -22,6 +22,9 @@
 #   CONFORMANCE_FIXTURE       the fixture's era: legacy (default: it answers initialize, and asks
 #                             the legacy way) or modern (2026-07-28 only: it refuses initialize,
 #                             so the gateway probes it with server/discover; input_required)
+#   CONFORMANCE_SERVER        a stdio server command to register instead of the fixture (any
+#                             server the suite's scenarios describe; CONFORMANCE_FIXTURE is then
+#                             not used)
 #   MCPPORT_BIN          use this mcpport binary instead of building target/release/mcpport
 #
 # Needs network access the first time: everything it installs goes under .conformance/ (node 22
@@ -153,7 +156,7 @@ registered() { # the gateway has the server, and has finished the handshake with
         && grep -q 'server test (.*): registered from' "$OUT/gateway.log"
 }
 
-run() { # run NAME PATH [FIXTURE ARGS...]
+run() { # run NAME PATH [GATEWAY ARGS...]
     local name=$1 path=$2 t0=$SECONDS
     shift 2
     stop_all # whatever an earlier run that failed half-way left running
@@ -161,16 +164,18 @@ run() { # run NAME PATH [FIXTURE ARGS...]
     rm -rf "$OUT"
     mkdir -p "$OUT/results"
 
-    "$MCPPORT_BIN" gateway --host 127.0.0.1 --port 0 2>"$OUT/gateway.log" &
+    "$MCPPORT_BIN" gateway --host 127.0.0.1 --port 0 "$@" 2>"$OUT/gateway.log" &
     local gateway=$!
     PIDS+=("$gateway")
     wait_for 10 "the gateway to listen" grep -q 'listening on http://127.0.0.1:[0-9]' "$OUT/gateway.log" \
         || { alive "$gateway" || say "the gateway exited"; say "see ${OUT#"$REPO"/}/gateway.log"; return 1; }
     PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$OUT/gateway.log" | head -n 1)
 
-    local cmd
-    cmd="$(printf '%q ' "$PY" "$FIXTURE" "--$FIXTURE_ERA" "$@")"
-    cmd=${cmd% }
+    local cmd=${CONFORMANCE_SERVER:-}
+    if [[ -z $cmd ]]; then
+        cmd="$(printf '%q ' "$PY" "$FIXTURE" "--$FIXTURE_ERA")"
+        cmd=${cmd% }
+    fi
     "$MCPPORT_BIN" register --stdio "$cmd" --gateway-url "ws://127.0.0.1:$PORT/mcp/register" \
         --server-name test 2>"$OUT/register.log" &
     PIDS+=("$!")
@@ -193,7 +198,7 @@ status=0
 for name in $RUNS; do
     case $name in
         per-server) run per-server /servers/test/mcp || true ;;
-        aggregated) run aggregated /mcp --prefix-free || true ;;
+        aggregated) run aggregated /mcp --aggregate-names bare || true ;;
         *) die "unknown run $name in CONFORMANCE_RUNS (per-server, aggregated)" ;;
     esac
 done

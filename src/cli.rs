@@ -92,6 +92,12 @@ Options:
                                  up to --timeout-rpc, then get an error [default: 256]
       --max-calls-per-server <N> Requests in flight at one server, all sessions together; more
                                  get an error at once [default: 1024]
+      --max-tasks-per-server <N> Tasks kept for one server [default: 1024]
+      --max-tasks-per-client <N> Tasks one client may run at one server; more run as ordinary
+                                 calls [default: 64]
+      --task-ttl <SECS>          The longest a task is kept [default: 3600]
+      --aggregate-names <MODE>   prefixed ({server}_{name}) or bare names on /mcp and /sse
+                                 [default: prefixed]
       --max-header-bytes <N>     Request line and headers, 431 past it [default: 16384]
       --max-body-bytes <N>       Request body, 413 past it [default: 4194304]
       --max-body-budget <N>      Request body bytes held at once by all connections together;
@@ -285,6 +291,18 @@ fn gateway_args(
             Long("max-calls-per-server") => cfg.max_calls_per_server = number(p, "--max-calls-per-server")?,
             Long("max-sessions-per-client") => {
                 cfg.max_sessions_per_client = Some(number(p, "--max-sessions-per-client")?);
+            }
+            Long("max-tasks-per-server") => cfg.max_tasks_per_server = number(p, "--max-tasks-per-server")?,
+            Long("max-tasks-per-client") => cfg.max_tasks_per_client = number(p, "--max-tasks-per-client")?,
+            Long("task-ttl") => cfg.task_ttl = seconds(p, "--task-ttl")?,
+            Long("aggregate-names") => {
+                cfg.bare_names = match string(p)?.as_str() {
+                    "bare" => true,
+                    "prefixed" => false,
+                    other => {
+                        return Err(format!("--aggregate-names: {other:?} is neither prefixed nor bare"))
+                    }
+                };
             }
             Long("max-list-items") => cfg.max_list_items = number(p, "--max-list-items")?,
             Long("max-queue-bytes") => cfg.max_queue_bytes = number(p, "--max-queue-bytes")?,

@@ -262,30 +262,9 @@ impl Server {
     }
 
     fn tools(&self) -> Vec<Value> {
-        let mut tools = vec![
-            tool(
-                "echo",
-                "Echo the given text back.",
-                json!({"text": {"type": "string", "description": "Text to echo"}}),
-                &["text"],
-            ),
-            tool(
-                "system_info",
-                "Uptime, load averages and memory of the machine this server runs on.",
-                json!({}),
-                &[],
-            ),
-            tool(
-                "sleep",
-                "Wait the given number of seconds (at most 600), reporting progress each second.",
-                json!({"seconds": {"type": "number", "description": "How long to wait"}}),
-                &["seconds"],
-            ),
-        ];
-        tools[1]["outputSchema"] = json!({"type": "object", "properties": {
-            "uptime_seconds": {"type": "number"}, "load": {"type": "array", "items": {"type": "number"}},
-            "memory_total_kb": {"type": "integer"}, "memory_available_kb": {"type": "integer"}, "pid": {"type": "integer"}}});
-        tools[1]["annotations"] = json!({"readOnlyHint": true});
+        // The three tools every build has, as JSON text: a declarative list, and a fraction of the
+        // code `json!` makes of it (a router's binary notices).
+        let mut tools: Vec<Value> = serde_json::from_str(BASE_TOOLS).unwrap_or_default();
         if self.test_tools() {
             tools.push(tool(
                 "fail",
@@ -481,6 +460,23 @@ fn pause(ms: &Value) {
         std::thread::sleep(Duration::from_millis(ms.min(600_000)));
     }
 }
+
+/// `echo`, `system_info` and `sleep`.
+const BASE_TOOLS: &str = r#"[
+  {"name": "echo", "description": "Echo the given text back.",
+   "inputSchema": {"type": "object", "properties": {"text": {"type": "string", "description": "Text to echo"}},
+                   "required": ["text"]}},
+  {"name": "system_info", "description": "Uptime, load averages and memory of the machine this server runs on.",
+   "inputSchema": {"type": "object", "properties": {}, "required": []},
+   "outputSchema": {"type": "object", "properties": {
+     "uptime_seconds": {"type": "number"}, "load": {"type": "array", "items": {"type": "number"}},
+     "memory_total_kb": {"type": "integer"}, "memory_available_kb": {"type": "integer"},
+     "pid": {"type": "integer"}}},
+   "annotations": {"readOnlyHint": true}},
+  {"name": "sleep", "description": "Wait the given number of seconds (at most 600), reporting progress each second.",
+   "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number", "description": "How long to wait"}},
+                   "required": ["seconds"]}}
+]"#;
 
 fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
     json!({"name": name, "description": description,

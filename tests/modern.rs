@@ -307,7 +307,16 @@ fn listen_is_bounded_and_ends_gracefully_when_the_gateway_stops() {
     let mut s = stream(&gw, "/mcp", 71, "subscriptions/listen", p);
     assert_eq!(s.next_message().unwrap()["method"], "notifications/subscriptions/acknowledged");
     crate::util::signal(gw.proc.pid(), libc::SIGTERM);
-    let last = s.next_message().expect("a final result before the stream ends");
+    // A list change the stream asked for may come first (the registration's own, announced after
+    // the listen began); nothing else may.
+    let mut last = s.next_message().expect("a final result before the stream ends");
+    for _ in 0..4 {
+        if last["method"] != "notifications/tools/list_changed" {
+            break;
+        }
+        assert_eq!(last["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 71, "{last}");
+        last = s.next_message().expect("a final result before the stream ends");
+    }
     assert_eq!(last["id"], 71, "{last}");
     assert_eq!(last["result"]["resultType"], "complete");
     assert_eq!(last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 71);

@@ -50,6 +50,15 @@ pub(crate) struct Config {
     pub max_calls_per_session: usize,
     /// Requests in flight at one server, from all sessions (more are refused).
     pub max_calls_per_server: usize,
+    /// Tasks (the tasks extension) the gateway keeps for one server, and for one client at one
+    /// server; past either, a client's next call runs as an ordinary call.
+    pub max_tasks_per_server: usize,
+    pub max_tasks_per_client: usize,
+    /// The longest a task is kept (an edge's longer `ttlMs` is cut to it).
+    pub task_ttl: Duration,
+    /// Expose tools and prompts on the aggregated view under their own names (a name an earlier
+    /// server took gets the `{server}_` prefix), instead of always prefixed.
+    pub bare_names: bool,
     pub limits: Limits,
     /// Bytes of request bodies held at once across all connections (503 past it).
     pub max_body_budget: usize,
@@ -146,6 +155,10 @@ impl Default for Config {
             max_list_bytes: 8 * 1024 * 1024,
             max_calls_per_session: 256,
             max_calls_per_server: 1024,
+            max_tasks_per_server: 1024,
+            max_tasks_per_client: 64,
+            task_ttl: Duration::from_secs(3600),
+            bare_names: false,
             limits: Limits::default(),
             max_body_budget: 64 * 1024 * 1024,
             max_connections: 1024,

@@ -180,6 +180,12 @@ impl Error {
             Error::ResourceNotFound(uri) => {
                 json!({"code": self.code(), "message": self.to_string(), "data": {"uri": uri}})
             }
+            // An extension (its identifier has a slash) is required under `extensions`.
+            Error::MissingCapability(cap) if cap.contains('/') => json!({
+                "code": self.code(),
+                "message": self.to_string(),
+                "data": {"requiredCapabilities": {"extensions": {*cap: {}}}},
+            }),
             Error::MissingCapability(cap) => json!({
                 "code": self.code(),
                 "message": self.to_string(),

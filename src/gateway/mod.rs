@@ -102,7 +102,7 @@ pub(crate) fn start(cfg: Config, listener: TcpListener) -> Result<Arc<Gateway>, 
     let gw = Arc::new(Gateway {
         #[cfg(feature = "oauth-server")]
         authz,
-        registry: Arc::new(Registry::new(access.clone())),
+        registry: Arc::new(Registry::new(access.clone(), cfg.bare_names)),
         access,
         cfg,
         metrics: crate::gateway::metrics::Metrics::new(),

@@ -38,9 +38,15 @@ too, which the gateway turns into server requests for legacy clients); log lines
 request's `logLevel`; `test_missing_capability` answers -32021 itself when the request's client
 capabilities lack sampling.
 
-`--prefix-free` drops the leading `test_` of every tool and prompt name. Registered with a gateway
-under the server name `test`, the aggregated endpoint (which exposes `{server}_{name}`) then shows
-the names the suite expects.
+In its modern era it also offers the tasks extension (io.modelcontextprotocol/tasks, SEP-2663) with
+the tools the suite's `tasks-*` scenarios name (greet, slow_compute, failing_job,
+protocol_error_job, confirm_delete, multi_input, test_tool_with_task): `tasks_layer.py`, in front
+of the SDK's server (the SDK has no tasks extension).
+
+`--prefix-free` drops the leading `test_` of every tool and prompt name (not the task tools').
+Registered with a gateway under the server name `test`, the aggregated endpoint (which exposes
+`{server}_{name}`) then shows the names the suite expects; scripts/conformance.sh instead runs the
+gateway with `--aggregate-names bare`, which shows every name as the fixture gives it.
 
 Server-to-client requests (sampling, elicitation) are sent only when the client declared the
 capability, as the suite's scenarios and the spec require; otherwise the tool answers with
@@ -1072,24 +1078,61 @@ def refusal(msg: Any, modern: bool) -> dict[str, Any] | None:
 
 
 async def serve(server: Server[Any], read_stream: Any, write_stream: Any, options: Any, modern: bool) -> None:
-    """Runs `server` behind a filter that answers the other era's opening request itself."""
+    """Runs `server` behind a filter that answers the other era's opening request itself and, in
+    the modern era, puts the tasks extension (`tasks_layer.py`) in front of it."""
     from mcp.shared.message import SessionMessage
     from mcp_types.jsonrpc import jsonrpc_message_adapter
 
+    from tasks_layer import LATER, TasksLayer
+
     send, receive = anyio.create_memory_object_stream[Any](64)
+    lock = anyio.Lock()
+
+    async def write(message: dict[str, Any]) -> None:
+        async with lock:
+            await write_stream.send(SessionMessage(jsonrpc_message_adapter.validate_python(message)))
+
+    layer = TasksLayer(write) if modern else None
+
+    class Out:
+        """The SDK's side of the output: its answers pass through the layer."""
+
+        async def send(self, msg: Any) -> None:
+            message = getattr(msg, "message", None)
+            if layer is not None and getattr(message, "id", None) in (layer.list_ids | layer.discover_ids):
+                dumped = message.model_dump(by_alias=True, exclude_none=True, mode="json")
+                msg = SessionMessage(jsonrpc_message_adapter.validate_python(layer.outbound(dumped)))
+            async with lock:
+                await write_stream.send(msg)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(write_stream, name)
+
+        async def __aenter__(self) -> Any:
+            await write_stream.__aenter__()
+            return self
+
+        async def __aexit__(self, *exc: Any) -> Any:
+            return await write_stream.__aexit__(*exc)
 
     async def pump() -> None:
         async with send:
             async for msg in read_stream:
                 answer = refusal(msg, modern)
+                request = getattr(msg, "message", None)
+                if answer is None and layer is not None and hasattr(request, "method"):
+                    params = getattr(request, "params", None) or {}
+                    answer = await layer.inbound(request.method, getattr(request, "id", None), params)
+                    if answer is LATER:
+                        continue
                 if answer is None:
                     await send.send(msg)
                 else:
-                    await write_stream.send(SessionMessage(jsonrpc_message_adapter.validate_python(answer)))
+                    await write(answer)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(pump)
-        await server.run(receive, write_stream, options)
+        await server.run(receive, Out(), options)
         tg.cancel_scope.cancel()
 
 

@@ -166,6 +166,9 @@ impl<'a> Driver<'a> {
             max_list_items: gw.cfg.max_list_items,
             max_list_bytes: gw.cfg.max_list_bytes,
             state_key: gw.state_key,
+            max_tasks: gw.cfg.max_tasks_per_server,
+            max_tasks_per_client: gw.cfg.max_tasks_per_client,
+            task_ttl: gw.cfg.task_ttl,
             ..Limits::default()
         };
         // A random first id: ids never repeat across gateway restarts, so an edge that carries

@@ -35,8 +35,9 @@ use crate::protocol::{
     META_VERSION, SUPPORTED_VERSIONS,
 };
 
-/// The methods of protocol 2026-07-28 a client may send (besides the ones answered here).
-const METHODS: [&str; 8] = [
+/// The methods of protocol 2026-07-28 a client may send (besides the ones answered here), with
+/// those of the tasks extension.
+const METHODS: [&str; 11] = [
     "tools/list",
     "tools/call",
     "prompts/list",
@@ -45,6 +46,25 @@ const METHODS: [&str; 8] = [
     "resources/read",
     "resources/templates/list",
     "completion/complete",
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
+];
+
+/// Methods that 2026-07-28 removed (or never had from a client): refused on every endpoint. Any
+/// other method a per-server endpoint does not know goes to its server as it is (an extension's,
+/// such as `io.modelcontextprotocol/skills`), which answers it or says it has no such method.
+const REMOVED: [&str; 10] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "tasks/result",
+    "tasks/list",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
 ];
 
 /// How long a client may keep a list (or the discovery result): lists change whenever an edge
@@ -104,7 +124,9 @@ pub(crate) fn post(
     if method == "subscriptions/listen" {
         return crate::gateway::front::listen::listen(gw, conn, asker, id, &params);
     }
-    if method != "server/discover" && !METHODS.contains(&method.as_str()) {
+    let known = method == "server/discover" || METHODS.contains(&method.as_str());
+    let passed_on = matches!(asker.scope, Scope::Server(_)) && !REMOVED.contains(&method.as_str());
+    if !known && !passed_on {
         return respond(Error::NoSuchMethod(method).to_http_for(&id));
     }
     let opening = Opening::Request { capabilities: client.capabilities.clone() };
@@ -151,6 +173,8 @@ fn validate(req: &Request, method: &str, params: &Value) -> Result<Client, Error
     let named = match method {
         "tools/call" | "prompts/get" => params["name"].as_str(),
         "resources/read" => params["uri"].as_str(),
+        // The tasks extension routes by task: Mcp-Name carries the task id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => params["taskId"].as_str(),
         _ => None,
     };
     if let Some(name) = named {

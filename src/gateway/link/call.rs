@@ -44,8 +44,12 @@ pub(crate) struct Limits {
     /// How long a client has to answer a server's request (and a 2026-07-28 client to come
     /// back with the input a call waits for).
     pub client_timeout: Duration,
-    /// Signs the `requestState` of `input_required` results.
+    /// Signs the `requestState` of `input_required` results, and the task ids clients see.
     pub state_key: StateKey,
+    /// Tasks kept for this server, and for one client here; each at most `task_ttl`.
+    pub max_tasks: usize,
+    pub max_tasks_per_client: usize,
+    pub task_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +64,9 @@ impl Default for Limits {
             rpc_timeout: Duration::from_secs(10),
             client_timeout: Duration::from_secs(300),
             state_key: StateKey::default(),
+            max_tasks: 1024,
+            max_tasks_per_client: 64,
+            task_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -44,7 +44,7 @@ pub(crate) enum Era {
 }
 
 /// The gateway as a 2026-07-28 client: what it declares in the probe.
-fn gateway_meta() -> Value {
+pub(crate) fn gateway_meta() -> Value {
     json!({
         META_VERSION: MODERN_VERSIONS[0],
         META_CAPABILITIES: {"sampling": {}, "elicitation": {}, "roots": {}},

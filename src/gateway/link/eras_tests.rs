@@ -8,11 +8,11 @@ use crate::protocol::{META_CAPABILITIES, META_LOG_LEVEL, META_VERSION};
 
 type L = Link<u32>;
 
-fn drain(link: &mut L) -> Vec<Action<u32>> {
+pub(super) fn drain(link: &mut L) -> Vec<Action<u32>> {
     std::iter::from_fn(|| link.poll_action()).collect()
 }
 
-fn requests(actions: &[Action<u32>]) -> Vec<Value> {
+pub(super) fn requests(actions: &[Action<u32>]) -> Vec<Value> {
     actions
         .iter()
         .filter_map(|a| match a {

@@ -35,10 +35,13 @@ mod listen;
 pub(crate) mod lists;
 mod relay;
 pub(crate) mod state;
+pub(crate) mod task_calls;
+pub(crate) mod tasks;
 
 pub(crate) use call::*;
 use listen::{Announces, Listening};
 use relay::Relay;
+use task_calls::Leg;
 
 /// The sans-IO link.
 pub(crate) struct Link<D> {
@@ -87,6 +90,8 @@ pub(crate) struct Link<D> {
     /// Answers that arrived while lists were being read again, held until those lists are in:
     /// a server that announces a new resource and then returns it finds the gateway knowing it.
     held: Vec<Held<D>>,
+    /// The tasks the edge created for clients (`tasks.rs`), bounded by `limits`.
+    tasks: tasks::Table,
     out: VecDeque<Action<D>>,
 }
 
@@ -132,6 +137,8 @@ enum Slot {
     Gather(u64),
     /// The listen at a 2026-07-28 edge is opened again with the subscriptions of now.
     Listen,
+    /// A task (the tasks extension) is past its life.
+    Task(u64),
 }
 
 /// How long a call that ended here without the server's answer still counts as the server's
@@ -170,6 +177,8 @@ struct ClientCall<D> {
     subscribed: Option<String>,
     /// A legacy client's call at a 2026-07-28 edge that may ask it questions (`link_relay.rs`).
     relay: Option<Box<Relay>>,
+    /// What the call is to the link's tasks (`task_calls.rs`).
+    task: Leg,
 }
 
 enum Purpose {
@@ -246,6 +255,7 @@ impl<D: Clone> Link<D> {
             edge_level: None,
             roots_from: None,
             held: Vec::new(),
+            tasks: tasks::Table::default(),
             out: VecDeque::new(),
         }
     }
@@ -358,6 +368,11 @@ impl<D: Clone> Link<D> {
             );
             return self.refuse(call, Error::Busy(why));
         }
+        let task = match self.task_leg(&mut call) {
+            Ok(leg) => leg,
+            Err(Ok(result)) => return self.answer_locally(call, result),
+            Err(Err(error)) => return self.refuse(call, error),
+        };
         let mut subscribed = None;
         match call.method.as_str() {
             "resources/subscribe" | "resources/unsubscribe" if self.era == Era::Modern => {
@@ -455,6 +470,7 @@ impl<D: Clone> Link<D> {
             deadline,
             subscribed,
             relay,
+            task,
         });
         self.requests.insert(id, Pending::Client(entry));
     }
@@ -696,6 +712,7 @@ impl<D: Clone> Link<D> {
             Era::Modern => self.modern_outcome(&call, outcome),
             Era::Legacy => outcome,
         };
+        let outcome = self.task_outcome(now, &call, outcome);
         match (&call.subscribed, &outcome) {
             (Some(uri), Err(_)) => {
                 self.unsubscribe(&call.session, uri);
@@ -1245,9 +1262,17 @@ impl<D: Clone> Link<D> {
 
     /// The server is known (by its `initialize` result, or its discovery in that shape): its
     /// lists are read next.
-    fn described(&mut self, now: Instant, result: Value) {
+    fn described(&mut self, now: Instant, mut result: Value) {
         if self.era == Era::Modern {
             self.announces = Announces::from_capabilities(&result["capabilities"]);
+        }
+        // Tasks are relayed for 2026-07-28 edges, as the extension (`task_calls.rs`): the
+        // 2025-11-25 per-session task surface, and the extension at a legacy edge, are not offered.
+        if let Some(capabilities) = result["capabilities"].as_object_mut() {
+            capabilities.remove("tasks");
+            if self.era == Era::Legacy {
+                tasks::undeclare(&mut result["capabilities"]);
+            }
         }
         self.initialize = result;
         self.phase = Phase::Listing;
@@ -1430,6 +1455,7 @@ impl<D: Clone> Link<D> {
                 }
                 Slot::Gather(id) => self.gathered(now, id),
                 Slot::Listen => self.listen(),
+                Slot::Task(n) => self.task_expired(now, n),
             }
         }
     }
@@ -1589,6 +1615,8 @@ pub(crate) fn parse_client_facing_id(id: &Value) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod eras_tests;
+#[cfg(test)]
+mod tasks_tests;
 
 #[cfg(test)]
 mod tests;

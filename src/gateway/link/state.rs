@@ -45,7 +45,7 @@ impl StateKey {
         StateKey(key)
     }
 
-    fn hmac(&self) -> hmac::Key {
+    pub(crate) fn hmac(&self) -> hmac::Key {
         hmac::Key::new(hmac::HMAC_SHA256, &self.0)
     }
 }

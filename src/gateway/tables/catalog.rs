@@ -1,7 +1,8 @@
 //! The aggregated catalog (tools, prompts, resources, resource templates) and its naming and
 //! routing rules, kept up to date one server at a time.
 //!
-//! A server's tool or prompt `t` is exposed as `{server}_{t}`. Exposed names must match
+//! A server's tool or prompt `t` is exposed as `{server}_{t}` (or, with `--aggregate-names bare`,
+//! as `t`, falling back to `{server}_{t}` when an earlier server took `t`). Exposed names must match
 //! `^[A-Za-z0-9_-]{1,64}$` (what LLM APIs accept), so a name that would not is made to fit
 //! deterministically: other characters become `_`, and a name over 64 characters keeps its first
 //! 55 and gets `_` plus 8 hex digits of a hash of (server, name). First come keeps its names: a
@@ -37,6 +38,8 @@ const MAX_NAME: usize = 64;
 /// that route names and URIs back to them.
 #[derive(Default)]
 pub(crate) struct Catalog {
+    /// Names as the servers gave them, where free (`--aggregate-names bare`).
+    bare: bool,
     /// Servers by arrival (the registration's link serial). Boxed: the map's nodes stay small,
     /// and so do the frames of the link owners that insert into it.
     servers: BTreeMap<u64, Box<Entry>>,
@@ -114,6 +117,11 @@ struct Template {
 }
 
 impl Catalog {
+    /// An empty catalog; `bare`: expose names unprefixed where they are free.
+    pub(crate) fn new(bare: bool) -> Catalog {
+        Catalog { bare, ..Catalog::default() }
+    }
+
     /// Adds a server that came in (`order` increases with arrival), or replaces what it lists.
     /// Returns the aggregated lists that changed, and what could not be exposed. Costs work in
     /// proportion to this server's lists, however big the catalog.
@@ -206,8 +214,12 @@ impl Catalog {
         let lists = entry.lists.clone();
         for (pos, item) in kind.items(&lists).iter().enumerate() {
             let exposed = match kind {
-                ListKind::Tools => name_item(&mut self.tool_routes, &entry.name, item.key(), ignored),
-                ListKind::Prompts => name_item(&mut self.prompt_routes, &entry.name, item.key(), ignored),
+                ListKind::Tools => {
+                    name_item(&mut self.tool_routes, &entry.name, item.key(), self.bare, ignored)
+                }
+                ListKind::Prompts => {
+                    name_item(&mut self.prompt_routes, &entry.name, item.key(), self.bare, ignored)
+                }
                 ListKind::Resources => self.claim_uri(order, pos, item.key(), &mut entry.waits),
                 ListKind::Templates => self.claim_template(order, pos, &entry.name, item.key()),
             };
@@ -384,14 +396,22 @@ fn name_item(
     routes: &mut HashMap<String, (String, String)>,
     server: &str,
     name: Option<&str>,
+    bare: bool,
     ignored: &mut Ignored,
 ) -> Option<String> {
     let Some(original) = name else {
         ignored.unnamed += 1;
         return None;
     };
-    let mut exposed = exposed_name(server, original);
-    if routes.contains_key(&exposed) || exposed == LIST_SERVERS {
+    let taken = |exposed: &str| routes.contains_key(exposed) || exposed == LIST_SERVERS;
+    let mut exposed = match bare {
+        true => fit(original, server, original),
+        false => exposed_name(server, original),
+    };
+    if bare && (exposed.is_empty() || taken(&exposed)) {
+        exposed = exposed_name(server, original);
+    }
+    if taken(&exposed) {
         exposed = with_hash(&exposed, server, original);
     }
     if routes.contains_key(&exposed) {
@@ -404,7 +424,11 @@ fn name_item(
 
 /// `{server}_{tool}`, made to fit `^[A-Za-z0-9_-]{1,64}$`.
 pub(crate) fn exposed_name(server: &str, tool: &str) -> String {
-    let raw = format!("{server}_{tool}");
+    fit(&format!("{server}_{tool}"), server, tool)
+}
+
+/// `raw` made to fit `^[A-Za-z0-9_-]{1,64}$` (the hash is of `server` and `tool`).
+fn fit(raw: &str, server: &str, tool: &str) -> String {
     let clean: String = raw
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
@@ -510,6 +534,22 @@ mod tests {
             assert_eq!(c.route(&hashed[0]), Some(second));
             assert_eq!(c.route("my_pi_echo"), None);
         }
+    }
+
+    #[test]
+    fn bare_names_are_their_own_until_taken() {
+        let mut c = Catalog::new(true);
+        c.put(1, "pi", with_tools(vec![tool("greet"), tool("list_servers"), tool("")]));
+        c.put(2, "nas", with_tools(vec![tool("greet"), tool("backup")]));
+        assert_eq!(c.route("greet"), Some(("pi", "greet")));
+        assert_eq!(c.route("nas_greet"), Some(("nas", "greet")), "taken by an earlier server");
+        assert_eq!(c.route("backup"), Some(("nas", "backup")));
+        assert_eq!(c.route("pi_list_servers"), Some(("pi", "list_servers")), "the gateway's own");
+        assert_eq!(c.route("pi_"), Some(("pi", "")), "an empty name is never exposed bare");
+        // A refresh of the first keeps its names; the second keeps its own.
+        c.put(1, "pi", with_tools(vec![tool("greet")]));
+        assert_eq!(c.route("greet"), Some(("pi", "greet")));
+        assert_eq!(c.route("nas_greet"), Some(("nas", "greet")));
     }
 
     #[test]

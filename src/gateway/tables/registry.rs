@@ -56,8 +56,9 @@ pub(crate) enum Refusal {
 }
 
 impl Registry {
-    pub(crate) fn new(access: Arc<Access>) -> Self {
-        let servers = Servers::default();
+    /// `bare`: the catalog exposes names unprefixed where they are free (`--aggregate-names`).
+    pub(crate) fn new(access: Arc<Access>, bare: bool) -> Self {
+        let servers = Servers { catalog: Catalog::new(bare), ..Servers::default() };
         Registry { servers: Mutex::new(servers), sessions: Mutex::new(HashMap::new()), access }
     }
 
@@ -415,7 +416,7 @@ mod tests {
     #[test]
     fn a_refreshed_list_is_shared_and_the_others_are_not_copied() {
         let access = Access::new(&Config::default(), None).unwrap();
-        let reg = Registry::new(Arc::new(access));
+        let reg = Registry::new(Arc::new(access), false);
         let (commands, _inbox) = crate::ws::bounded_within(8, 1024, None).unwrap();
         let remote = "127.0.0.1:1".parse().unwrap();
         let up = Arc::new(Upstream::new(

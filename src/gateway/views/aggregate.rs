@@ -15,6 +15,7 @@ use crate::gateway::access::{Grant, Item};
 use crate::gateway::clients::session::Session;
 use crate::gateway::error::Error;
 use crate::gateway::link::lists::ListKind;
+use crate::gateway::link::tasks;
 use crate::gateway::link::Input;
 use crate::gateway::shared::Gateway;
 use crate::gateway::tables::catalog::{Keep, LIST_SERVERS};
@@ -73,14 +74,22 @@ impl Asked<'_> {
 /// The `initialize` result of the aggregated view: what it can route, with the instructions of
 /// the servers `grant` lets the client see.
 pub(crate) fn initialize_result(gw: &Gateway, grant: &Grant) -> Value {
+    let mut capabilities = json!({
+        "tools": {"listChanged": true},
+        "prompts": {"listChanged": true},
+        "resources": {"subscribe": true, "listChanged": true},
+        "completions": {},
+        "logging": {},
+    });
+    // The tasks extension, when a server the client sees offers it (each tool says whether it
+    // runs as a task, as its server listed it). Other extensions are a server's own: they are
+    // offered on its own endpoint.
+    let visible = gw.registry.servers().into_iter().filter(|up| grant.sees_server(&up.name));
+    if visible.into_iter().any(|up| tasks::declared(&up.initialize_result()["capabilities"])) {
+        capabilities["extensions"] = json!({tasks::EXTENSION: {}});
+    }
     json!({
-        "capabilities": {
-            "tools": {"listChanged": true},
-            "prompts": {"listChanged": true},
-            "resources": {"subscribe": true, "listChanged": true},
-            "completions": {},
-            "logging": {},
-        },
+        "capabilities": capabilities,
         "serverInfo": {"name": "mcpport", "title": "mcpport gateway", "version": env!("CARGO_PKG_VERSION")},
         "instructions": instructions(gw, grant),
     })
@@ -88,10 +97,14 @@ pub(crate) fn initialize_result(gw: &Gateway, grant: &Grant) -> Value {
 
 /// The gateway's own instructions, then each visible server's, marked with its name.
 fn instructions(gw: &Gateway, grant: &Grant) -> String {
-    let mut text = String::from(
+    let naming = match gw.cfg.bare_names {
+        true => "each under its own name (or {server}_{name} when another server has that name)",
+        false => "each named {server}_{name}",
+    };
+    let mut text = format!(
         "This mcpport gateway exposes the tools and prompts of the MCP servers registered with it, \
-         each named {server}_{name}, and their resources under their own URIs. Call list_servers \
-         to see which servers are connected.",
+         {naming}, and their resources under their own URIs. Call list_servers to see which servers \
+         are connected."
     );
     for up in gw.registry.servers().into_iter().filter(|up| grant.sees_server(&up.name)) {
         if let Some(theirs) = up.initialize_result()["instructions"].as_str().filter(|s| !s.trim().is_empty())

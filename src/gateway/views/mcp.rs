@@ -67,6 +67,9 @@ fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result
     match (&session.scope, method) {
         (_, "initialize") => initialize(gw, session, &params).map(Routed::Answer),
         (_, "ping") => Ok(Routed::Answer(json!({}))),
+        (_, m) if crate::gateway::link::tasks::is_task_method(m) => {
+            crate::gateway::views::tasks::route(gw, session, m, params)
+        }
         (Scope::All, _) => aggregate::route(gw, session, method, params),
         (Scope::Server(name), _) => per_server(gw, session, name, method, params),
     }
@@ -107,6 +110,8 @@ fn initialize(gw: &Gateway, session: &Session, params: &Value) -> Result<Value, 
     let requested = params["protocolVersion"].as_str().unwrap_or_default();
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { LATEST_VERSION };
     let mut result = description(gw, &session.scope, "initialize", &permit::grant_of(gw, session))?;
+    // The tasks extension is for 2026-07-28 requests only (`views/tasks.rs`).
+    crate::gateway::link::tasks::undeclare(&mut result["capabilities"]);
     match result.as_object_mut() {
         Some(fields) => fields.insert("protocolVersion".into(), json!(version)),
         None => return Err(Error::NotConnected { server: "this".into(), what: "initialize".into() }),
