@@ -1096,6 +1096,11 @@ impl<D: Clone> Link<D> {
             "notifications/cancelled" => self.server_cancelled(&params),
             "notifications/resources/updated" => self.resource_updated(params),
             "notifications/message" => self.log_message(params),
+            // A task's status is its client's alone (and names the edge's id): never broadcast.
+            // Clients poll (`tasks/get`); see `task_calls.rs`.
+            m if m.starts_with("notifications/tasks") => {
+                log::debug!("server {}: {m} not relayed (clients poll their tasks)", self.name);
+            }
             _ => {
                 for kind in ListKind::ALL.into_iter().filter(|k| k.changed_notification() == method) {
                     self.list_changed(now, kind);

@@ -237,6 +237,16 @@ fn a_task_that_can_no_longer_be_reached_has_failed() {
     assert_eq!(old.tasks.len(), 0);
 }
 
+#[test]
+fn a_task_status_notification_is_never_broadcast() {
+    let now = Instant::now();
+    let mut link = link(9, Limits::default());
+    start(&mut link, now, A, "edge-1", 1);
+    let note = json!({"taskId": "edge-1", "status": "completed"});
+    link.handle_edge(now, Message::Notification { method: "notifications/tasks/status".into(), params: Some(note) });
+    assert!(drain(&mut link).is_empty(), "another client's task, and the edge's id");
+}
+
 /// A small deterministic generator (xorshift64*), so failures replay.
 struct Rng(u64);
 
