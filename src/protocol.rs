@@ -44,6 +44,19 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The requests every MCP server era has for its tools, prompts and resources (2026-07-28 kept
+/// them all): what the gateway knows how to route, list and judge by policy.
+pub(crate) const SERVER_METHODS: [&str; 8] = [
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "completion/complete",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,17 +180,14 @@ impl Error {
             Error::ResourceNotFound(uri) => {
                 json!({"code": self.code(), "message": self.to_string(), "data": {"uri": uri}})
             }
-            // An extension (its identifier has a slash) is required under `extensions`.
-            Error::MissingCapability(cap) if cap.contains('/') => json!({
-                "code": self.code(),
-                "message": self.to_string(),
-                "data": {"requiredCapabilities": {"extensions": {*cap: {}}}},
-            }),
-            Error::MissingCapability(cap) => json!({
-                "code": self.code(),
-                "message": self.to_string(),
-                "data": {"requiredCapabilities": {*cap: {}}},
-            }),
+            Error::MissingCapability(cap) => {
+                // An extension (its identifier has a slash) is required under `extensions`.
+                let mut required = json!({*cap: {}});
+                if cap.contains('/') {
+                    required = json!({"extensions": required});
+                }
+                json!({"code": self.code(), "message": self.to_string(), "data": {"requiredCapabilities": required}})
+            }
             Error::UnsupportedVersion(requested) => json!({
                 "code": self.code(),
                 "message": self.to_string(),

@@ -198,13 +198,15 @@ def test_a_legacy_session_is_served_ordinary_calls(gateway):
     init = {"protocolVersion": "2025-11-25", "capabilities": {"tasks": {}, "extensions": {EXT: {}}}, "clientInfo": {"name": "legacy", "version": "1"}}
     sid, hello = post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
     capabilities = hello["result"]["capabilities"]
-    assert "tasks" not in capabilities and EXT not in capabilities.get("extensions", {}), capabilities
+    assert "tasks" not in capabilities and "extensions" not in capabilities, capabilities
     post({"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
     params = {"name": "slow_compute", "arguments": {"seconds": 0.2, "label": "legacy"}, "task": {"ttl": 60000}}
     _, got = post({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}, sid)
     assert got["result"]["content"][0]["text"] == "computed legacy", "an ordinary call, not a task"
-    _, refused = post({"jsonrpc": "2.0", "id": 3, "method": "tasks/get", "params": {"taskId": "x"}}, sid)
-    assert refused["error"]["code"] == -32601
+    for i, method in enumerate(["tasks/get", "tasks/list", "tasks/result", "notifications/cancelled"]):
+        _, refused = post({"jsonrpc": "2.0", "id": 3 + i, "method": method, "params": {"taskId": "x"}}, sid)
+        assert refused["error"]["code"] == -32601, (method, refused)
+        assert refused["error"]["message"] == f"method not found: {method}", "the gateway's answer, not the edge's"
 
 
 def test_past_its_bound_a_client_gets_ordinary_calls_and_others_still_tasks(gateway):
@@ -235,10 +237,14 @@ def test_a_task_whose_edge_disconnects_has_failed(procs):
     port, edge, _ = start(procs)
     _, created = call(port, "/mcp", "A", "tools/call", {"name": "t_slow_compute", "arguments": {"seconds": 60}})
     task_id = created["result"]["taskId"]
+    _, own = call(port, "/servers/t/mcp", "A", "tools/call", {"name": "slow_compute", "arguments": {"seconds": 60}})
+    own_id = own["result"]["taskId"]
     assert poll(port, "/mcp", "A", task_id, until=("working",))["status"] == "working"
     edge.stop()
     failed = poll(port, "/mcp", "A", task_id, until=("failed",))
     assert "outcome is unknown" in failed["error"]["message"], failed
+    # On the server's own endpoint too, while the server is away.
+    assert poll(port, "/servers/t/mcp", "A", own_id, until=("failed",))["status"] == "failed"
     # The edge comes back (a new link): the task it lost stays failed, and new ones work.
     register(procs, port)
     assert poll(port, "/mcp", "A", task_id, until=("failed",))["status"] == "failed"

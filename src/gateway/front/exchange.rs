@@ -85,8 +85,9 @@ pub(crate) enum Opening {
     /// long as the stream, with the request's declared capabilities.
     Listen { capabilities: Value },
     /// A 2026-07-28 request's own context: in no table (nothing finds it by id), ended with the
-    /// exchange, which cancels what it still has running.
-    Request { capabilities: Value },
+    /// exchange, which cancels what it still has running. `task`: a `tasks/*` request, which a
+    /// per-server endpoint serves even while its server is away (the task then reads as failed).
+    Request { capabilities: Value, task: bool },
 }
 
 /// A request's session, and what ends it.
@@ -100,7 +101,8 @@ impl Exchange {
     /// A new session for `asker`, of the kind `opening` says (see `Opening`).
     pub(crate) fn open(gw: &Arc<Gateway>, asker: &Asker<'_>, opening: Opening) -> Result<Exchange, Error> {
         if let Scope::Server(name) = &asker.scope {
-            if gw.registry.server(name).is_none() || !sees_server(gw, asker, name) {
+            let away_ok = matches!(opening, Opening::Request { task: true, .. });
+            if (gw.registry.server(name).is_none() && !away_ok) || !sees_server(gw, asker, name) {
                 return Err(Error::NoServer(name.clone()));
             }
         }
@@ -117,7 +119,7 @@ impl Exchange {
             asker.peer.ip(),
         );
         let guard = match opening {
-            Opening::Request { capabilities } => {
+            Opening::Request { capabilities, .. } => {
                 stateless(&session, capabilities);
                 SessionGuard::unlisted(session.clone())
             }

@@ -32,40 +32,15 @@ use crate::http::{Conn, Request, Response, Transport};
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{
     is_modern as modern_version, severity, ALL_VERSIONS, META_CAPABILITIES, META_LOG_LEVEL, META_SERVER_INFO,
-    META_VERSION, SUPPORTED_VERSIONS,
+    META_VERSION, SERVER_METHODS, SUPPORTED_VERSIONS,
 };
 
-/// The methods of protocol 2026-07-28 a client may send (besides the ones answered here), with
-/// those of the tasks extension.
-const METHODS: [&str; 11] = [
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "completion/complete",
-    "tasks/get",
-    "tasks/update",
-    "tasks/cancel",
-];
-
-/// Methods that 2026-07-28 removed (or never had from a client): refused on every endpoint. Any
-/// other method a per-server endpoint does not know goes to its server as it is (an extension's,
-/// such as `io.modelcontextprotocol/skills`), which answers it or says it has no such method.
-const REMOVED: [&str; 10] = [
-    "initialize",
-    "ping",
-    "logging/setLevel",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "tasks/result",
-    "tasks/list",
-    "sampling/createMessage",
-    "elicitation/create",
-    "roots/list",
-];
+/// Methods that 2026-07-28 removed: refused on every endpoint (so are the 2025-11-25 task
+/// methods and notifications sent as requests, by `views/mcp.rs`). Any other method a per-server
+/// endpoint does not know goes to its server as it is (an extension's, such as
+/// `io.modelcontextprotocol/skills`), which answers it or says it has no such method.
+const REMOVED: [&str; 5] =
+    ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
 
 /// How long a client may keep a list (or the discovery result): lists change whenever an edge
 /// comes or goes, so the gateway promises little.
@@ -124,12 +99,16 @@ pub(crate) fn post(
     if method == "subscriptions/listen" {
         return crate::gateway::front::listen::listen(gw, conn, asker, id, &params);
     }
-    let known = method == "server/discover" || METHODS.contains(&method.as_str());
+    let known = method == "server/discover"
+        || SERVER_METHODS.contains(&method.as_str())
+        || crate::gateway::link::tasks::is_task_method(&method);
     let passed_on = matches!(asker.scope, Scope::Server(_)) && !REMOVED.contains(&method.as_str());
     if !known && !passed_on {
         return respond(Error::NoSuchMethod(method).to_http_for(&id));
     }
-    let opening = Opening::Request { capabilities: client.capabilities.clone() };
+    // A task's server may have gone: its owner then learns the task failed (`views/tasks.rs`).
+    let task = crate::gateway::link::tasks::is_task_method(&method);
+    let opening = Opening::Request { capabilities: client.capabilities.clone(), task };
     let exchange = match Exchange::open(gw, &asker, opening) {
         Ok(exchange) => exchange,
         Err(e) => return respond(e.to_http_for(&id)),

@@ -683,6 +683,7 @@ impl<D: Clone> Link<D> {
                 Some(Pending::Client(call)) => self.complete(now, call, outcome),
                 Some(Pending::Internal { purpose, .. }) => self.internal_answer(now, purpose, outcome),
                 None => {
+                    self.late_answer(now, &outcome);
                     // The server finished a call that had ended here: it no longer clouds attribution.
                     if let Some(n) = id.as_u64() {
                         if let Some((_, until)) = self.orphans.remove(&n) {

@@ -31,8 +31,8 @@ pub(crate) enum Leg {
     None,
     /// A `tools/call` whose answer may be a `CreateTaskResult`.
     MayCreate,
-    /// A `tasks/*` request for task `n`, which its client knows as `id`.
-    Poll { id: String, n: u64 },
+    /// A `tasks/*` request for task `n`, which its client knows as `id` and the edge as `edge`.
+    Poll { id: String, n: u64, edge: String, created_ms: u64 },
 }
 
 /// Why a call does not go to the edge: answered here, or refused.
@@ -83,8 +83,9 @@ impl<D: Clone> Link<D> {
         let Some(entry) = self.tasks.get(r.n).filter(|e| e.holder == call.holder) else {
             return Err(Err(unknown_task(&id)));
         };
-        call.params["taskId"] = json!(entry.edge_id);
-        Ok(Leg::Poll { id, n: r.n })
+        let edge = entry.edge_id.clone();
+        call.params["taskId"] = json!(edge);
+        Ok(Leg::Poll { id, n: r.n, edge, created_ms: r.created_ms })
     }
 
     /// What a request about a task of this server that can no longer be reached gets.
@@ -116,7 +117,7 @@ impl<D: Clone> Link<D> {
                 log::warn!("session {}: {why}", call.session);
                 Err(Error::Unroutable { code: INTERNAL_ERROR, why }.to_object())
             }
-            (Leg::Poll { id, n }, Ok(mut result)) => {
+            (Leg::Poll { id, n, .. }, Ok(mut result)) => {
                 if result.get("taskId").is_some() {
                     result["taskId"] = json!(id);
                 }
@@ -125,11 +126,16 @@ impl<D: Clone> Link<D> {
                 }
                 Ok(result)
             }
-            (Leg::Poll { id, n }, Err(e)) if call.method == "tasks/get" && e["code"] == INVALID_PARAMS => {
-                // The edge no longer knows it (its server restarted, or forgot it early).
-                let created = self.forget_task(n).map_or(0, |e| e.created_ms);
-                Ok(self.lost(&call.method, &id, created, "the server no longer knows the task"))
+            (Leg::Poll { id, n, edge, created_ms }, Err(e)) if e["code"] == INVALID_PARAMS => {
+                // The edge no longer knows it (its server restarted, or forgot it early), or
+                // refused the request: either way the task is over for the gateway, and is
+                // cancelled at the edge in case it still runs there.
+                self.forget_task(n);
+                self.cancel_at_edge(now, &edge);
+                let why = "the server no longer knows the task";
+                Ok(self.lost(&call.method, &id, created_ms, why))
             }
+            (Leg::Poll { id, edge, .. }, Err(e)) => Err(masked(e, &edge, &id)),
             (_, other) => other,
         }
     }
@@ -164,7 +170,7 @@ impl<D: Clone> Link<D> {
         let ttl_ms = tasks::ttl_ms(&result, max_ms);
         let created_ms = tasks::unix_ms();
         let expires = now + Duration::from_millis(ttl_ms);
-        let entry = Entry { edge_id, holder: call.holder, created_ms, expires, ended: false };
+        let entry = Entry { edge_id, holder: call.holder, expires, ended: false };
         let n = self.tasks.insert(entry);
         self.deadlines.insert((expires, Slot::Task(n)));
         let r = TaskRef { serial: self.serial, n, created_ms };
@@ -196,14 +202,33 @@ impl<D: Clone> Link<D> {
         Some(entry)
     }
 
+    /// The edge answered a call that had already ended here (cancelled, timed out, its client
+    /// gone): a task it created is nobody's, and is cancelled at once.
+    pub(super) fn late_answer(&mut self, now: Instant, outcome: &Result<Value, Value>) {
+        let Ok(result) = outcome else { return };
+        if self.era != Era::Modern || !tasks::is_created(result) {
+            return;
+        }
+        if let Ok(edge_id) = tasks::edge_id(result) {
+            let edge_id = edge_id.to_string();
+            log::info!("server {}: a task created for a call that had ended is cancelled", self.name);
+            self.cancel_at_edge(now, &edge_id);
+        }
+    }
+
     /// Asks the edge to cancel its task `edge_id`; nobody waits for the answer.
-    fn cancel_at_edge(&mut self, now: Instant, edge_id: &str) {
+    pub(super) fn cancel_at_edge(&mut self, now: Instant, edge_id: &str) {
         self.ask(now, "tasks/cancel", tasks::cancel_params(edge_id), Purpose::Ignore);
     }
 }
 
+/// An edge's error about its task `edge`, as the client may see it: naming the task by `id`.
+fn masked(error: Value, edge: &str, id: &str) -> Value {
+    let text = error.to_string().replace(edge, id);
+    serde_json::from_str(&text).unwrap_or(error)
+}
+
 /// The error for a task id that does not open for its presenter, or names no task kept.
 pub(crate) fn unknown_task(id: &str) -> Error {
-    let shown: String = id.chars().take(100).collect();
-    Error::InvalidParams(format!("unknown task {shown:?}: it expired, or was never given to this client"))
+    Error::InvalidParams(format!("unknown task \"{id:.100}\": it expired, or was never given to this client"))
 }

@@ -46,10 +46,16 @@ pub(crate) fn declared(capabilities: &Value) -> bool {
     capabilities["extensions"][EXTENSION].is_object()
 }
 
-/// `capabilities` without the extension: a client that may not get a task this time.
+/// `capabilities` without the extension (and without the 2025-11-25 `tasks` capability): a client
+/// that may not get a task this time, or a description for a client that cannot have one.
 pub(crate) fn undeclare(capabilities: &mut Value) {
-    if let Some(extensions) = capabilities.get_mut("extensions").and_then(Value::as_object_mut) {
+    let Some(fields) = capabilities.as_object_mut() else { return };
+    fields.remove("tasks");
+    if let Some(extensions) = fields.get_mut("extensions").and_then(Value::as_object_mut) {
         extensions.remove(EXTENSION);
+        if extensions.is_empty() {
+            fields.remove("extensions");
+        }
     }
 }
 
@@ -174,7 +180,6 @@ pub(crate) fn ttl_ms(result: &Value, max_ms: u64) -> u64 {
 pub(crate) struct Entry {
     pub edge_id: String,
     pub holder: Holder,
-    pub created_ms: u64,
     /// When it is forgotten (its slot in the link's deadlines).
     pub expires: Instant,
     /// Seen to end (a terminal `tasks/get`, or cancelled): it no longer counts against its
@@ -298,13 +303,7 @@ mod tests {
     #[test]
     fn the_table_counts_running_tasks_per_client_and_ended_ones_give_way() {
         let mut t = Table::default();
-        let entry = |holder| Entry {
-            edge_id: "e".into(),
-            holder,
-            created_ms: 0,
-            expires: Instant::now(),
-            ended: false,
-        };
+        let entry = |holder| Entry { edge_id: "e".into(), holder, expires: Instant::now(), ended: false };
         let (a, b) = (Holder::Token(0), Holder::Token(1));
         let n1 = t.insert(entry(a));
         let n2 = t.insert(entry(a));

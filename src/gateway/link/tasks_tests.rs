@@ -238,12 +238,59 @@ fn a_task_that_can_no_longer_be_reached_has_failed() {
 }
 
 #[test]
+fn a_task_created_for_a_call_that_had_ended_is_cancelled_at_once() {
+    let now = Instant::now();
+    let mut link = link(9, Limits { max_tasks_per_client: 1, ..Limits::default() });
+    link.handle_input(now, call(A, "tools/call", json!({"name": "slow"}), true, 1));
+    let sent = to_edge(&drain(&mut link));
+    link.handle_timeout(now + Duration::from_secs(31));
+    assert_eq!(answers(&drain(&mut link))[0].1["error"]["code"], -32603, "timed out");
+    edge_answers(&mut link, now, &sent[0], Ok(created("late", 60_000)));
+    let cancel = to_edge(&drain(&mut link));
+    assert_eq!(
+        (cancel[0]["method"].as_str(), cancel[0]["params"]["taskId"].as_str()),
+        (Some("tasks/cancel"), Some("late"))
+    );
+    assert_eq!(link.tasks.len(), 0, "nobody's task is not kept, and counts against nobody");
+}
+
+#[test]
+fn an_edge_that_forgot_a_task_never_shows_its_own_id() {
+    let now = Instant::now();
+    let mut link = link(9, Limits::default());
+    for (i, method) in ["tasks/update", "tasks/cancel"].into_iter().enumerate() {
+        let id = start(&mut link, now, A, "edge-secret", 1);
+        link.handle_input(now, call(A, method, json!({"taskId": id, "inputResponses": {}}), true, 2));
+        let sent = to_edge(&drain(&mut link));
+        let forgot = json!({"code": -32602, "message": "unknown task 'edge-secret'"});
+        edge_answers(&mut link, now, &sent[0], Err(forgot));
+        let out = drain(&mut link);
+        assert_eq!(answers(&out)[0].1["result"], json!({"resultType": "complete"}), "{method}");
+        let cancel = to_edge(&out);
+        assert_eq!(cancel[0]["params"]["taskId"], "edge-secret", "cancelled at the edge in case it runs");
+        assert_eq!(link.tasks.len(), 0, "{i}");
+    }
+    // Any other error names the task by the gateway's id.
+    let id = start(&mut link, now, A, "edge-secret", 3);
+    link.handle_input(now, call(A, "tasks/update", json!({"taskId": id, "inputResponses": {}}), true, 4));
+    let sent = to_edge(&drain(&mut link));
+    let error =
+        json!({"code": -32603, "message": "task edge-secret broke", "data": {"taskId": "edge-secret"}});
+    edge_answers(&mut link, now, &sent[0], Err(error));
+    let got = answers(&drain(&mut link))[0].1.to_string();
+    assert!(!got.contains("edge-secret") && got.contains(&id), "{got}");
+}
+
+#[test]
 fn a_task_status_notification_is_never_broadcast() {
     let now = Instant::now();
     let mut link = link(9, Limits::default());
     start(&mut link, now, A, "edge-1", 1);
     let note = json!({"taskId": "edge-1", "status": "completed"});
-    link.handle_edge(now, Message::Notification { method: "notifications/tasks/status".into(), params: Some(note) });
+    link.handle_edge(
+        now,
+        Message::Notification { method: "notifications/tasks/status".into(), params: Some(note) },
+    );
     assert!(drain(&mut link).is_empty(), "another client's task, and the edge's id");
 }
 

@@ -130,17 +130,36 @@ impl Catalog {
         // among the waiters of others'), and are not handed to another server and back.
         let listed: std::collections::HashSet<&str> =
             lists.resources.iter().filter_map(|r| r.key()).collect();
+        // And its tools and prompts keep the names they had: a refresh never renames what a
+        // live server still lists (with bare names, a name that another server's departure
+        // freed is not taken over by a refresh either).
+        let previous = self.names_of(name);
         let mut changed = self.remove_keeping(name, |uri| listed.contains(uri));
         self.order.insert(name.to_string(), order);
         let mut entry = Box::new(Entry { name: name.to_string(), lists: lists.clone(), ..Entry::default() });
         let mut ignored = Ignored::default();
         for kind in ListKind::ALL {
-            if self.expose(order, &mut entry, kind, &mut ignored) && !changed.contains(&kind) {
+            if self.expose(order, &mut entry, kind, &previous, &mut ignored) && !changed.contains(&kind) {
                 changed.push(kind);
             }
         }
         self.servers.insert(order, entry);
         (changed, ignored)
+    }
+
+    /// The names a server's tools and prompts are exposed under now, by original name.
+    fn names_of(&self, name: &str) -> [HashMap<String, String>; 2] {
+        let mut names = [HashMap::new(), HashMap::new()];
+        let Some(entry) = self.order.get(name).and_then(|o| self.servers.get(o)) else { return names };
+        let kinds = [(ListKind::Tools, &self.tool_routes), (ListKind::Prompts, &self.prompt_routes)];
+        for (slot, (kind, routes)) in kinds.into_iter().enumerate() {
+            for key in &entry.keys[index(kind)] {
+                if let Some((_, original)) = routes.get(key) {
+                    names[slot].insert(original.clone(), key.clone());
+                }
+            }
+        }
+        names
     }
 
     /// Replaces one list of a server. Returns the aggregated lists that changed, and what could
@@ -209,16 +228,27 @@ impl Catalog {
 
     /// Exposes one list of a new entry. Returns whether anything was exposed.
     #[inline(never)]
-    fn expose(&mut self, order: u64, entry: &mut Entry, kind: ListKind, ignored: &mut Ignored) -> bool {
+    fn expose(
+        &mut self,
+        order: u64,
+        entry: &mut Entry,
+        kind: ListKind,
+        previous: &[HashMap<String, String>; 2],
+        ignored: &mut Ignored,
+    ) -> bool {
         let i = index(kind);
         let lists = entry.lists.clone();
+        let had =
+            |slot: usize, key: Option<&str>| key.and_then(|k| previous[slot].get(k)).map(String::as_str);
         for (pos, item) in kind.items(&lists).iter().enumerate() {
             let exposed = match kind {
                 ListKind::Tools => {
-                    name_item(&mut self.tool_routes, &entry.name, item.key(), self.bare, ignored)
+                    let naming = Naming { bare: self.bare, had: had(0, item.key()) };
+                    name_item(&mut self.tool_routes, &entry.name, item.key(), naming, ignored)
                 }
                 ListKind::Prompts => {
-                    name_item(&mut self.prompt_routes, &entry.name, item.key(), self.bare, ignored)
+                    let naming = Naming { bare: self.bare, had: had(1, item.key()) };
+                    name_item(&mut self.prompt_routes, &entry.name, item.key(), naming, ignored)
                 }
                 ListKind::Resources => self.claim_uri(order, pos, item.key(), &mut entry.waits),
                 ListKind::Templates => self.claim_template(order, pos, &entry.name, item.key()),
@@ -396,7 +426,7 @@ fn name_item(
     routes: &mut HashMap<String, (String, String)>,
     server: &str,
     name: Option<&str>,
-    bare: bool,
+    naming: Naming<'_>,
     ignored: &mut Ignored,
 ) -> Option<String> {
     let Some(original) = name else {
@@ -404,6 +434,11 @@ fn name_item(
         return None;
     };
     let taken = |exposed: &str| routes.contains_key(exposed) || exposed == LIST_SERVERS;
+    if let Some(had) = naming.had.filter(|had| !taken(had)) {
+        routes.insert(had.to_string(), (server.to_string(), original.to_string()));
+        return Some(had.to_string());
+    }
+    let bare = naming.bare;
     let mut exposed = match bare {
         true => fit(original, server, original),
         false => exposed_name(server, original),
@@ -420,6 +455,13 @@ fn name_item(
     }
     routes.insert(exposed.clone(), (server.to_string(), original.to_string()));
     Some(exposed)
+}
+
+/// How a tool or prompt is named: bare or prefixed, and the name it had before a refresh.
+#[derive(Clone, Copy)]
+struct Naming<'a> {
+    bare: bool,
+    had: Option<&'a str>,
 }
 
 /// `{server}_{tool}`, made to fit `^[A-Za-z0-9_-]{1,64}$`.
@@ -550,6 +592,15 @@ mod tests {
         c.put(1, "pi", with_tools(vec![tool("greet")]));
         assert_eq!(c.route("greet"), Some(("pi", "greet")));
         assert_eq!(c.route("nas_greet"), Some(("nas", "greet")));
+        // The first leaves, the second refreshes: it keeps its name (a call by name never
+        // silently reaches another server's tool), and the first comes back to its own.
+        c.remove("pi");
+        c.put(2, "nas", with_tools(vec![tool("greet"), tool("backup"), tool("new")]));
+        assert_eq!(c.route("nas_greet"), Some(("nas", "greet")));
+        assert_eq!(c.route("greet"), None);
+        assert_eq!(c.route("new"), Some(("nas", "new")));
+        c.put(3, "pi", with_tools(vec![tool("greet")]));
+        assert_eq!(c.route("greet"), Some(("pi", "greet")));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::gateway::tables::server::Command;
 use crate::gateway::views::aggregate::{self, Routed};
 use crate::gateway::views::permit;
 use crate::jsonrpc::Message;
-use crate::protocol::{LATEST_VERSION, SUPPORTED_VERSIONS};
+use crate::protocol::{LATEST_VERSION, SERVER_METHODS, SUPPORTED_VERSIONS};
 use crate::ws::SendError;
 
 /// Handles one message from a client. Every request gets exactly one answer on `reply`: now,
@@ -70,6 +70,11 @@ fn route(gw: &Gateway, session: &Session, method: &str, params: Value) -> Result
         (_, m) if crate::gateway::link::tasks::is_task_method(m) => {
             crate::gateway::views::tasks::route(gw, session, m, params)
         }
+        // Not requests of any era the gateway offers: the 2025-11-25 task surface (the tasks
+        // extension replaced it), and notifications sent as requests (an edge might act on one).
+        (_, m) if m == "tasks/result" || m == "tasks/list" || m.starts_with("notifications/") => {
+            Err(Error::UnknownMethod(m.into()))
+        }
         (Scope::All, _) => aggregate::route(gw, session, method, params),
         (Scope::Server(name), _) => per_server(gw, session, name, method, params),
     }
@@ -90,6 +95,13 @@ fn per_server(
         if !grant.sees_server(name) {
             gw.metrics.policy_decision("server", false);
             return Err(Error::NoServer(name.into()));
+        }
+        // A method the policy cannot judge (an extension's) is not passed on for a client the
+        // policy restricts: it could reach what the policy hides.
+        let judged = SERVER_METHODS.contains(&method)
+            || matches!(method, "resources/subscribe" | "resources/unsubscribe" | "logging/setLevel");
+        if !judged {
+            return Err(Error::UnknownMethod(method.into()));
         }
         if let Some(kind) = permit::list_kind(method) {
             return permit::server_list(gw, &grant, name, kind, &params).map(Routed::Answer);
