@@ -12,8 +12,14 @@ trap 'rm -rf "$tmp"' EXIT
 for unit in contrib/systemd/*.service; do
     sed "s|/usr/local/bin/mcpport|$bin|g" "$unit" >"$tmp/$(basename "$unit")"
 done
+# The Debian package's own units (scripts/test-packages.sh also verifies them installed).
+for unit in contrib/debian/*.service; do
+    sed "s|/usr/bin/mcpport|$bin|g; s|EnvironmentFile=/etc/mcpport/|EnvironmentFile=-/etc/mcpport/|" "$unit" >"$tmp/debian-$(basename "$unit")"
+done
 systemd-analyze verify "$tmp"/*.service
 echo "service files: systemd-analyze verify accepted $(ls "$tmp" | wc -l) units"
 sh -n contrib/openwrt/mcpport-register
 sh -n contrib/openwrt/mcpport-edge
+sh -n contrib/openwrt/mcpport-gateway
+sh -n contrib/debian/postinst && sh -n contrib/debian/prerm && sh -n contrib/debian/postrm
 echo "service files: the procd scripts parse"

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Installs and runs what scripts/package.sh put in dist/, as each channel's users would:
+#
+#   SHA256SUMS   every file matches
+#   .deb         lintian (no errors); each package installed with dpkg into a fresh Debian root
+#                made by mmdebstrap from the package registry (the foreign architectures added
+#                to that root, their binary run under qemu): `mcpport --version`, the system user,
+#                the token files, the units (systemd-analyze verify) enabled and not started;
+#                both units' ExecStart run for real in the root as the mcpport user with the
+#                configuration the package ships (the gateway answers /health, the edge's
+#                sample server registers with it); then removal keeps the conffiles and purge
+#                leaves the root as it was before the install
+#   wheels       installed with pip in a clean venv and run; run through `uvx` from the file;
+#                the other architectures' binaries run under qemu
+#   OCI image    the index names linux/amd64, arm64 and arm/v7; each image unpacked with umoci
+#                (which validates the layout) and its binary run from the root filesystem
+#                (under qemu for arm64 and arm); config: non-root user, the CA roots there
+#   .ipk         structure and control fields; the procd init scripts' command lines (from the
+#                shipped UCI config, through stubs of rc.common's helpers) run against the
+#                unpacked root; the 25.12 tarballs unpack to the same files
+#   archives     binary, README, LICENSE, units and init scripts inside
+#
+# Usage: bash scripts/test-packages.sh   (after scripts/package.sh). Installs what it needs
+# (mmdebstrap, lintian, umoci, qemu-user-static; uv from PyPI into a venv). Only loopback.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+DIST="$REPO/dist"
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+say() { printf 'test-packages: %s\n' "$*" >&2; }
+fail() { say "FAIL: $*"; exit 1; }
+started=$SECONDS
+[[ -f $DIST/SHA256SUMS ]] || fail "no dist/SHA256SUMS: run scripts/package.sh first"
+
+need=()
+for tool in mmdebstrap:mmdebstrap lintian:lintian umoci:umoci qemu-aarch64-static:qemu-user-static \
+    systemd-analyze:systemd curl:curl; do
+    command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+done
+if [[ ${#need[@]} -gt 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+work=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- SHA256SUMS ----
+(cd "$DIST" && sha256sum --quiet -c SHA256SUMS) || fail "SHA256SUMS does not match"
+say "SHA256SUMS: $(wc -l <"$DIST/SHA256SUMS") files match"
+
+qemu_for() { # the qemu that runs a binary of ARCH (nothing for this machine's own)
+    case $1 in
+        amd64 | x86_64) echo "" ;;
+        arm64 | aarch64*) echo qemu-aarch64-static ;;
+        armhf | arm*) echo qemu-arm-static ;;
+    esac
+}
+check_version() { # check_version WHAT BINARY ARCH
+    local out
+    out=$($(qemu_for "$3") "$2" --version) || fail "$1: $2 --version failed"
+    [[ $out == "mcpport $VERSION ("* ]] || fail "$1: --version said: $out"
+    say "$1: $out"
+}
+
+# ---- Debian packages ----
+for deb in "$DIST"/*.deb; do
+    lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true)
+    if grep -q '^E:' <<<"$lint"; then fail "lintian errors in $(basename "$deb"):"$'\n'"$lint"; fi
+    contents=$(dpkg-deb -c "$deb")
+    for path in ./usr/bin/mcpport ./lib/systemd/system/mcpport-gateway.service \
+        ./lib/systemd/system/mcpport-edge.service ./etc/mcpport/servers.json; do
+        grep -q " $path\$" <<<"$contents" || fail "$(basename "$deb") lacks $path"
+    done
+    [[ $(dpkg-deb -f "$deb" Package Version) == $'Package: mcpport\nVersion: '"$VERSION-1" ]] || fail "control fields"
+done
+say "Debian packages: lintian without errors, contents and control fields as expected"
+
+root="$work/debian"
+mmdebstrap --quiet --variant=minbase --include=systemd,init-system-helpers,passwd bookworm "$root" \
+    || fail "mmdebstrap could not make a Debian root"
+snapshot() { # the root's files, but for what dpkg and apt keep about themselves
+    (cd "$root" && find . -xdev \( -path ./var/lib/dpkg -o -path ./var/log -o -path ./var/cache/debconf \
+        -o -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \) -prune -o -print | sort)
+}
+in_root() { chroot "$root" "$@"; }
+snapshot >"$work/before"
+cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+for deb in "$DIST"/*.deb; do
+    arch=$(dpkg-deb -f "$deb" Architecture)
+    name=$(basename "$deb")
+    if [[ $arch != amd64 ]]; then in_root dpkg --add-architecture "$arch"; fi
+    cp "$deb" "$root/tmp/$name"
+    in_root dpkg -i "/tmp/$name" >/dev/null 2>&1 || fail "$name: dpkg -i failed"
+    rm "$root/tmp/$name"
+    check_version "$name in a Debian root" "$root/usr/bin/mcpport" "$arch"
+    in_root getent passwd mcpport >/dev/null || fail "$name: no mcpport user"
+    for f in auth-tokens register-tokens register-headers; do
+        mode=$(in_root stat -c '%U:%G %a' "/etc/mcpport/$f")
+        [[ $mode == "root:mcpport 640" ]] || fail "$name: /etc/mcpport/$f: $mode"
+    done
+    [[ -s $root/etc/mcpport/auth-tokens ]] || fail "$name: no client token made"
+    for unit in mcpport-gateway mcpport-edge; do
+        [[ -L $root/etc/systemd/system/multi-user.target.wants/$unit.service ]] || fail "$name: $unit is not enabled"
+    done
+    if [[ $arch == amd64 ]]; then
+        # The units as systemd reads them; ExecStart's binary is the package's.
+        SYSTEMD_LOG_LEVEL=warning in_root systemd-analyze verify \
+            /lib/systemd/system/mcpport-gateway.service /lib/systemd/system/mcpport-edge.service \
+            || fail "$name: systemd-analyze verify"
+        token=$(head -n 1 "$root/etc/mcpport/auth-tokens")
+        # Both units' command lines, run for real as the unit's user with the shipped config;
+        # the edge pointed at the gateway on loopback, with an edge token the gateway made.
+        mapfile -t gw < <(python3 scripts/package/unit_cmd.py "$root" /lib/systemd/system/mcpport-gateway.service | grep -v '^#')
+        chroot --userspec=mcpport:mcpport "$root" "${gw[@]}" >"$work/gateway.log" 2>&1 &
+        PIDS+=("$!")
+        for _ in $(seq 100); do
+            curl -fsS -H "Authorization: Bearer $token" http://127.0.0.1:8765/health >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        curl -fsS http://127.0.0.1:8765/health >"$work/health" || fail "the gateway unit's command did not serve /health: $(cat "$work/gateway.log")"
+        sed -i 's|^MCPPORT_GATEWAY_URL=.*|MCPPORT_GATEWAY_URL=ws://127.0.0.1:8765/mcp/register|' "$root/etc/mcpport/edge.env"
+        printf 'Authorization: Bearer %s\n' "$(head -n 1 "$root/etc/mcpport/register-tokens")" >"$root/etc/mcpport/register-headers"
+        mapfile -t edge < <(python3 scripts/package/unit_cmd.py "$root" /lib/systemd/system/mcpport-edge.service)
+        envs=()
+        for line in "${edge[@]}"; do [[ $line == '#env '* ]] && envs+=("${line#\#env }"); done
+        mapfile -t edge < <(printf '%s\n' "${edge[@]}" | grep -v '^#')
+        chroot --userspec=mcpport:mcpport "$root" /usr/bin/env "${envs[@]}" "${edge[@]}" >"$work/edge.log" 2>&1 &
+        PIDS+=("$!")
+        for _ in $(seq 100); do
+            grep -q '"servers":1' <(curl -fsS http://127.0.0.1:8765/health 2>/dev/null) && break
+            sleep 0.1
+        done
+        grep -q '"servers":1' <(curl -fsS http://127.0.0.1:8765/health) \
+            || fail "the edge unit's command did not register the shipped sample server: $(tail -5 "$work/edge.log")"
+        say "$name: the gateway unit serves /health, the edge unit registers servers.json's sample server"
+        for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+        PIDS=()
+        cp "$REPO/contrib/debian/edge.env" "$root/etc/mcpport/edge.env"
+    fi
+    in_root dpkg -r mcpport >/dev/null || fail "$name: dpkg -r failed"
+    [[ ! -e $root/usr/bin/mcpport && -e $root/etc/mcpport/servers.json ]] || fail "$name: removal should keep only the conffiles"
+    in_root dpkg -P mcpport >/dev/null || fail "$name: dpkg -P failed"
+    if [[ $arch != amd64 ]]; then in_root dpkg --remove-architecture "$arch"; fi
+    snapshot >"$work/after"
+    left=$(comm -13 "$work/before" "$work/after" | grep -v '^./etc/resolv.conf$' || true)
+    [[ -z $left ]] || fail "$name: purge left files behind:"$'\n'"$left"
+    ! in_root getent passwd mcpport >/dev/null || fail "$name: purge left the mcpport user"
+    say "$name: installed, run, removed and purged, nothing left"
+done
+
+# ---- Python wheels ----
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check uv
+for whl in "$DIST"/*.whl; do
+    case $whl in
+        *_x86_64.whl) arch=x86_64 ;;
+        *_aarch64.whl) arch=aarch64 ;;
+        *_armv7l.whl) arch=armv7l ;;
+        *) fail "$(basename "$whl"): which architecture?" ;;
+    esac
+    if [[ $arch == x86_64 ]]; then
+        python3 -m venv "$work/clean"
+        "$work/clean/bin/pip" install --quiet --disable-pip-version-check --no-index "$whl"
+        check_version "pip install $(basename "$whl")" "$work/clean/bin/mcpport" x86_64
+        out=$(UV_CACHE_DIR="$work/uv" "$work/venv/bin/uvx" --offline --from "$whl" mcpport --version) \
+            || fail "uvx --from $(basename "$whl") failed"
+        [[ $out == "mcpport $VERSION ("* ]] || fail "uvx: $out"
+        say "uvx --from $(basename "$whl") mcpport --version: $out"
+    else
+        rm -rf "$work/unzipped" && mkdir "$work/unzipped"
+        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$whl" "$work/unzipped"
+        chmod +x "$work/unzipped/mcpport-$VERSION.data/scripts/mcpport"
+        check_version "$(basename "$whl")" "$work/unzipped/mcpport-$VERSION.data/scripts/mcpport" "$arch"
+    fi
+done
+
+# ---- OCI image ----
+layout="$work/oci"
+mkdir "$layout" && tar -xf "$DIST/mcpport-$VERSION-oci.tar" -C "$layout"
+python3 - "$layout" "$VERSION" <<'EOF' || fail "the OCI index"
+import json, sys
+layout, version = sys.argv[1], sys.argv[2]
+top = json.load(open(f"{layout}/index.json"))
+multi = [m for m in top["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == version][0]
+index = json.load(open(f"{layout}/blobs/sha256/{multi['digest'].split(':')[1]}"))
+platforms = sorted((m["platform"]["architecture"], m["platform"].get("variant", "")) for m in index["manifests"])
+assert platforms == [("amd64", ""), ("arm", "v7"), ("arm64", "v8")], platforms
+for m in index["manifests"]:
+    manifest = json.load(open(f"{layout}/blobs/sha256/{m['digest'].split(':')[1]}"))
+    config = json.load(open(f"{layout}/blobs/sha256/{manifest['config']['digest'].split(':')[1]}"))
+    assert config["config"]["User"] not in ("", "0", "root", "0:0"), config["config"]["User"]
+    assert config["config"]["Entrypoint"] == ["/usr/bin/mcpport"]
+EOF
+for arch in amd64 arm64 arm; do
+    umoci unpack --image "$layout:$VERSION-$arch" "$work/bundle-$arch" >/dev/null || fail "umoci unpack $arch"
+    rootfs="$work/bundle-$arch/rootfs"
+    [[ -s $rootfs/etc/ssl/certs/ca-certificates.crt ]] || fail "OCI $arch: no CA roots"
+    [[ $(find "$rootfs" -type f | wc -l) -le 4 ]] || fail "OCI $arch: more than the binary, CA roots, passwd and group"
+    check_version "OCI image $arch" "$rootfs/usr/bin/mcpport" "$arch"
+done
+
+# ---- OpenWrt ----
+stub="$work/procd-stub.sh"
+cat >"$stub" <<'EOF'
+# rc.common's helpers, enough to run an init script's start_service: prints its command line.
+UCI=${UCI:?}
+config_load() { :; }
+config_get() { # VAR SECTION OPTION [DEFAULT]
+    local v
+    v=$(awk -v s="$2" -v o="$3" '$1 == "config" { gsub(/\047/, "", $3); cur = $3 } $1 == "option" && cur == s && $2 == o { $1 = ""; $2 = ""; sub(/^ +/, ""); gsub(/\047/, ""); print }' "$UCI")
+    eval "$1=\${v:-\$4}"
+}
+config_get_bool() { config_get "$@"; }
+procd_open_instance() { CMD=""; }
+procd_set_param() { [ "$1" = command ] && { shift; CMD="$*"; }; return 0; }
+procd_append_param() { [ "$1" = command ] && { shift; CMD="$CMD $*"; }; return 0; }
+procd_close_instance() { echo "$CMD"; }
+EOF
+for ipk in "$DIST"/*.ipk; do
+    name=$(basename "$ipk")
+    dir="$work/ipk-$name" && mkdir -p "$dir/control" "$dir/data"
+    tar -xzf "$ipk" -C "$dir"
+    [[ $(cat "$dir/debian-binary") == 2.0 ]] || fail "$name: debian-binary"
+    tar -xzf "$dir/control.tar.gz" -C "$dir/control" && tar -xzf "$dir/data.tar.gz" -C "$dir/data"
+    arch=$(sed -n 's/^Architecture: //p' "$dir/control/control")
+    [[ $name == "mcpport_${VERSION}-1_${arch}.ipk" ]] || fail "$name: Architecture $arch"
+    for field in Package Version Architecture Maintainer License Description; do
+        grep -q "^$field: " "$dir/control/control" || fail "$name: no $field"
+    done
+    grep -qx /etc/config/mcpport "$dir/control/conffiles" || fail "$name: conffiles"
+    sh -n "$dir/control/postinst" && sh -n "$dir/control/prerm"
+    for init in mcpport-gateway mcpport-edge; do
+        script="$dir/data/etc/init.d/$init"
+        sh -n "$script" && grep -q '^USE_PROCD=1' "$script" || fail "$name: $init is not a procd script"
+    done
+    # The init scripts' command lines, from the shipped UCI config (the gateway is off there: a
+    # router is usually an edge), then with the gateway on; run against the unpacked root, the
+    # edge registering the shipped servers.json with that gateway.
+    uci="$dir/data/etc/config/mcpport"
+    start_cmd() { UCI=$1 sh -c ". '$stub'; . '$dir/data/etc/init.d/$2'; start_service"; }
+    [[ -z $(start_cmd "$uci" mcpport-gateway) ]] || fail "$name: the shipped config starts a gateway"
+    # The package makes the token files on a device (postinst); here, by hand.
+    echo "edge-token-$arch" >"$dir/data/etc/mcpport/register-tokens"
+    echo "client-token" >"$dir/data/etc/mcpport/auth-tokens"
+    sed "s/option enabled '0'/option enabled '1'/" "$uci" >"$work/uci-on"
+    cmd=$(start_cmd "$work/uci-on" mcpport-gateway)
+    [[ $cmd == '/usr/bin/mcpport gateway --host 0.0.0.0 --port 8765 --auth-token-file /etc/mcpport/auth-tokens --register-token-file /etc/mcpport/register-tokens' ]] \
+        || fail "$name: the gateway runs: $cmd"
+    root_of() { sed "s|/etc/mcpport|$dir/data/etc/mcpport|g; s|^/usr/bin/mcpport |$(qemu_for "$arch") $dir/data/usr/bin/mcpport |"; }
+    gw_cmd=$(root_of <<<"${cmd/--host 0.0.0.0 --port 8765/--host 127.0.0.1 --port 0}")
+    # The glibc (armv7) gateway re-executes itself once to turn glibc's per-thread caches off;
+    # under qemu-user without binfmt_misc that exec cannot work (a real device has no such
+    # problem), so the setting is given up front, as the re-exec would.
+    GLIBC_TUNABLES=glibc.malloc.tcache_count=0 $gw_cmd >"$work/openwrt-gw.log" 2>&1 &
+    PIDS+=("$!")
+    port=""
+    for _ in $(seq 100); do
+        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/openwrt-gw.log" | head -n 1)
+        [[ -n $port ]] && break
+        sleep 0.1
+    done
+    [[ -n $port ]] || fail "$name: the gateway's command did not listen: $(tail -3 "$work/openwrt-gw.log")"
+    printf 'Authorization: Bearer edge-token-%s\n' "$arch" >"$dir/data/etc/mcpport/register-headers"
+    sed "s|wss://gateway.example.com:8765|ws://127.0.0.1:$port|" "$uci" >"$work/uci-edge"
+    edge_cmd=$(start_cmd "$work/uci-edge" mcpport-edge | root_of)
+    [[ $edge_cmd == *" register --config "* ]] || fail "$name: the edge runs: $edge_cmd"
+    # servers.json names /usr/bin/mcpport: the unpacked root's here, through qemu where needed.
+    python3 - "$dir/data/etc/mcpport/servers.json" "$dir/data/usr/bin/mcpport" "$(command -v "$(qemu_for "$arch")" || true)" <<'PY'
+import json, sys
+path, binary, qemu = sys.argv[1:4]
+servers = json.load(open(path))
+entry = servers["mcpServers"]["sample"]
+assert entry["command"] == "/usr/bin/mcpport", entry
+entry.update({"command": qemu, "args": [binary] + entry["args"]} if qemu else {"command": binary})
+json.dump(servers, open(path, "w"))
+PY
+    $edge_cmd >"$work/openwrt-edge.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 150); do
+        grep -q '"servers":1' <(curl -fsS -H 'Authorization: Bearer client-token' "http://127.0.0.1:$port/health" 2>/dev/null) && break
+        sleep 0.1
+    done
+    grep -q '"servers":1' <(curl -fsS -H 'Authorization: Bearer client-token' "http://127.0.0.1:$port/health") \
+        || fail "$name: the edge's command did not register the shipped sample server: $(tail -3 "$work/openwrt-edge.log")"
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    say "$name: control fields, conffiles; its init scripts' gateway listens and edge registers"
+    check_version "$name" "$dir/data/usr/bin/mcpport" "$arch"
+done
+for t in "$DIST"/mcpport-"$VERSION"-openwrt-*.tar.gz; do
+    tar -tzf "$t" | grep -qx 'etc/init.d/mcpport-gateway' || fail "$(basename "$t"): no init script"
+done
+
+# ---- release archives ----
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
+    archive="$DIST/mcpport-$VERSION-$t.tar.gz"
+    listing=$(tar -tzf "$archive")
+    for f in mcpport README.md LICENSE systemd/mcpport-gateway.service systemd/mcpport-edge.service \
+        openwrt/mcpport-gateway openwrt/mcpport-edge openwrt/mcpport.config; do
+        grep -qx "mcpport-$VERSION-$t/$f" <<<"$listing" || fail "$(basename "$archive") lacks $f"
+    done
+done
+say "release archives: binary, README, LICENSE, units and init scripts in each"
+say "all packages checked in $((SECONDS - started)) s"
