@@ -218,11 +218,66 @@ config_get() { # VAR SECTION OPTION [DEFAULT]
     eval "$1=\${v:-\$4}"
 }
 config_get_bool() { config_get "$@"; }
+# One argument per line, so that an argument with spaces stays one.
 procd_open_instance() { CMD=""; }
-procd_set_param() { [ "$1" = command ] && { shift; CMD="$*"; }; return 0; }
-procd_append_param() { [ "$1" = command ] && { shift; CMD="$CMD $*"; }; return 0; }
-procd_close_instance() { echo "$CMD"; }
+procd_set_param() {
+    [ "$1" = command ] || return 0
+    shift
+    CMD=""
+    for a in "$@"; do CMD="${CMD:+$CMD
+}$a"; done
+}
+procd_append_param() {
+    [ "$1" = command ] || return 0
+    shift
+    for a in "$@"; do CMD="$CMD
+$a"; done
+}
+procd_close_instance() { printf '%s\n' "$CMD"; }
 EOF
+# run_init WHAT ARCH ROOT GATEWAY_UCI GATEWAY_SCRIPT EDGE_UCI EDGE_SCRIPT: runs the gateway init
+# script's command line (on a free port) and then the edge's (its UCI's PORT replaced by that
+# port), with ROOT's files for /etc/mcpport and /usr/bin/mcpport, and waits for the edge's
+# server to register.
+run_init() {
+    local what=$1 arch=$2 root=$3 qemu args=() port=""
+    qemu=$(command -v "$(qemu_for "$arch")" || true)
+    mapfile -t args < <(UCI=$4 sh -c ". '$stub'; . '$5'; start_service")
+    args=("${args[@]//\/etc\/mcpport/$root/etc/mcpport}")
+    args=("${args[@]/#\/usr\/bin\/mcpport/$root/usr/bin/mcpport}")
+    args=("${args[@]/#0.0.0.0/127.0.0.1}")
+    args=("${args[@]/#8765/0}")
+    # The glibc (armv7) gateway re-executes itself once to turn glibc's per-thread caches off;
+    # under qemu-user without binfmt_misc that exec cannot work (a device has no such problem),
+    # so the setting is given up front, as the re-exec would.
+    GLIBC_TUNABLES=glibc.malloc.tcache_count=0 $qemu "${args[@]}" >"$work/init-gw.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 100); do
+        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/init-gw.log" | head -n 1)
+        [[ -n $port ]] && break
+        sleep 0.1
+    done
+    [[ -n $port ]] || fail "$what: the gateway init script's command did not listen: $(tail -3 "$work/init-gw.log")"
+    sed -i "s|PORT|$port|" "$6"
+    mapfile -t args < <(UCI=$6 sh -c ". '$stub'; . '$7'; start_service")
+    [[ ${args[0]} == /usr/bin/mcpport && ${args[1]} == register ]] || fail "$what: $7 runs: ${args[*]}"
+    local first=${args[0]}
+    args=("${args[@]:1}")
+    args=("${args[@]//\/etc\/mcpport/$root/etc/mcpport}")
+    # The program, and any command line inside an argument (--stdio "/usr/bin/mcpport ...").
+    args=("${args[@]//\/usr\/bin\/mcpport/${qemu:+$qemu }$root/usr/bin/mcpport}")
+    $qemu "$root$first" "${args[@]}" >"$work/init-edge.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 150); do
+        grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null) && break
+        sleep 0.1
+    done
+    grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health") \
+        || fail "$what: $(basename "$7")'s command did not register its server: $(tail -3 "$work/init-edge.log")"
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+
 for ipk in "$DIST"/*.ipk; do
     name=$(basename "$ipk")
     dir="$work/ipk-$name" && mkdir -p "$dir/control" "$dir/data"
@@ -244,33 +299,16 @@ for ipk in "$DIST"/*.ipk; do
     # router is usually an edge), then with the gateway on; run against the unpacked root, the
     # edge registering the shipped servers.json with that gateway.
     uci="$dir/data/etc/config/mcpport"
-    start_cmd() { UCI=$1 sh -c ". '$stub'; . '$dir/data/etc/init.d/$2'; start_service"; }
-    [[ -z $(start_cmd "$uci" mcpport-gateway) ]] || fail "$name: the shipped config starts a gateway"
+    start_cmd() { UCI=$1 sh -c ". '$stub'; . '$2'; start_service"; }
+    [[ -z $(start_cmd "$uci" "$dir/data/etc/init.d/mcpport-gateway") ]] || fail "$name: the shipped config starts a gateway"
     # The package makes the token files on a device (postinst); here, by hand.
     echo "edge-token-$arch" >"$dir/data/etc/mcpport/register-tokens"
     echo "client-token" >"$dir/data/etc/mcpport/auth-tokens"
-    sed "s/option enabled '0'/option enabled '1'/" "$uci" >"$work/uci-on"
-    cmd=$(start_cmd "$work/uci-on" mcpport-gateway)
-    [[ $cmd == '/usr/bin/mcpport gateway --host 0.0.0.0 --port 8765 --auth-token-file /etc/mcpport/auth-tokens --register-token-file /etc/mcpport/register-tokens' ]] \
-        || fail "$name: the gateway runs: $cmd"
-    root_of() { sed "s|/etc/mcpport|$dir/data/etc/mcpport|g; s|^/usr/bin/mcpport |$(qemu_for "$arch") $dir/data/usr/bin/mcpport |"; }
-    gw_cmd=$(root_of <<<"${cmd/--host 0.0.0.0 --port 8765/--host 127.0.0.1 --port 0}")
-    # The glibc (armv7) gateway re-executes itself once to turn glibc's per-thread caches off;
-    # under qemu-user without binfmt_misc that exec cannot work (a real device has no such
-    # problem), so the setting is given up front, as the re-exec would.
-    GLIBC_TUNABLES=glibc.malloc.tcache_count=0 $gw_cmd >"$work/openwrt-gw.log" 2>&1 &
-    PIDS+=("$!")
-    port=""
-    for _ in $(seq 100); do
-        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/openwrt-gw.log" | head -n 1)
-        [[ -n $port ]] && break
-        sleep 0.1
-    done
-    [[ -n $port ]] || fail "$name: the gateway's command did not listen: $(tail -3 "$work/openwrt-gw.log")"
     printf 'Authorization: Bearer edge-token-%s\n' "$arch" >"$dir/data/etc/mcpport/register-headers"
-    sed "s|wss://gateway.example.com:8765|ws://127.0.0.1:$port|" "$uci" >"$work/uci-edge"
-    edge_cmd=$(start_cmd "$work/uci-edge" mcpport-edge | root_of)
-    [[ $edge_cmd == *" register --config "* ]] || fail "$name: the edge runs: $edge_cmd"
+    sed "s/option enabled '0'/option enabled '1'/" "$uci" >"$work/uci-on"
+    cmd=$(start_cmd "$work/uci-on" "$dir/data/etc/init.d/mcpport-gateway" | tr '\n' ' ')
+    [[ $cmd == '/usr/bin/mcpport gateway --host 0.0.0.0 --port 8765 --auth-token-file /etc/mcpport/auth-tokens --register-token-file /etc/mcpport/register-tokens ' ]] \
+        || fail "$name: the gateway runs: $cmd"
     # servers.json names /usr/bin/mcpport: the unpacked root's here, through qemu where needed.
     python3 - "$dir/data/etc/mcpport/servers.json" "$dir/data/usr/bin/mcpport" "$(command -v "$(qemu_for "$arch")" || true)" <<'PY'
 import json, sys
@@ -281,21 +319,17 @@ assert entry["command"] == "/usr/bin/mcpport", entry
 entry.update({"command": qemu, "args": [binary] + entry["args"]} if qemu else {"command": binary})
 json.dump(servers, open(path, "w"))
 PY
-    $edge_cmd >"$work/openwrt-edge.log" 2>&1 &
-    PIDS+=("$!")
-    for _ in $(seq 150); do
-        grep -q '"servers":1' <(curl -fsS -H 'Authorization: Bearer client-token' "http://127.0.0.1:$port/health" 2>/dev/null) && break
-        sleep 0.1
-    done
-    grep -q '"servers":1' <(curl -fsS -H 'Authorization: Bearer client-token' "http://127.0.0.1:$port/health") \
-        || fail "$name: the edge's command did not register the shipped sample server: $(tail -3 "$work/openwrt-edge.log")"
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    PIDS=()
+    sed "s|wss://gateway.example.com:8765|ws://127.0.0.1:PORT|" "$uci" >"$work/uci-edge"
+    run_init "$name" "$arch" "$dir/data" "$work/uci-on" "$dir/data/etc/init.d/mcpport-gateway" \
+        "$work/uci-edge" "$dir/data/etc/init.d/mcpport-edge"
     say "$name: control fields, conffiles; its init scripts' gateway listens and edge registers"
     check_version "$name" "$dir/data/usr/bin/mcpport" "$arch"
 done
 for t in "$DIST"/mcpport-"$VERSION"-openwrt-*.tar.gz; do
-    tar -tzf "$t" | grep -qx 'etc/init.d/mcpport-gateway' || fail "$(basename "$t"): no init script"
+    listing=$(tar -tzf "$t")
+    for f in usr/bin/mcpport etc/init.d/mcpport-gateway etc/init.d/mcpport-edge etc/config/mcpport etc/mcpport/servers.json; do
+        grep -qx "$f" <<<"$listing" || fail "$(basename "$t") lacks $f"
+    done
 done
 
 # ---- release archives ----
@@ -307,5 +341,61 @@ for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linu
         grep -qx "mcpport-$VERSION-$t/$f" <<<"$listing" || fail "$(basename "$archive") lacks $f"
     done
 done
-say "release archives: binary, README, LICENSE, units and init scripts in each"
+# The archive's example units and init scripts, started for real from the x86_64 archive with
+# the edits their comments ask for (the gateway URL, the credentials they load).
+arch_dir="$work/archive" && mkdir -p "$arch_dir"
+tar -xzf "$DIST/mcpport-$VERSION-x86_64-unknown-linux-musl.tar.gz" -C "$arch_dir"
+pkg="$arch_dir/mcpport-$VERSION-x86_64-unknown-linux-musl"
+creds="$arch_dir/credentials" && mkdir -p "$creds" "$arch_dir/etc/mcpport"
+echo client-token >"$creds/auth-tokens"
+echo edge-token >"$creds/register-tokens"
+echo 'Authorization: Bearer edge-token' >"$creds/register-headers"
+printf '{"mcpServers": {"sample": {"command": "%s", "args": ["sample-server"]}}}\n' "$pkg/mcpport" >"$arch_dir/etc/mcpport/servers.json"
+unit_argv() { # unit_argv UNIT: its ExecStart, for this archive's binary and files
+    mkdir -p "$arch_dir/root/lib/systemd/system"
+    cp "$1" "$arch_dir/root/lib/systemd/system/"
+    python3 scripts/package/unit_cmd.py "$arch_dir/root" "/lib/systemd/system/$(basename "$1")" \
+        "CREDENTIALS_DIRECTORY=$creds" | grep -v '^#' \
+        | sed "s|/usr/local/bin/mcpport|$pkg/mcpport|g; s|/etc/mcpport/|$arch_dir/etc/mcpport/|g; s|--port 8765|--port 0|; s|127.0.0.1:9108|127.0.0.1:0|"
+}
+mapfile -t argv < <(unit_argv "$pkg/systemd/mcpport-gateway.service")
+"${argv[@]}" >"$work/archive-gw.log" 2>&1 &
+PIDS+=("$!")
+port=""
+for _ in $(seq 100); do
+    port=$(sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$work/archive-gw.log" | head -n 1)
+    [[ -n $port ]] && break
+    sleep 0.1
+done
+[[ -n $port ]] || fail "the archive's gateway unit did not listen: $(tail -3 "$work/archive-gw.log")"
+for unit in mcpport-register mcpport-edge; do
+    mapfile -t argv < <(unit_argv "$pkg/systemd/$unit.service" | sed "s|wss://gateway.example.com:8765|ws://127.0.0.1:$port|; s|^--port\$|--port|")
+    # Health ports of the edge units: free ones.
+    for i in "${!argv[@]}"; do [[ ${argv[i]} == 8766 ]] && argv[i]=0; done
+    "${argv[@]}" >"$work/archive-$unit.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 100); do
+        grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null) && break
+        sleep 0.1
+    done
+    grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health") \
+        || fail "the archive's $unit unit did not register: $(tail -3 "$work/archive-$unit.log")"
+    kill "${PIDS[-1]}" && wait "${PIDS[-1]}" 2>/dev/null || true
+    unset 'PIDS[-1]'
+    for _ in $(seq 100); do
+        grep -q '"servers":0' <(curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null) && break
+        sleep 0.1
+    done
+done
+for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+PIDS=()
+# The archive's OpenWrt scripts: the gateway's, then the register script's (its own UCI section).
+owrt="$arch_dir/owrt" && mkdir -p "$owrt/usr/bin" "$owrt/etc/mcpport"
+cp "$pkg/mcpport" "$owrt/usr/bin/mcpport"
+cp "$creds/auth-tokens" "$creds/register-tokens" "$creds/register-headers" "$owrt/etc/mcpport/"
+sed "s/option enabled '0'/option enabled '1'/" "$pkg/openwrt/mcpport.config" >"$work/uci-archive-gw"
+printf "config register 'main'\n\toption stdio '/usr/bin/mcpport sample-server'\n\toption gateway_url 'ws://127.0.0.1:PORT/mcp/register'\n\toption server_name 'router'\n\toption header_file '/etc/mcpport/register-headers'\n" >"$work/uci-archive-reg"
+run_init "the archive's openwrt/mcpport-register" x86_64 "$owrt" "$work/uci-archive-gw" "$pkg/openwrt/mcpport-gateway" \
+    "$work/uci-archive-reg" "$pkg/openwrt/mcpport-register"
+say "release archives: binary, README, LICENSE, units and init scripts in each; the units and init scripts run"
 say "all packages checked in $((SECONDS - started)) s"

@@ -2,7 +2,10 @@
 unit's Environment= and EnvironmentFile= (read inside ROOT), one argument per line: for
 scripts/test-packages.sh, which runs it in an installed root where no systemd runs.
 
-  python3 unit_cmd.py ROOT UNIT_PATH_IN_ROOT
+  python3 unit_cmd.py ROOT UNIT_PATH_IN_ROOT [NAME=VALUE...]
+
+NAME=VALUE: what systemd itself would set (CREDENTIALS_DIRECTORY, say). The specifiers %l and %H
+become this machine's short and full host names.
 
 Expansion as systemd.service(5) says: `${VAR}` is one argument, `$VAR` alone splits on
 whitespace; words are split shell-like (quotes group). Also prints `#user NAME` first when the
@@ -11,6 +14,7 @@ unit has User=.
 
 import re
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -39,13 +43,13 @@ def env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def main(root: Path, unit: str) -> None:
+def main(root: Path, unit: str, given: list[str]) -> None:
     settings: dict[str, list[str]] = {}
     for line in logical_lines((root / unit.lstrip("/")).read_text()):
         if "=" in line and not line.startswith("["):
             key, value = line.split("=", 1)
             settings.setdefault(key.strip(), []).append(value.strip())
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(g.split("=", 1) for g in given)
     for value in settings.get("Environment", []):
         for assignment in shlex.split(value):
             key, _, val = assignment.partition("=")
@@ -57,8 +61,10 @@ def main(root: Path, unit: str) -> None:
             env.update(env_file(path))
         elif not optional:
             sys.exit(f"{unit}: EnvironmentFile {value} does not exist in the installed root")
+    host = socket.gethostname()
+    exec_start = settings["ExecStart"][0].replace("%l", host.split(".")[0]).replace("%H", host)
     argv = []
-    for word in shlex.split(settings["ExecStart"][0]):
+    for word in shlex.split(exec_start):
         whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
         if whole:
             argv.extend(env.get(whole[1], "").split())
@@ -72,4 +78,4 @@ def main(root: Path, unit: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3:])
