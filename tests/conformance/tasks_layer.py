@@ -29,6 +29,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 EXTENSION = "io.modelcontextprotocol/tasks"
+# Another extension, which the gateway does not know: offered, and its one method answered, so
+# that a test can see it pass through a per-server endpoint untouched.
+OTHER_EXTENSION = "io.modelcontextprotocol/skills"
+SKILLS = {"resultType": "complete", "skills": [{"name": "hello", "uri": "skill://hello/SKILL.md"}]}
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 MISSING_CAPABILITY = -32021
 INVALID_PARAMS = -32602
@@ -174,6 +178,8 @@ class TasksLayer:
             return LATER if outcome is None else self.wrap(rid, outcome)
         elif method in ("tasks/get", "tasks/update", "tasks/cancel"):
             return self.wrap(rid, self.task_method(method, params))
+        elif method == "skills/list":
+            return self.wrap(rid, ("result", dict(SKILLS)))
         return None
 
     @staticmethod
@@ -324,6 +330,7 @@ class TasksLayer:
             self.discover_ids.discard(rid)
             capabilities = result.setdefault("capabilities", {})
             capabilities.setdefault("extensions", {})[EXTENSION] = {}
+            capabilities["extensions"][OTHER_EXTENSION] = {"directoryRead": False}
         return message
 
 

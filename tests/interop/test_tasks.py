@@ -198,7 +198,8 @@ def test_a_legacy_session_is_served_ordinary_calls(gateway):
     init = {"protocolVersion": "2025-11-25", "capabilities": {"tasks": {}, "extensions": {EXT: {}}}, "clientInfo": {"name": "legacy", "version": "1"}}
     sid, hello = post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
     capabilities = hello["result"]["capabilities"]
-    assert "tasks" not in capabilities and "extensions" not in capabilities, capabilities
+    assert "tasks" not in capabilities and EXT not in capabilities["extensions"], capabilities
+    assert "io.modelcontextprotocol/skills" in capabilities["extensions"], "other extensions stay"
     post({"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
     params = {"name": "slow_compute", "arguments": {"seconds": 0.2, "label": "legacy"}, "task": {"ttl": 60000}}
     _, got = post({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}, sid)
@@ -222,6 +223,38 @@ def test_past_its_bound_a_client_gets_ordinary_calls_and_others_still_tasks(gate
     assert other["result"]["resultType"] == "task"
     for task_id in held + [other["result"]["taskId"]]:
         call(port, path, "A" if task_id == other["result"]["taskId"] else "B", "tasks/cancel", {"taskId": task_id})
+
+
+def test_an_extension_the_gateway_does_not_know_passes_through_a_server_endpoint(gateway):
+    port, _ = gateway
+    _, discovered = call(port, "/servers/t/mcp", "A", "server/discover", {})
+    assert discovered["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/skills"] == {"directoryRead": False}
+    status, skills = call(port, "/servers/t/mcp", "A", "skills/list", {})
+    assert status == 200 and skills["result"]["skills"] == [{"name": "hello", "uri": "skill://hello/SKILL.md"}], skills
+    # The aggregated view offers only what it can route.
+    _, aggregated = call(port, "/mcp", "A", "server/discover", {})
+    assert "io.modelcontextprotocol/skills" not in aggregated["result"]["capabilities"]["extensions"]
+    status, refused = call(port, "/mcp", "A", "skills/list", {})
+    assert (status, refused["error"]["code"]) == (404, -32601)
+
+
+def test_a_modern_clients_call_to_an_edge_without_tasks_is_an_ordinary_call(procs):
+    port, _, _ = start(procs)
+    stdio = f"exec {BIN} sample-server"
+    url = f"ws://127.0.0.1:{port}/mcp/register"
+    procs("register-pi", [BIN, "register", "--stdio", stdio, "--gateway-url", url, "--server-name", "pi", "--header", f"Authorization: Bearer {EDGE_TOKEN}"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _, listed = call(port, "/servers/pi/mcp", "A", "tools/list", {})
+        if "result" in listed:
+            break
+        time.sleep(0.2)
+    _, discovered = call(port, "/servers/pi/mcp", "A", "server/discover", {})
+    assert EXT not in discovered["result"]["capabilities"].get("extensions", {}), "a legacy edge offers no tasks"
+    _, slept = call(port, "/servers/pi/mcp", "A", "tools/call", {"name": "sleep", "arguments": {"seconds": 1}})
+    assert slept["result"]["resultType"] == "complete" and "taskId" not in slept["result"], slept
+    _, slept = call(port, "/mcp", "A", "tools/call", {"name": "pi_sleep", "arguments": {"seconds": 0}})
+    assert slept["result"]["resultType"] == "complete", slept
 
 
 def test_a_task_past_its_life_is_forgotten(procs):
