@@ -49,8 +49,8 @@ TAR=(tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$SOURCE_DATE_E
 deb() { # deb TARGET ARCH
     local target=$1 arch=$2 root="$work/deb-$2"
     install -D -m 0755 "$(bin_of "$target")" "$root/usr/bin/mcpport"
-    install -D -m 0644 contrib/debian/mcpport-gateway.service "$root/lib/systemd/system/mcpport-gateway.service"
-    install -D -m 0644 contrib/debian/mcpport-edge.service "$root/lib/systemd/system/mcpport-edge.service"
+    install -D -m 0644 contrib/debian/mcpport-gateway.service "$root/usr/lib/systemd/system/mcpport-gateway.service"
+    install -D -m 0644 contrib/debian/mcpport-edge.service "$root/usr/lib/systemd/system/mcpport-edge.service"
     for f in gateway.env edge.env servers.json; do
         install -D -m 0644 "contrib/debian/$f" "$root/etc/mcpport/$f"
     done
@@ -68,6 +68,7 @@ Package: mcpport
 Version: $VERSION-1
 Architecture: $arch
 Maintainer: mcpport maintainers <maintainers@mcpport.invalid>
+Depends: passwd
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Section: net
 Priority: optional
@@ -83,6 +84,7 @@ Description: MCP gateway for servers that run where nobody can dial in
  and their configuration in /etc/mcpport.
 EOF
     find "$root" -type d -exec chmod 0755 {} +
+    (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
     dpkg-deb --root-owner-group -Zxz --build "$root" "$DIST/mcpport_${VERSION}-1_${arch}.deb" >/dev/null
 }
 deb x86_64-unknown-linux-musl amd64
@@ -102,7 +104,7 @@ ca=/etc/ssl/certs/ca-certificates.crt
 python3 scripts/package/build.py oci "$DIST" "$VERSION" "$ca" \
     "amd64=$(bin_of x86_64-unknown-linux-musl)" "arm64=$(bin_of aarch64-unknown-linux-musl)" \
     "arm=$(bin_of armv7-unknown-linux-gnueabihf)" >/dev/null
-say "OCI image: mcpport-$VERSION-oci.tar (and the layout in mcpport-$VERSION-oci/)"
+say "OCI image: mcpport-$VERSION-oci.tar"
 
 # ---- OpenWrt: .ipk for 24.10 (opkg), a tarball for 25.12 (apk) ----
 # opkg installs a package only for an architecture the device lists; these are the usual ones
@@ -110,10 +112,10 @@ say "OCI image: mcpport-$VERSION-oci.tar (and the layout in mcpport-$VERSION-oci
 for arch in x86_64; do
     python3 scripts/package/build.py ipk "$DIST" "$VERSION" "$arch" "$(bin_of x86_64-unknown-linux-musl)" contrib >/dev/null
 done
-for arch in aarch64_generic aarch64_cortex-a53 aarch64_cortex-a72; do
+for arch in aarch64_generic aarch64_cortex-a53 aarch64_cortex-a72 aarch64_cortex-a76; do
     python3 scripts/package/build.py ipk "$DIST" "$VERSION" "$arch" "$(bin_of aarch64-unknown-linux-musl)" contrib >/dev/null
 done
-for arch in arm_cortex-a7_neon-vfpv4 arm_cortex-a9_vfpv3-d16 arm_cortex-a15_neon-vfpv4; do
+for arch in arm_cortex-a5_vfpv4 arm_cortex-a7_neon-vfpv4 arm_cortex-a8_vfpv3 arm_cortex-a9_vfpv3-d16 arm_cortex-a15_neon-vfpv4; do
     python3 scripts/package/build.py ipk "$DIST" "$VERSION" "$arch" "$(bin_of armv7-unknown-linux-gnueabihf)" contrib >/dev/null
 done
 openwrt_tarball() { # TARGET

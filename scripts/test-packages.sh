@@ -74,16 +74,18 @@ for deb in "$DIST"/*.deb; do
     lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true)
     if grep -q '^E:' <<<"$lint"; then fail "lintian errors in $(basename "$deb"):"$'\n'"$lint"; fi
     contents=$(dpkg-deb -c "$deb")
-    for path in ./usr/bin/mcpport ./lib/systemd/system/mcpport-gateway.service \
-        ./lib/systemd/system/mcpport-edge.service ./etc/mcpport/servers.json; do
+    for path in ./usr/bin/mcpport ./usr/lib/systemd/system/mcpport-gateway.service \
+        ./usr/lib/systemd/system/mcpport-edge.service ./etc/mcpport/servers.json; do
         grep -q " $path\$" <<<"$contents" || fail "$(basename "$deb") lacks $path"
     done
     [[ $(dpkg-deb -f "$deb" Package Version) == $'Package: mcpport\nVersion: '"$VERSION-1" ]] || fail "control fields"
+    [[ $(dpkg-deb -f "$deb" Depends) == passwd ]] || fail "$(basename "$deb"): Depends (useradd is in passwd)"
+    dpkg-deb -I "$deb" md5sums >/dev/null || fail "$(basename "$deb"): no md5sums"
 done
 say "Debian packages: lintian without errors, contents and control fields as expected"
 
 root="$work/debian"
-mmdebstrap --quiet --variant=minbase --include=systemd,init-system-helpers,passwd bookworm "$root" \
+mmdebstrap --quiet --variant=minbase --include=systemd,init-system-helpers bookworm "$root" \
     || fail "mmdebstrap could not make a Debian root"
 snapshot() { # the root's files, but for what dpkg and apt keep about themselves
     (cd "$root" && find . -xdev \( -path ./var/lib/dpkg -o -path ./var/log -o -path ./var/cache/debconf \
@@ -112,12 +114,12 @@ for deb in "$DIST"/*.deb; do
     if [[ $arch == amd64 ]]; then
         # The units as systemd reads them; ExecStart's binary is the package's.
         SYSTEMD_LOG_LEVEL=warning in_root systemd-analyze verify \
-            /lib/systemd/system/mcpport-gateway.service /lib/systemd/system/mcpport-edge.service \
+            /usr/lib/systemd/system/mcpport-gateway.service /usr/lib/systemd/system/mcpport-edge.service \
             || fail "$name: systemd-analyze verify"
         token=$(head -n 1 "$root/etc/mcpport/auth-tokens")
         # Both units' command lines, run for real as the unit's user with the shipped config;
         # the edge pointed at the gateway on loopback, with an edge token the gateway made.
-        mapfile -t gw < <(python3 scripts/package/unit_cmd.py "$root" /lib/systemd/system/mcpport-gateway.service | grep -v '^#')
+        mapfile -t gw < <(python3 scripts/package/unit_cmd.py "$root" /usr/lib/systemd/system/mcpport-gateway.service | grep -v '^#')
         chroot --userspec=mcpport:mcpport "$root" "${gw[@]}" >"$work/gateway.log" 2>&1 &
         PIDS+=("$!")
         for _ in $(seq 100); do
@@ -127,7 +129,7 @@ for deb in "$DIST"/*.deb; do
         curl -fsS http://127.0.0.1:8765/health >"$work/health" || fail "the gateway unit's command did not serve /health: $(cat "$work/gateway.log")"
         sed -i 's|^MCPPORT_GATEWAY_URL=.*|MCPPORT_GATEWAY_URL=ws://127.0.0.1:8765/mcp/register|' "$root/etc/mcpport/edge.env"
         printf 'Authorization: Bearer %s\n' "$(head -n 1 "$root/etc/mcpport/register-tokens")" >"$root/etc/mcpport/register-headers"
-        mapfile -t edge < <(python3 scripts/package/unit_cmd.py "$root" /lib/systemd/system/mcpport-edge.service)
+        mapfile -t edge < <(python3 scripts/package/unit_cmd.py "$root" /usr/lib/systemd/system/mcpport-edge.service)
         envs=()
         for line in "${edge[@]}"; do [[ $line == '#env '* ]] && envs+=("${line#\#env }"); done
         mapfile -t edge < <(printf '%s\n' "${edge[@]}" | grep -v '^#')
@@ -188,7 +190,10 @@ python3 - "$layout" "$VERSION" <<'EOF' || fail "the OCI index"
 import json, sys
 layout, version = sys.argv[1], sys.argv[2]
 top = json.load(open(f"{layout}/index.json"))
-multi = [m for m in top["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == version][0]
+assert len(top["manifests"]) == 1, "one image in the layout (podman load takes it whole)"
+multi = top["manifests"][0]
+assert multi["annotations"]["org.opencontainers.image.ref.name"] == version
+assert multi["mediaType"] == "application/vnd.oci.image.index.v1+json"
 index = json.load(open(f"{layout}/blobs/sha256/{multi['digest'].split(':')[1]}"))
 platforms = sorted((m["platform"]["architecture"], m["platform"].get("variant", "")) for m in index["manifests"])
 assert platforms == [("amd64", ""), ("arm", "v7"), ("arm64", "v8")], platforms
@@ -197,12 +202,20 @@ for m in index["manifests"]:
     config = json.load(open(f"{layout}/blobs/sha256/{manifest['config']['digest'].split(':')[1]}"))
     assert config["config"]["User"] not in ("", "0", "root", "0:0"), config["config"]["User"]
     assert config["config"]["Entrypoint"] == ["/usr/bin/mcpport"]
+    assert "--auth-token-file" in config["config"]["Cmd"], "never an open gateway by default"
+# For umoci, which unpacks a manifest: the same blobs, each platform under its own tag.
+entries = []
+for m in index["manifests"]:
+    m = dict(m, annotations={"org.opencontainers.image.ref.name": f"{version}-{m['platform']['architecture']}"})
+    entries.append(m)
+json.dump(dict(top, manifests=entries), open(f"{layout}/index.json", "w"))
 EOF
 for arch in amd64 arm64 arm; do
     umoci unpack --image "$layout:$VERSION-$arch" "$work/bundle-$arch" >/dev/null || fail "umoci unpack $arch"
     rootfs="$work/bundle-$arch/rootfs"
     [[ -s $rootfs/etc/ssl/certs/ca-certificates.crt ]] || fail "OCI $arch: no CA roots"
     [[ $(find "$rootfs" -type f | wc -l) -le 4 ]] || fail "OCI $arch: more than the binary, CA roots, passwd and group"
+    [[ $(stat -c '%u %a' "$rootfs/home/nonroot") == "65532 700" ]] || fail "OCI $arch: the user's home is not its own"
     check_version "OCI image $arch" "$rootfs/usr/bin/mcpport" "$arch"
 done
 
@@ -290,7 +303,7 @@ for ipk in "$DIST"/*.ipk; do
         grep -q "^$field: " "$dir/control/control" || fail "$name: no $field"
     done
     grep -qx /etc/config/mcpport "$dir/control/conffiles" || fail "$name: conffiles"
-    sh -n "$dir/control/postinst" && sh -n "$dir/control/prerm"
+    sh -n "$dir/control/postinst" && sh -n "$dir/control/prerm" && sh -n "$dir/control/postrm"
     for init in mcpport-gateway mcpport-edge; do
         script="$dir/data/etc/init.d/$init"
         sh -n "$script" && grep -q '^USE_PROCD=1' "$script" || fail "$name: $init is not a procd script"

@@ -60,7 +60,7 @@ def wheel(dist: Path, version: str, arch: str, binary: Path, readme: Path) -> Pa
     files = [
         (f"mcpport-{version}.data/scripts/mcpport", binary.read_bytes(), 0o755),
         (f"{info}/METADATA", metadata.encode(), 0o644),
-        (f"{info}/WHEEL", f"Wheel-Version: 1.0\nGenerator: mcpport package.sh\nRoot-Is-Purelib: false\nTag: {tag}\n".encode(), 0o644),
+        (f"{info}/WHEEL", wheel_file(WHEEL_PLATFORMS[arch]).encode(), 0o644),
     ]
     record = "".join(f"{path},sha256={b64(hashlib.sha256(data).digest())},{len(data)}\n" for path, data, _ in files)
     files.append((f"{info}/RECORD", (record + f"{info}/RECORD,,\n").encode(), 0o644))
@@ -74,19 +74,28 @@ def wheel(dist: Path, version: str, arch: str, binary: Path, readme: Path) -> Pa
     return out
 
 
+def wheel_file(platforms: str) -> str:
+    """The WHEEL file: one `Tag:` line per expanded tag, as the wheel spec asks."""
+    tags = "".join(f"Tag: py3-none-{platform}\n" for platform in platforms.split("."))
+    return f"Wheel-Version: 1.0\nGenerator: mcpport package.sh\nRoot-Is-Purelib: false\n{tags}"
+
+
 def b64(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 # ---- tar helpers ----
 
-def tar_bytes(entries: list[tuple[str, bytes | None, int]], gz: bool = True) -> bytes:
-    """A tar of (path, data or None for a directory, mode), owned by root, at EPOCH."""
+def tar_bytes(entries: list[tuple], gz: bool = True) -> bytes:
+    """A tar of (path, data or None for a directory, mode[, owner id]), owned by root unless
+    an owner is given, at EPOCH."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for path, data, mode in entries:
+        for path, data, mode, *owner in entries:
             entry = tarfile.TarInfo(path)
-            entry.mtime, entry.mode, entry.uid, entry.gid, entry.uname, entry.gname = EPOCH, mode, 0, 0, "root", "root"
+            uid = owner[0] if owner else 0
+            entry.mtime, entry.mode, entry.uid, entry.gid = EPOCH, mode, uid, uid
+            entry.uname = entry.gname = "root" if uid == 0 else ""
             if data is None:
                 entry.type = tarfile.DIRTYPE
                 t.addfile(entry)
@@ -115,7 +124,8 @@ def blob(layout: Path, data: bytes, media_type: str) -> dict:
 
 
 def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> Path:
-    layout = dist / f"mcpport-{version}-oci"
+    # The layout is written beside dist/ (what ships is its tar, which SHA256SUMS covers).
+    layout = dist.parent / f".mcpport-{version}-oci"
     if layout.exists():
         for p in sorted(layout.rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
@@ -133,7 +143,7 @@ def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> P
             ("etc/ssl/certs", None, 0o755),
             ("etc/ssl/certs/ca-certificates.crt", ca_bundle.read_bytes(), 0o644),
             ("home", None, 0o755),
-            ("home/nonroot", None, 0o700),
+            ("home/nonroot", None, 0o700, USER_ID),
             ("tmp", None, 0o1777),
             ("usr", None, 0o755),
             ("usr/bin", None, 0o755),
@@ -149,7 +159,9 @@ def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> P
                 "User": f"{USER_ID}:{USER_ID}",
                 "Env": ["PATH=/usr/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "HOME=/home/nonroot"],
                 "Entrypoint": ["/usr/bin/mcpport"],
-                "Cmd": ["gateway", "--host", "0.0.0.0", "--port", "8765"],
+                # Never an open gateway by default: client tokens come from a secret (one per
+                # line), and without it the gateway does not start.
+                "Cmd": ["gateway", "--host", "0.0.0.0", "--port", "8765", "--auth-token-file", "/run/secrets/mcpport-tokens"],
                 "ExposedPorts": {"8765/tcp": {}},
                 "WorkingDir": "/home/nonroot",
                 "Labels": {
@@ -175,9 +187,10 @@ def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> P
         manifests.append(desc)
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
     index_desc = blob(layout, json.dumps(index, sort_keys=True).encode(), "application/vnd.oci.image.index.v1+json")
-    # The layout's own index names the multi-architecture index under the version tag.
+    # The layout's own index names one image, the multi-architecture index, under the version
+    # tag (`podman load` and `skopeo copy --all` take it whole, each platform its own manifest).
     index_desc["annotations"] = {"org.opencontainers.image.ref.name": version}
-    top = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [index_desc] + manifests}
+    top = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [index_desc]}
     (layout / "index.json").write_text(json.dumps(top, sort_keys=True, indent=1))
     archive = dist / f"mcpport-{version}-oci.tar"
     entries = []
@@ -185,6 +198,9 @@ def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> P
         rel = str(p.relative_to(layout))
         entries.append((rel, None if p.is_dir() else p.read_bytes(), 0o755 if p.is_dir() else 0o644))
     archive.write_bytes(tar_bytes(entries, gz=False))
+    for p in sorted(layout.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    layout.rmdir()
     return archive
 
 
@@ -223,12 +239,21 @@ def ipk(dist: Path, version: str, arch: str, binary: Path, contrib: Path) -> Pat
         "done\n"
         "exit 0\n"
     )
+    postrm = (
+        "#!/bin/sh\n"
+        "# The token files the postinst made go with the package (opkg keeps changed conffiles).\n"
+        '[ -n "$IPKG_INSTROOT" ] && exit 0\n'
+        "rm -f /etc/mcpport/auth-tokens /etc/mcpport/register-tokens /etc/mcpport/register-headers\n"
+        "rmdir /etc/mcpport 2>/dev/null\n"
+        "exit 0\n"
+    )
     control_tar = tar_bytes([
         ("./", None, 0o755),
         ("./control", control.encode(), 0o644),
         ("./conffiles", conffiles.encode(), 0o644),
         ("./postinst", postinst.encode(), 0o755),
         ("./prerm", prerm.encode(), 0o755),
+        ("./postrm", postrm.encode(), 0o755),
     ])
     data_tar = tar_bytes([
         ("./", None, 0o755),
