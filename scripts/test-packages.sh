@@ -260,10 +260,9 @@ run_init() {
     args=("${args[@]/#\/usr\/bin\/mcpport/$root/usr/bin/mcpport}")
     args=("${args[@]/#0.0.0.0/127.0.0.1}")
     args=("${args[@]/#8765/0}")
-    # The glibc (armv7) gateway re-executes itself once to turn glibc's per-thread caches off;
-    # under qemu-user without binfmt_misc that exec cannot work (a device has no such problem),
-    # so the setting is given up front, as the re-exec would.
-    GLIBC_TUNABLES=glibc.malloc.tcache_count=0 $qemu "${args[@]}" >"$work/init-gw.log" 2>&1 &
+    # (The glibc armv7 gateway re-executes itself once, to turn glibc's per-thread caches off;
+    # under qemu-user without binfmt_misc that exec fails, and it carries on without.)
+    $qemu "${args[@]}" >"$work/init-gw.log" 2>&1 &
     PIDS+=("$!")
     for _ in $(seq 100); do
         port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/init-gw.log" | head -n 1)

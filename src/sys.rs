@@ -344,7 +344,6 @@ const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
 pub(crate) fn drop_malloc_thread_caches() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        use std::os::unix::process::CommandExt;
         // SAFETY: getauxval reads values the kernel gave the process at exec.
         let (secure, interpreter) =
             unsafe { (libc::getauxval(libc::AT_SECURE), libc::getauxval(libc::AT_BASE)) };
@@ -357,14 +356,31 @@ pub(crate) fn drop_malloc_thread_caches() {
         let Some(tunables) = tunables_without_caches(std::env::var_os("GLIBC_TUNABLES"), secure != 0) else {
             return;
         };
-        let mut args = std::env::args_os();
-        let arg0 = args.next().unwrap_or_default();
-        // `exec` returns only if it failed; then the process carries on with the caches.
-        let _ = std::process::Command::new("/proc/self/exe")
-            .arg0(arg0)
-            .args(args)
-            .env("GLIBC_TUNABLES", tunables)
-            .exec();
+        reexec_with(&tunables);
+    }
+}
+
+/// Re-executes this process with `GLIBC_TUNABLES=tunables`; returns only if that failed, and then
+/// the process carries on as it was. `execv`, not `Command::exec`: glibc's `execvp` (what
+/// `Command` uses) answers a binary the kernel cannot run (ENOEXEC: an ARM binary under
+/// qemu-user without binfmt_misc) by running it as a shell script, and the gateway would become
+/// a shell choking on its own bytes.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn reexec_with(tunables: &str) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStringExt;
+    let args: Result<Vec<CString>, _> = std::env::args_os().map(|a| CString::new(a.into_vec())).collect();
+    let Ok(args) = args else { return };
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let before = std::env::var_os("GLIBC_TUNABLES");
+    // Called first thing in `main`, before any thread exists: the environment is ours alone.
+    std::env::set_var("GLIBC_TUNABLES", tunables);
+    // SAFETY: both arrays are NUL-terminated and outlive the call; execv returns only on failure.
+    unsafe { libc::execv(c"/proc/self/exe".as_ptr(), argv.as_ptr()) };
+    match before {
+        Some(v) => std::env::set_var("GLIBC_TUNABLES", v),
+        None => std::env::remove_var("GLIBC_TUNABLES"),
     }
 }
 
