@@ -8,7 +8,7 @@
 #
 # Fully static: the musl targets link Rust's self-contained musl; armv7 links glibc statically
 # (`+crt-static`; the armv7 musl rust-std is not installable here, see
-# ../shared/research/static-builds.md). Only /etc/hosts and DNS name lookups work there, not other
+# docs/static-builds.md). Only /etc/hosts and DNS name lookups work there, not other
 # NSS modules.
 #
 # Installs what it needs itself, and says nothing when it is already there: the rustup targets,

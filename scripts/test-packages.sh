@@ -69,6 +69,32 @@ check_version() { # check_version WHAT BINARY ARCH
     say "$1: $out"
 }
 
+# servers_on PORT N: waits up to 15 s for the gateway on PORT to list N servers.
+servers_on() {
+    local _
+    for _ in $(seq 150); do
+        grep -q "\"servers\":$2[,}]" <(curl -fsS "http://127.0.0.1:$1/health" 2>/dev/null) && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# listening_port LOG: waits up to 10 s for a gateway's "listening on" line in LOG; prints its port.
+listening_port() {
+    local _ port
+    for _ in $(seq 100); do
+        port=$(sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$1" | head -n 1)
+        [[ -n $port ]] && { echo "$port"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+# stop_started: stops every process this script started and still runs, by PID.
+stop_started() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+
 # ---- Debian packages ----
 for deb in "$DIST"/*.deb; do
     lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true)
@@ -116,17 +142,12 @@ for deb in "$DIST"/*.deb; do
         SYSTEMD_LOG_LEVEL=warning in_root systemd-analyze verify \
             /usr/lib/systemd/system/mcpport-gateway.service /usr/lib/systemd/system/mcpport-edge.service \
             || fail "$name: systemd-analyze verify"
-        token=$(head -n 1 "$root/etc/mcpport/auth-tokens")
         # Both units' command lines, run for real as the unit's user with the shipped config;
         # the edge pointed at the gateway on loopback, with an edge token the gateway made.
         mapfile -t gw < <(python3 scripts/package/unit_cmd.py "$root" /usr/lib/systemd/system/mcpport-gateway.service | grep -v '^#')
         chroot --userspec=mcpport:mcpport "$root" "${gw[@]}" >"$work/gateway.log" 2>&1 &
         PIDS+=("$!")
-        for _ in $(seq 100); do
-            curl -fsS -H "Authorization: Bearer $token" http://127.0.0.1:8765/health >/dev/null 2>&1 && break
-            sleep 0.1
-        done
-        curl -fsS http://127.0.0.1:8765/health >"$work/health" || fail "the gateway unit's command did not serve /health: $(cat "$work/gateway.log")"
+        servers_on 8765 0 || fail "the gateway unit's command did not serve /health: $(cat "$work/gateway.log")"
         sed -i 's|^MCPPORT_GATEWAY_URL=.*|MCPPORT_GATEWAY_URL=ws://127.0.0.1:8765/mcp/register|' "$root/etc/mcpport/edge.env"
         printf 'Authorization: Bearer %s\n' "$(head -n 1 "$root/etc/mcpport/register-tokens")" >"$root/etc/mcpport/register-headers"
         mapfile -t edge < <(python3 scripts/package/unit_cmd.py "$root" /usr/lib/systemd/system/mcpport-edge.service)
@@ -135,15 +156,9 @@ for deb in "$DIST"/*.deb; do
         mapfile -t edge < <(printf '%s\n' "${edge[@]}" | grep -v '^#')
         chroot --userspec=mcpport:mcpport "$root" /usr/bin/env "${envs[@]}" "${edge[@]}" >"$work/edge.log" 2>&1 &
         PIDS+=("$!")
-        for _ in $(seq 100); do
-            grep -q '"servers":1' <(curl -fsS http://127.0.0.1:8765/health 2>/dev/null) && break
-            sleep 0.1
-        done
-        grep -q '"servers":1' <(curl -fsS http://127.0.0.1:8765/health) \
-            || fail "the edge unit's command did not register the shipped sample server: $(tail -5 "$work/edge.log")"
+        servers_on 8765 1 || fail "the edge unit's command did not register the shipped sample server: $(tail -5 "$work/edge.log")"
         say "$name: the gateway unit serves /health, the edge unit registers servers.json's sample server"
-        for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-        PIDS=()
+        stop_started
         cp "$REPO/contrib/debian/edge.env" "$root/etc/mcpport/edge.env"
     fi
     in_root dpkg -r mcpport >/dev/null || fail "$name: dpkg -r failed"
@@ -264,12 +279,7 @@ run_init() {
     # under qemu-user without binfmt_misc that exec fails, and it carries on without.)
     $qemu "${args[@]}" >"$work/init-gw.log" 2>&1 &
     PIDS+=("$!")
-    for _ in $(seq 100); do
-        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/init-gw.log" | head -n 1)
-        [[ -n $port ]] && break
-        sleep 0.1
-    done
-    [[ -n $port ]] || fail "$what: the gateway init script's command did not listen: $(tail -3 "$work/init-gw.log")"
+    port=$(listening_port "$work/init-gw.log") || fail "$what: the gateway init script's command did not listen: $(tail -3 "$work/init-gw.log")"
     sed -i "s|PORT|$port|" "$6"
     mapfile -t args < <(UCI=$6 sh -c ". '$stub'; . '$7'; start_service")
     [[ ${args[0]} == /usr/bin/mcpport && ${args[1]} == register ]] || fail "$what: $7 runs: ${args[*]}"
@@ -280,14 +290,9 @@ run_init() {
     args=("${args[@]//\/usr\/bin\/mcpport/${qemu:+$qemu }$root/usr/bin/mcpport}")
     $qemu "$root$first" "${args[@]}" >"$work/init-edge.log" 2>&1 &
     PIDS+=("$!")
-    for _ in $(seq 150); do
-        grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null) && break
-        sleep 0.1
-    done
-    grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health") \
+    servers_on "$port" 1 \
         || fail "$what: $(basename "$7")'s command did not register its server: $(tail -3 "$work/init-edge.log")"
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    PIDS=()
+    stop_started
 }
 
 for ipk in "$DIST"/*.ipk; do
@@ -373,34 +378,19 @@ unit_argv() { # unit_argv UNIT: its ExecStart, for this archive's binary and fil
 mapfile -t argv < <(unit_argv "$pkg/systemd/mcpport-gateway.service")
 "${argv[@]}" >"$work/archive-gw.log" 2>&1 &
 PIDS+=("$!")
-port=""
-for _ in $(seq 100); do
-    port=$(sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$work/archive-gw.log" | head -n 1)
-    [[ -n $port ]] && break
-    sleep 0.1
-done
-[[ -n $port ]] || fail "the archive's gateway unit did not listen: $(tail -3 "$work/archive-gw.log")"
+port=$(listening_port "$work/archive-gw.log") || fail "the archive's gateway unit did not listen: $(tail -3 "$work/archive-gw.log")"
 for unit in mcpport-register mcpport-edge; do
     mapfile -t argv < <(unit_argv "$pkg/systemd/$unit.service" | sed "s|wss://gateway.example.com:8765|ws://127.0.0.1:$port|; s|^--port\$|--port|")
     # Health ports of the edge units: free ones.
     for i in "${!argv[@]}"; do [[ ${argv[i]} == 8766 ]] && argv[i]=0; done
     "${argv[@]}" >"$work/archive-$unit.log" 2>&1 &
     PIDS+=("$!")
-    for _ in $(seq 100); do
-        grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null) && break
-        sleep 0.1
-    done
-    grep -q '"servers":1' <(curl -fsS "http://127.0.0.1:$port/health") \
-        || fail "the archive's $unit unit did not register: $(tail -3 "$work/archive-$unit.log")"
+    servers_on "$port" 1 || fail "the archive's $unit unit did not register: $(tail -3 "$work/archive-$unit.log")"
     kill "${PIDS[-1]}" && wait "${PIDS[-1]}" 2>/dev/null || true
     unset 'PIDS[-1]'
-    for _ in $(seq 100); do
-        grep -q '"servers":0' <(curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null) && break
-        sleep 0.1
-    done
+    servers_on "$port" 0 || fail "the archive's $unit unit's server did not leave"
 done
-for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-PIDS=()
+stop_started
 # The archive's OpenWrt scripts: the gateway's, then the register script's (its own UCI section).
 owrt="$arch_dir/owrt" && mkdir -p "$owrt/usr/bin" "$owrt/etc/mcpport"
 cp "$pkg/mcpport" "$owrt/usr/bin/mcpport"

@@ -2,7 +2,7 @@
 //! modules of its own floor or below (ARCHITECTURE.md, "Layers"). A module names another by a
 //! `crate::gateway::…` path (the only form the gateway's files use across folders); `super::`
 //! stays inside a module and its own children. Test code is left out. Together with
-//! `../shared/tools/modcycles.py` (no cycles, which CI's hook runs), this keeps the folders true
+//! the development hook's module-cycle check (no cycles), this keeps the folders true
 //! to the layering the documents claim.
 
 use std::path::{Path, PathBuf};

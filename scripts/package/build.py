@@ -115,22 +115,16 @@ OCI_PLATFORMS = {
 USER_ID = 65532  # "nonroot", as distroless images number it
 
 
-def blob(layout: Path, data: bytes, media_type: str) -> dict:
+def blob(blobs: dict[str, bytes], data: bytes, media_type: str) -> dict:
+    """Adds `data` to the layout's blobs; its descriptor."""
     digest = hashlib.sha256(data).hexdigest()
-    path = layout / "blobs" / "sha256" / digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    blobs[f"blobs/sha256/{digest}"] = data
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
 
 def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> Path:
-    # The layout is written beside dist/ (what ships is its tar, which SHA256SUMS covers).
-    layout = dist.parent / f".mcpport-{version}-oci"
-    if layout.exists():
-        for p in sorted(layout.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() else p.rmdir()
-    layout.mkdir(parents=True)
-    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    # The layout is made in memory and written once, as the tar that ships (SHA256SUMS covers it).
+    blobs: dict[str, bytes] = {}
     passwd = f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{USER_ID}:{USER_ID}:nonroot:/home/nonroot:/sbin/nologin\n"
     group = f"root:x:0:\nnonroot:x:{USER_ID}:\n"
     manifests = []
@@ -151,7 +145,7 @@ def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> P
         ]
         raw = tar_bytes(files, gz=False)
         layer = gzip.compress(raw, mtime=0)
-        layer_desc = blob(layout, layer, "application/vnd.oci.image.layer.v1.tar+gzip")
+        layer_desc = blob(blobs, layer, "application/vnd.oci.image.layer.v1.tar+gzip")
         config = {
             "created": "2023-11-14T22:13:20Z",
             **OCI_PLATFORMS[arch],
@@ -174,33 +168,28 @@ def oci(dist: Path, version: str, ca_bundle: Path, images: dict[str, Path]) -> P
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(raw).hexdigest()}"]},
             "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "scripts/package.sh"}],
         }
-        config_desc = blob(layout, json.dumps(config, sort_keys=True).encode(), "application/vnd.oci.image.config.v1+json")
+        config_desc = blob(blobs, json.dumps(config, sort_keys=True).encode(), "application/vnd.oci.image.config.v1+json")
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config_desc,
             "layers": [layer_desc],
         }
-        desc = blob(layout, json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json")
+        desc = blob(blobs, json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json")
         desc["platform"] = {k: v for k, v in OCI_PLATFORMS[arch].items()}
         desc["annotations"] = {"org.opencontainers.image.ref.name": f"{version}-{arch}"}
         manifests.append(desc)
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
-    index_desc = blob(layout, json.dumps(index, sort_keys=True).encode(), "application/vnd.oci.image.index.v1+json")
+    index_desc = blob(blobs, json.dumps(index, sort_keys=True).encode(), "application/vnd.oci.image.index.v1+json")
     # The layout's own index names one image, the multi-architecture index, under the version
     # tag (`podman load` and `skopeo copy --all` take it whole, each platform its own manifest).
     index_desc["annotations"] = {"org.opencontainers.image.ref.name": version}
     top = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [index_desc]}
-    (layout / "index.json").write_text(json.dumps(top, sort_keys=True, indent=1))
+    files = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(), **blobs}
+    files["index.json"] = json.dumps(top, sort_keys=True, indent=1).encode()
+    dirs = [("blobs", None, 0o755), ("blobs/sha256", None, 0o755)]
     archive = dist / f"mcpport-{version}-oci.tar"
-    entries = []
-    for p in sorted(layout.rglob("*")):
-        rel = str(p.relative_to(layout))
-        entries.append((rel, None if p.is_dir() else p.read_bytes(), 0o755 if p.is_dir() else 0o644))
-    archive.write_bytes(tar_bytes(entries, gz=False))
-    for p in sorted(layout.rglob("*"), reverse=True):
-        p.unlink() if p.is_file() else p.rmdir()
-    layout.rmdir()
+    archive.write_bytes(tar_bytes(dirs + [(path, files[path], 0o644) for path in sorted(files)], gz=False))
     return archive
 
 

@@ -126,6 +126,18 @@ impl Paced {
     }
 }
 
+impl Paced {
+    /// A socket timeout (the socket's own, set from the deadline) as the deadline's error.
+    fn paced(&self, done: io::Result<usize>) -> io::Result<usize> {
+        match done {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(self.timed_out())
+            }
+            other => other,
+        }
+    }
+}
+
 impl Read for Paced {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let timeout = self.timeout()?;
@@ -135,12 +147,9 @@ impl Read for Paced {
             Wire::Tls(tls) => tls.read(buf),
         };
         match got {
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Err(self.timed_out())
-            }
             // A TLS peer that closes without close_notify: the end, as with plain TCP.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-            other => other,
+            other => self.paced(other),
         }
     }
 }
@@ -158,12 +167,7 @@ impl Write for Paced {
             Wire::Plain(sock) => sock.write(buf),
             Wire::Tls(tls) => tls.write(buf),
         };
-        match put {
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Err(self.timed_out())
-            }
-            other => other,
-        }
+        self.paced(put)
     }
 
     fn flush(&mut self) -> io::Result<()> {
